@@ -1,0 +1,97 @@
+# intake: one plain Makefile. Objects under build/, header dependencies via -MMD -MP.
+#   make            build/intaked, build/intake
+#   make run        install missing packages, build, run intaked on etc/intake.conf
+#   make test       install missing packages, build, unit tests (plain and
+#                   ASan+UBSan), integration tests against the real daemon
+#   make bench      throughput figures next to a baseline (scripts/bench.sh)
+#   make install    PREFIX=/usr/local DESTDIR=
+
+CC      ?= cc
+PYTHON  := /usr/bin/python3
+PREFIX  ?= /usr/local
+BUILD   ?= build
+SANITIZE ?=
+
+PKGS    := libcjson openssl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lcjson -lssl -lcrypto)
+# Debian's libev ships no .pc file.
+EV_CFLAGS  := $(shell pkg-config --cflags libev 2>/dev/null)
+EV_LIBS    := $(shell pkg-config --libs libev 2>/dev/null || echo -lev)
+
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
+           -fno-strict-aliasing -D_FILE_OFFSET_BITS=64 \
+           -Isrc -Iworkers $(PKG_CFLAGS) $(EV_CFLAGS) -MMD -MP
+LDLIBS  += $(PKG_LIBS) $(EV_LIBS) -lpthread -lm
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+# What every program shares.
+CORE    := src/log.c src/config.c src/store.c src/upload.c
+DAEMON  := src/main.c src/master.c src/net.c src/pidfile.c src/proctitle.c \
+           workers/worker.c workers/conn.c workers/tcp.c workers/tcp_line.c workers/jobs.c
+CLI     := src/intake.c src/cli_progress.c
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+UNIT_TESTS := config store upload tcp_line
+UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
+
+.PHONY: all run test unit unit-asan integration deps bench install clean
+
+all: $(BUILD)/intaked $(BUILD)/intake
+
+$(BUILD)/intaked: $(call obj,$(CORE) $(DAEMON))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/intake: $(call obj,$(CORE) $(CLI))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(call obj,$(CORE) workers/tcp_line.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+deps:
+	@./scripts/deps.sh
+
+run: deps all
+	@mkdir -p var run
+	@echo "intake: upload page http://127.0.0.1:8080/  raw TCP 127.0.0.1:9090"
+	@echo "intake: try: $(BUILD)/intake 127.0.0.1:9090 README.md"
+	./$(BUILD)/intaked -c etc/intake.conf
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do $$t; done
+
+unit-asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined CC=clang unit
+
+integration: all
+	$(PYTHON) -m pytest -q tests/integration
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory integration
+
+bench: deps all
+	./scripts/bench.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/etc/intake/signatures
+	install -m 755 $(BUILD)/intaked $(DESTDIR)$(PREFIX)/sbin/intaked
+	install -m 755 $(BUILD)/intake $(DESTDIR)$(PREFIX)/bin/intake
+	install -m 644 etc/intake.conf $(DESTDIR)$(PREFIX)/etc/intake/intake.conf
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,730 @@
+/* config: directive table, value parsers and the file reader. Every directive
+ * of SPEC.md is parsed and validated here, including those a later stage acts on. */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LINE_MAX_BYTES 4096
+#define MAX_TOKENS 66
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+    if (!isdigit((unsigned char)*s)) return -EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno) return -EINVAL;
+    unsigned shift = 0;
+    if (*end) {
+        switch (toupper((unsigned char)*end)) {
+        case 'K': shift = 10; break;
+        case 'M': shift = 20; break;
+        case 'G': shift = 30; break;
+        default: return -EINVAL;
+        }
+        if (end[1]) return -EINVAL;
+    }
+    if (shift && v > (UINT64_MAX >> shift)) return -EINVAL;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+int config_parse_duration(const char *s, uint64_t *ms)
+{
+    if (!isdigit((unsigned char)*s)) return -EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno) return -EINVAL;
+    uint64_t mul;
+    if (*end == '\0' || strcmp(end, "s") == 0) mul = 1000;
+    else if (strcmp(end, "ms") == 0) mul = 1;
+    else if (strcmp(end, "m") == 0) mul = 60000;
+    else if (strcmp(end, "h") == 0) mul = 3600000;
+    else return -EINVAL;
+    if (v > UINT64_MAX / mul / 4) return -EINVAL;
+    *ms = v * mul;
+    return 0;
+}
+
+static int parse_port(const char *p, char *out, size_t outlen)
+{
+    if (!*p || strlen(p) > 5) return -1;
+    for (const char *q = p; *q; q++)
+        if (!isdigit((unsigned char)*q)) return -1;
+    long v = strtol(p, NULL, 10);
+    if (v < 1 || v > 65535) return -1;
+    snprintf(out, outlen, "%ld", v);
+    return 0;
+}
+
+int config_parse_listen(const char *s, struct listen_addr *out, const char **why)
+{
+    memset(out, 0, sizeof *out);
+    if (strlen(s) >= sizeof out->text) {
+        *why = "address too long";
+        return -EINVAL;
+    }
+    snprintf(out->text, sizeof out->text, "%s", s);
+    if (strncmp(s, "unix:", 5) == 0) {
+        const char *p = s + 5;
+        if (!*p) {
+            *why = "empty unix socket path";
+            return -EINVAL;
+        }
+        if (strlen(p) >= sizeof out->path) {
+            *why = "unix socket path longer than 107 bytes";
+            return -EINVAL;
+        }
+        out->is_unix = true;
+        snprintf(out->path, sizeof out->path, "%s", p);
+        return 0;
+    }
+    const char *colon;
+    if (*s == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':') {
+            *why = "expected [v6]:port";
+            return -EINVAL;
+        }
+        size_t hl = (size_t)(rb - s - 1);
+        if (hl == 0 || hl >= sizeof out->host) {
+            *why = "bad IPv6 address";
+            return -EINVAL;
+        }
+        memcpy(out->host, s + 1, hl);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon) {
+            *why = "expected host:port, [v6]:port or unix:/path";
+            return -EINVAL;
+        }
+        size_t hl = (size_t)(colon - s);
+        if (hl >= sizeof out->host || memchr(s, ':', hl)) {
+            *why = "bad host (IPv6 addresses go in brackets)";
+            return -EINVAL;
+        }
+        memcpy(out->host, s, hl);
+        if (strcmp(out->host, "*") == 0) out->host[0] = '\0';
+    }
+    if (parse_port(colon + 1, out->port, sizeof out->port) < 0) {
+        *why = "bad port (1-65535)";
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int config_tokenize(const char *line, size_t len, char *scratch, size_t scratch_len,
+                    char **tokens, int max, const char **why)
+{
+    size_t i = 0, o = 0;
+    int n = 0;
+    for (;;) {
+        while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r')) i++;
+        if (i >= len || line[i] == '#') break;
+        if (n == max) {
+            *why = "too many values";
+            return -1;
+        }
+        tokens[n++] = scratch + o;
+        if (line[i] == '"') {
+            i++;
+            while (i < len && line[i] != '"') {
+                if (o + 1 >= scratch_len) goto toolong;
+                scratch[o++] = line[i++];
+            }
+            if (i >= len) {
+                *why = "unterminated quote";
+                return -1;
+            }
+            i++;
+            if (i < len && line[i] != ' ' && line[i] != '\t' && line[i] != '\r' &&
+                line[i] != '#') {
+                *why = "text after closing quote";
+                return -1;
+            }
+        } else {
+            while (i < len && line[i] != ' ' && line[i] != '\t' && line[i] != '\r' &&
+                   line[i] != '#') {
+                if (line[i] == '"') {
+                    *why = "quote inside a value";
+                    return -1;
+                }
+                if ((unsigned char)line[i] < 0x20) {
+                    *why = "control character";
+                    return -1;
+                }
+                if (o + 1 >= scratch_len) goto toolong;
+                scratch[o++] = line[i++];
+            }
+        }
+        if (o + 1 >= scratch_len) goto toolong;
+        scratch[o++] = '\0';
+    }
+    return n;
+toolong:
+    *why = "line too long";
+    return -1;
+}
+
+/* --- directives ------------------------------------------------------------ */
+
+struct ctx {
+    struct config *c;
+    const char *base_dir;
+    const char *where; /* "file:line" */
+    char *err;
+    size_t errlen;
+    unsigned seen[64];
+    bool from_override;
+    bool tcp_off; /* "listen_tcp off" was given */
+};
+
+static int fail(struct ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(struct ctx *x, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(x->err, x->errlen, "%s: %s", x->where, msg);
+    return -1;
+}
+
+static char *abs_path(struct ctx *x, const char *p)
+{
+    char *r;
+    if (p[0] == '/' || !x->base_dir) r = strdup(p);
+    else if (asprintf(&r, "%s/%s", x->base_dir, p) < 0) r = NULL;
+    if (!r) abort();
+    return r;
+}
+
+static void set_str(char **slot, char *v)
+{
+    free(*slot);
+    *slot = v;
+}
+
+typedef int (*handler_fn)(struct ctx *, char **argv, int argc);
+
+static int want_one(struct ctx *x, char **argv, int argc)
+{
+    if (argc != 1) return fail(x, "\"%s\" takes exactly one value", argv[-1]);
+    return 0;
+}
+
+static int h_workers(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    if (strcmp(v[0], "auto") == 0) {
+        x->c->workers = 0;
+        return 0;
+    }
+    char *end;
+    long w = strtol(v[0], &end, 10);
+    if (*end || !isdigit((unsigned char)v[0][0]) || w < 1 || w > 512)
+        return fail(x, "invalid workers \"%s\" (auto or 1-512)", v[0]);
+    x->c->workers = (int)w;
+    return 0;
+}
+
+static int add_listen(struct ctx *x, enum listen_kind kind, char **v, int n)
+{
+    if (n < 1 || n > 2) return fail(x, "\"%s\" takes ADDR [tls]", v[-1]);
+    if (n == 2 && strcmp(v[1], "tls") != 0)
+        return fail(x, "unexpected \"%s\" (only \"tls\" may follow the address)", v[1]);
+    struct config *c = x->c;
+    if (c->n_listen == CONFIG_MAX_LISTEN)
+        return fail(x, "too many listeners (at most %d)", CONFIG_MAX_LISTEN);
+    struct listen_addr a;
+    const char *why = "";
+    if (config_parse_listen(v[0], &a, &why) < 0)
+        return fail(x, "invalid address \"%s\": %s", v[0], why);
+    a.kind = kind;
+    a.tls = n == 2;
+    if (a.is_unix && a.path[0] != '/') {
+        char *p = abs_path(x, a.path);
+        if (strlen(p) >= sizeof a.path) {
+            free(p);
+            return fail(x, "unix socket path \"%s\" is too long once made absolute", v[0]);
+        }
+        snprintf(a.path, sizeof a.path, "%s", p);
+        free(p);
+    }
+    for (int i = 0; i < c->n_listen; i++) {
+        struct listen_addr *o = &c->listen[i];
+        bool same = a.is_unix ? (o->is_unix && strcmp(o->path, a.path) == 0)
+                              : (!o->is_unix && strcmp(o->host, a.host) == 0 &&
+                                 strcmp(o->port, a.port) == 0);
+        if (same) return fail(x, "address \"%s\" is already used by another listener", v[0]);
+    }
+    c->listen[c->n_listen++] = a;
+    return 0;
+}
+
+/* A repeatable directive set by -o replaces everything the file said. */
+static void drop_listen(struct config *c, enum listen_kind kind)
+{
+    int j = 0;
+    for (int i = 0; i < c->n_listen; i++)
+        if (c->listen[i].kind != kind) c->listen[j++] = c->listen[i];
+    c->n_listen = j;
+}
+
+static int h_listen_ws(struct ctx *x, char **v, int n)
+{
+    return add_listen(x, LISTEN_WS, v, n);
+}
+
+static int h_listen_tcp(struct ctx *x, char **v, int n)
+{
+    if (n == 1 && strcmp(v[0], "off") == 0) {
+        drop_listen(x->c, LISTEN_TCP);
+        x->tcp_off = true;
+        return 0;
+    }
+    return add_listen(x, LISTEN_TCP, v, n);
+}
+
+#define PATH_HANDLER(name, field)                                                          \
+    static int h_##name(struct ctx *x, char **v, int n)                                    \
+    {                                                                                      \
+        if (want_one(x, v, n)) return -1;                                                  \
+        if (!*v[0]) return fail(x, "empty path");                                          \
+        set_str(&x->c->field, abs_path(x, v[0]));                                          \
+        return 0;                                                                          \
+    }
+PATH_HANDLER(tls_certificate, tls_certificate)
+PATH_HANDLER(tls_certificate_key, tls_certificate_key)
+PATH_HANDLER(pid_file, pid_file)
+PATH_HANDLER(spool_dir, spool_dir)
+PATH_HANDLER(accept_dir, accept_dir)
+PATH_HANDLER(quarantine_dir, quarantine_dir)
+PATH_HANDLER(scanner_socket, scanner_socket)
+PATH_HANDLER(signature_dir, signature_dir)
+PATH_HANDLER(auth_secret_file, auth_secret_file)
+
+static int parse_bool(struct ctx *x, char **v, int n, bool *out)
+{
+    if (want_one(x, v, n)) return -1;
+    if (strcmp(v[0], "on") == 0) *out = true;
+    else if (strcmp(v[0], "off") == 0) *out = false;
+    else return fail(x, "invalid value \"%s\" (on or off)", v[0]);
+    return 0;
+}
+
+static int h_daemon(struct ctx *x, char **v, int n)
+{
+    return parse_bool(x, v, n, &x->c->daemon);
+}
+
+static int h_ws_echo(struct ctx *x, char **v, int n)
+{
+    return parse_bool(x, v, n, &x->c->ws_echo);
+}
+
+static int h_user(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    if (!*v[0] || strlen(v[0]) > 32) return fail(x, "invalid user \"%s\"", v[0]);
+    set_str(&x->c->user, strdup(v[0]));
+    return 0;
+}
+
+static int h_error_log(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    if (strcmp(v[0], "stderr") == 0 || strcmp(v[0], "syslog") == 0)
+        set_str(&x->c->error_log, strdup(v[0]));
+    else
+        set_str(&x->c->error_log, abs_path(x, v[0]));
+    return 0;
+}
+
+static int h_access_log(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    set_str(&x->c->access_log, strcmp(v[0], "off") == 0 ? NULL : abs_path(x, v[0]));
+    return 0;
+}
+
+static int h_log_level(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    enum log_level l;
+    if (log_level_parse(v[0], &l) < 0)
+        return fail(x, "invalid log_level \"%s\" (error, warn, info or debug)", v[0]);
+    x->c->log_level = (int)l;
+    return 0;
+}
+
+#define SIZE_HANDLER(name)                                                                 \
+    static int h_##name(struct ctx *x, char **v, int n)                                    \
+    {                                                                                      \
+        if (want_one(x, v, n)) return -1;                                                  \
+        if (config_parse_size(v[0], &x->c->name) < 0)                                      \
+            return fail(x, "invalid size \"%s\" for " #name " (a number with K, M or G)",  \
+                        v[0]);                                                             \
+        return 0;                                                                          \
+    }
+SIZE_HANDLER(max_file_size)
+SIZE_HANDLER(min_free_space)
+
+static int at_least(struct ctx *x, const char *name, uint64_t ms, uint64_t min_ms)
+{
+    if (ms < min_ms) return fail(x, "%s must be at least %llu ms", name, (unsigned long long)min_ms);
+    return 0;
+}
+
+#define DURATION_HANDLER(name, min_ms)                                                     \
+    static int h_##name(struct ctx *x, char **v, int n)                                    \
+    {                                                                                      \
+        if (want_one(x, v, n)) return -1;                                                  \
+        if (config_parse_duration(v[0], &x->c->name##_ms) < 0)                             \
+            return fail(x,                                                                 \
+                        "invalid duration \"%s\" for " #name " (a number with ms, s, m or h)", \
+                        v[0]);                                                             \
+        return at_least(x, #name, x->c->name##_ms, (min_ms));                              \
+    }
+DURATION_HANDLER(resume_timeout, 1000)
+DURATION_HANDLER(scan_timeout, 100)
+DURATION_HANDLER(header_timeout, 100)
+DURATION_HANDLER(idle_timeout, 100)
+DURATION_HANDLER(shutdown_timeout, 0)
+
+static int h_scanner(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    struct config *c = x->c;
+    if (strcmp(v[0], "builtin") == 0) c->scanner = SCANNER_BUILTIN;
+    else if (strcmp(v[0], "off") == 0) c->scanner = SCANNER_OFF;
+    else if (strncmp(v[0], "unix:", 5) == 0 && v[0][5]) {
+        c->scanner = SCANNER_UNIX;
+        set_str(&c->scanner_path, abs_path(x, v[0] + 5));
+        if (strlen(c->scanner_path) >= 108)
+            return fail(x, "scanner socket path is longer than 107 bytes");
+    } else
+        return fail(x, "invalid scanner \"%s\" (builtin, unix:/path or off)", v[0]);
+    return 0;
+}
+
+static int h_scan_fail(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    if (strcmp(v[0], "reject") == 0) x->c->scan_fail = SCAN_FAIL_REJECT;
+    else if (strcmp(v[0], "accept") == 0) x->c->scan_fail = SCAN_FAIL_ACCEPT;
+    else return fail(x, "invalid scan_fail \"%s\" (reject or accept)", v[0]);
+    return 0;
+}
+
+static int h_on_infected(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    if (strcmp(v[0], "quarantine") == 0) x->c->on_infected = ON_INFECTED_QUARANTINE;
+    else if (strcmp(v[0], "delete") == 0) x->c->on_infected = ON_INFECTED_DELETE;
+    else return fail(x, "invalid on_infected \"%s\" (quarantine or delete)", v[0]);
+    return 0;
+}
+
+static int h_max_connections(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    char *end;
+    long m = strtol(v[0], &end, 10);
+    if (*end || !isdigit((unsigned char)v[0][0]) || m < 1 || m > 1000000)
+        return fail(x, "invalid max_connections \"%s\" (1-1000000)", v[0]);
+    x->c->max_connections = (int)m;
+    return 0;
+}
+
+static void free_list(char **list, int *n)
+{
+    for (int i = 0; i < *n; i++) free(list[i]);
+    *n = 0;
+}
+
+static int h_allowed_origins(struct ctx *x, char **v, int n)
+{
+    struct config *c = x->c;
+    if (n < 1) return fail(x, "allowed_origins needs at least one value");
+    free_list(c->allowed_origins, &c->n_allowed_origins);
+    c->allow_any_origin = false;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(v[i], "*") == 0) {
+            c->allow_any_origin = true;
+            continue;
+        }
+        if (strncmp(v[i], "http://", 7) != 0 && strncmp(v[i], "https://", 8) != 0 &&
+            strcmp(v[i], "null") != 0)
+            return fail(x, "invalid origin \"%s\" (like https://example.com, or *)", v[i]);
+        if (c->n_allowed_origins == CONFIG_MAX_LIST) return fail(x, "too many origins");
+        c->allowed_origins[c->n_allowed_origins++] = strdup(v[i]);
+    }
+    return 0;
+}
+
+static int valid_proxy(const char *s)
+{
+    char buf[64];
+    if (strlen(s) >= sizeof buf) return 0;
+    snprintf(buf, sizeof buf, "%s", s);
+    char *slash = strchr(buf, '/');
+    int max = strchr(buf, ':') ? 128 : 32;
+    if (slash) {
+        *slash = '\0';
+        char *end;
+        long bits = strtol(slash + 1, &end, 10);
+        if (!slash[1] || *end || bits < 0 || bits > max) return 0;
+    }
+    unsigned char addr[16];
+    return inet_pton(max == 128 ? AF_INET6 : AF_INET, buf, addr) == 1;
+}
+
+static int h_trusted_proxies(struct ctx *x, char **v, int n)
+{
+    struct config *c = x->c;
+    if (n < 1) return fail(x, "trusted_proxies needs at least one value (or none)");
+    free_list(c->trusted_proxies, &c->n_trusted_proxies);
+    if (n == 1 && strcmp(v[0], "none") == 0) return 0;
+    for (int i = 0; i < n; i++) {
+        if (!valid_proxy(v[i]))
+            return fail(x, "invalid proxy address \"%s\" (an IP address or CIDR)", v[i]);
+        if (c->n_trusted_proxies == CONFIG_MAX_LIST) return fail(x, "too many proxies");
+        c->trusted_proxies[c->n_trusted_proxies++] = strdup(v[i]);
+    }
+    return 0;
+}
+
+struct directive {
+    const char *name;
+    handler_fn fn;
+    bool repeatable;
+};
+
+static const struct directive directives[] = {
+    {"workers", h_workers, false},
+    {"listen_ws", h_listen_ws, true},
+    {"listen_tcp", h_listen_tcp, true},
+    {"tls_certificate", h_tls_certificate, false},
+    {"tls_certificate_key", h_tls_certificate_key, false},
+    {"user", h_user, false},
+    {"daemon", h_daemon, false},
+    {"pid_file", h_pid_file, false},
+    {"error_log", h_error_log, false},
+    {"log_level", h_log_level, false},
+    {"access_log", h_access_log, false},
+    {"spool_dir", h_spool_dir, false},
+    {"accept_dir", h_accept_dir, false},
+    {"quarantine_dir", h_quarantine_dir, false},
+    {"max_file_size", h_max_file_size, false},
+    {"min_free_space", h_min_free_space, false},
+    {"resume_timeout", h_resume_timeout, false},
+    {"scanner", h_scanner, false},
+    {"scanner_socket", h_scanner_socket, false},
+    {"signature_dir", h_signature_dir, false},
+    {"scan_timeout", h_scan_timeout, false},
+    {"scan_fail", h_scan_fail, false},
+    {"on_infected", h_on_infected, false},
+    {"max_connections", h_max_connections, false},
+    {"header_timeout", h_header_timeout, false},
+    {"idle_timeout", h_idle_timeout, false},
+    {"shutdown_timeout", h_shutdown_timeout, false},
+    {"allowed_origins", h_allowed_origins, false},
+    {"trusted_proxies", h_trusted_proxies, false},
+    {"auth_secret_file", h_auth_secret_file, false},
+    {"ws_echo", h_ws_echo, false},
+};
+#define N_DIRECTIVES (sizeof directives / sizeof *directives)
+
+static int apply(struct ctx *x, char **tok, int n, unsigned override_seen[])
+{
+    for (unsigned i = 0; i < N_DIRECTIVES; i++) {
+        const struct directive *d = &directives[i];
+        if (strcmp(tok[0], d->name) != 0) continue;
+        if (!d->repeatable && x->seen[i] && !x->from_override)
+            return fail(x, "\"%s\" is duplicate", d->name);
+        if (x->from_override && d->repeatable && !override_seen[i]) {
+            /* -o for a repeatable directive replaces the file's values. */
+            if (strcmp(d->name, "listen_ws") == 0) drop_listen(x->c, LISTEN_WS);
+            if (strcmp(d->name, "listen_tcp") == 0) drop_listen(x->c, LISTEN_TCP);
+        }
+        if (x->from_override) override_seen[i] = 1;
+        x->seen[i]++;
+        return d->fn(x, tok + 1, n - 1);
+    }
+    return fail(x, "unknown directive \"%s\"", tok[0]);
+}
+
+static void set_defaults(struct config *c, struct ctx *x)
+{
+    c->workers = 0;
+    c->pid_file = abs_path(x, "run/intaked.pid");
+    c->error_log = strdup("stderr");
+    c->log_level = LOG_INFO;
+    c->spool_dir = abs_path(x, "var/spool");
+    c->accept_dir = abs_path(x, "var/accepted");
+    c->quarantine_dir = abs_path(x, "var/quarantine");
+    c->max_file_size = 1ULL << 30;
+    c->min_free_space = 64ULL << 20;
+    c->resume_timeout_ms = 3600 * 1000;
+    c->scanner = SCANNER_BUILTIN;
+    c->scanner_socket = abs_path(x, "run/scand.sock");
+    c->signature_dir = abs_path(x, "etc/signatures");
+    c->scan_timeout_ms = 60 * 1000;
+    c->max_connections = 10000;
+    c->header_timeout_ms = 10 * 1000;
+    c->idle_timeout_ms = 60 * 1000;
+    c->shutdown_timeout_ms = 30 * 1000;
+    c->allow_any_origin = true;
+    c->trusted_proxies[0] = strdup("127.0.0.1");
+    c->trusted_proxies[1] = strdup("::1");
+    c->n_trusted_proxies = 2;
+}
+
+static int finish(struct ctx *x)
+{
+    struct config *c = x->c;
+    bool has_ws = false, has_tcp = false, wants_tls = false;
+    for (int i = 0; i < c->n_listen; i++) {
+        has_ws |= c->listen[i].kind == LISTEN_WS;
+        has_tcp |= c->listen[i].kind == LISTEN_TCP;
+        wants_tls |= c->listen[i].tls;
+    }
+    struct listen_addr a;
+    const char *why;
+    if (!has_ws && c->n_listen < CONFIG_MAX_LISTEN) {
+        config_parse_listen("127.0.0.1:8080", &a, &why);
+        a.kind = LISTEN_WS;
+        c->listen[c->n_listen++] = a;
+    }
+    if (!has_tcp && !x->tcp_off && c->n_listen < CONFIG_MAX_LISTEN) {
+        config_parse_listen("127.0.0.1:9090", &a, &why);
+        a.kind = LISTEN_TCP;
+        c->listen[c->n_listen++] = a;
+    }
+    if (wants_tls && (!c->tls_certificate || !c->tls_certificate_key))
+        return fail(x, "a listener says \"tls\" but tls_certificate and tls_certificate_key "
+                       "are not both set");
+    if (c->max_file_size == 0) return fail(x, "max_file_size must be more than 0");
+    return 0;
+}
+
+static int read_file(struct ctx *x, const char *path)
+{
+    FILE *f = fopen(path, "re");
+    char where[4200];
+    if (!f) {
+        snprintf(x->err, x->errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[LINE_MAX_BYTES + 2];
+    char scratch[LINE_MAX_BYTES + 2];
+    char *tok[MAX_TOKENS];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        snprintf(where, sizeof where, "%s:%d", path, lineno);
+        x->where = where;
+        size_t len = strlen(line);
+        if (len && line[len - 1] == '\n') line[--len] = '\0';
+        else if (!feof(f)) {
+            rc = fail(x, "line longer than %d bytes", LINE_MAX_BYTES);
+            break;
+        }
+        if (memchr(line, '\0', len) != NULL && strlen(line) != len) {
+            rc = fail(x, "NUL byte in line");
+            break;
+        }
+        const char *why = "";
+        int n = config_tokenize(line, len, scratch, sizeof scratch, tok, MAX_TOKENS, &why);
+        if (n < 0) {
+            rc = fail(x, "%s", why);
+            break;
+        }
+        if (n == 0) continue;
+        if (apply(x, tok, n, NULL) < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        snprintf(x->err, x->errlen, "%s: read error: %s", path, strerror(errno));
+        rc = -1;
+    }
+    fclose(f);
+    x->where = path;
+    return rc;
+}
+
+struct config *config_load(const char *path, char *const *overrides, int n_overrides,
+                           const char *base_dir, char *err, size_t errlen)
+{
+    struct config *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    struct ctx x = {.c = c, .base_dir = base_dir, .err = err, .errlen = errlen, .where = ""};
+    set_defaults(c, &x);
+    c->file = abs_path(&x, path ? path : INTAKE_DEFAULT_CONF);
+    if (read_file(&x, c->file) < 0) goto fail;
+
+    unsigned override_seen[N_DIRECTIVES] = {0};
+    x.from_override = true;
+    for (int i = 0; i < n_overrides; i++) {
+        char where[300];
+        snprintf(where, sizeof where, "-o %.280s", overrides[i]);
+        x.where = where;
+        const char *eq = strchr(overrides[i], '=');
+        if (!eq || eq == overrides[i]) {
+            fail(&x, "expected NAME=VALUE");
+            goto fail;
+        }
+        char line[LINE_MAX_BYTES + 2], scratch[LINE_MAX_BYTES + 2];
+        char *tok[MAX_TOKENS];
+        snprintf(line, sizeof line, "%s", overrides[i]);
+        line[eq - overrides[i]] = ' ';
+        const char *why = "";
+        int n = config_tokenize(line, strlen(line), scratch, sizeof scratch, tok, MAX_TOKENS, &why);
+        if (n < 0) {
+            fail(&x, "%s", why);
+            goto fail;
+        }
+        if (n < 2) {
+            fail(&x, "no value given");
+            goto fail;
+        }
+        if (apply(&x, tok, n, override_seen) < 0) goto fail;
+    }
+    x.where = c->file;
+    if (finish(&x) < 0) goto fail;
+    return c;
+fail:
+    config_free(c);
+    return NULL;
+}
+
+void config_free(struct config *c)
+{
+    if (!c) return;
+    char **strs[] = {&c->file,           &c->tls_certificate, &c->tls_certificate_key,
+                     &c->user,           &c->pid_file,        &c->error_log,
+                     &c->access_log,     &c->spool_dir,       &c->accept_dir,
+                     &c->quarantine_dir, &c->scanner_path,    &c->scanner_socket,
+                     &c->signature_dir,  &c->auth_secret_file};
+    for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
+    free_list(c->allowed_origins, &c->n_allowed_origins);
+    free_list(c->trusted_proxies, &c->n_trusted_proxies);
+    free(c);
+}

@@ -1,0 +1,86 @@
+/* config: the intaked configuration file (SPEC.md "Directives").
+ * config_load parses a file plus -o overrides into a fresh struct config, with
+ * every directive validated; errors come back as "file:line: message". Paths
+ * are made absolute against the start directory, so chdir never changes them. */
+#ifndef INTAKE_CONFIG_H
+#define INTAKE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CONFIG_MAX_LISTEN 16
+#define CONFIG_MAX_LIST 64
+
+enum listen_kind { LISTEN_WS, LISTEN_TCP };
+
+struct listen_addr {
+    enum listen_kind kind;
+    bool tls;
+    bool is_unix;
+    char text[256]; /* as written: "127.0.0.1:9090", "[::1]:80", "unix:/run/x.sock" */
+    char host[128]; /* without brackets; empty = any */
+    char port[8];
+    char path[108]; /* unix socket path, absolute */
+};
+
+enum scanner_mode { SCANNER_BUILTIN, SCANNER_UNIX, SCANNER_OFF };
+enum scan_fail { SCAN_FAIL_REJECT, SCAN_FAIL_ACCEPT };
+enum on_infected { ON_INFECTED_QUARANTINE, ON_INFECTED_DELETE };
+
+struct config {
+    char *file; /* the file read, absolute */
+    int workers; /* 0 = auto */
+    struct listen_addr listen[CONFIG_MAX_LISTEN];
+    int n_listen;
+    char *tls_certificate, *tls_certificate_key;
+    char *user;
+    bool daemon;
+    char *pid_file;
+    char *error_log; /* "stderr", "syslog" or an absolute path */
+    int log_level;   /* enum log_level */
+    char *access_log; /* NULL = off */
+    char *spool_dir, *accept_dir, *quarantine_dir;
+    uint64_t max_file_size, min_free_space;
+    uint64_t resume_timeout_ms;
+    enum scanner_mode scanner;
+    char *scanner_path; /* for SCANNER_UNIX */
+    char *scanner_socket, *signature_dir;
+    uint64_t scan_timeout_ms;
+    enum scan_fail scan_fail;
+    enum on_infected on_infected;
+    int max_connections;
+    uint64_t header_timeout_ms, idle_timeout_ms, shutdown_timeout_ms;
+    char *allowed_origins[CONFIG_MAX_LIST];
+    int n_allowed_origins; /* 0 with allow_any_origin */
+    bool allow_any_origin;
+    char *trusted_proxies[CONFIG_MAX_LIST];
+    int n_trusted_proxies;
+    char *auth_secret_file;
+    bool ws_echo;
+};
+
+/* Loads `path` (NULL = the compiled-in default) and applies the overrides
+ * ("NAME=VALUE" strings). Returns a config to free with config_free, or NULL
+ * with a message in err ("file:line: ..."). base_dir resolves relative paths. */
+struct config *config_load(const char *path, char *const *overrides, int n_overrides,
+                           const char *base_dir, char *err, size_t errlen);
+void config_free(struct config *c);
+
+/* Value parsers, exposed for the CLI and the unit tests. 0 or -EINVAL. */
+int config_parse_size(const char *s, uint64_t *out);     /* 10, 4K, 1M, 1G */
+int config_parse_duration(const char *s, uint64_t *ms);  /* 10, 10s, 500ms, 5m, 1h */
+int config_parse_listen(const char *s, struct listen_addr *out, const char **why);
+
+/* Splits one configuration line into at most `max` tokens (whitespace
+ * separated, "double quotes" group, # starts a comment). Tokens are written
+ * into `scratch` (NUL-terminated). Returns the count, or -1 with *why set. */
+int config_tokenize(const char *line, size_t len, char *scratch, size_t scratch_len,
+                    char **tokens, int max, const char **why);
+
+#ifndef INTAKE_DEFAULT_CONF
+#define INTAKE_DEFAULT_CONF "etc/intake.conf"
+#endif
+
+#endif

@@ -1,0 +1,118 @@
+/* main: intaked's command line (SPEC "intaked"): -c, -o, -t, -s, -V, -h. */
+#define _GNU_SOURCE
+#include "config.h"
+#include "log.h"
+#include "master.h"
+#include "pidfile.h"
+#include "proctitle.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef INTAKE_VERSION
+#define INTAKE_VERSION "0.1.0"
+#endif
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: intaked [-c FILE] [-o NAME=VALUE]... [-t] "
+               "[-s stop|quit|reload|reopen|upgrade] [-V] [-h]\n"
+               "  -c FILE        configuration file (default %s)\n"
+               "  -o NAME=VALUE  set a directive after the file is read (repeatable)\n"
+               "  -t             check the configuration and exit\n"
+               "  -s SIGNAL      signal the running master: stop, quit, reload, reopen, upgrade\n"
+               "  -V             print the version\n"
+               "  -h             this help\n",
+               INTAKE_DEFAULT_CONF);
+}
+
+static int send_signal(const struct config *c, const char *what)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } map[] = {{"stop", SIGTERM},
+               {"quit", SIGQUIT},
+               {"reload", SIGHUP},
+               {"reopen", SIGUSR1},
+               {"upgrade", SIGUSR2}};
+    for (size_t i = 0; i < sizeof map / sizeof *map; i++) {
+        if (strcmp(what, map[i].name) != 0) continue;
+        const char *why = "";
+        pid_t pid = pidfile_read(c->pid_file, &why);
+        if (pid < 0) {
+            fprintf(stderr, "intaked: %s: %s\n", c->pid_file, why);
+            return 1;
+        }
+        if (kill(pid, map[i].sig) < 0) {
+            fprintf(stderr, "intaked: cannot signal master pid %d (from %s): %s\n", (int)pid,
+                    c->pid_file, strerror(errno));
+            return 1;
+        }
+        return 0;
+    }
+    fprintf(stderr, "intaked: unknown signal \"%s\" (stop, quit, reload, reopen, upgrade)\n",
+            what);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf = NULL, *sig = NULL;
+    char **overrides = calloc((size_t)argc + 1, sizeof *overrides);
+    int n_over = 0, test = 0, opt;
+    if (!overrides) return 1;
+    /* First: it moves argv and environ out of the area the title reuses. */
+    proctitle_init(argc, argv);
+    while ((opt = getopt(argc, argv, "c:o:ts:Vh")) != -1) {
+        switch (opt) {
+        case 'c': conf = optarg; break;
+        case 'o': overrides[n_over++] = optarg; break;
+        case 't': test = 1; break;
+        case 's': sig = optarg; break;
+        case 'V': printf("intaked %s\n", INTAKE_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "intaked: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return 1;
+    }
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) {
+        perror("intaked: getcwd");
+        return 1;
+    }
+    char err[1024];
+    struct config *c = config_load(conf, overrides, n_over, cwd, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "intaked: %s\n", err);
+        return 1;
+    }
+    if (test) {
+        printf("configuration ok\n");
+        config_free(c);
+        return 0;
+    }
+    if (sig) {
+        int rc = send_signal(c, sig);
+        config_free(c);
+        return rc;
+    }
+    int rc = log_open(c->error_log, (enum log_level)c->log_level);
+    if (rc < 0) {
+        fprintf(stderr, "intaked: cannot open error_log %s: %s\n", c->error_log, strerror(-rc));
+        return 1;
+    }
+    rc = master_run(c);
+    config_free(c);
+    free(overrides);
+    return rc;
+}

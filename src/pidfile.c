@@ -1,0 +1,93 @@
+/* pidfile: see pidfile.h. */
+#define _GNU_SOURCE
+#include "pidfile.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+pid_t pidfile_read(const char *path, const char **why)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        *why = errno == ENOENT ? "no pid file (is intaked running?)" : strerror(errno);
+        return -1;
+    }
+    long pid = 0;
+    int ok = fscanf(f, "%ld", &pid) == 1 && pid > 1 && pid < INT_MAX;
+    fclose(f);
+    if (!ok) {
+        *why = "the pid file does not hold a pid";
+        return -1;
+    }
+    return (pid_t)pid;
+}
+
+static int is_intaked(pid_t pid)
+{
+    char p[64], buf[256] = "";
+    snprintf(p, sizeof p, "/proc/%d/cmdline", (int)pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return kill(pid, 0) == 0; /* no /proc: trust the pid */
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    return strstr(buf, "intaked") != NULL;
+}
+
+static void mkdirs_for(const char *path)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        mkdir(buf, 0755);
+        *p = '/';
+    }
+}
+
+int pidfile_write(const char *path)
+{
+    const char *why;
+    pid_t other = pidfile_read(path, &why);
+    if (other > 0 && other != getpid() && kill(other, 0) == 0 && is_intaked(other)) {
+        log_error("another intaked (pid %d) is running with pid file %s; stop it first "
+                  "(intaked -s stop) or use another pid_file",
+                  (int)other, path);
+        return -1;
+    }
+    mkdirs_for(path);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+        log_error("cannot write pid file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[32];
+    int n = snprintf(line, sizeof line, "%d\n", (int)getpid());
+    int rc = write(fd, line, (size_t)n) == n ? 0 : -1;
+    close(fd);
+    if (rc == 0 && rename(tmp, path) < 0) rc = -1;
+    if (rc < 0) {
+        log_error("cannot write pid file %s: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    return rc;
+}
+
+void pidfile_remove(const char *path)
+{
+    const char *why;
+    if (pidfile_read(path, &why) == getpid()) unlink(path);
+}

@@ -1,0 +1,15 @@
+/* pidfile: the master's pid file. Written atomically (temp file + rename)
+ * once the listeners are bound; refused while another live intaked holds it. */
+#ifndef INTAKE_PIDFILE_H
+#define INTAKE_PIDFILE_H
+
+#include <sys/types.h>
+
+/* 0, or -1 with the reason logged. */
+int pidfile_write(const char *path);
+/* The pid in the file, or -1 with *why set. */
+pid_t pidfile_read(const char *path, const char **why);
+/* Removes the file if it still names this process. */
+void pidfile_remove(const char *path);
+
+#endif

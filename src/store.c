@@ -1,0 +1,229 @@
+/* store: see store.h. */
+#define _GNU_SOURCE
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+static int open_dir(const char *path)
+{
+    /* mkdir -p, so `make run` works from a fresh checkout. */
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return -ENAMETOOLONG;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0750) < 0 && errno != EEXIST) return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, 0750) < 0 && errno != EEXIST) return -errno;
+    int fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int store_open(struct store *s, const char *spool, const char *accept, const char *quarantine,
+               const char **which)
+{
+    s->spool_fd = s->accept_fd = s->quarantine_fd = -1;
+    const char *paths[3] = {spool, accept, quarantine};
+    int *fds[3] = {&s->spool_fd, &s->accept_fd, &s->quarantine_fd};
+    for (int i = 0; i < 3; i++) {
+        int fd = open_dir(paths[i]);
+        if (fd < 0) {
+            *which = paths[i];
+            store_close(s);
+            return fd;
+        }
+        *fds[i] = fd;
+    }
+    return 0;
+}
+
+void store_close(struct store *s)
+{
+    int *fds[3] = {&s->spool_fd, &s->accept_fd, &s->quarantine_fd};
+    for (int i = 0; i < 3; i++) {
+        if (*fds[i] >= 0) close(*fds[i]);
+        *fds[i] = -1;
+    }
+}
+
+void store_new_id(char out[STORE_ID_LEN + 1])
+{
+    unsigned char raw[STORE_ID_LEN / 2];
+    size_t got = 0;
+    while (got < sizeof raw) {
+        ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            /* getrandom cannot fail on Linux >= 3.17 once seeded; refuse to go on
+             * with a predictable id. */
+            perror("getrandom");
+            _exit(70);
+        }
+        got += (size_t)n;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof raw; i++) {
+        out[2 * i] = hex[raw[i] >> 4];
+        out[2 * i + 1] = hex[raw[i] & 15];
+    }
+    out[STORE_ID_LEN] = '\0';
+}
+
+int store_id_valid(const char *id)
+{
+    size_t i = 0;
+    for (; id[i]; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) return 0;
+    return i == STORE_ID_LEN;
+}
+
+/* Strict UTF-8 (RFC 3629): no overlongs, no surrogates, nothing above U+10FFFF. */
+int store_utf8_valid(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) n = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            if (c == 0xE0) lo = 0xA0;
+            if (c == 0xED) hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            if (c == 0xF0) lo = 0x90;
+            if (c == 0xF4) hi = 0x8F;
+        } else
+            return 0;
+        if (i + n >= len) return 0;
+        if (s[i + 1] < lo || s[i + 1] > hi) return 0;
+        for (size_t k = 2; k <= n; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+int store_sanitize_name(const char *name, size_t len, char out[STORE_NAME_MAX + 1],
+                        const char **why)
+{
+    if (!store_utf8_valid((const unsigned char *)name, len)) {
+        *why = "filename is not valid UTF-8";
+        return -EINVAL;
+    }
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++)
+        if (name[i] == '/' || name[i] == '\\') start = i + 1;
+    size_t o = 0;
+    for (size_t i = start; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c < 0x20 || c == 0x7F) continue;
+        /* C1 controls U+0080..U+009F are encoded C2 80..C2 9F. */
+        if (c == 0xC2 && i + 1 < len && (unsigned char)name[i + 1] <= 0x9F) {
+            i++;
+            continue;
+        }
+        if (o == STORE_NAME_MAX) {
+            *why = "filename is longer than 255 bytes";
+            return -EINVAL;
+        }
+        out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    if (o == 0) {
+        *why = "filename is empty";
+        return -EINVAL;
+    }
+    if (strcmp(out, ".") == 0 || strcmp(out, "..") == 0) {
+        *why = "filename may not be \".\" or \"..\"";
+        return -EINVAL;
+    }
+    if (out[0] == '.') out[0] = '_';
+    return 0;
+}
+
+int store_create_part(struct store *s, const char *id)
+{
+    char name[STORE_ID_LEN + 8];
+    snprintf(name, sizeof name, "%s.part", id);
+    int fd = openat(s->spool_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0640);
+    return fd < 0 ? -errno : fd;
+}
+
+static int fs_has_room(int dir_fd, uint64_t need, uint64_t keep)
+{
+    struct statvfs v;
+    if (fstatvfs(dir_fd, &v) < 0) return -errno;
+    uint64_t avail = (uint64_t)v.f_bavail * v.f_frsize;
+    if (avail < need || avail - need < keep) return -ENOSPC;
+    return 0;
+}
+
+int store_check_space(struct store *s, uint64_t need)
+{
+    int rc = fs_has_room(s->spool_fd, need, s->min_free_space);
+    if (rc == 0) rc = fs_has_room(s->accept_fd, 0, s->min_free_space);
+    return rc;
+}
+
+/* The n-th candidate name: "a.txt", "a-1.txt", "a-2.txt"... The extension is
+ * what follows the last dot. With a prefix (quarantine's "<id>-") the result
+ * could pass NAME_MAX: the stem is shortened, never the extension. */
+static int candidate(const char *prefix, const char *name, unsigned n, char *out, size_t cap)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot == name) dot = name + strlen(name);
+    char suffix[16] = "";
+    int sl = n ? snprintf(suffix, sizeof suffix, "-%u", n) : 0;
+    size_t stem = (size_t)(dot - name);
+    size_t ext = strlen(dot);
+    size_t plen = strlen(prefix);
+    if (plen + stem + (size_t)sl + ext > STORE_NAME_MAX) {
+        size_t over = plen + stem + (size_t)sl + ext - STORE_NAME_MAX;
+        if (over >= stem) return -1;
+        stem -= over;
+        /* Do not cut a UTF-8 sequence in half. */
+        while (stem > 0 && ((unsigned char)name[stem] & 0xC0) == 0x80) stem--;
+    }
+    int w = snprintf(out, cap, "%s%.*s%s%s", prefix, (int)stem, name, suffix, dot);
+    return w < (int)cap ? 0 : -1;
+}
+
+int store_place(struct store *s, const char *id, int dir_fd, const char *prefix,
+                const char *name, char *stored)
+{
+    char part[STORE_ID_LEN + 8];
+    snprintf(part, sizeof part, "%s.part", id);
+    char cand[STORE_NAME_MAX + 64];
+    int rc = -EEXIST;
+    for (unsigned n = 0; n < 100000; n++) {
+        if (candidate(prefix, name, n, cand, sizeof cand) < 0) return -ENAMETOOLONG;
+        /* linkat fails with EEXIST instead of replacing, unlike renameat. */
+        if (linkat(s->spool_fd, part, dir_fd, cand, 0) == 0) {
+            rc = 0;
+            break;
+        }
+        if (errno != EEXIST) return -errno;
+    }
+    if (rc < 0) return rc;
+    if (fsync(dir_fd) < 0) rc = -errno;
+    if (unlinkat(s->spool_fd, part, 0) < 0 && rc == 0) rc = -errno;
+    fsync(s->spool_fd);
+    snprintf(stored, STORE_NAME_MAX + 1, "%s", cand + strlen(prefix));
+    return rc;
+}

@@ -1,0 +1,51 @@
+/* store: where upload bytes live on disk. Owns the spool, accept and quarantine
+ * directories (held open as fds: every name is created with openat/renameat
+ * relative to them, O_NOFOLLOW|O_EXCL, so nothing built from client input can
+ * leave its directory), upload ids, the stored-name rules and durability
+ * (data fsync, then rename, then directory fsync). */
+#ifndef INTAKE_STORE_H
+#define INTAKE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_ID_LEN 32
+#define STORE_NAME_MAX 255
+
+struct store {
+    int spool_fd, accept_fd, quarantine_fd;
+    uint64_t min_free_space;
+};
+
+/* Creates (mode 0750) and opens the three directories. 0 or -errno; *which
+ * names the directory that failed. */
+int store_open(struct store *s, const char *spool, const char *accept, const char *quarantine,
+               const char **which);
+void store_close(struct store *s);
+
+/* 32 lowercase hex characters from getrandom(2), NUL-terminated (33 bytes). */
+void store_new_id(char out[STORE_ID_LEN + 1]);
+int store_id_valid(const char *id);
+
+/* The SPEC's stored_as rule: last component after / or \, control characters
+ * removed, a leading '.' becomes '_'. 0, or -EINVAL with *why set when the
+ * name is not UTF-8, empty, ".", "..", or longer than 255 bytes. */
+int store_sanitize_name(const char *name, size_t len, char out[STORE_NAME_MAX + 1],
+                        const char **why);
+int store_utf8_valid(const unsigned char *s, size_t len);
+
+/* Creates spool/<id>.part exclusively. Returns the fd (O_WRONLY) or -errno. */
+int store_create_part(struct store *s, const char *id);
+/* 0 if `need` bytes fit while leaving min_free_space free on the spool and
+ * accept filesystems, -ENOSPC otherwise (or another -errno). */
+int store_check_space(struct store *s, uint64_t need);
+
+/* Durably moves spool/<id>.part into dir_fd under `name`, or name-1, name-2...
+ * (before the extension) if taken: link(2) never overwrites, then the spool
+ * entry is unlinked and both directories fsynced. The final name is written
+ * to stored (STORE_NAME_MAX + 1 bytes). Blocking: call it off the event loop.
+ * 0 or -errno. */
+int store_place(struct store *s, const char *id, int dir_fd, const char *prefix,
+                const char *name, char *stored);
+
+#endif

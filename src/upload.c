@@ -1,0 +1,388 @@
+/* upload: see upload.h. */
+#define _GNU_SOURCE
+#include "upload.h"
+
+#include "log.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static int err(struct upload_error *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int err(struct upload_error *e, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    e->code = code;
+    return -1;
+}
+
+void upload_hex(const unsigned char *bin, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[bin[i] >> 4];
+        out[2 * i + 1] = hex[bin[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int unhex(const char *s, unsigned char *out, size_t n)
+{
+    if (strlen(s) != 2 * n) return -1;
+    for (size_t i = 0; i < 2 * n; i++) {
+        char c = s[i];
+        int v = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (v < 0) return -1;
+        if (i % 2 == 0) out[i / 2] = (unsigned char)(v << 4);
+        else out[i / 2] |= (unsigned char)v;
+    }
+    return 0;
+}
+
+int upload_parse_start(const char *json, size_t len, struct upload_request *r,
+                       struct upload_error *e)
+{
+    memset(r, 0, sizeof *r);
+    int rc = -1;
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    if (!o || !cJSON_IsObject(o)) {
+        err(e, 400, "malformed header: expected a JSON START object");
+        goto out;
+    }
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "START") != 0) {
+        err(e, 400, "expected {\"type\":\"START\",...}");
+        goto out;
+    }
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "filename");
+    if (!cJSON_IsString(name)) {
+        err(e, 400, "START needs a \"filename\" string");
+        goto out;
+    }
+    size_t nl = strlen(name->valuestring);
+    if (nl > UPLOAD_FILENAME_MAX) {
+        err(e, 400, "filename is longer than %d bytes", UPLOAD_FILENAME_MAX);
+        goto out;
+    }
+    memcpy(r->filename, name->valuestring, nl + 1);
+    r->filename_len = nl;
+    const cJSON *size = cJSON_GetObjectItemCaseSensitive(o, "size");
+    /* JSON numbers are doubles here: integers are exact up to 2^53. */
+    if (!cJSON_IsNumber(size) || size->valuedouble < 0 || size->valuedouble > 9007199254740992.0 ||
+        floor(size->valuedouble) != size->valuedouble) {
+        err(e, 400, "START needs \"size\": a whole number of bytes");
+        goto out;
+    }
+    r->size = (uint64_t)size->valuedouble;
+    const cJSON *sha = cJSON_GetObjectItemCaseSensitive(o, "sha256");
+    if (sha && !cJSON_IsNull(sha)) {
+        if (!cJSON_IsString(sha) || unhex(sha->valuestring, r->sha256, 32) < 0) {
+            err(e, 400, "\"sha256\" must be 64 hexadecimal characters");
+            goto out;
+        }
+        r->has_sha256 = true;
+    }
+    const cJSON *token = cJSON_GetObjectItemCaseSensitive(o, "token");
+    if (token && !cJSON_IsNull(token)) {
+        if (!cJSON_IsString(token) || strlen(token->valuestring) > UPLOAD_TOKEN_MAX) {
+            err(e, 400, "\"token\" must be a string of at most %d bytes", UPLOAD_TOKEN_MAX);
+            goto out;
+        }
+        snprintf(r->token, sizeof r->token, "%s", token->valuestring);
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+    if (id && !cJSON_IsNull(id)) {
+        if (!cJSON_IsString(id) || !store_id_valid(id->valuestring)) {
+            err(e, 400, "\"id\" must be an upload id (32 lowercase hex characters)");
+            goto out;
+        }
+        snprintf(r->resume_id, sizeof r->resume_id, "%s", id->valuestring);
+    }
+    rc = 0;
+out:
+    cJSON_Delete(o);
+    return rc;
+}
+
+int upload_parse_plain(const char *line, size_t len, struct upload_request *r,
+                       struct upload_error *e)
+{
+    memset(r, 0, sizeof *r);
+    size_t i = 0;
+    uint64_t size = 0;
+    while (i < len && line[i] >= '0' && line[i] <= '9') {
+        if (size > (UINT64_MAX - 9) / 10) return err(e, 413, "size is too large");
+        size = size * 10 + (uint64_t)(line[i] - '0');
+        i++;
+    }
+    if (i == 0 || i > 20 || i >= len || line[i] != ' ')
+        return err(e, 400, "malformed header: expected \"SIZE NAME\" or a JSON START object");
+    i++;
+    size_t nl = len - i;
+    if (nl > UPLOAD_FILENAME_MAX)
+        return err(e, 400, "filename is longer than %d bytes", UPLOAD_FILENAME_MAX);
+    if (memchr(line + i, '\0', nl)) return err(e, 400, "filename contains a NUL byte");
+    memcpy(r->filename, line + i, nl);
+    r->filename[nl] = '\0';
+    r->filename_len = nl;
+    r->size = size;
+    return 0;
+}
+
+void upload_init(struct upload *u)
+{
+    memset(u, 0, sizeof *u);
+    u->fd = -1;
+}
+
+int upload_begin(struct upload *u, struct store *st, const struct upload_limits *lim,
+                 const struct upload_request *r, struct upload_error *e)
+{
+    upload_release(u);
+    const char *why = "";
+    if (store_sanitize_name(r->filename, r->filename_len, u->name, &why) < 0)
+        return err(e, 400, "%s", why);
+    if (r->resume_id[0])
+        return err(e, 404, "upload %s cannot be resumed: this server does not keep "
+                           "interrupted uploads resumable yet", r->resume_id);
+    if (r->size > lim->max_file_size)
+        return err(e, 413, "file of %llu bytes is larger than the limit of %llu bytes",
+                   (unsigned long long)r->size, (unsigned long long)lim->max_file_size);
+    int rc = store_check_space(st, r->size);
+    if (rc == -ENOSPC)
+        return err(e, 507, "not enough free space on the server for %llu bytes",
+                   (unsigned long long)r->size);
+    if (rc < 0) return err(e, 500, "cannot check free space: %s", strerror(-rc));
+    store_new_id(u->id);
+    int fd = store_create_part(st, u->id);
+    if (fd < 0) {
+        log_error("upload %s: cannot create spool file: %s", u->id, strerror(-fd));
+        return err(e, fd == -ENOSPC ? 507 : 500, "cannot create the spool file");
+    }
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        close(fd);
+        return err(e, 500, "cannot start SHA-256");
+    }
+    u->fd = fd;
+    u->md = md;
+    snprintf(u->filename, sizeof u->filename, "%s", r->filename);
+    u->size = r->size;
+    u->received = 0;
+    u->has_want = r->has_sha256;
+    memcpy(u->want, r->sha256, sizeof u->want);
+    u->verdict = VERDICT_NONE;
+    u->stored[0] = u->virus[0] = u->reason[0] = '\0';
+    clock_gettime(CLOCK_MONOTONIC, &u->started);
+    u->phase = UPLOAD_RECEIVING;
+    return 0;
+}
+
+int upload_write(struct upload *u, const void *buf, size_t len, struct upload_error *e)
+{
+    if (u->phase != UPLOAD_RECEIVING) return err(e, 400, "data outside an upload");
+    if (len > upload_remaining(u))
+        return err(e, 400, "more data than the announced size of %llu bytes",
+                   (unsigned long long)u->size);
+    EVP_DigestUpdate(u->md, buf, len);
+    const char *p = buf;
+    size_t left = len;
+    while (left) {
+        ssize_t n = write(u->fd, p, left);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int en = errno;
+            log_error("upload %s: write to spool failed at byte %llu: %s", u->id,
+                      (unsigned long long)u->received, strerror(en));
+            return err(e, en == ENOSPC || en == EDQUOT ? 507 : 500,
+                       en == ENOSPC || en == EDQUOT ? "server disk is full"
+                                                    : "cannot write the spool file");
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    u->received += len;
+    return 0;
+}
+
+int upload_seal(struct upload *u, struct upload_error *e)
+{
+    unsigned int dl = 0;
+    EVP_DigestFinal_ex(u->md, u->digest, &dl);
+    EVP_MD_CTX_free(u->md);
+    u->md = NULL;
+    u->phase = UPLOAD_SEALED;
+    if (u->has_want && memcmp(u->want, u->digest, 32) != 0) {
+        char got[65];
+        upload_hex(u->digest, 32, got);
+        log_warn("upload %s (%s): checksum mismatch, received sha256 %s; discarded", u->id,
+                 u->filename, got);
+        close(u->fd);
+        u->fd = -1;
+        u->phase = UPLOAD_DONE;
+        return err(e, 422, "checksum mismatch: the received data has sha256 %s", got);
+    }
+    return 0;
+}
+
+void upload_finalize(struct upload *u, struct store *st, const struct upload_policy *p)
+{
+    char hex[65];
+    upload_hex(u->digest, 32, hex);
+    if (fsync(u->fd) < 0) {
+        u->verdict = VERDICT_ERROR;
+        snprintf(u->reason, sizeof u->reason, "cannot sync to disk");
+        log_error("upload %s: fsync failed: %s; kept in the spool", u->id, strerror(errno));
+        goto out;
+    }
+    if (p->scan) {
+        u->verdict = p->scan(p->scan_ctx, u->fd, u->id, u->virus, sizeof u->virus, u->reason,
+                             sizeof u->reason);
+    } else {
+        u->verdict = VERDICT_UNSCANNED;
+    }
+    int rc = 0;
+    switch (u->verdict) {
+    case VERDICT_CLEAN:
+    case VERDICT_UNSCANNED:
+        rc = store_place(st, u->id, st->accept_fd, "", u->name, u->stored);
+        break;
+    case VERDICT_INFECTED:
+        if (p->infected_delete) {
+            char part[STORE_ID_LEN + 8];
+            snprintf(part, sizeof part, "%s.part", u->id);
+            if (unlinkat(st->spool_fd, part, 0) < 0) rc = -errno;
+            log_warn("upload %s (%s): infected with %s; deleted", u->id, u->filename, u->virus);
+        } else {
+            char prefix[STORE_ID_LEN + 2];
+            snprintf(prefix, sizeof prefix, "%s-", u->id);
+            char q[STORE_NAME_MAX + 1];
+            rc = store_place(st, u->id, st->quarantine_fd, prefix, u->name, q);
+            log_warn("upload %s (%s): infected with %s; quarantined as %s%s", u->id, u->filename,
+                     u->virus, prefix, q);
+        }
+        break;
+    case VERDICT_ERROR:
+    default:
+        if (p->scan_fail_accept) {
+            log_error("upload %s (%s): scan failed (%s) and scan_fail is accept: ACCEPTING "
+                      "UNSCANNED FILE",
+                      u->id, u->filename, u->reason);
+            rc = store_place(st, u->id, st->accept_fd, "", u->name, u->stored);
+        } else {
+            log_error("upload %s (%s): scan failed (%s); kept in the spool as %s.part", u->id,
+                      u->filename, u->reason, u->id);
+        }
+        break;
+    }
+    if (rc < 0) {
+        log_error("upload %s: cannot store the file: %s; kept in the spool", u->id,
+                  strerror(-rc));
+        u->verdict = VERDICT_ERROR;
+        u->stored[0] = '\0';
+        snprintf(u->reason, sizeof u->reason, "cannot store the file");
+    } else if (u->verdict == VERDICT_CLEAN || u->verdict == VERDICT_UNSCANNED) {
+        log_info("upload %s (%s): %llu bytes, sha256 %s, %s; stored as %s", u->id, u->filename,
+                 (unsigned long long)u->size, hex, upload_verdict_name(u->verdict), u->stored);
+    }
+out:
+    close(u->fd);
+    u->fd = -1;
+    u->phase = UPLOAD_DONE;
+}
+
+void upload_abort(struct upload *u)
+{
+    if (u->phase == UPLOAD_RECEIVING)
+        log_info("upload %s (%s): interrupted after %llu of %llu bytes; kept in the spool",
+                 u->id, u->filename, (unsigned long long)u->received,
+                 (unsigned long long)u->size);
+    upload_release(u);
+}
+
+void upload_release(struct upload *u)
+{
+    if (u->fd >= 0) close(u->fd);
+    u->fd = -1;
+    if (u->md) EVP_MD_CTX_free(u->md);
+    u->md = NULL;
+    u->phase = UPLOAD_IDLE;
+}
+
+const char *upload_verdict_name(enum upload_verdict v)
+{
+    switch (v) {
+    case VERDICT_CLEAN: return "clean";
+    case VERDICT_INFECTED: return "infected";
+    case VERDICT_UNSCANNED: return "unscanned";
+    default: return "error";
+    }
+}
+
+static int print(cJSON *o, char *buf, size_t cap)
+{
+    int rc = -1;
+    if (o && cJSON_PrintPreallocated(o, buf, (int)cap, 0)) rc = (int)strlen(buf);
+    cJSON_Delete(o);
+    return rc;
+}
+
+int upload_msg_ready(const struct upload *u, char *buf, size_t cap)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "READY");
+    cJSON_AddStringToObject(o, "id", u->id);
+    cJSON_AddNumberToObject(o, "offset", (double)u->received);
+    return print(o, buf, cap);
+}
+
+int upload_msg_status(const struct upload *u, char *buf, size_t cap)
+{
+    char hex[65], status[UPLOAD_FILENAME_MAX + 200];
+    upload_hex(u->digest, 32, hex);
+    switch (u->verdict) {
+    case VERDICT_CLEAN: snprintf(status, sizeof status, "./%s: OK", u->filename); break;
+    case VERDICT_UNSCANNED:
+        snprintf(status, sizeof status, "./%s: OK (not scanned)", u->filename);
+        break;
+    case VERDICT_INFECTED:
+        snprintf(status, sizeof status, "./%s: %s FOUND", u->filename, u->virus);
+        break;
+    default: snprintf(status, sizeof status, "./%s: %s ERROR", u->filename, u->reason); break;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "STATUS");
+    cJSON_AddStringToObject(o, "id", u->id);
+    cJSON_AddStringToObject(o, "filename", u->filename);
+    if (u->stored[0]) cJSON_AddStringToObject(o, "stored_as", u->stored);
+    else cJSON_AddNullToObject(o, "stored_as");
+    cJSON_AddNumberToObject(o, "size", (double)u->size);
+    cJSON_AddStringToObject(o, "sha256", hex);
+    cJSON_AddStringToObject(o, "verdict", upload_verdict_name(u->verdict));
+    if (u->verdict == VERDICT_INFECTED) cJSON_AddStringToObject(o, "virus", u->virus);
+    else cJSON_AddNullToObject(o, "virus");
+    cJSON_AddStringToObject(o, "status", status);
+    return print(o, buf, cap);
+}
+
+int upload_msg_error(const struct upload_error *e, char *buf, size_t cap)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "ERROR");
+    cJSON_AddNumberToObject(o, "code", e->code);
+    cJSON_AddStringToObject(o, "message", e->message);
+    return print(o, buf, cap);
+}

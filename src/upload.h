@@ -1,0 +1,119 @@
+/* upload: one file's journey, independent of the transport that carries it.
+ * A transport turns its framing into calls: upload_begin (START), upload_write
+ * (data), and, once upload_complete says every byte is in, upload_seal then
+ * upload_finalize (off the event loop). It sends the JSON these functions
+ * format. Errors come back as SPEC codes (400, 413, 422, 507...) with a message
+ * meant for the client. The session owns the spool fd until it is finalized or
+ * aborted; an aborted upload leaves its .part in the spool (resumable). */
+#ifndef INTAKE_UPLOAD_H
+#define INTAKE_UPLOAD_H
+
+#include "store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define UPLOAD_FILENAME_MAX 4096
+#define UPLOAD_TOKEN_MAX 1024
+#define UPLOAD_CONTROL_MAX 8192 /* a header line / control message: 431 beyond */
+
+struct upload_error {
+    int code;
+    char message[256];
+};
+
+/* What a client asked for in START (or the raw TCP plain form). */
+struct upload_request {
+    char filename[UPLOAD_FILENAME_MAX + 1];
+    size_t filename_len;
+    uint64_t size;
+    bool has_sha256;
+    unsigned char sha256[32];
+    char token[UPLOAD_TOKEN_MAX + 1];
+    char resume_id[STORE_ID_LEN + 1];
+};
+
+enum upload_verdict { VERDICT_NONE, VERDICT_CLEAN, VERDICT_INFECTED, VERDICT_UNSCANNED,
+                      VERDICT_ERROR };
+
+enum upload_phase { UPLOAD_IDLE, UPLOAD_RECEIVING, UPLOAD_SEALED, UPLOAD_DONE };
+
+struct upload_limits {
+    uint64_t max_file_size;
+};
+
+/* The scanner seam: given the complete, fsynced file, decide a verdict.
+ * Blocking (runs on a job thread). Writes the virus name or error reason. */
+typedef enum upload_verdict (*upload_scan_fn)(void *ctx, int fd, const char *id, char *virus,
+                                               size_t virus_len, char *reason,
+                                               size_t reason_len);
+
+struct upload_policy {
+    upload_scan_fn scan; /* NULL: scanner off, verdict unscanned */
+    void *scan_ctx;
+    bool scan_fail_accept; /* scan error: accept the file anyway (logged loudly) */
+    bool infected_delete;  /* infected: delete instead of quarantine */
+};
+
+struct upload {
+    enum upload_phase phase;
+    char id[STORE_ID_LEN + 1];
+    char filename[UPLOAD_FILENAME_MAX + 1]; /* as the client sent it */
+    char name[STORE_NAME_MAX + 1];          /* sanitized */
+    char stored[STORE_NAME_MAX + 1];        /* final name, "" when not stored */
+    uint64_t size, received;
+    int fd;
+    void *md; /* EVP_MD_CTX */
+    bool has_want;
+    unsigned char want[32], digest[32];
+    enum upload_verdict verdict;
+    char virus[128];
+    char reason[128];
+    struct timespec started;
+};
+
+/* Parses a START JSON object. 0, or -1 with e filled (400). */
+int upload_parse_start(const char *json, size_t len, struct upload_request *r,
+                       struct upload_error *e);
+/* Parses the raw TCP plain form "SIZE NAME" (no line end). 0 or -1 (400). */
+int upload_parse_plain(const char *line, size_t len, struct upload_request *r,
+                       struct upload_error *e);
+
+void upload_init(struct upload *u);
+/* Validates the request, checks limits and free space, creates the spool file.
+ * 0, or -1 with e filled; the session stays IDLE then. */
+int upload_begin(struct upload *u, struct store *st, const struct upload_limits *lim,
+                 const struct upload_request *r, struct upload_error *e);
+/* Appends client bytes (never more than size - received). 0 or -1 with e. */
+int upload_write(struct upload *u, const void *buf, size_t len, struct upload_error *e);
+static inline uint64_t upload_remaining(const struct upload *u)
+{
+    return u->size - u->received;
+}
+static inline bool upload_complete(const struct upload *u)
+{
+    return u->phase == UPLOAD_RECEIVING && u->received == u->size;
+}
+/* Finishes the checksum and compares it with the client's. 0, or -1 with e
+ * (422; the spool file is removed: nothing is accepted). */
+int upload_seal(struct upload *u, struct upload_error *e);
+/* Blocking: fsync, scan, then place the file by verdict (accept_dir, quarantine,
+ * deleted, or kept in the spool). Sets verdict/stored/virus/reason. Safe on a
+ * job thread: touches only this upload and the store's fds. */
+void upload_finalize(struct upload *u, struct store *st, const struct upload_policy *p);
+/* Drops the session: closes the spool fd; the .part stays (resumable). */
+void upload_abort(struct upload *u);
+void upload_release(struct upload *u);
+
+/* Server messages, NUL-terminated into buf. Return the length, or -1 if it
+ * does not fit. */
+int upload_msg_ready(const struct upload *u, char *buf, size_t cap);
+int upload_msg_status(const struct upload *u, char *buf, size_t cap);
+int upload_msg_error(const struct upload_error *e, char *buf, size_t cap);
+
+const char *upload_verdict_name(enum upload_verdict v);
+void upload_hex(const unsigned char *bin, size_t n, char *out);
+
+#endif

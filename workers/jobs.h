@@ -1,0 +1,23 @@
+/* jobs: a small pool of threads for the blocking work a worker must keep off
+ * its event loop (fsync, scan round trips, rename + directory fsync). A job's
+ * run() executes on a pool thread; its done() is called back on the loop
+ * thread, in completion order, through an ev_async. */
+#ifndef INTAKE_JOBS_H
+#define INTAKE_JOBS_H
+
+#include <ev.h>
+
+struct job {
+    void (*run)(struct job *);  /* pool thread: touch only what the job owns */
+    void (*done)(struct job *); /* loop thread */
+    struct job *next;
+};
+
+struct jobs;
+
+struct jobs *jobs_start(struct ev_loop *loop, int threads);
+void jobs_submit(struct jobs *js, struct job *j);
+/* Jobs queued or running. */
+int jobs_pending(const struct jobs *js);
+
+#endif

@@ -1,0 +1,217 @@
+/* tcp: see tcp.h. Reads are sized so that they never run past the current
+ * body: body bytes go from the worker's shared buffer straight to the spool
+ * file, and only header-line bytes are ever kept per connection. */
+#define _GNU_SOURCE
+#include "tcp.h"
+
+#include "conn.h"
+#include "jobs.h"
+#include "log.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define READS_PER_WAKEUP 8 /* so one fast client cannot starve the others */
+#define CARRY_CAP (TCP_LINE_MAX + 1)
+
+static void process(struct conn *c);
+
+static void reply(struct conn *c, int len, const char *buf)
+{
+    if (len < 0) {
+        conn_close(c);
+        return;
+    }
+    char *m = (char *)buf;
+    m[len] = '\n';
+    conn_send(c, m, (size_t)len + 1);
+}
+
+static void finalize_run(struct job *j)
+{
+    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
+    upload_finalize(&c->up, &c->w->store, &c->w->policy);
+}
+
+static void finalize_done(struct job *j)
+{
+    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
+    struct worker *w = c->w;
+    c->in_job = false;
+    if (c->state == CONN_CLOSED) {
+        /* The client went away (or TERM) while we finished: only the memory is left. */
+        c->next = w->dead;
+        w->dead = c;
+        return;
+    }
+    char msg[UPLOAD_FILENAME_MAX * 2 + 1024];
+    int n = upload_msg_status(&c->up, msg, sizeof msg - 1);
+    c->uploads++;
+    conn_set_state(c, CONN_HEADER);
+    reply(c, n, msg);
+    if (c->state == CONN_CLOSED) return;
+    if (w->draining && c->carry_len == 0) {
+        conn_drain(c);
+        return;
+    }
+    process(c);
+}
+
+/* Every byte of the body is in: check it, then finish off the loop. */
+static void complete(struct conn *c)
+{
+    struct upload_error e;
+    if (upload_seal(&c->up, &e) < 0) {
+        conn_fail_with(c, &e);
+        return;
+    }
+    conn_set_state(c, CONN_FINISHING);
+    c->in_job = true;
+    c->job.run = finalize_run;
+    c->job.done = finalize_done;
+    jobs_submit(c->w->jobs, &c->job);
+}
+
+static void start(struct conn *c, const char *line, size_t len)
+{
+    struct upload_request *r = malloc(sizeof *r);
+    struct upload_error e = {0};
+    if (!r) {
+        conn_fail(c, 500, "out of memory");
+        return;
+    }
+    int rc;
+    size_t i = 0;
+    while (i < len && (line[i] == ' ' || line[i] == '\t')) i++;
+    if (i < len && line[i] == '{') rc = upload_parse_start(line, len, r, &e);
+    else rc = upload_parse_plain(line, len, r, &e);
+    if (rc == 0 && c->w->draining) {
+        e.code = 503;
+        snprintf(e.message, sizeof e.message, "server is shutting down; try again");
+        rc = -1;
+    }
+    if (rc == 0) rc = upload_begin(&c->up, &c->w->store, &c->w->limits, r, &e);
+    free(r);
+    if (rc < 0) {
+        conn_fail_with(c, &e);
+        return;
+    }
+    log_debug("upload %s (%s) from %s: started, %llu bytes", c->up.id, c->up.filename, c->peer,
+              (unsigned long long)c->up.size);
+    char msg[256];
+    conn_set_state(c, CONN_BODY);
+    reply(c, upload_msg_ready(&c->up, msg, sizeof msg - 1), msg);
+}
+
+/* Consumes what the carry buffer holds: header lines and the body bytes that
+ * came with them. Stops when waiting for a job or for more input. */
+static void process(struct conn *c)
+{
+    while (c->state == CONN_HEADER || c->state == CONN_BODY) {
+        size_t used = 0;
+        if (c->state == CONN_HEADER) {
+            if (c->carry_len == 0) return;
+            size_t ll;
+            ssize_t n = tcp_line_parse(&c->line, c->carry, c->carry_len, &ll);
+            if (n == TCP_LINE_AGAIN) return;
+            if (n == TCP_LINE_TOO_LONG) {
+                conn_fail(c, 431, "header line longer than %d bytes", TCP_LINE_MAX);
+                return;
+            }
+            start(c, c->carry, ll);
+            used = (size_t)n;
+        } else {
+            if (c->carry_len == 0 && !upload_complete(&c->up)) return;
+            uint64_t rem = upload_remaining(&c->up);
+            used = c->carry_len < rem ? c->carry_len : (size_t)rem;
+            struct upload_error e;
+            if (used && upload_write(&c->up, c->carry, used, &e) < 0) {
+                conn_fail_with(c, &e);
+                return;
+            }
+        }
+        if (c->state == CONN_CLOSED || c->state == CONN_LINGER) return;
+        memmove(c->carry, c->carry + used, c->carry_len - used);
+        c->carry_len -= used;
+        if (c->state == CONN_BODY && upload_complete(&c->up)) complete(c);
+    }
+}
+
+/* Returns 1 if bytes came in, 0 otherwise. */
+static int read_header(struct conn *c)
+{
+    if (!c->carry && !(c->carry = malloc(CARRY_CAP))) {
+        conn_fail(c, 500, "out of memory");
+        return 0;
+    }
+    if (c->carry_len == CARRY_CAP) {
+        conn_fail(c, 431, "header line longer than %d bytes", TCP_LINE_MAX);
+        return 0;
+    }
+    bool was_empty = c->carry_len == 0;
+    ssize_t n = read(c->fd, c->carry + c->carry_len, CARRY_CAP - c->carry_len);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+        log_debug("%s: read failed: %s", c->peer, strerror(errno));
+        conn_close(c);
+        return 0;
+    }
+    if (n == 0) {
+        if (c->carry_len)
+            log_info("%s: connection closed in the middle of a header line", c->peer);
+        conn_close(c);
+        return 0;
+    }
+    c->carry_len += (size_t)n;
+    /* The first byte of a new header starts its header_timeout. */
+    if (was_empty && c->uploads > 0) conn_set_state(c, CONN_HEADER);
+    process(c);
+    /* Keep the carry buffer only while it holds something. */
+    if (c->state != CONN_CLOSED && c->carry_len == 0) {
+        free(c->carry);
+        c->carry = NULL;
+    }
+    return 1;
+}
+
+static int read_body(struct conn *c)
+{
+    struct worker *w = c->w;
+    uint64_t rem = upload_remaining(&c->up);
+    size_t want = rem < w->rbuf_size ? (size_t)rem : w->rbuf_size;
+    ssize_t n = read(c->fd, w->rbuf, want);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+        log_info("upload %s (%s) from %s: read failed: %s", c->up.id, c->up.filename, c->peer,
+                 strerror(errno));
+        conn_close(c);
+        return 0;
+    }
+    if (n == 0) {
+        conn_close(c); /* logs the interruption; the .part stays */
+        return 0;
+    }
+    ev_timer_again(w->loop, &c->timer);
+    struct upload_error e;
+    if (upload_write(&c->up, w->rbuf, (size_t)n, &e) < 0) {
+        conn_fail_with(c, &e);
+        return 1;
+    }
+    if (upload_complete(&c->up)) complete(c);
+    return 1;
+}
+
+void tcp_on_readable(struct conn *c)
+{
+    for (int i = 0; i < READS_PER_WAKEUP; i++) {
+        int got;
+        if (c->state == CONN_HEADER) got = read_header(c);
+        else if (c->state == CONN_BODY) got = read_body(c);
+        else return;
+        if (!got) return;
+    }
+}

@@ -1,0 +1,257 @@
+/* worker: see worker.h. */
+#define _GNU_SOURCE
+#include "worker.h"
+
+#include "conn.h"
+#include "jobs.h"
+#include "log.h"
+#include "proctitle.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define READ_BUFFER_SIZE (256 * 1024)
+#define ACCEPTS_PER_WAKEUP 4 /* small, so the workers sharing a socket share the load */
+#define JOB_THREADS 4
+
+static void set_accepting(struct worker *w, bool on)
+{
+    on = on && !w->draining && w->n_conns < w->cfg->max_connections;
+    if (on == w->accepting) return;
+    w->accepting = on;
+    for (int i = 0; i < w->n_ls; i++) {
+        if (on) ev_io_start(w->loop, &w->ls[i].io);
+        else ev_io_stop(w->loop, &w->ls[i].io);
+    }
+}
+
+static void peer_name(int fd, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
+        snprintf(out, cap, "?");
+        return;
+    }
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *s = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &s->sin_addr, host, sizeof host);
+        snprintf(out, cap, "%s:%d", host, ntohs(s->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *s = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof host);
+        snprintf(out, cap, "[%s]:%d", host, ntohs(s->sin6_port));
+    } else {
+        snprintf(out, cap, "unix");
+    }
+}
+
+static void worker_on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = t->data;
+    set_accepting(w, true);
+}
+
+static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker_listener *l = (struct worker_listener *)io;
+    struct worker *w = l->w;
+    for (int i = 0; i < ACCEPTS_PER_WAKEUP && w->accepting; i++) {
+        int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: stop accepting for a moment instead of
+                 * spinning on a readable listener. */
+                log_error("accept on %s: %s; pausing accepts for 1 s (raise the fd limit or "
+                          "lower max_connections)",
+                          l->addr->text, strerror(errno));
+                set_accepting(w, false);
+                ev_timer_set(&w->accept_retry, 1.0, 0.0);
+                ev_timer_start(w->loop, &w->accept_retry);
+            }
+            return;
+        }
+        if (!l->addr->is_unix) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        struct conn *c = conn_new(w, fd, l->addr);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        peer_name(fd, c->peer, sizeof c->peer);
+        log_debug("%s: connected to %s", c->peer, l->addr->text);
+        set_accepting(w, true);
+    }
+}
+
+void worker_conn_closed(struct worker *w)
+{
+    if (!w->draining) {
+        set_accepting(w, true);
+        return;
+    }
+    if (w->n_conns == 0 && jobs_pending(w->jobs) == 0) ev_break(w->loop, EVBREAK_ALL);
+}
+
+static void worker_on_reap(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = p->data;
+    while (w->dead) {
+        struct conn *c = w->dead;
+        w->dead = c->next;
+        conn_free(c);
+    }
+    if (w->draining && w->n_conns == 0 && jobs_pending(w->jobs) == 0)
+        ev_break(w->loop, EVBREAK_ALL);
+}
+
+static void close_all(struct worker *w)
+{
+    while (w->conns) conn_close(w->conns);
+}
+
+static void worker_on_drain_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = t->data;
+    log_warn("worker %d: shutdown_timeout reached with %d connections still open; closing "
+             "them (interrupted uploads stay in the spool)",
+             w->slot, w->n_conns);
+    close_all(w);
+    ev_break(w->loop, EVBREAK_ALL);
+}
+
+static void start_drain(struct worker *w)
+{
+    if (w->draining) return;
+    set_accepting(w, false);
+    w->draining = true;
+    for (int i = 0; i < w->n_ls; i++) close(w->ls[i].io.fd);
+    w->n_ls = 0;
+    log_info("worker %d: draining %d connections (up to %llu ms)", w->slot, w->n_conns,
+             (unsigned long long)w->cfg->shutdown_timeout_ms);
+    struct conn *next;
+    for (struct conn *c = w->conns; c; c = next) {
+        next = c->next;
+        conn_drain(c);
+    }
+    ev_timer_set(&w->drain_deadline, (double)w->cfg->shutdown_timeout_ms / 1e3, 0.0);
+    ev_timer_start(w->loop, &w->drain_deadline);
+    worker_conn_closed(w);
+}
+
+static void worker_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    (void)revents;
+    struct worker *w = s->data;
+    switch (s->signum) {
+    case SIGQUIT: start_drain(w); break;
+    case SIGTERM:
+    case SIGINT:
+        log_info("worker %d: exiting at once, closing %d connections", w->slot, w->n_conns);
+        close_all(w);
+        ev_break(loop, EVBREAK_ALL);
+        break;
+    case SIGUSR1:
+        if (log_reopen() < 0) log_error("worker %d: cannot reopen the log", w->slot);
+        break;
+    default: break;
+    }
+}
+
+static void sig_watch(struct worker *w, ev_signal *s, int signum)
+{
+    ev_signal_init(s, worker_on_signal, signum);
+    s->data = w;
+    ev_signal_start(w->loop, s);
+}
+
+void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, int slot)
+{
+    static struct worker wk;
+    struct worker *w = &wk;
+    pid_t master = getppid();
+    /* Die with the master; and if it is already gone, do not linger. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != master) _exit(0);
+    proctitle_set("intaked: worker process");
+
+    w->cfg = cfg;
+    w->slot = slot;
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (!w->loop) {
+        log_error("worker %d: cannot create the event loop", slot);
+        _exit(2);
+    }
+    const char *which = "";
+    int rc = store_open(&w->store, cfg->spool_dir, cfg->accept_dir, cfg->quarantine_dir, &which);
+    if (rc < 0) {
+        log_error("worker %d: cannot open %s: %s", slot, which, strerror(-rc));
+        _exit(2);
+    }
+    w->store.min_free_space = cfg->min_free_space;
+    w->limits.max_file_size = cfg->max_file_size;
+    w->policy.scan = NULL; /* the scanner seam: issue "Scanning" plugs in here */
+    w->policy.scan_fail_accept = cfg->scan_fail == SCAN_FAIL_ACCEPT;
+    w->policy.infected_delete = cfg->on_infected == ON_INFECTED_DELETE;
+    w->rbuf_size = READ_BUFFER_SIZE;
+    w->rbuf = malloc(w->rbuf_size);
+    w->jobs = jobs_start(w->loop, JOB_THREADS);
+    if (!w->rbuf || !w->jobs) {
+        log_error("worker %d: out of memory at start", slot);
+        _exit(2);
+    }
+
+    /* Signals were blocked by the master around fork; libev takes them now. */
+    sig_watch(w, &w->sig_quit, SIGQUIT);
+    sig_watch(w, &w->sig_term, SIGTERM);
+    sig_watch(w, &w->sig_int, SIGINT);
+    sig_watch(w, &w->sig_usr1, SIGUSR1);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    for (int i = 0; i < n_ls; i++) {
+        struct worker_listener *l = &w->ls[w->n_ls++];
+        l->w = w;
+        l->addr = ls[i].addr;
+        ev_io_init(&l->io, worker_on_accept, ls[i].fd, EV_READ);
+    }
+    ev_init(&w->accept_retry, worker_on_accept_retry);
+    w->accept_retry.data = w;
+    ev_init(&w->drain_deadline, worker_on_drain_deadline);
+    w->drain_deadline.data = w;
+    ev_prepare_init(&w->reaper, worker_on_reap);
+    w->reaper.data = w;
+    ev_prepare_start(w->loop, &w->reaper);
+    set_accepting(w, true);
+
+    log_info("worker %d started", slot);
+    ev_run(w->loop, 0);
+    worker_on_reap(w->loop, &w->reaper, 0);
+    log_info("worker %d exiting", slot);
+    _exit(0);
+}

@@ -1,0 +1,61 @@
+/* worker: one upload worker process. A libev loop that accepts on the
+ * listening sockets the master bound, runs each connection's transport, and
+ * keeps blocking work on a job pool. QUIT drains (stop accepting, finish the
+ * uploads in flight, exit), TERM/INT exits at once, USR1 reopens the logs. */
+#ifndef INTAKE_WORKER_H
+#define INTAKE_WORKER_H
+
+#include "config.h"
+#include "store.h"
+#include "upload.h"
+
+#include <ev.h>
+#include <stdbool.h>
+
+struct listener {
+    int fd;
+    const struct listen_addr *addr;
+};
+
+struct conn;
+struct jobs;
+
+struct worker {
+    struct ev_loop *loop;
+    const struct config *cfg;
+    int slot;
+    struct store store;
+    struct jobs *jobs;
+    struct upload_limits limits;
+    struct upload_policy policy;
+
+    struct worker_listener {
+        ev_io io;
+        struct worker *w;
+        const struct listen_addr *addr;
+    } ls[CONFIG_MAX_LISTEN];
+    int n_ls;
+    bool accepting;
+    ev_timer accept_retry; /* after EMFILE */
+
+    struct conn *conns; /* doubly linked, all open connections */
+    int n_conns;
+    struct conn *dead;  /* closed, freed from the prepare watcher */
+    ev_prepare reaper;
+
+    char *rbuf; /* shared read buffer for body bytes */
+    size_t rbuf_size;
+
+    bool draining;
+    ev_timer drain_deadline;
+    ev_signal sig_quit, sig_term, sig_int, sig_usr1, sig_hup;
+};
+
+/* Runs a worker until it has finished; never returns. */
+void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, int slot)
+    __attribute__((noreturn));
+
+/* Accepting is paused while a worker is at max_connections. */
+void worker_conn_closed(struct worker *w);
+
+#endif
