@@ -1,0 +1,77 @@
+/* cli_progress: see cli_progress.h. Writes to stderr only. */
+#define _GNU_SOURCE
+#include "cli_progress.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void progress_bytes(double v, char *out, int cap)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(out, (size_t)cap, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+void progress_begin(struct progress *p, bool on, const char *label, uint64_t total)
+{
+    memset(p, 0, sizeof *p);
+    p->on = on;
+    p->label = label;
+    p->total = total;
+    p->start = now();
+    p->last_draw = 0;
+}
+
+void progress_update(struct progress *p, uint64_t done)
+{
+    if (!p->on) return;
+    double t = now();
+    if (done < p->total && t - p->last_draw < 0.1) return;
+    p->last_draw = t;
+    struct winsize ws;
+    int cols = ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20 ? ws.ws_col : 80;
+    double el = t - p->start;
+    double rate = el > 0 ? (double)done / el : 0;
+    char d[16], tot[16], r[16], eta[48] = "--:--";
+    progress_bytes((double)done, d, sizeof d);
+    progress_bytes((double)p->total, tot, sizeof tot);
+    progress_bytes(rate, r, sizeof r);
+    if (rate > 0 && done <= p->total) {
+        long left = (long)((double)(p->total - done) / rate + 0.5);
+        snprintf(eta, sizeof eta, "%ld:%02ld", left / 60, left % 60);
+    }
+    int pct = p->total ? (int)(done * 100 / p->total) : 100;
+    char tail[160];
+    int tl = snprintf(tail, sizeof tail, " %3d%% %s/%s %s/s %s left", pct, d, tot, r, eta);
+    int name_w = cols / 4;
+    int bar_w = cols - name_w - tl - 4;
+    if (bar_w < 5) bar_w = 5;
+    char bar[512];
+    int fill = p->total ? (int)((double)done / (double)p->total * bar_w) : bar_w;
+    for (int i = 0; i < bar_w && i < (int)sizeof bar - 1; i++)
+        bar[i] = i < fill ? '#' : (i == fill ? '>' : '.');
+    bar[bar_w < (int)sizeof bar ? bar_w : (int)sizeof bar - 1] = '\0';
+    fprintf(stderr, "\r%-*.*s [%s]%s\033[K", name_w, name_w, p->label, bar, tail);
+    fflush(stderr);
+}
+
+void progress_end(struct progress *p)
+{
+    if (!p->on) return;
+    fprintf(stderr, "\r\033[K");
+    fflush(stderr);
+}

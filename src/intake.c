@@ -1,0 +1,510 @@
+/* intake: the command-line uploader (SPEC "intake"). Sends each FILE over the
+ * raw TCP protocol on one connection (reconnecting after an ERROR or a lost
+ * connection), streams the body without waiting for READY, and prints one
+ * clamscan-style result line per file. Exit 0 clean/unscanned, 1 infected,
+ * 2 error. */
+#define _GNU_SOURCE
+#include "cli_progress.h"
+#include "config.h"
+#include "upload.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <netdb.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#ifndef INTAKE_VERSION
+#define INTAKE_VERSION "0.1.0"
+#endif
+
+#define LINE_CAP 65536
+#define CHUNK (1 << 20)
+
+enum result { R_CLEAN = 0, R_INFECTED = 1, R_ERROR = 2 };
+
+struct opts {
+    const char *name, *token;
+    bool sha256, json, quiet, progress;
+    int retries;
+};
+
+struct link {
+    int fd;
+    char buf[LINE_CAP];
+    size_t len;
+    const char *target;
+};
+
+static void usage(FILE *f)
+{
+    fputs("usage: intake [OPTIONS] HOST:PORT FILE...   (FILE may be - for stdin)\n"
+          "       intake token --secret-file FILE [--ttl DURATION] [--max-size SIZE]\n"
+          "  -n, --name NAME    stored name (with a single FILE)\n"
+          "  -t, --token TOKEN  upload token (default $INTAKE_TOKEN)\n"
+          "  --sha256           send the file's SHA-256 for the server to verify\n"
+          "  --retries N        reconnect and resume after a lost connection (default 3)\n"
+          "  --tls, --cacert FILE, --insecure   TLS to the server\n"
+          "  --json             print the server's STATUS object per file\n"
+          "  -q, --quiet        no progress bar; print only infected files and errors\n"
+          "  -V                 version    -h  this help\n"
+          "HOST:PORT is host:port, [v6]:port or unix:/path. Exit status: 0 all clean or\n"
+          "unscanned, 1 any infected, 2 any error.\n",
+          f);
+}
+
+static int dial(const char *target, char *err, size_t errlen)
+{
+    if (strncmp(target, "unix:", 5) == 0) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        if (strlen(target + 5) >= sizeof sa.sun_path) {
+            snprintf(err, errlen, "socket path too long");
+            return -1;
+        }
+        strcpy(sa.sun_path, target + 5);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) return fd;
+        snprintf(err, errlen, "%s", strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    struct listen_addr a;
+    const char *why = "";
+    if (config_parse_listen(target, &a, &why) < 0) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
+    int g = getaddrinfo(a.host[0] ? a.host : "127.0.0.1", a.port, &hints, &res);
+    if (g) {
+        snprintf(err, errlen, "%s", gai_strerror(g));
+        return -1;
+    }
+    int fd = -1, e = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
+        e = errno;
+        if (fd >= 0) close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) snprintf(err, errlen, "%s", strerror(e));
+    return fd;
+}
+
+/* Reads what is there (or waits when block) into the line buffer. 1 if bytes
+ * came, 0 on EOF, -1 on error. */
+static int fill(struct link *l, int timeout_ms)
+{
+    struct pollfd p = {.fd = l->fd, .events = POLLIN};
+    int pr = poll(&p, 1, timeout_ms);
+    if (pr <= 0) return pr < 0 ? -1 : 2; /* 2: nothing yet */
+    if (l->len == sizeof l->buf) return -1;
+    ssize_t n = read(l->fd, l->buf + l->len, sizeof l->buf - l->len);
+    if (n < 0) return errno == EINTR ? 2 : -1;
+    if (n == 0) return 0;
+    l->len += (size_t)n;
+    return 1;
+}
+
+/* Takes one complete line out of the buffer into out. 1 if one was there. */
+static int take_line(struct link *l, char *out, size_t cap)
+{
+    char *nl = memchr(l->buf, '\n', l->len);
+    if (!nl) return 0;
+    size_t n = (size_t)(nl - l->buf);
+    size_t c = n < cap - 1 ? n : cap - 1;
+    memcpy(out, l->buf, c);
+    out[c] = '\0';
+    memmove(l->buf, nl + 1, l->len - n - 1);
+    l->len -= n + 1;
+    return 1;
+}
+
+static const char *msg_type(cJSON *o)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "type");
+    return cJSON_IsString(t) ? t->valuestring : "";
+}
+
+struct outcome {
+    enum result r;
+    char line[LINE_CAP]; /* STATUS or ERROR JSON, or empty */
+    char message[512];   /* for local errors */
+    bool lost;           /* the connection broke: retry may help */
+    char id[STORE_ID_LEN + 1];
+};
+
+static int sha256_file(int fd, unsigned char out[32])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    char *buf = malloc(CHUNK);
+    ssize_t n;
+    off_t off = 0;
+    while (buf && (n = pread(fd, buf, CHUNK, off)) > 0) {
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        off += n;
+    }
+    unsigned len;
+    EVP_DigestFinal_ex(md, out, &len);
+    EVP_MD_CTX_free(md);
+    free(buf);
+    return buf ? 0 : -1;
+}
+
+/* One attempt at one file over l. */
+static void attempt(struct link *l, int fd, uint64_t size, const char *name, const char *label,
+                    const struct opts *o, const unsigned char *sha, struct outcome *out)
+{
+    out->lost = false;
+    out->line[0] = '\0';
+    cJSON *start = cJSON_CreateObject();
+    cJSON_AddStringToObject(start, "type", "START");
+    cJSON_AddStringToObject(start, "filename", name);
+    cJSON_AddNumberToObject(start, "size", (double)size);
+    if (sha) {
+        char hex[65];
+        upload_hex(sha, 32, hex);
+        cJSON_AddStringToObject(start, "sha256", hex);
+    }
+    if (o->token) cJSON_AddStringToObject(start, "token", o->token);
+    bool resuming = out->id[0] != '\0';
+    if (resuming) cJSON_AddStringToObject(start, "id", out->id);
+    char *hdr = cJSON_PrintUnformatted(start);
+    cJSON_Delete(start);
+    size_t hl = strlen(hdr);
+    hdr = realloc(hdr, hl + 2);
+    hdr[hl++] = '\n';
+    ssize_t w = send(l->fd, hdr, hl, MSG_NOSIGNAL);
+    free(hdr);
+    if (w != (ssize_t)hl) {
+        out->lost = true;
+        snprintf(out->message, sizeof out->message, "connection lost: %s", strerror(errno));
+        return;
+    }
+    /* A fresh upload streams at once; a resume waits for READY's offset. */
+    uint64_t off = 0;
+    bool ready = !resuming, sending = !resuming;
+    struct progress pb;
+    progress_begin(&pb, o->progress, label, size);
+    char line[LINE_CAP];
+    for (;;) {
+        while (take_line(l, line, sizeof line)) {
+            cJSON *m = cJSON_Parse(line);
+            const char *t = m ? msg_type(m) : "";
+            if (strcmp(t, "READY") == 0) {
+                const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+                const cJSON *k = cJSON_GetObjectItemCaseSensitive(m, "offset");
+                if (cJSON_IsString(id)) snprintf(out->id, sizeof out->id, "%s", id->valuestring);
+                if (!ready && cJSON_IsNumber(k)) off = (uint64_t)k->valuedouble;
+                ready = sending = true;
+            } else if (strcmp(t, "STATUS") == 0 || strcmp(t, "ERROR") == 0) {
+                snprintf(out->line, sizeof out->line, "%s", line);
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, "verdict");
+                if (strcmp(t, "ERROR") == 0) out->r = R_ERROR;
+                else if (cJSON_IsString(v) && strcmp(v->valuestring, "infected") == 0)
+                    out->r = R_INFECTED;
+                else if (cJSON_IsString(v) && (strcmp(v->valuestring, "clean") == 0 ||
+                                               strcmp(v->valuestring, "unscanned") == 0))
+                    out->r = R_CLEAN;
+                else out->r = R_ERROR;
+                cJSON_Delete(m);
+                progress_end(&pb);
+                return;
+            }
+            cJSON_Delete(m);
+        }
+        struct pollfd p = {.fd = l->fd, .events = POLLIN};
+        if (sending && off < size) p.events |= POLLOUT;
+        if (poll(&p, 1, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            int f = fill(l, 0);
+            if (f == 0 || f < 0) {
+                snprintf(out->message, sizeof out->message, "connection closed by the server");
+                out->lost = true;
+                break;
+            }
+            continue;
+        }
+        if (p.revents & POLLOUT) {
+            off_t pos = (off_t)off;
+            size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
+            ssize_t s = sendfile(l->fd, fd, &pos, n);
+            if (s < 0 && errno == EINTR) continue;
+            if (s <= 0) {
+                snprintf(out->message, sizeof out->message, "connection lost: %s",
+                         s < 0 ? strerror(errno) : "file shrank while sending");
+                out->lost = s < 0;
+                break;
+            }
+            off += (uint64_t)s;
+            progress_update(&pb, off);
+        }
+    }
+    progress_end(&pb);
+    /* The server may have said why before closing. */
+    while (fill(l, 200) == 1) {
+    }
+    while (take_line(l, line, sizeof line)) {
+        cJSON *m = cJSON_Parse(line);
+        if (m && strcmp(msg_type(m), "ERROR") == 0) {
+            snprintf(out->line, sizeof out->line, "%s", line);
+            out->lost = false;
+        }
+        cJSON_Delete(m);
+    }
+    out->r = R_ERROR;
+}
+
+/* stdin that is not a regular file goes to an unlinked temporary file first:
+ * the protocol announces the size before the body. */
+static int stdin_file(uint64_t *size)
+{
+    struct stat st;
+    /* A regular file read from its start is sent as it is; anything else
+     * (a pipe, or a file already partly read) is copied. */
+    if (fstat(0, &st) == 0 && S_ISREG(st.st_mode) && lseek(0, 0, SEEK_CUR) == 0) {
+        *size = (uint64_t)st.st_size;
+        return dup(0);
+    }
+    const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    char *buf = malloc(CHUNK);
+    ssize_t n;
+    uint64_t total = 0;
+    while (buf && (n = read(0, buf, CHUNK)) != 0) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 || write(fd, buf, (size_t)n) != n) {
+            free(buf);
+            close(fd);
+            return -1;
+        }
+        total += (uint64_t)n;
+    }
+    free(buf);
+    *size = total;
+    return fd;
+}
+
+static void print_result(const char *label, const struct outcome *out, const struct opts *o)
+{
+    cJSON *m = out->line[0] ? cJSON_Parse(out->line) : NULL;
+    if (o->json) {
+        if (m && strcmp(msg_type(m), "STATUS") == 0) {
+            printf("%s\n", out->line);
+        } else {
+            cJSON *e = m ? m : cJSON_CreateObject();
+            if (!m) {
+                cJSON_AddStringToObject(e, "type", "ERROR");
+                cJSON_AddNumberToObject(e, "code", 0);
+                cJSON_AddStringToObject(e, "message", out->message);
+            }
+            cJSON_AddStringToObject(e, "file", label);
+            char *s = cJSON_PrintUnformatted(e);
+            printf("%s\n", s);
+            free(s);
+            if (!m) cJSON_Delete(e);
+        }
+        cJSON_Delete(m);
+        fflush(stdout);
+        return;
+    }
+    if (m && strcmp(msg_type(m), "STATUS") == 0) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, "verdict");
+        const cJSON *virus = cJSON_GetObjectItemCaseSensitive(m, "virus");
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(m, "status");
+        const char *verdict = cJSON_IsString(v) ? v->valuestring : "";
+        if (strcmp(verdict, "clean") == 0) {
+            if (!o->quiet) printf("%s: OK\n", label);
+        } else if (strcmp(verdict, "unscanned") == 0) {
+            if (!o->quiet) printf("%s: OK (not scanned)\n", label);
+        } else if (strcmp(verdict, "infected") == 0) {
+            printf("%s: %s FOUND\n", label, cJSON_IsString(virus) ? virus->valuestring : "?");
+        } else {
+            /* status is "./NAME: REASON ERROR": keep the reason. */
+            const char *s = cJSON_IsString(st) ? st->valuestring : "";
+            const char *colon = strstr(s, ": ");
+            printf("%s: %s\n", label, colon ? colon + 2 : "scan ERROR");
+        }
+    } else if (m && strcmp(msg_type(m), "ERROR") == 0) {
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(m, "message");
+        const cJSON *code = cJSON_GetObjectItemCaseSensitive(m, "code");
+        printf("%s: %s (%d) ERROR\n", label, cJSON_IsString(msg) ? msg->valuestring : "?",
+               cJSON_IsNumber(code) ? code->valueint : 0);
+    } else {
+        printf("%s: %s ERROR\n", label, out->message);
+    }
+    cJSON_Delete(m);
+    fflush(stdout);
+}
+
+static int cmd_token(int argc, char **argv);
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && strcmp(argv[1], "token") == 0) return cmd_token(argc - 1, argv + 1);
+    struct opts o = {.retries = 3, .token = getenv("INTAKE_TOKEN")};
+    bool tls = false;
+    static const struct option longs[] = {
+        {"name", required_argument, 0, 'n'}, {"token", required_argument, 0, 't'},
+        {"tls", no_argument, 0, 'T'},        {"cacert", required_argument, 0, 'C'},
+        {"insecure", no_argument, 0, 'I'},   {"sha256", no_argument, 0, 'S'},
+        {"retries", required_argument, 0, 'r'}, {"json", no_argument, 0, 'j'},
+        {"quiet", no_argument, 0, 'q'},      {"version", no_argument, 0, 'V'},
+        {"help", no_argument, 0, 'h'},       {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "n:t:qVh", longs, NULL)) != -1) {
+        switch (c) {
+        case 'n': o.name = optarg; break;
+        case 't': o.token = optarg; break;
+        case 'T':
+        case 'C':
+        case 'I': tls = true; break;
+        case 'S': o.sha256 = true; break;
+        case 'r': {
+            char *end;
+            long r = strtol(optarg, &end, 10);
+            if (*end || r < 0 || r > 1000) {
+                fprintf(stderr, "intake: --retries wants a number from 0 to 1000\n");
+                return 2;
+            }
+            o.retries = (int)r;
+            break;
+        }
+        case 'j': o.json = true; break;
+        case 'q': o.quiet = true; break;
+        case 'V': printf("intake %s\n", INTAKE_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (argc - optind < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (tls) {
+        fprintf(stderr, "intake: TLS is not supported by this version of intake\n");
+        return 2;
+    }
+    const char *target = argv[optind++];
+    int nfiles = argc - optind;
+    if (o.name && nfiles != 1) {
+        fprintf(stderr, "intake: --name needs exactly one FILE\n");
+        return 2;
+    }
+    o.progress = !o.quiet && !o.json && isatty(2);
+
+    static struct link l;
+    l.fd = -1;
+    l.target = target;
+    char err[256];
+    int worst = R_CLEAN;
+    for (int i = optind; i < argc; i++) {
+        const char *path = argv[i];
+        static struct outcome out;
+        memset(&out, 0, sizeof out);
+        uint64_t size = 0;
+        int fd;
+        if (strcmp(path, "-") == 0) fd = stdin_file(&size);
+        else fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd >= 0 && strcmp(path, "-") != 0) {
+            if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                close(fd);
+                fd = -1;
+                errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+            } else {
+                size = (uint64_t)st.st_size;
+            }
+        }
+        if (fd < 0) {
+            snprintf(out.message, sizeof out.message, "%s",
+                     errno == EINVAL ? "not a regular file" : strerror(errno));
+            out.r = R_ERROR;
+            print_result(path, &out, &o);
+            worst = R_ERROR;
+            continue;
+        }
+        char *pathcopy = strdup(path);
+        const char *name = o.name ? o.name : strcmp(path, "-") == 0 ? "stdin" : basename(pathcopy);
+        unsigned char sha[32];
+        bool have_sha = o.sha256 && sha256_file(fd, sha) == 0;
+        for (int attempt_no = 0;; attempt_no++) {
+            if (l.fd < 0) {
+                l.fd = dial(target, err, sizeof err);
+                l.len = 0;
+                if (l.fd < 0) {
+                    if (attempt_no < o.retries && out.id[0]) {
+                        sleep(1);
+                        continue;
+                    }
+                    fprintf(stderr, "intake: cannot connect to %s: %s\n", target, err);
+                    free(pathcopy);
+                    close(fd);
+                    return 2;
+                }
+            }
+            attempt(&l, fd, size, name, path, &o, have_sha ? sha : NULL, &out);
+            bool resume_refused = false;
+            if (out.line[0]) {
+                cJSON *m = cJSON_Parse(out.line);
+                const cJSON *code = m ? cJSON_GetObjectItemCaseSensitive(m, "code") : NULL;
+                resume_refused = out.id[0] && strcmp(msg_type(m), "ERROR") == 0 &&
+                                 cJSON_IsNumber(code) && (code->valueint == 404 || code->valueint == 409);
+                if (strcmp(msg_type(m), "ERROR") == 0) {
+                    close(l.fd); /* the server closes after ERROR */
+                    l.fd = -1;
+                }
+                cJSON_Delete(m);
+            }
+            if (resume_refused && attempt_no < o.retries) {
+                /* The server cannot resume it: start over. */
+                out.id[0] = '\0';
+                continue;
+            }
+            if (!out.lost || attempt_no >= o.retries) break;
+            close(l.fd);
+            l.fd = -1;
+            if (!o.quiet) fprintf(stderr, "intake: %s: %s; retrying\n", path, out.message);
+        }
+        if (out.lost && l.fd >= 0) {
+            close(l.fd);
+            l.fd = -1;
+        }
+        print_result(path, &out, &o);
+        if ((int)out.r > worst) worst = (int)out.r;
+        free(pathcopy);
+        close(fd);
+    }
+    if (l.fd >= 0) close(l.fd);
+    return worst;
+}
+
+/* intake token: v1.EXPIRY.MAXSIZE.SIG (SPEC "intake"). */
+static int cmd_token(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "intake: tokens are not supported by this version of intake\n");
+    return 2;
+}
