@@ -40,6 +40,8 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 UNIT_TESTS := config store upload tcp_line
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
+.SECONDARY:
+
 .PHONY: all run test unit unit-asan integration deps bench install clean
 
 all: $(BUILD)/intaked $(BUILD)/intake

@@ -190,6 +190,7 @@ struct ctx {
     unsigned seen[64];
     bool from_override;
     bool tcp_off; /* "listen_tcp off" was given */
+    char tls_where[320]; /* where the first "tls" listener was declared */
 };
 
 static int fail(struct ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -256,6 +257,7 @@ static int add_listen(struct ctx *x, enum listen_kind kind, char **v, int n)
         return fail(x, "invalid address \"%s\": %s", v[0], why);
     a.kind = kind;
     a.tls = n == 2;
+    if (a.tls && !x->tls_where[0]) snprintf(x->tls_where, sizeof x->tls_where, "%s", x->where);
     if (a.is_unix && a.path[0] != '/') {
         char *p = abs_path(x, a.path);
         if (strlen(p) >= sizeof a.path) {
@@ -381,8 +383,16 @@ static int h_log_level(struct ctx *x, char **v, int n)
                         v[0]);                                                             \
         return 0;                                                                          \
     }
-SIZE_HANDLER(max_file_size)
 SIZE_HANDLER(min_free_space)
+
+static int h_max_file_size(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    if (config_parse_size(v[0], &x->c->max_file_size) < 0)
+        return fail(x, "invalid size \"%s\" for max_file_size (a number with K, M or G)", v[0]);
+    if (x->c->max_file_size == 0) return fail(x, "max_file_size must be more than 0");
+    return 0;
+}
 
 static int at_least(struct ctx *x, const char *name, uint64_t ms, uint64_t min_ms)
 {
@@ -616,10 +626,11 @@ static int finish(struct ctx *x)
         a.kind = LISTEN_TCP;
         c->listen[c->n_listen++] = a;
     }
-    if (wants_tls && (!c->tls_certificate || !c->tls_certificate_key))
+    if (wants_tls && (!c->tls_certificate || !c->tls_certificate_key)) {
+        x->where = x->tls_where;
         return fail(x, "a listener says \"tls\" but tls_certificate and tls_certificate_key "
                        "are not both set");
-    if (c->max_file_size == 0) return fail(x, "max_file_size must be more than 0");
+    }
     return 0;
 }
 

@@ -123,8 +123,9 @@ int upload_parse_plain(const char *line, size_t len, struct upload_request *r,
     size_t i = 0;
     uint64_t size = 0;
     while (i < len && line[i] >= '0' && line[i] <= '9') {
-        if (size > (UINT64_MAX - 9) / 10) return err(e, 413, "size is too large");
-        size = size * 10 + (uint64_t)(line[i] - '0');
+        uint64_t d = (uint64_t)(line[i] - '0');
+        if (size > (UINT64_MAX - d) / 10) return err(e, 413, "size is too large");
+        size = size * 10 + d;
         i++;
     }
     if (i == 0 || i > 20 || i >= len || line[i] != ' ')

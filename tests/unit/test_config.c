@@ -1,0 +1,249 @@
+/* Unit tests for config: value parsers, the tokenizer, and whole files with
+ * every directive, good and bad, checked for their file:line messages. */
+#define _GNU_SOURCE
+#include "config.h"
+#include "test.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static char path[64];
+
+static struct config *load(const char *text, char *const *ov, int nov, char *err, size_t el)
+{
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    return config_load(path, ov, nov, "/base", err, el);
+}
+
+/* Loads text and expects it to fail with "PATH:LINE: ...fragment...". */
+static void expect_error(const char *text, int line, const char *fragment)
+{
+    char err[1024] = "";
+    struct config *c = load(text, NULL, 0, err, sizeof err);
+    CHECK_MSG(c == NULL, "accepted: %s", text);
+    config_free(c);
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "%s:%d: ", path, line);
+    CHECK_MSG(strncmp(err, prefix, strlen(prefix)) == 0, "%s: error \"%s\" lacks \"%s\"", text,
+              err, prefix);
+    CHECK_MSG(strstr(err, fragment) != NULL, "%s: error \"%s\" lacks \"%s\"", text, err,
+              fragment);
+}
+
+static void test_values(void)
+{
+    struct {
+        const char *s;
+        int ok;
+        uint64_t v;
+    } sizes[] = {{"0", 1, 0},          {"10", 1, 10},       {"4K", 1, 4096},
+                 {"4k", 1, 4096},      {"1M", 1, 1 << 20},  {"2G", 1, 2ULL << 30},
+                 {"", 0, 0},           {"K", 0, 0},         {"-1", 0, 0},
+                 {"1.5M", 0, 0},       {"1T", 0, 0},        {"1MB", 0, 0},
+                 {" 1", 0, 0},         {"99999999999999999999", 0, 0},
+                 {"17179869184G", 0, 0}};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        uint64_t v = 12345;
+        int rc = config_parse_size(sizes[i].s, &v);
+        CHECK_MSG((rc == 0) == sizes[i].ok, "size \"%s\"", sizes[i].s);
+        if (sizes[i].ok) CHECK_MSG(v == sizes[i].v, "size \"%s\" = %llu", sizes[i].s,
+                                   (unsigned long long)v);
+    }
+    struct {
+        const char *s;
+        int ok;
+        uint64_t ms;
+    } durs[] = {{"10", 1, 10000}, {"10s", 1, 10000}, {"500ms", 1, 500}, {"5m", 1, 300000},
+                {"1h", 1, 3600000}, {"", 0, 0},      {"s", 0, 0},       {"1d", 0, 0},
+                {"-5s", 0, 0},      {"1.5s", 0, 0},  {"10 s", 0, 0},    {"99999999999999999h", 0, 0}};
+    for (size_t i = 0; i < sizeof durs / sizeof *durs; i++) {
+        uint64_t v = 0;
+        int rc = config_parse_duration(durs[i].s, &v);
+        CHECK_MSG((rc == 0) == durs[i].ok, "duration \"%s\"", durs[i].s);
+        if (durs[i].ok) CHECK(v == durs[i].ms);
+    }
+    struct {
+        const char *s;
+        int ok;
+        const char *host, *port;
+        int is_unix;
+    } addrs[] = {{"127.0.0.1:8080", 1, "127.0.0.1", "8080", 0},
+                 {"[::1]:9090", 1, "::1", "9090", 0},
+                 {"*:80", 1, "", "80", 0},
+                 {"localhost:1", 1, "localhost", "1", 0},
+                 {"unix:/run/x.sock", 1, "", "", 1},
+                 {"127.0.0.1", 0, "", "", 0},
+                 {"127.0.0.1:0", 0, "", "", 0},
+                 {"127.0.0.1:65536", 0, "", "", 0},
+                 {"127.0.0.1:80x", 0, "", "", 0},
+                 {"::1:80", 0, "", "", 0},
+                 {"[::1]80", 0, "", "", 0},
+                 {"[]:80", 0, "", "", 0},
+                 {"unix:", 0, "", "", 0}};
+    for (size_t i = 0; i < sizeof addrs / sizeof *addrs; i++) {
+        struct listen_addr a;
+        const char *why = "";
+        int rc = config_parse_listen(addrs[i].s, &a, &why);
+        CHECK_MSG((rc == 0) == addrs[i].ok, "listen \"%s\"", addrs[i].s);
+        if (rc == 0 && !addrs[i].is_unix) {
+            CHECK_STR(a.host, addrs[i].host);
+            CHECK_STR(a.port, addrs[i].port);
+        }
+        if (rc == 0) CHECK(a.is_unix == addrs[i].is_unix);
+    }
+}
+
+static void test_tokenize(void)
+{
+    struct {
+        const char *line;
+        int n;
+        const char *t0, *t1;
+    } cases[] = {{"workers 2", 2, "workers", "2"},
+                 {"  listen_ws\t127.0.0.1:1  tls  # comment", 3, "listen_ws", "127.0.0.1:1"},
+                 {"# only a comment", 0, NULL, NULL},
+                 {"", 0, NULL, NULL},
+                 {"spool_dir \"/path with spaces/x\"", 2, "spool_dir", "/path with spaces/x"},
+                 {"a \"unterminated", -1, NULL, NULL},
+                 {"a \"x\"y", -1, NULL, NULL},
+                 {"a b\"c", -1, NULL, NULL},
+                 {"a \x01", -1, NULL, NULL}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char scratch[256];
+        char *tok[8];
+        const char *why = "";
+        int n = config_tokenize(cases[i].line, strlen(cases[i].line), scratch, sizeof scratch, tok,
+                                8, &why);
+        CHECK_MSG(n == cases[i].n, "tokenize \"%s\" = %d (%s)", cases[i].line, n, why);
+        if (n >= 2) {
+            CHECK_STR(tok[0], cases[i].t0);
+            CHECK_STR(tok[1], cases[i].t1);
+        }
+    }
+    char scratch[8];
+    char *tok[8];
+    const char *why = "";
+    CHECK(config_tokenize("abcdefghijkl", 12, scratch, sizeof scratch, tok, 8, &why) == -1);
+    CHECK(config_tokenize("a b c d e f g h i", 17, scratch, 64, tok, 4, &why) == -1);
+}
+
+static void test_files(void)
+{
+    char err[1024];
+    /* Defaults. */
+    struct config *c = load("# nothing\n", NULL, 0, err, sizeof err);
+    CHECK_MSG(c != NULL, "%s", err);
+    if (c) {
+        CHECK(c->workers == 0);
+        CHECK(c->n_listen == 2);
+        CHECK(c->max_file_size == 1ULL << 30);
+        CHECK(c->min_free_space == 64ULL << 20);
+        CHECK(c->header_timeout_ms == 10000 && c->idle_timeout_ms == 60000);
+        CHECK(c->shutdown_timeout_ms == 30000 && c->resume_timeout_ms == 3600000);
+        CHECK(c->scanner == SCANNER_BUILTIN && c->scan_fail == SCAN_FAIL_REJECT);
+        CHECK(c->max_connections == 10000);
+        CHECK(c->allow_any_origin && c->n_trusted_proxies == 2);
+        CHECK_STR(c->spool_dir, "/base/var/spool");
+        CHECK_STR(c->pid_file, "/base/run/intaked.pid");
+        CHECK(!c->daemon && !c->ws_echo && c->access_log == NULL);
+    }
+    config_free(c);
+    /* Every directive at once. */
+    c = load("workers 3\nlisten_ws [::1]:8081\nlisten_ws unix:sock/ws.sock\nlisten_tcp off\n"
+             "tls_certificate /c.pem\ntls_certificate_key k.pem\nuser nobody\ndaemon on\n"
+             "pid_file /run/x.pid\nerror_log logs/e.log\nlog_level debug\naccess_log a.log\n"
+             "spool_dir /s\naccept_dir /a\nquarantine_dir /q\nmax_file_size 10M\n"
+             "min_free_space 0\nresume_timeout 2h\nscanner unix:/run/clamd.sock\n"
+             "scanner_socket s.sock\nsignature_dir /sig\nscan_timeout 500ms\nscan_fail accept\n"
+             "on_infected delete\nmax_connections 7\nheader_timeout 1s\nidle_timeout 2m\n"
+             "shutdown_timeout 0\nallowed_origins https://a.example http://b.example\n"
+             "trusted_proxies 10.0.0.0/8 ::1 192.168.1.1\nauth_secret_file /secret\nws_echo on\n",
+             NULL, 0, err, sizeof err);
+    CHECK_MSG(c != NULL, "%s", err);
+    if (c) {
+        CHECK(c->workers == 3);
+        CHECK(c->n_listen == 2); /* two ws, tcp off */
+        CHECK(c->listen[1].is_unix);
+        CHECK_STR(c->listen[1].path, "/base/sock/ws.sock");
+        CHECK_STR(c->tls_certificate_key, "/base/k.pem");
+        CHECK(c->daemon && c->ws_echo);
+        CHECK_STR(c->error_log, "/base/logs/e.log");
+        CHECK(c->max_file_size == 10 << 20 && c->min_free_space == 0);
+        CHECK(c->scanner == SCANNER_UNIX);
+        CHECK_STR(c->scanner_path, "/run/clamd.sock");
+        CHECK(c->scan_timeout_ms == 500 && c->scan_fail == SCAN_FAIL_ACCEPT);
+        CHECK(c->on_infected == ON_INFECTED_DELETE && c->max_connections == 7);
+        CHECK(!c->allow_any_origin && c->n_allowed_origins == 2);
+        CHECK(c->n_trusted_proxies == 3);
+    }
+    config_free(c);
+    /* -o replaces a repeatable directive and overrides a single one. */
+    char *ov[] = {"listen_tcp=127.0.0.1:7000", "workers=1", "listen_tcp=127.0.0.1:7001"};
+    c = load("workers 4\nlisten_tcp 127.0.0.1:9000\nlisten_tcp 127.0.0.1:9001\n", ov, 3, err,
+             sizeof err);
+    CHECK_MSG(c != NULL, "%s", err);
+    if (c) {
+        CHECK(c->workers == 1);
+        int tcp = 0;
+        for (int i = 0; i < c->n_listen; i++)
+            if (c->listen[i].kind == LISTEN_TCP) {
+                tcp++;
+                CHECK(strcmp(c->listen[i].port, "7000") == 0 ||
+                      strcmp(c->listen[i].port, "7001") == 0);
+            }
+        CHECK(tcp == 2);
+    }
+    config_free(c);
+    char *bad_ov[] = {"workers"};
+    c = load("", bad_ov, 1, err, sizeof err);
+    CHECK(c == NULL && strstr(err, "-o workers") && strstr(err, "NAME=VALUE"));
+    char *bad_ov2[] = {"nosuch=1"};
+    c = load("", bad_ov2, 1, err, sizeof err);
+    CHECK(c == NULL && strstr(err, "unknown directive"));
+
+    expect_error("workers 2\n\nbogus 1\n", 3, "unknown directive \"bogus\"");
+    expect_error("workers 0\n", 1, "invalid workers");
+    expect_error("workers two\n", 1, "invalid workers");
+    expect_error("workers 1\nworkers 2\n", 2, "duplicate");
+    expect_error("workers\n", 1, "exactly one value");
+    expect_error("listen_ws 127.0.0.1\n", 1, "invalid address");
+    expect_error("listen_ws 127.0.0.1:1 ssl\n", 1, "only \"tls\"");
+    expect_error("listen_ws 127.0.0.1:1\nlisten_tcp 127.0.0.1:1\n", 2, "already used");
+    expect_error("listen_tcp 127.0.0.1:1 tls\n", 1, "tls_certificate");
+    expect_error("daemon yes\n", 1, "on or off");
+    expect_error("log_level verbose\n", 1, "invalid log_level");
+    expect_error("max_file_size 1T\n", 1, "invalid size");
+    expect_error("max_file_size 0\n", 1, "more than 0");
+    expect_error("min_free_space lots\n", 1, "invalid size");
+    expect_error("header_timeout 10d\n", 1, "invalid duration");
+    expect_error("idle_timeout 1ms\n", 1, "at least");
+    expect_error("scanner clamd\n", 1, "invalid scanner");
+    expect_error("scan_fail maybe\n", 1, "reject or accept");
+    expect_error("on_infected keep\n", 1, "quarantine or delete");
+    expect_error("max_connections 0\n", 1, "max_connections");
+    expect_error("allowed_origins example.com\n", 1, "invalid origin");
+    expect_error("trusted_proxies 10.0.0.0/33\n", 1, "invalid proxy");
+    expect_error("trusted_proxies not-an-ip\n", 1, "invalid proxy");
+    expect_error("ws_echo\n", 1, "exactly one value");
+    expect_error("spool_dir \"unterminated\n", 1, "unterminated quote");
+    static char longline[5000];
+    memset(longline, 'a', sizeof longline - 2);
+    longline[sizeof longline - 2] = '\n';
+    expect_error(longline, 1, "longer than");
+
+    c = config_load("/nonexistent/intake.conf", NULL, 0, "/", err, sizeof err);
+    CHECK(c == NULL && strstr(err, "/nonexistent/intake.conf: cannot open"));
+}
+
+int main(void)
+{
+    snprintf(path, sizeof path, "/tmp/intake-test-config-%d.conf", (int)getpid());
+    test_values();
+    test_tokenize();
+    test_files();
+    unlink(path);
+    return test_report("test_config");
+}

@@ -1,0 +1,160 @@
+/* Unit tests for store: the stored_as rules with hostile names, UTF-8
+ * validation, ids, and never-overwriting placement in a temporary tree. */
+#define _GNU_SOURCE
+#include "store.h"
+#include "test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct name_case {
+    const char *in;
+    size_t len; /* 0: strlen */
+    const char *want; /* NULL: refused */
+};
+
+static void test_sanitize(void)
+{
+    static char n255[300], n256[300], n256path[400];
+    memset(n255, 'x', 255);
+    memset(n256, 'y', 256);
+    snprintf(n256path, sizeof n256path, "dir/%s", n255); /* last component fits */
+    const struct name_case cases[] = {
+        {"a.txt", 0, "a.txt"},
+        {"../../etc/passwd", 0, "passwd"},
+        {"/abs/path/f.bin", 0, "f.bin"},
+        {"..\\..\\windows\\system32\\evil.dll", 0, "evil.dll"},
+        {"mixed/dirs\\name", 0, "name"},
+        {".bashrc", 0, "_bashrc"},
+        {"..hidden", 0, "_.hidden"},
+        {"dir/.env", 0, "_env"},
+        {"a\tb\nc\rd\x01" "e\x7f" "f", 0, "abcdef"},
+        {"caf\xc3\xa9.txt", 0, "caf\xc3\xa9.txt"},
+        {"\xe2\x82\xac euro", 0, "\xe2\x82\xac euro"},
+        {"c1\xc2\x85" "ctl", 0, "c1ctl"},          /* U+0085 NEL removed */
+        {"nul\0after", 9, "nulafter"},            /* NUL is a control character */
+        {"", 0, NULL},
+        {".", 0, NULL},
+        {"..", 0, NULL},
+        {"a/..", 0, NULL},
+        {"a/", 0, NULL},
+        {"\\", 0, NULL},
+        {"\x01\x02", 0, NULL},
+        {"bad\xff", 0, NULL},
+        {"overlong\xc0\xaf", 0, NULL},
+        {"surrogate\xed\xa0\x80", 0, NULL},
+        {"truncated\xe2\x82", 0, NULL},
+        {"toobig\xf4\x90\x80\x80", 0, NULL},
+        {n255, 0, n255},
+        {n256, 0, NULL},
+        {n256path, 0, n255},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const struct name_case *c = &cases[i];
+        char out[STORE_NAME_MAX + 1] = "";
+        const char *why = NULL;
+        size_t len = c->len ? c->len : strlen(c->in);
+        int rc = store_sanitize_name(c->in, len, out, &why);
+        if (c->want) {
+            CHECK_MSG(rc == 0, "case %zu: refused: %s", i, why ? why : "?");
+            if (rc == 0) CHECK_STR(out, c->want);
+        } else {
+            CHECK_MSG(rc == -EINVAL && why && *why, "case %zu (%.20s) accepted as %s", i, c->in,
+                      out);
+        }
+    }
+}
+
+static void test_ids(void)
+{
+    char a[STORE_ID_LEN + 1], b[STORE_ID_LEN + 1];
+    store_new_id(a);
+    store_new_id(b);
+    CHECK(strlen(a) == 32);
+    CHECK(store_id_valid(a));
+    CHECK(strcmp(a, b) != 0);
+    CHECK(!store_id_valid("0123456789abcdef0123456789ABCDEF"));
+    CHECK(!store_id_valid("0123456789abcdef0123456789abcde"));
+    CHECK(!store_id_valid("0123456789abcdef0123456789abcdef0"));
+    CHECK(!store_id_valid("../../../../../../../../etc/pass"));
+}
+
+static int write_part(struct store *s, const char *id, const char *data)
+{
+    int fd = store_create_part(s, id);
+    if (fd < 0) return fd;
+    ssize_t n = write(fd, data, strlen(data));
+    close(fd);
+    return n == (ssize_t)strlen(data) ? 0 : -1;
+}
+
+static void test_place(void)
+{
+    char root[] = "/tmp/intake-test-store-XXXXXX";
+    CHECK(mkdtemp(root) != NULL);
+    char sp[128], ac[128], q[128];
+    snprintf(sp, sizeof sp, "%s/spool", root);
+    snprintf(ac, sizeof ac, "%s/deep/accepted", root);
+    snprintf(q, sizeof q, "%s/q", root);
+    struct store s;
+    const char *which = "";
+    CHECK(store_open(&s, sp, ac, q, &which) == 0);
+    s.min_free_space = 0;
+    const char *names[] = {"a.txt", "a.txt", "a.txt", "noext", "noext", "_rc", "_rc"};
+    const char *want[] = {"a.txt", "a-1.txt", "a-2.txt", "noext", "noext-1", "_rc", "_rc-1"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char id[STORE_ID_LEN + 1], stored[STORE_NAME_MAX + 1] = "";
+        store_new_id(id);
+        CHECK(write_part(&s, id, names[i]) == 0);
+        CHECK(store_create_part(&s, id) == -EEXIST); /* O_EXCL */
+        CHECK(store_place(&s, id, s.accept_fd, "", names[i], stored) == 0);
+        CHECK_STR(stored, want[i]);
+        char part[64];
+        snprintf(part, sizeof part, "%s.part", id);
+        CHECK(faccessat(s.spool_fd, part, F_OK, 0) < 0); /* moved, not copied */
+    }
+    /* The first file was not overwritten by the later ones. */
+    char buf[16] = "";
+    int fd = openat(s.accept_fd, "a.txt", O_RDONLY);
+    CHECK(fd >= 0 && read(fd, buf, sizeof buf) == 5);
+    close(fd);
+    CHECK_STR(buf, "a.txt");
+    /* A symlink planted under the target name is never followed or replaced. */
+    CHECK(symlinkat("/etc/passwd", s.accept_fd, "link.txt") == 0);
+    char id[STORE_ID_LEN + 1], stored[STORE_NAME_MAX + 1];
+    store_new_id(id);
+    write_part(&s, id, "data");
+    CHECK(store_place(&s, id, s.accept_fd, "", "link.txt", stored) == 0);
+    CHECK_STR(stored, "link-1.txt");
+    /* Quarantine names carry the id prefix and stay within NAME_MAX. */
+    static char longname[STORE_NAME_MAX + 1];
+    memset(longname, 'L', 250);
+    strcpy(longname + 250, ".exe");
+    store_new_id(id);
+    write_part(&s, id, "x");
+    char prefix[STORE_ID_LEN + 2];
+    snprintf(prefix, sizeof prefix, "%s-", id);
+    CHECK(store_place(&s, id, s.quarantine_fd, prefix, longname, stored) == 0);
+    CHECK(strlen(stored) + strlen(prefix) <= STORE_NAME_MAX);
+    CHECK(strcmp(stored + strlen(stored) - 4, ".exe") == 0);
+    /* Space check: an impossible reserve is refused. */
+    s.min_free_space = UINT64_MAX / 2;
+    CHECK(store_check_space(&s, 1) == -ENOSPC);
+    s.min_free_space = 0;
+    CHECK(store_check_space(&s, 1) == 0);
+    store_close(&s);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    CHECK(system(cmd) == 0);
+}
+
+int main(void)
+{
+    test_sanitize();
+    test_ids();
+    test_place();
+    return test_report("test_store");
+}
