@@ -219,7 +219,7 @@ int upload_write(struct upload *u, const void *buf, size_t len, struct upload_er
     return 0;
 }
 
-int upload_seal(struct upload *u, struct upload_error *e)
+int upload_seal(struct upload *u, struct store *st, struct upload_error *e)
 {
     unsigned int dl = 0;
     EVP_DigestFinal_ex(u->md, u->digest, &dl);
@@ -234,6 +234,9 @@ int upload_seal(struct upload *u, struct upload_error *e)
         close(u->fd);
         u->fd = -1;
         u->phase = UPLOAD_DONE;
+        char part[STORE_ID_LEN + 8];
+        snprintf(part, sizeof part, "%s.part", u->id);
+        unlinkat(st->spool_fd, part, 0);
         return err(e, 422, "checksum mismatch: the received data has sha256 %s", got);
     }
     return 0;

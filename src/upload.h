@@ -98,7 +98,7 @@ static inline bool upload_complete(const struct upload *u)
 }
 /* Finishes the checksum and compares it with the client's. 0, or -1 with e
  * (422; the spool file is removed: nothing is accepted). */
-int upload_seal(struct upload *u, struct upload_error *e);
+int upload_seal(struct upload *u, struct store *st, struct upload_error *e);
 /* Blocking: fsync, scan, then place the file by verdict (accept_dir, quarantine,
  * deleted, or kept in the spool). Sets verdict/stored/virus/reason. Safe on a
  * job thread: touches only this upload and the store's fds. */

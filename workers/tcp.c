@@ -65,7 +65,7 @@ static void finalize_done(struct job *j)
 static void complete(struct conn *c)
 {
     struct upload_error e;
-    if (upload_seal(&c->up, &e) < 0) {
+    if (upload_seal(&c->up, &c->w->store, &e) < 0) {
         conn_fail_with(c, &e);
         return;
     }

@@ -165,7 +165,7 @@ static void test_session(void)
     CHECK(!upload_complete(&u));
     CHECK(upload_write(&u, "world", 5, &e) == 0);
     CHECK(upload_complete(&u));
-    CHECK(upload_seal(&u, &e) == 0);
+    CHECK(upload_seal(&u, &st, &e) == 0);
     upload_finalize(&u, &st, &pol);
     CHECK(u.verdict == VERDICT_UNSCANNED);
     CHECK_STR(u.stored, "hello.txt");
@@ -194,23 +194,25 @@ static void test_session(void)
     st.min_free_space = UINT64_MAX / 4;
     CHECK(begin(&u, "space.bin", 1, 100, NULL, &e) < 0 && e.code == 507);
     st.min_free_space = 0;
+    char part[64];
     /* Checksum: mismatch is 422 and nothing is accepted; a match is accepted. */
     CHECK(begin(&u, "sum.txt", 3, 100,
                 "0000000000000000000000000000000000000000000000000000000000000000", &e) == 0);
     CHECK(upload_write(&u, "abc", 3, &e) == 0);
-    CHECK(upload_seal(&u, &e) < 0 && e.code == 422);
+    snprintf(part, sizeof part, "%s.part", u.id);
+    CHECK(upload_seal(&u, &st, &e) < 0 && e.code == 422);
+    CHECK(faccessat(st.spool_fd, part, F_OK, 0) < 0);
     upload_release(&u);
     CHECK(begin(&u, "sum.txt", 3, 100,
                 "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", &e) == 0);
     CHECK(upload_write(&u, "abc", 3, &e) == 0);
-    CHECK(upload_seal(&u, &e) == 0);
+    CHECK(upload_seal(&u, &st, &e) == 0);
     upload_finalize(&u, &st, &pol);
     CHECK_STR(u.stored, "sum.txt");
     CHECK(count_dir(st.accept_fd) == 2);
     /* An interrupted upload stays in the spool, never in accept. */
     CHECK(begin(&u, "cut.bin", 10, 100, NULL, &e) == 0);
     CHECK(upload_write(&u, "12345", 5, &e) == 0);
-    char part[64];
     snprintf(part, sizeof part, "%s.part", u.id);
     upload_abort(&u);
     struct stat sb;

@@ -1,0 +1,252 @@
+"""Integration test harness: starts the real build/intaked with a temporary
+configuration on free loopback ports, talks to it as clients do, and stops
+every process it started (the master runs in its own session so the whole
+process group can be killed whatever happens)."""
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+INTAKED = os.path.join(ROOT, "build", "intaked")
+INTAKE = os.path.join(ROOT, "build", "intake")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout=5.0, step=0.02, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def children(pid):
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in out.split()]
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is not alive for our purposes.
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Daemon:
+    def __init__(self, tmp, **directives):
+        self.tmp = str(tmp)
+        self.tcp_port = free_port()
+        self.ws_port = free_port()
+        self.dir = {
+            "workers": "2",
+            "listen_ws": "127.0.0.1:%d" % self.ws_port,
+            "listen_tcp": "127.0.0.1:%d" % self.tcp_port,
+            "pid_file": os.path.join(self.tmp, "run", "intaked.pid"),
+            "spool_dir": os.path.join(self.tmp, "spool"),
+            "accept_dir": os.path.join(self.tmp, "accepted"),
+            "quarantine_dir": os.path.join(self.tmp, "quarantine"),
+            "scanner": "off",
+            "min_free_space": "0",
+            "log_level": "info",
+        }
+        self.dir.update({k: str(v) for k, v in directives.items()})
+        self.conf = os.path.join(self.tmp, "intake.conf")
+        with open(self.conf, "w") as f:
+            for k, v in self.dir.items():
+                f.write("%s %s\n" % (k, v))
+        self.log_path = os.path.join(self.tmp, "error.log")
+        self.proc = None
+
+    @property
+    def accept_dir(self):
+        return self.dir["accept_dir"]
+
+    @property
+    def spool_dir(self):
+        return self.dir["spool_dir"]
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([INTAKED, "-c", self.conf], stdout=self.log,
+                                     stderr=self.log, cwd=self.tmp, start_new_session=True)
+        if wait:
+            n = int(self.dir["workers"]) if self.dir["workers"] != "auto" else os.cpu_count()
+            wait_for(lambda: len(self.workers()) >= n and self._accepting(), 10,
+                     what="intaked to start")
+        return self
+
+    def _accepting(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.tcp_port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def workers(self):
+        return [p for p in children(self.pid) if alive(p)]
+
+    def signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout):
+        return self.proc.wait(timeout=timeout)
+
+    def logs(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def accepted(self):
+        return sorted(os.listdir(self.accept_dir)) if os.path.isdir(self.accept_dir) else []
+
+    def spooled(self):
+        return sorted(os.listdir(self.spool_dir)) if os.path.isdir(self.spool_dir) else []
+
+    def stop(self):
+        if self.proc is None:
+            return
+        try:
+            if self.proc.poll() is None:
+                os.kill(self.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=6)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+            self.log.close()
+            self.proc = None
+
+
+@pytest.fixture
+def daemon_factory(tmp_path):
+    made = []
+
+    def make(start=True, **directives):
+        d = Daemon(tmp_path, **directives)
+        made.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in made:
+        d.stop()
+
+
+@pytest.fixture
+def daemon(daemon_factory):
+    return daemon_factory()
+
+
+class Client:
+    """A raw TCP upload client speaking SPEC's protocol line by line."""
+
+    def __init__(self, port, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def start(self, name, size, sha256=None, **extra):
+        msg = {"type": "START", "filename": name, "size": size}
+        if sha256:
+            msg["sha256"] = sha256
+        msg.update(extra)
+        self.send(json.dumps(msg).encode() + b"\n")
+
+    def line(self):
+        """The next message as a dict, or None when the server closed."""
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def closed(self, timeout=5):
+        """True if the server closes the connection (EOF or reset) in time."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def upload(self, name, data, sha=False):
+        self.start(name, len(data), hashlib.sha256(data).hexdigest() if sha else None)
+        self.send(data)
+        ready = self.line()
+        status = self.line()
+        return ready, status
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def client_factory():
+    made = []
+
+    def make(port, timeout=10):
+        c = Client(port, timeout)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def upload_worker_pids(log_text):
+    """Pids of the processes that logged a stored upload."""
+    return set(int(m) for m in re.findall(r"\] (\d+): upload [0-9a-f]{32} .* stored as ", log_text))
