@@ -45,11 +45,13 @@ void progress_update(struct progress *p, uint64_t done)
     struct winsize ws;
     int cols = ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20 ? ws.ws_col : 80;
     double el = t - p->start;
-    double rate = el > 0 ? (double)done / el : 0;
+    /* The first socket buffer fills at memory speed: no rate until it means something. */
+    double rate = el > 0.25 ? (double)done / el : 0;
     char d[16], tot[16], r[16], eta[48] = "--:--";
     progress_bytes((double)done, d, sizeof d);
     progress_bytes((double)p->total, tot, sizeof tot);
-    progress_bytes(rate, r, sizeof r);
+    if (rate > 0) progress_bytes(rate, r, sizeof r);
+    else snprintf(r, sizeof r, "--");
     if (rate > 0 && done <= p->total) {
         long left = (long)((double)(p->total - done) / rate + 0.5);
         snprintf(eta, sizeof eta, "%ld:%02ld", left / 60, left % 60);

@@ -464,7 +464,7 @@ int main(int argc, char **argv)
                     return 2;
                 }
             }
-            attempt(&l, fd, size, name, path, &o, have_sha ? sha : NULL, &out);
+            attempt(&l, fd, size, name, name, &o, have_sha ? sha : NULL, &out);
             bool resume_refused = false;
             if (out.line[0]) {
                 cJSON *m = cJSON_Parse(out.line);

@@ -1,0 +1,121 @@
+"""The intake CLI as a user runs it: result lines, --json, exit codes, stdin,
+--sha256, errors, the progress bar on a terminal and none elsewhere."""
+import json
+import os
+import pty
+import subprocess
+
+from conftest import INTAKE, sha256
+
+
+def run(args, **kw):
+    return subprocess.run([INTAKE] + args, capture_output=True, timeout=60, **kw)
+
+
+def make(tmp_path, name, data):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return str(p)
+
+
+def test_result_lines_and_exit_0(daemon, tmp_path):
+    a = make(tmp_path, "a.txt", b"alpha")
+    b = make(tmp_path, "b.bin", os.urandom(300000))
+    r = run(["127.0.0.1:%d" % daemon.tcp_port, a, b])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == ["%s: OK (not scanned)" % a,
+                                              "%s: OK (not scanned)" % b]
+    assert r.stderr == b""  # not a terminal: no progress bar
+    assert daemon.accepted() == ["a.txt", "b.bin"]
+    with open(os.path.join(daemon.accept_dir, "b.bin"), "rb") as f, open(b, "rb") as g:
+        assert f.read() == g.read()
+
+
+def test_json_prints_status_objects(daemon, tmp_path):
+    a = make(tmp_path, "j.txt", b"json")
+    r = run(["--json", "--sha256", "127.0.0.1:%d" % daemon.tcp_port, a])
+    assert r.returncode == 0
+    st = json.loads(r.stdout)
+    assert st["type"] == "STATUS" and st["sha256"] == sha256(b"json")
+    assert st["verdict"] == "unscanned" and st["stored_as"] == "j.txt"
+
+
+def test_stdin_with_name(daemon):
+    r = run(["-n", "from-pipe.log", "127.0.0.1:%d" % daemon.tcp_port, "-"],
+            input=b"piped bytes\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == "-: OK (not scanned)\n"
+    with open(os.path.join(daemon.accept_dir, "from-pipe.log"), "rb") as f:
+        assert f.read() == b"piped bytes\n"
+
+
+def test_errors_exit_2_and_other_files_still_go(daemon_factory, tmp_path):
+    d = daemon_factory(max_file_size="10")
+    big = make(tmp_path, "big.bin", b"x" * 11)
+    small = make(tmp_path, "small.txt", b"ok")
+    missing = str(tmp_path / "missing.txt")
+    r = run(["127.0.0.1:%d" % d.tcp_port, big, missing, small])
+    assert r.returncode == 2
+    lines = r.stdout.decode().splitlines()
+    assert lines[0].startswith(big + ": ") and lines[0].endswith("(413) ERROR")
+    assert lines[1] == missing + ": No such file or directory ERROR"
+    assert lines[2] == small + ": OK (not scanned)"
+    assert d.accepted() == ["small.txt"]
+
+
+def test_json_error_object(daemon_factory, tmp_path):
+    d = daemon_factory(max_file_size="1")
+    r = run(["--json", "127.0.0.1:%d" % d.tcp_port, make(tmp_path, "x", b"xx")])
+    assert r.returncode == 2
+    e = json.loads(r.stdout)
+    assert e["type"] == "ERROR" and e["code"] == 413 and e["file"].endswith("/x")
+
+
+def test_quiet_prints_only_problems(daemon, tmp_path):
+    a = make(tmp_path, "q.txt", b"q")
+    r = run(["-q", "127.0.0.1:%d" % daemon.tcp_port, a, str(tmp_path / "nope")])
+    assert r.returncode == 2
+    assert r.stdout.decode().splitlines() == ["%s: No such file or directory ERROR" %
+                                              (tmp_path / "nope")]
+
+
+def test_cannot_connect(tmp_path):
+    from conftest import free_port
+    a = make(tmp_path, "a", b"a")
+    r = run(["127.0.0.1:%d" % free_port(), a])
+    assert r.returncode == 2
+    assert r.stdout == b""
+    err = r.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "cannot connect" in err[0] and "refused" in err[0]
+
+
+def test_usage_errors():
+    assert run([]).returncode == 2
+    r = run(["-n", "x", "127.0.0.1:1", "a", "b"])
+    assert r.returncode == 2 and b"--name needs exactly one FILE" in r.stderr
+    r = run(["-V"])
+    assert r.returncode == 0 and r.stdout.startswith(b"intake ")
+    r = run(["-h"])
+    assert r.returncode == 0 and b"HOST:PORT" in r.stdout
+
+
+def test_progress_bar_on_a_terminal(daemon, tmp_path):
+    a = make(tmp_path, "p.bin", os.urandom(20 << 20))
+    master, slave = pty.openpty()
+    r = subprocess.run([INTAKE, "127.0.0.1:%d" % daemon.tcp_port, a], stdout=subprocess.PIPE,
+                       stderr=slave, timeout=60)
+    os.close(slave)
+    out = b""
+    try:
+        while True:
+            chunk = os.read(master, 65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    os.close(master)
+    assert r.returncode == 0
+    assert b"\r" in out and b"p.bin" in out and b"%" in out and b"left" in out
+    assert out.endswith(b"\r\x1b[K")  # the bar is erased before the result line
+    assert r.stdout.decode() == "%s: OK (not scanned)\n" % a

@@ -1,0 +1,176 @@
+"""The process model: titles, respawn after a crash (rate-limited), workers
+dying with the master, TERM and QUIT with uploads in flight, -t, -s, pid file."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import INTAKED, Client, alive, sha256, wait_for
+
+
+def cmdline(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read().split(b"\0")[0].decode()
+
+
+def worker_of(daemon, upload_id):
+    """The worker whose spool file for upload_id is open."""
+    for pid in daemon.workers():
+        try:
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)).endswith(upload_id + ".part"):
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def open_upload(daemon, name, size, first=b""):
+    c = Client(daemon.tcp_port)
+    c.start(name, size)
+    c.send(first)
+    return c, c.line()
+
+
+def test_process_titles(daemon):
+    assert cmdline(daemon.pid) == "intaked: master process"
+    ws = daemon.workers()
+    assert len(ws) == 2
+    for w in ws:
+        assert cmdline(w) == "intaked: worker process"
+
+
+def test_pid_file_and_second_master_refused(daemon, daemon_factory, tmp_path):
+    with open(daemon.dir["pid_file"]) as f:
+        assert int(f.read()) == daemon.pid
+    other = daemon_factory(start=False, pid_file=daemon.dir["pid_file"])
+    other.start(wait=False)
+    assert other.wait_exit(5) == 1
+    assert "another intaked (pid %d)" % daemon.pid in other.logs()
+
+
+def test_kill9_worker_mid_upload(daemon_factory):
+    d = daemon_factory(workers=2)
+    # One upload on each worker, both half sent.
+    uploads = {}
+    tries = []
+    while len(uploads) < 2 and len(tries) < 40:
+        c, ready = open_upload(d, "u%d.bin" % len(tries), 2_000_000, b"a" * 1000)
+        tries.append(c)
+        pid = wait_for(lambda: worker_of(d, ready["id"]), what="spool fd")
+        uploads.setdefault(pid, (c, ready))
+    assert len(uploads) == 2, "could not place an upload on each worker"
+    (victim, (vc, vready)), (survivor, (sc, sready)) = list(uploads.items())
+    os.kill(victim, signal.SIGKILL)
+    # The victim's client loses its connection.
+    assert vc.closed(), "connection of the killed worker stayed open"
+    # The master respawns a worker in its place.
+    wait_for(lambda: len(d.workers()) == 2 and victim not in d.workers(), what="respawn")
+    assert "killed by signal 9" in d.logs()
+    # The other worker's upload is unaffected: finish it.
+    sc.send(b"a" * (2_000_000 - 1000))
+    status = sc.line()
+    assert status["type"] == "STATUS" and status["sha256"] == sha256(b"a" * 2_000_000)
+    # Nothing partial was accepted; the victim's part stays in the spool.
+    assert os.listdir(d.accept_dir) == [status["stored_as"]]
+    assert vready["id"] + ".part" in d.spooled()
+    # The respawned worker serves.
+    c = Client(d.tcp_port)
+    assert c.upload("after.bin", b"fine")[1]["verdict"] == "unscanned"
+    for c in tries:
+        c.close()
+
+
+def test_repeated_crashes_are_rate_limited(daemon_factory):
+    d = daemon_factory(workers=1)
+    starts = []
+    for _ in range(4):
+        w = wait_for(lambda: d.workers(), what="a worker")[0]
+        starts.append(time.monotonic())
+        os.kill(w, signal.SIGKILL)
+        wait_for(lambda: w not in d.workers() and d.workers(), timeout=5, what="respawn")
+    # First respawn at once, then at most one a second.
+    assert d.logs().count("respawning it") >= 4
+    assert starts[-1] - starts[1] >= 1.5
+
+
+def test_workers_exit_when_master_dies(daemon):
+    ws = daemon.workers()
+    os.kill(daemon.pid, signal.SIGKILL)
+    wait_for(lambda: not any(alive(w) for w in ws), what="workers to exit")
+
+
+def test_term_with_upload_in_flight(daemon_factory):
+    d = daemon_factory()
+    c, ready = open_upload(d, "inflight.bin", 1 << 20, b"x" * 5000)
+    ws = d.workers()
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(5) == 0
+    assert time.monotonic() - t0 < 5
+    assert not any(alive(w) for w in ws)
+    assert c.closed()
+    assert d.accepted() == []
+    assert os.path.getsize(os.path.join(d.spool_dir, ready["id"] + ".part")) == 5000
+    assert not os.path.exists(d.dir["pid_file"])
+
+
+def test_quit_finishes_uploads_in_flight(daemon_factory):
+    d = daemon_factory()
+    c, ready = open_upload(d, "drain.bin", 300000, b"y" * 1000)
+    idle = Client(d.tcp_port)  # connected, no upload: let go at once
+    d.signal(signal.SIGQUIT)
+    wait_for(lambda: "graceful shutdown" in d.logs(), what="QUIT to be logged")
+    assert idle.closed(), "idle connection kept open during QUIT"
+    # New connections are refused once the listeners are closed.
+    time.sleep(0.2)
+    with pytest.raises(OSError):
+        Client(d.tcp_port, timeout=1).upload("late.bin", b"z")
+    # The upload in flight completes and is acknowledged.
+    time.sleep(0.3)
+    c.send(b"y" * 299000)
+    status = c.line()
+    assert status["type"] == "STATUS" and status["verdict"] == "unscanned"
+    assert status["sha256"] == sha256(b"y" * 300000)
+    assert d.wait_exit(10) == 0
+    assert d.accepted() == ["drain.bin"]
+
+
+def test_quit_respects_shutdown_timeout(daemon_factory):
+    d = daemon_factory(shutdown_timeout="1s")
+    c, ready = open_upload(d, "stuck.bin", 1 << 20, b"s" * 10)
+    t0 = time.monotonic()
+    d.signal(signal.SIGQUIT)
+    assert d.wait_exit(8) == 0
+    assert 0.8 < time.monotonic() - t0 < 8
+    assert "shutdown_timeout reached" in d.logs()
+    assert d.accepted() == []
+    assert ready["id"] + ".part" in d.spooled()
+
+
+def test_s_stop_and_quit(daemon_factory):
+    for sig in ("stop", "quit"):
+        d = daemon_factory()
+        r = subprocess.run([INTAKED, "-c", d.conf, "-s", sig], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert d.wait_exit(10) == 0
+
+
+def test_s_without_running_master(tmp_path):
+    conf = tmp_path / "c.conf"
+    conf.write_text("pid_file %s/none.pid\n" % tmp_path)
+    r = subprocess.run([INTAKED, "-c", str(conf), "-s", "stop"], capture_output=True, text=True)
+    assert r.returncode == 1 and "none.pid" in r.stderr
+
+
+def test_usr1_reopens_error_log(daemon_factory, tmp_path):
+    log = tmp_path / "error.log.file"
+    d = daemon_factory(error_log=str(log))
+    os.rename(str(log), str(log) + ".1")
+    d.signal(signal.SIGUSR1)
+    wait_for(lambda: log.exists() and "reopened" in log.read_text(), what="log reopen")
+    c = Client(d.tcp_port)
+    c.upload("after-rotate.txt", b"x")
+    wait_for(lambda: "after-rotate.txt" in log.read_text(), what="worker to log to the new file")
