@@ -30,14 +30,15 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 # What every program shares.
-CORE    := src/log.c src/config.c src/store.c src/upload.c
+CORE    := src/log.c src/config.c src/store.c src/upload.c src/utf8.c
+PARSERS := workers/tcp_line.c workers/http.c workers/ws_frame.c
 DAEMON  := src/main.c src/master.c src/net.c src/pidfile.c src/proctitle.c \
-           workers/worker.c workers/conn.c workers/tcp.c workers/tcp_line.c workers/jobs.c
+           workers/worker.c workers/conn.c workers/tcp.c workers/jobs.c $(PARSERS)
 CLI     := src/intake.c src/cli_progress.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-UNIT_TESTS := config store upload tcp_line
+UNIT_TESTS := config store upload tcp_line http ws_frame
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
@@ -56,7 +57,7 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(call obj,$(CORE) workers/tcp_line.c)
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(call obj,$(CORE) $(PARSERS))
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

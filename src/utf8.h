@@ -1,0 +1,26 @@
+/* utf8: strict, incremental UTF-8 validation (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF). The state carries a sequence cut
+ * between two calls, so WebSocket text can be checked fragment by fragment
+ * and fail as soon as the first bad byte arrives. */
+#ifndef INTAKE_UTF8_H
+#define INTAKE_UTF8_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct utf8_state {
+    uint8_t need;   /* continuation bytes still expected */
+    uint8_t lo, hi; /* allowed range of the next continuation byte */
+};
+
+/* 0 while everything so far can still be valid UTF-8, -1 once it cannot. */
+int utf8_feed(struct utf8_state *st, const uint8_t *p, size_t n);
+/* True when no sequence is left open. */
+static inline bool utf8_complete(const struct utf8_state *st)
+{
+    return st->need == 0;
+}
+bool utf8_valid(const uint8_t *p, size_t n);
+
+#endif
