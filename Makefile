@@ -32,11 +32,11 @@ endif
 # What every program shares.
 CORE    := src/log.c src/config.c src/store.c src/upload.c src/utf8.c
 PARSERS := workers/tcp_line.c workers/http.c workers/ws_frame.c
-DAEMON  := src/main.c src/master.c src/net.c src/pidfile.c src/proctitle.c \
-           workers/worker.c workers/conn.c workers/tcp.c workers/jobs.c $(PARSERS)
+DAEMON  := src/main.c src/master.c src/metrics.c src/net.c src/pidfile.c src/proctitle.c \
+           workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/page.S workers/jobs.c $(PARSERS)
 CLI     := src/intake.c src/cli_progress.c
 
-obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
 UNIT_TESTS := config store upload tcp_line http ws_frame
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
@@ -56,6 +56,13 @@ $(BUILD)/intake: $(call obj,$(CORE) $(CLI))
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/%.o: %.S
+	@mkdir -p $(dir $@)
+	$(CC) -c -o $@ $<
+
+# .incbin is invisible to -MMD.
+$(BUILD)/obj/workers/page.o: workers/page.html
 
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(call obj,$(CORE) $(PARSERS))
 	@mkdir -p $(dir $@)

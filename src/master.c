@@ -6,6 +6,7 @@
 #include "master.h"
 
 #include "log.h"
+#include "metrics.h"
 #include "net.h"
 #include "pidfile.h"
 #include "proctitle.h"
@@ -57,6 +58,7 @@ struct master {
     uid_t uid;
     gid_t gid;
     bool drop;
+    struct metrics *metrics;
 };
 
 static double now_s(void)
@@ -94,10 +96,11 @@ static int spawn_worker(struct master *m, int slot)
     }
     if (pid == 0) {
         drop_privileges(m);
-        worker_run(m->cfg, m->ls, m->n_ls, slot);
+        worker_run(m->cfg, m->ls, m->n_ls, slot, m->metrics);
     }
     struct proc *p = &m->procs[m->n_procs++];
     *p = (struct proc){.pid = pid, .slot = slot, .gen = m->gen, .started = now_s()};
+    if (m->metrics) m->metrics->workers = m->n_procs;
     log_info("started worker %d (pid %d)", slot, (int)pid);
     return 0;
 }
@@ -139,6 +142,7 @@ static void reap(struct master *m)
         if (i == m->n_procs) continue;
         struct proc p = m->procs[i];
         m->procs[i] = m->procs[--m->n_procs];
+        if (m->metrics) m->metrics->workers = m->n_procs;
         char how[128];
         describe_exit(status, how, sizeof how);
         bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -234,6 +238,12 @@ int master_run(struct config *cfg)
     }
     store_close(&st);
     if (prepare_user(m) < 0) return 1;
+    m->metrics = metrics_create();
+    if (!m->metrics) {
+        log_error("cannot map the shared metrics segment: %s", strerror(errno));
+        return 1;
+    }
+    m->metrics->scanner = cfg->scanner == SCANNER_OFF ? MS_OFF : MS_DOWN;
     if (bind_all(m) < 0) return 1;
     if (cfg->daemon && daemon(1, 0) < 0) {
         log_error("cannot detach (daemon on): %s", strerror(errno));

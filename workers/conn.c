@@ -3,7 +3,6 @@
 #include "conn.h"
 
 #include "log.h"
-#include "tcp.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -19,6 +18,11 @@
 static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents);
 static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents);
 
+struct metrics_slot *conn_metrics(struct conn *c)
+{
+    return c->w->mslot;
+}
+
 struct conn *conn_new(struct worker *w, int fd, const struct listen_addr *addr)
 {
     struct conn *c = calloc(1, sizeof *c);
@@ -26,6 +30,7 @@ struct conn *conn_new(struct worker *w, int fd, const struct listen_addr *addr)
     c->w = w;
     c->fd = fd;
     c->addr = addr;
+    c->t = addr->kind == LISTEN_TCP ? &tcp_transport : &ws_transport;
     upload_init(&c->up);
     ev_io_init(&c->io, conn_on_io, fd, 0);
     ev_init(&c->timer, conn_on_timer);
@@ -33,6 +38,7 @@ struct conn *conn_new(struct worker *w, int fd, const struct listen_addr *addr)
     if (w->conns) w->conns->prev = c;
     w->conns = c;
     w->n_conns++;
+    metrics_connection(w->mslot, c->t->kind, 1);
     conn_set_state(c, CONN_HEADER);
     return c;
 }
@@ -42,8 +48,8 @@ static void update_io(struct conn *c)
     int ev = 0;
     if (c->out_len > c->out_off) ev |= EV_WRITE;
     /* Backpressure: no reading while a reply waits for the client or a job
-     * owns the upload. */
-    else if (c->state == CONN_HEADER || c->state == CONN_BODY || c->state == CONN_LINGER)
+     * owns the upload. Lingering reads whatever comes, to discard it. */
+    else if (c->state == CONN_HEADER || c->state == CONN_BODY)
         ev |= EV_READ;
     if (c->state == CONN_LINGER) ev |= EV_READ;
     if ((c->io.events & (EV_READ | EV_WRITE)) == ev && ev_is_active(&c->io)) return;
@@ -69,6 +75,7 @@ static double state_timeout(struct conn *c)
 
 void conn_set_state(struct conn *c, enum conn_state s)
 {
+    if (c->state == CONN_CLOSED) return;
     c->state = s;
     double t = state_timeout(c);
     if (t > 0) {
@@ -77,7 +84,6 @@ void conn_set_state(struct conn *c, enum conn_state s)
     } else {
         ev_timer_stop(c->w->loop, &c->timer);
     }
-    if (s == CONN_LINGER) c->linger_until = ev_now(c->w->loop) + LINGER_SECONDS;
     update_io(c);
 }
 
@@ -91,10 +97,22 @@ static int flush(struct conn *c)
         c->out_off += (size_t)n;
     }
     c->out_off = c->out_len = 0;
+    /* A large reply (an echo) should not pin its buffer forever. */
+    if (c->out_cap > 65536) {
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = 0;
+    }
     return 0;
 }
 
-int conn_send(struct conn *c, const char *data, size_t len)
+static void after_flush(struct conn *c)
+{
+    if (c->out_len == 0 && c->state == CONN_LINGER) shutdown(c->fd, SHUT_WR);
+    update_io(c);
+}
+
+int conn_send(struct conn *c, const void *data, size_t len)
 {
     if (c->state == CONN_CLOSED) return -1;
     if (c->out_len + len > c->out_cap) {
@@ -115,9 +133,16 @@ int conn_send(struct conn *c, const char *data, size_t len)
         conn_close(c);
         return -1;
     }
-    if (c->out_len == 0 && c->state == CONN_LINGER) shutdown(c->fd, SHUT_WR);
-    update_io(c);
+    after_flush(c);
     return 0;
+}
+
+void conn_linger(struct conn *c)
+{
+    if (c->state == CONN_CLOSED || c->state == CONN_LINGER) return;
+    conn_set_state(c, CONN_LINGER);
+    c->linger_until = ev_now(c->w->loop) + LINGER_SECONDS;
+    after_flush(c);
 }
 
 void conn_fail_with(struct conn *c, const struct upload_error *e)
@@ -128,16 +153,18 @@ void conn_fail_with(struct conn *c, const struct upload_error *e)
                  e->message);
     else
         log_info("%s: refused with %d: %s", c->peer, e->code, e->message);
+    metrics_error(c->w->mslot, e->code);
     upload_abort(&c->up);
     char msg[512];
-    int n = upload_msg_error(e, msg, sizeof msg - 1);
+    int n = upload_msg_error(e, msg, sizeof msg);
     if (n < 0) {
         conn_close(c);
         return;
     }
-    msg[n++] = '\n';
-    conn_set_state(c, CONN_LINGER);
-    conn_send(c, msg, (size_t)n);
+    c->t->send_msg(c, msg, (size_t)n);
+    if (c->state == CONN_CLOSED) return;
+    if (c->t->after_error) c->t->after_error(c, e->code);
+    conn_linger(c);
 }
 
 void conn_fail(struct conn *c, int code, const char *fmt, ...)
@@ -148,6 +175,86 @@ void conn_fail(struct conn *c, int code, const char *fmt, ...)
     vsnprintf(e.message, sizeof e.message, fmt, ap);
     va_end(ap);
     conn_fail_with(c, &e);
+}
+
+int conn_begin_upload(struct conn *c, const struct upload_request *r)
+{
+    struct upload_error e = {0};
+    if (c->w->draining) {
+        conn_fail(c, 503, "server is shutting down; try again");
+        return -1;
+    }
+    if (upload_begin(&c->up, &c->w->store, &c->w->limits, r, &e) < 0) {
+        conn_fail_with(c, &e);
+        return -1;
+    }
+    log_debug("upload %s (%s) from %s: started, %llu bytes", c->up.id, c->up.filename, c->peer,
+              (unsigned long long)c->up.size);
+    return 0;
+}
+
+int conn_write_body(struct conn *c, const void *data, size_t len)
+{
+    struct upload_error e;
+    if (upload_write(&c->up, data, len, &e) < 0) {
+        conn_fail_with(c, &e);
+        return -1;
+    }
+    metrics_received(c->w->mslot, c->t->kind, len);
+    return 0;
+}
+
+static void finalize_run(struct job *j)
+{
+    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
+    upload_finalize(&c->up, &c->w->store, &c->w->policy);
+}
+
+static enum metrics_verdict mverdict(enum upload_verdict v)
+{
+    switch (v) {
+    case VERDICT_CLEAN: return MV_CLEAN;
+    case VERDICT_INFECTED: return MV_INFECTED;
+    case VERDICT_UNSCANNED: return MV_UNSCANNED;
+    default: return MV_ERROR;
+    }
+}
+
+static void finalize_done(struct job *j)
+{
+    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
+    struct worker *w = c->w;
+    c->in_job = false;
+    metrics_upload(w->mslot, c->t->kind, mverdict(c->up.verdict));
+    if (c->state == CONN_CLOSED) {
+        /* The client went away (or TERM) while we finished: only the memory is left. */
+        c->next = w->dead;
+        w->dead = c;
+        return;
+    }
+    char *msg = malloc(UPLOAD_FILENAME_MAX * 3 + 1024);
+    int n = msg ? upload_msg_status(&c->up, msg, UPLOAD_FILENAME_MAX * 3 + 1024) : -1;
+    c->uploads++;
+    conn_set_state(c, c->t == &tcp_transport ? CONN_HEADER : CONN_BODY);
+    if (n < 0) conn_close(c);
+    else c->t->send_msg(c, msg, (size_t)n);
+    free(msg);
+    if (c->state == CONN_CLOSED) return;
+    c->t->after_status(c);
+}
+
+void conn_complete_upload(struct conn *c)
+{
+    struct upload_error e;
+    if (upload_seal(&c->up, &c->w->store, &e) < 0) {
+        conn_fail_with(c, &e);
+        return;
+    }
+    conn_set_state(c, CONN_FINISHING);
+    c->in_job = true;
+    c->job.run = finalize_run;
+    c->job.done = finalize_done;
+    jobs_submit(c->w->jobs, &c->job);
 }
 
 void conn_close(struct conn *c)
@@ -161,6 +268,7 @@ void conn_close(struct conn *c)
     close(c->fd);
     c->fd = -1;
     c->state = CONN_CLOSED;
+    metrics_connection(w->mslot, c->t->kind, -1);
     if (c->prev) c->prev->next = c->next;
     else w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -177,6 +285,7 @@ void conn_close(struct conn *c)
 void conn_free(struct conn *c)
 {
     upload_release(&c->up);
+    if (c->t->release) c->t->release(c);
     free(c->carry);
     free(c->out);
     free(c);
@@ -184,7 +293,9 @@ void conn_free(struct conn *c)
 
 void conn_drain(struct conn *c)
 {
-    if (c->state == CONN_HEADER && c->carry_len == 0 && c->out_len == 0) conn_close(c);
+    if (c->state == CONN_LINGER || c->state == CONN_CLOSED || c->state == CONN_FINISHING) return;
+    if (c->up.phase == UPLOAD_RECEIVING) return; /* in flight: let it finish */
+    c->t->drain(c);
 }
 
 static void linger_read(struct conn *c)
@@ -192,7 +303,7 @@ static void linger_read(struct conn *c)
     for (int i = 0; i < 16; i++) {
         ssize_t n = read(c->fd, c->w->rbuf, c->w->rbuf_size);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (n <= 0) {
             conn_close(c);
             return;
@@ -210,8 +321,7 @@ static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
             conn_close(c);
             return;
         }
-        if (c->out_len == 0 && c->state == CONN_LINGER) shutdown(c->fd, SHUT_WR);
-        update_io(c);
+        after_flush(c);
         /* Readable input waits for the next round: the reply went first. */
         return;
     }
@@ -220,7 +330,7 @@ static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
         linger_read(c);
         return;
     }
-    tcp_on_readable(c);
+    c->t->on_readable(c);
 }
 
 static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
@@ -228,20 +338,29 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
+    const struct config *cfg = c->w->cfg;
     switch (c->state) {
     case CONN_HEADER:
-        if (c->uploads > 0 && c->carry_len == 0) {
-            log_debug("%s: idle after %u uploads; closing", c->peer, c->uploads);
+        if (c->uploads > 0 && c->carry_len == 0)
             conn_fail(c, 408, "no new upload for %llu ms; closing",
-                      (unsigned long long)c->w->cfg->idle_timeout_ms);
-        } else {
+                      (unsigned long long)cfg->idle_timeout_ms);
+        else if (c->t == &tcp_transport)
             conn_fail(c, 408, "header line not received within %llu ms",
-                      (unsigned long long)c->w->cfg->header_timeout_ms);
+                      (unsigned long long)cfg->header_timeout_ms);
+        else {
+            /* Not yet WebSocket: a plain HTTP answer. */
+            log_info("%s: request head not received within %llu ms", c->peer,
+                     (unsigned long long)cfg->header_timeout_ms);
+            c->t->after_error(c, 408);
         }
         break;
     case CONN_BODY:
-        conn_fail(c, 408, "no data received for %llu ms; upload interrupted",
-                  (unsigned long long)c->w->cfg->idle_timeout_ms);
+        if (c->up.phase == UPLOAD_RECEIVING)
+            conn_fail(c, 408, "no data received for %llu ms; upload interrupted",
+                      (unsigned long long)cfg->idle_timeout_ms);
+        else
+            conn_fail(c, 408, "idle for %llu ms; closing",
+                      (unsigned long long)cfg->idle_timeout_ms);
         break;
     case CONN_LINGER: conn_close(c); break;
     default: break;

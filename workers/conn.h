@@ -1,43 +1,72 @@
 /* conn: one client connection inside a worker, whatever its transport. It owns
- * its socket, its small carry buffer (bytes of a header line not yet
- * complete), its pending output and its upload session. State changes go
+ * its socket, its small carry buffer (bytes of a header line or HTTP head not
+ * yet complete), its pending output and its upload session. State changes go
  * through conn_set_state, which also re-arms the io watcher and the one
  * timer. A conn is freed in one place only, the worker's reaper, after
- * conn_close and after any job it has running has finished. */
+ * conn_close and after any job it has running has finished.
+ *
+ * The transport (raw TCP or WebSocket) is a small table of functions: how to
+ * read, how to frame a JSON message, what to do after an ERROR and after
+ * STATUS. Everything else (limits, finishing an upload off the loop,
+ * STATUS, errors, metrics) is here, once. */
 #ifndef INTAKE_CONN_H
 #define INTAKE_CONN_H
 
 #include "config.h"
-#include "upload.h"
+#include "http.h"
 #include "jobs.h"
+#include "metrics.h"
 #include "tcp_line.h"
+#include "upload.h"
 
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 struct worker;
+struct conn;
+struct ws;
 
 enum conn_state {
-    CONN_HEADER,    /* waiting for a header line / control message */
-    CONN_BODY,      /* receiving file bytes */
+    CONN_HEADER,    /* waiting for a header line / HTTP request head */
+    CONN_BODY,      /* receiving: file bytes (TCP) or frames (WebSocket) */
     CONN_FINISHING, /* upload complete; a job is syncing, scanning, placing */
-    CONN_LINGER,    /* error sent: discard input until EOF, then close */
+    CONN_LINGER,    /* last words sent: discard input until EOF, then close */
     CONN_CLOSED,
 };
+
+struct transport {
+    enum metrics_transport kind;
+    void (*on_readable)(struct conn *c);
+    /* Frames and queues one JSON message (no line end in json). */
+    void (*send_msg)(struct conn *c, const char *json, size_t len);
+    /* After an ERROR message: any closing words (WebSocket close frame). */
+    void (*after_error)(struct conn *c, int code);
+    /* After STATUS was queued: go on with the input already buffered. */
+    void (*after_status)(struct conn *c);
+    /* QUIT: let an idle connection go. */
+    void (*drain)(struct conn *c);
+    void (*release)(struct conn *c);
+};
+
+extern const struct transport tcp_transport;
+extern const struct transport ws_transport;
 
 struct conn {
     ev_io io;
     ev_timer timer;
     struct worker *w;
+    const struct transport *t;
     int fd;
     const struct listen_addr *addr;
     enum conn_state state;
     char peer[64];
 
-    char *carry; /* TCP_LINE_MAX + 1 bytes while in use */
+    char *carry; /* header line / HTTP head bytes while in use */
     size_t carry_len;
     struct tcp_line line;
+    struct http_parser http;
+    struct ws *ws; /* after a WebSocket upgrade */
 
     char *out;
     size_t out_len, out_off, out_cap;
@@ -54,15 +83,27 @@ struct conn *conn_new(struct worker *w, int fd, const struct listen_addr *addr);
 void conn_set_state(struct conn *c, enum conn_state s);
 /* Queues bytes for the client; writes at once when the socket allows. 0 or -1
  * (the connection is then closed). */
-int conn_send(struct conn *c, const char *data, size_t len);
-/* Sends an ERROR message, drops the upload (its spool file stays), lingers. */
+int conn_send(struct conn *c, const void *data, size_t len);
+/* Sends an ERROR message (and the transport's closing words), drops the
+ * upload (its spool file stays), then lingers and closes. */
 void conn_fail(struct conn *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void conn_fail_with(struct conn *c, const struct upload_error *e);
+/* Shuts the write side once the output is flushed and closes after EOF or
+ * a few seconds: the client reads our last words instead of a reset. */
+void conn_linger(struct conn *c);
+/* Starts a session from a parsed request: 503 while draining, limits,
+ * spool file. 0, or -1 after conn_fail. */
+int conn_begin_upload(struct conn *c, const struct upload_request *r);
+/* Every byte is in: checksum, then fsync/scan/place on a job thread, then
+ * STATUS through the transport. */
+void conn_complete_upload(struct conn *c);
+/* Writes body bytes to the session and counts them. 0, or -1 after conn_fail. */
+int conn_write_body(struct conn *c, const void *data, size_t len);
 /* Closes at once; the memory goes when any running job is done. */
 void conn_close(struct conn *c);
-/* Lets a connection waiting for its next header go (QUIT). */
 void conn_drain(struct conn *c);
 void conn_free(struct conn *c);
+struct metrics_slot *conn_metrics(struct conn *c);
 
 #endif

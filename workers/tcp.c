@@ -4,8 +4,6 @@
 #define _GNU_SOURCE
 #include "tcp.h"
 
-#include "conn.h"
-#include "jobs.h"
 #include "log.h"
 #include "worker.h"
 
@@ -20,60 +18,31 @@
 
 static void process(struct conn *c);
 
-static void reply(struct conn *c, int len, const char *buf)
+static void tcp_send_msg(struct conn *c, const char *json, size_t len)
 {
-    if (len < 0) {
+    char *m = malloc(len + 1);
+    if (!m) {
         conn_close(c);
         return;
     }
-    char *m = (char *)buf;
+    memcpy(m, json, len);
     m[len] = '\n';
-    conn_send(c, m, (size_t)len + 1);
+    conn_send(c, m, len + 1);
+    free(m);
 }
 
-static void finalize_run(struct job *j)
+static void tcp_after_status(struct conn *c)
 {
-    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
-    upload_finalize(&c->up, &c->w->store, &c->w->policy);
-}
-
-static void finalize_done(struct job *j)
-{
-    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
-    struct worker *w = c->w;
-    c->in_job = false;
-    if (c->state == CONN_CLOSED) {
-        /* The client went away (or TERM) while we finished: only the memory is left. */
-        c->next = w->dead;
-        w->dead = c;
-        return;
-    }
-    char msg[UPLOAD_FILENAME_MAX * 2 + 1024];
-    int n = upload_msg_status(&c->up, msg, sizeof msg - 1);
-    c->uploads++;
-    conn_set_state(c, CONN_HEADER);
-    reply(c, n, msg);
-    if (c->state == CONN_CLOSED) return;
-    if (w->draining && c->carry_len == 0) {
+    if (c->w->draining && c->carry_len == 0) {
         conn_drain(c);
         return;
     }
     process(c);
 }
 
-/* Every byte of the body is in: check it, then finish off the loop. */
-static void complete(struct conn *c)
+static void tcp_drain(struct conn *c)
 {
-    struct upload_error e;
-    if (upload_seal(&c->up, &c->w->store, &e) < 0) {
-        conn_fail_with(c, &e);
-        return;
-    }
-    conn_set_state(c, CONN_FINISHING);
-    c->in_job = true;
-    c->job.run = finalize_run;
-    c->job.done = finalize_done;
-    jobs_submit(c->w->jobs, &c->job);
+    if (c->state == CONN_HEADER && c->carry_len == 0 && c->out_len == 0) conn_close(c);
 }
 
 static void start(struct conn *c, const char *line, size_t len)
@@ -89,22 +58,15 @@ static void start(struct conn *c, const char *line, size_t len)
     while (i < len && (line[i] == ' ' || line[i] == '\t')) i++;
     if (i < len && line[i] == '{') rc = upload_parse_start(line, len, r, &e);
     else rc = upload_parse_plain(line, len, r, &e);
-    if (rc == 0 && c->w->draining) {
-        e.code = 503;
-        snprintf(e.message, sizeof e.message, "server is shutting down; try again");
-        rc = -1;
+    if (rc < 0) conn_fail_with(c, &e);
+    else if (conn_begin_upload(c, r) == 0) {
+        char msg[256];
+        conn_set_state(c, CONN_BODY);
+        int n = upload_msg_ready(&c->up, msg, sizeof msg);
+        if (n < 0) conn_close(c);
+        else tcp_send_msg(c, msg, (size_t)n);
     }
-    if (rc == 0) rc = upload_begin(&c->up, &c->w->store, &c->w->limits, r, &e);
     free(r);
-    if (rc < 0) {
-        conn_fail_with(c, &e);
-        return;
-    }
-    log_debug("upload %s (%s) from %s: started, %llu bytes", c->up.id, c->up.filename, c->peer,
-              (unsigned long long)c->up.size);
-    char msg[256];
-    conn_set_state(c, CONN_BODY);
-    reply(c, upload_msg_ready(&c->up, msg, sizeof msg - 1), msg);
 }
 
 /* Consumes what the carry buffer holds: header lines and the body bytes that
@@ -128,16 +90,12 @@ static void process(struct conn *c)
             if (c->carry_len == 0 && !upload_complete(&c->up)) return;
             uint64_t rem = upload_remaining(&c->up);
             used = c->carry_len < rem ? c->carry_len : (size_t)rem;
-            struct upload_error e;
-            if (used && upload_write(&c->up, c->carry, used, &e) < 0) {
-                conn_fail_with(c, &e);
-                return;
-            }
+            if (used && conn_write_body(c, c->carry, used) < 0) return;
         }
         if (c->state == CONN_CLOSED || c->state == CONN_LINGER) return;
         memmove(c->carry, c->carry + used, c->carry_len - used);
         c->carry_len -= used;
-        if (c->state == CONN_BODY && upload_complete(&c->up)) complete(c);
+        if (c->state == CONN_BODY && upload_complete(&c->up)) conn_complete_upload(c);
     }
 }
 
@@ -196,16 +154,12 @@ static int read_body(struct conn *c)
         return 0;
     }
     ev_timer_again(w->loop, &c->timer);
-    struct upload_error e;
-    if (upload_write(&c->up, w->rbuf, (size_t)n, &e) < 0) {
-        conn_fail_with(c, &e);
-        return 1;
-    }
-    if (upload_complete(&c->up)) complete(c);
+    if (conn_write_body(c, w->rbuf, (size_t)n) < 0) return 0;
+    if (upload_complete(&c->up)) conn_complete_upload(c);
     return 1;
 }
 
-void tcp_on_readable(struct conn *c)
+static void tcp_on_readable(struct conn *c)
 {
     for (int i = 0; i < READS_PER_WAKEUP; i++) {
         int got;
@@ -215,3 +169,13 @@ void tcp_on_readable(struct conn *c)
         if (!got) return;
     }
 }
+
+const struct transport tcp_transport = {
+    .kind = MT_TCP,
+    .on_readable = tcp_on_readable,
+    .send_msg = tcp_send_msg,
+    .after_error = NULL,
+    .after_status = tcp_after_status,
+    .drain = tcp_drain,
+    .release = NULL,
+};

@@ -187,7 +187,8 @@ static void sig_watch(struct worker *w, ev_signal *s, int signum)
     ev_signal_start(w->loop, s);
 }
 
-void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, int slot)
+void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, int slot,
+                struct metrics *m)
 {
     static struct worker wk;
     struct worker *w = &wk;
@@ -199,6 +200,10 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
 
     w->cfg = cfg;
     w->slot = slot;
+    w->metrics = m;
+    w->mslot = m && slot < METRICS_SLOTS ? &m->slot[slot] : NULL;
+    /* The connections of this slot's previous worker died with it. */
+    if (w->mslot) memset(w->mslot->connections, 0, sizeof w->mslot->connections);
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (!w->loop) {
         log_error("worker %d: cannot create the event loop", slot);

@@ -6,6 +6,7 @@
 #define INTAKE_WORKER_H
 
 #include "config.h"
+#include "metrics.h"
 #include "store.h"
 #include "upload.h"
 
@@ -28,6 +29,8 @@ struct worker {
     struct jobs *jobs;
     struct upload_limits limits;
     struct upload_policy policy;
+    struct metrics *metrics;     /* shared with the master and the other workers */
+    struct metrics_slot *mslot;  /* this worker's slot */
 
     struct worker_listener {
         ev_io io;
@@ -52,8 +55,8 @@ struct worker {
 };
 
 /* Runs a worker until it has finished; never returns. */
-void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, int slot)
-    __attribute__((noreturn));
+void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, int slot,
+                struct metrics *m) __attribute__((noreturn));
 
 /* Accepting is paused while a worker is at max_connections. */
 void worker_conn_closed(struct worker *w);

@@ -1,0 +1,139 @@
+/* metrics: see metrics.h. */
+#define _GNU_SOURCE
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+static const int codes[] = {400, 401, 403, 404, 405, 408, 409, 413,
+                            422, 426, 431, 500, 503, 507, 0};
+#define N_CODES (sizeof codes / sizeof *codes) /* the last, 0, is "other" */
+
+static const double bounds[METRICS_BUCKETS - 1] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                   0.5,   1,    2.5,   5,    10};
+
+static const char *const tnames[MT_COUNT] = {"ws", "tcp"};
+static const char *const vnames[MV_COUNT] = {"clean", "infected", "unscanned", "error"};
+
+struct metrics *metrics_create(void)
+{
+    void *p = mmap(NULL, sizeof(struct metrics), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+#define ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
+#define GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+void metrics_upload(struct metrics_slot *s, enum metrics_transport t, enum metrics_verdict v)
+{
+    if (s) ADD(s->uploads[t][v], 1);
+}
+
+void metrics_received(struct metrics_slot *s, enum metrics_transport t, uint64_t n)
+{
+    if (s) ADD(s->received[t], n);
+}
+
+void metrics_connection(struct metrics_slot *s, enum metrics_transport t, int delta)
+{
+    if (s) ADD(s->connections[t], delta);
+}
+
+void metrics_error(struct metrics_slot *s, int code)
+{
+    if (!s) return;
+    size_t i = 0;
+    while (i < N_CODES - 1 && codes[i] != code) i++;
+    ADD(s->errors[i], 1);
+}
+
+void metrics_scan(struct metrics_slot *s, uint64_t micros)
+{
+    if (!s) return;
+    size_t b = 0;
+    while (b < METRICS_BUCKETS - 1 && (double)micros / 1e6 > bounds[b]) b++;
+    ADD(s->scan_bucket[b], 1);
+    ADD(s->scan_count, 1);
+    ADD(s->scan_sum_us, micros);
+}
+
+struct out {
+    char *buf;
+    size_t cap, len;
+    int overflow;
+};
+
+static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...)
+{
+    if (o->overflow) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= o->cap - o->len) o->overflow = 1;
+    else o->len += (size_t)n;
+}
+
+int metrics_render(const struct metrics *m, char *buf, size_t cap)
+{
+    struct metrics_slot sum;
+    memset(&sum, 0, sizeof sum);
+    for (int i = 0; i < METRICS_SLOTS; i++) {
+        const struct metrics_slot *s = &m->slot[i];
+        for (int t = 0; t < MT_COUNT; t++) {
+            for (int v = 0; v < MV_COUNT; v++) sum.uploads[t][v] += GET(s->uploads[t][v]);
+            sum.received[t] += GET(s->received[t]);
+            sum.connections[t] += GET(s->connections[t]);
+        }
+        for (size_t c = 0; c < N_CODES; c++) sum.errors[c] += GET(s->errors[c]);
+        for (int b = 0; b < METRICS_BUCKETS; b++) sum.scan_bucket[b] += GET(s->scan_bucket[b]);
+        sum.scan_count += GET(s->scan_count);
+        sum.scan_sum_us += GET(s->scan_sum_us);
+    }
+    struct out o = {.buf = buf, .cap = cap};
+    put(&o, "# HELP intake_uploads_total Uploads finished, by transport and verdict.\n"
+            "# TYPE intake_uploads_total counter\n");
+    for (int t = 0; t < MT_COUNT; t++)
+        for (int v = 0; v < MV_COUNT; v++)
+            put(&o, "intake_uploads_total{transport=\"%s\",verdict=\"%s\"} %llu\n", tnames[t],
+                vnames[v], (unsigned long long)sum.uploads[t][v]);
+    put(&o, "# HELP intake_received_bytes_total File bytes received.\n"
+            "# TYPE intake_received_bytes_total counter\n");
+    for (int t = 0; t < MT_COUNT; t++)
+        put(&o, "intake_received_bytes_total{transport=\"%s\"} %llu\n", tnames[t],
+            (unsigned long long)sum.received[t]);
+    put(&o, "# HELP intake_connections Open client connections.\n"
+            "# TYPE intake_connections gauge\n");
+    for (int t = 0; t < MT_COUNT; t++)
+        put(&o, "intake_connections{transport=\"%s\"} %lld\n", tnames[t],
+            (long long)(sum.connections[t] > 0 ? sum.connections[t] : 0));
+    put(&o, "# HELP intake_errors_total ERROR messages and HTTP errors sent, by code.\n"
+            "# TYPE intake_errors_total counter\n");
+    for (size_t c = 0; c < N_CODES; c++) {
+        if (codes[c]) put(&o, "intake_errors_total{code=\"%d\"} %llu\n", codes[c],
+                          (unsigned long long)sum.errors[c]);
+        else put(&o, "intake_errors_total{code=\"other\"} %llu\n",
+                 (unsigned long long)sum.errors[c]);
+    }
+    put(&o, "# HELP intake_scan_duration_seconds Time to scan one file.\n"
+            "# TYPE intake_scan_duration_seconds histogram\n");
+    uint64_t cum = 0;
+    for (int b = 0; b < METRICS_BUCKETS; b++) {
+        cum += sum.scan_bucket[b];
+        if (b < METRICS_BUCKETS - 1)
+            put(&o, "intake_scan_duration_seconds_bucket{le=\"%g\"} %llu\n", bounds[b],
+                (unsigned long long)cum);
+        else
+            put(&o, "intake_scan_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                (unsigned long long)cum);
+    }
+    put(&o, "intake_scan_duration_seconds_sum %.6f\n", (double)sum.scan_sum_us / 1e6);
+    put(&o, "intake_scan_duration_seconds_count %llu\n", (unsigned long long)sum.scan_count);
+    put(&o, "# HELP intake_workers Running upload workers.\n# TYPE intake_workers gauge\n"
+            "intake_workers %d\n", GET(m->workers));
+    return o.overflow ? -1 : (int)o.len;
+}

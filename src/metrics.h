@@ -1,0 +1,47 @@
+/* metrics: counters shared by the master and its workers. One MAP_SHARED
+ * anonymous mapping made by the master before forking; each worker writes
+ * only its own slot (relaxed atomics, no locks), a scrape sums the slots.
+ * Counters survive a worker's respawn (Prometheus counters must not go
+ * back); gauges of a slot are reset by the worker that takes it over. */
+#ifndef INTAKE_METRICS_H
+#define INTAKE_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define METRICS_SLOTS 512
+#define METRICS_BUCKETS 12 /* scan duration histogram, the last is +Inf */
+
+enum metrics_transport { MT_WS, MT_TCP, MT_COUNT };
+enum metrics_verdict { MV_CLEAN, MV_INFECTED, MV_UNSCANNED, MV_ERROR, MV_COUNT };
+enum metrics_scanner { MS_OFF, MS_UP, MS_DOWN };
+
+struct metrics_slot {
+    uint64_t uploads[MT_COUNT][MV_COUNT];
+    uint64_t received[MT_COUNT];
+    int64_t connections[MT_COUNT];
+    uint64_t errors[16]; /* indexed by metrics_code_index */
+    uint64_t scan_bucket[METRICS_BUCKETS];
+    uint64_t scan_count, scan_sum_us;
+};
+
+struct metrics {
+    int workers; /* running workers, kept by the master */
+    int scanner; /* enum metrics_scanner */
+    struct metrics_slot slot[METRICS_SLOTS];
+};
+
+/* The shared mapping, or NULL. */
+struct metrics *metrics_create(void);
+
+void metrics_upload(struct metrics_slot *s, enum metrics_transport t, enum metrics_verdict v);
+void metrics_received(struct metrics_slot *s, enum metrics_transport t, uint64_t n);
+void metrics_connection(struct metrics_slot *s, enum metrics_transport t, int delta);
+void metrics_error(struct metrics_slot *s, int code);
+void metrics_scan(struct metrics_slot *s, uint64_t micros);
+
+/* Prometheus text format, summed over all slots. Returns the length, or -1
+ * if it does not fit in cap. */
+int metrics_render(const struct metrics *m, char *buf, size_t cap);
+
+#endif

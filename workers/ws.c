@@ -1,0 +1,763 @@
+/* ws: see ws.h. Frames are processed straight from the worker's shared read
+ * buffer: payload is unmasked in place and handed on as it arrives (binary
+ * data to the spool file, base64 decoded on the fly, text checked for UTF-8
+ * as it comes), so a connection keeps only a partial frame header (<= 14
+ * bytes), a control message (<= 8 KiB) and, for echo, the message to echo. */
+#define _GNU_SOURCE
+#include "ws.h"
+
+#include "log.h"
+#include "utf8.h"
+#include "worker.h"
+#include "ws_frame.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define READS_PER_WAKEUP 8
+#define HEAD_CAP (HTTP_HEAD_MAX + 1)
+
+enum msg_mode { M_UNDECIDED, M_JSON, M_BASE64, M_BINARY };
+
+struct ws {
+    uint8_t hdr[WS_FRAME_HEADER_MAX];
+    size_t hdr_len;
+    bool in_frame;
+    struct ws_frame f;
+    uint64_t f_done;
+    uint8_t cpay[125];
+    size_t cpay_len;
+
+    bool in_msg;
+    uint8_t msg_op;
+    uint64_t msg_len;
+    struct utf8_state utf8;
+    enum msg_mode mode;
+    char ctrl[UPLOAD_CONTROL_MAX];
+    size_t ctrl_len;
+    uint8_t b64[4];
+    size_t b64_len;
+    bool b64_end;
+    uint64_t data_bytes;
+
+    bool echo;
+    uint8_t *echo_buf;
+    size_t echo_len, echo_cap;
+
+    uint8_t *stash; /* input read while the upload was finishing */
+    size_t stash_len;
+};
+
+/* --- plain HTTP ------------------------------------------------------------ */
+
+static const char *reason_phrase(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return code >= 500 ? "Internal Server Error" : "Bad Request";
+    }
+}
+
+/* Sends a complete response and closes (lingering). */
+static void http_respond(struct conn *c, int code, const char *ctype, const char *body,
+                         size_t blen, const char *extra)
+{
+    char head[1024];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\nX-Content-Type-Options: nosniff\r\n%s\r\n",
+                     code, reason_phrase(code), ctype, blen, extra ? extra : "");
+    if (code >= 400) metrics_error(c->w->mslot, code);
+    if (conn_send(c, head, (size_t)n) < 0) return;
+    if (blen && conn_send(c, body, blen) < 0) return;
+    conn_linger(c);
+}
+
+static void http_error(struct conn *c, int code, const char *why, const char *extra)
+{
+    char body[512];
+    int n = snprintf(body, sizeof body, "%d %s: %s\n", code, reason_phrase(code), why);
+    log_info("%s: HTTP %d: %s", c->peer, code, why);
+    http_respond(c, code, "text/plain; charset=utf-8", body, (size_t)n, extra);
+}
+
+static void serve_healthz(struct conn *c)
+{
+    static const char *const states[] = {"off", "up", "down"};
+    const struct metrics *m = c->w->metrics;
+    int sc = m ? m->scanner : 0;
+    char body[128];
+    int n = snprintf(body, sizeof body, "{\"status\":\"ok\",\"workers\":%d,\"scanner\":\"%s\"}",
+                     m ? m->workers : 1, states[sc >= 0 && sc <= 2 ? sc : 0]);
+    http_respond(c, 200, "application/json", body, (size_t)n, "Cache-Control: no-store\r\n");
+}
+
+static void serve_metrics(struct conn *c)
+{
+    size_t cap = 64 * 1024;
+    char *buf = malloc(cap);
+    int n = buf && c->w->metrics ? metrics_render(c->w->metrics, buf, cap) : -1;
+    if (n < 0) http_error(c, 500, "cannot render metrics", NULL);
+    else
+        http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", buf, (size_t)n,
+                     "Cache-Control: no-store\r\n");
+    free(buf);
+}
+
+static void serve_page(struct conn *c)
+{
+    http_respond(c, 200, "text/html; charset=utf-8", page_html,
+                 (size_t)(page_html_end - page_html),
+                 "Cache-Control: no-cache\r\n"
+                 "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+                 "style-src 'unsafe-inline'; img-src data:; connect-src 'self'\r\n");
+}
+
+/* --- the handshake ---------------------------------------------------------- */
+
+static bool key_valid(const struct http_header *h)
+{
+    /* 16 random bytes in base64: 22 characters and "==". */
+    if (!h || h->value_len != 24 || memcmp(h->value + 22, "==", 2) != 0) return false;
+    for (int i = 0; i < 22; i++) {
+        char ch = h->value[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '+' || ch == '/'))
+            return false;
+    }
+    return true;
+}
+
+static bool origin_allowed(const struct config *cfg, const struct http_header *o)
+{
+    if (!o || cfg->allow_any_origin) return true;
+    for (int i = 0; i < cfg->n_allowed_origins; i++)
+        if (strlen(cfg->allowed_origins[i]) == o->value_len &&
+            strncasecmp(cfg->allowed_origins[i], o->value, o->value_len) == 0)
+            return true;
+    return false;
+}
+
+static void start_ws(struct conn *c, const struct http_header *key, bool echo)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    unsigned char in[24 + sizeof guid], digest[SHA_DIGEST_LENGTH];
+    memcpy(in, key->value, 24);
+    memcpy(in + 24, guid, sizeof guid - 1);
+    SHA1(in, 24 + sizeof guid - 1, digest);
+    char accept[32];
+    EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
+    c->ws = calloc(1, sizeof *c->ws);
+    if (!c->ws) {
+        http_error(c, 503, "out of memory", NULL);
+        return;
+    }
+    c->ws->echo = echo;
+    char resp[256];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                     accept);
+    conn_set_state(c, CONN_BODY);
+    conn_send(c, resp, (size_t)n);
+    log_debug("%s: WebSocket %s", c->peer, echo ? "echo" : "upload connection");
+}
+
+static void route(struct conn *c, const struct http_request *req)
+{
+    const struct config *cfg = c->w->cfg;
+    size_t pl = req->path_len;
+    const char *q = memchr(req->path, '?', pl);
+    if (q) pl = (size_t)(q - req->path);
+    if (!http_eq_nocase(req->method, req->method_len, "GET") ||
+        memcmp(req->method, "GET", 3) != 0) {
+        http_error(c, 405, "only GET is served here", "Allow: GET\r\n");
+        return;
+    }
+    if (pl == 8 && memcmp(req->path, "/healthz", 8) == 0) {
+        serve_healthz(c);
+        return;
+    }
+    if (pl == 8 && memcmp(req->path, "/metrics", 8) == 0) {
+        serve_metrics(c);
+        return;
+    }
+    const struct http_header *up = http_header_get(req, "upgrade");
+    if (!up || !http_has_token(up->value, up->value_len, "websocket")) {
+        if ((pl == 1 && req->path[0] == '/') || (pl == 11 && memcmp(req->path, "/index.html", 11) == 0))
+            serve_page(c);
+        else
+            http_error(c, 404, "no such page (the upload page is /)", NULL);
+        return;
+    }
+    const struct http_header *conn_h = http_header_get(req, "connection");
+    const struct http_header *ver = http_header_get(req, "sec-websocket-version");
+    const struct http_header *key = http_header_get(req, "sec-websocket-key");
+    if (req->minor_version < 1) {
+        http_error(c, 400, "WebSocket needs HTTP/1.1", NULL);
+        return;
+    }
+    if (!conn_h || !http_has_token(conn_h->value, conn_h->value_len, "upgrade")) {
+        http_error(c, 400, "WebSocket handshake without \"Connection: Upgrade\"", NULL);
+        return;
+    }
+    if (!http_header_get(req, "host")) {
+        http_error(c, 400, "WebSocket handshake without Host", NULL);
+        return;
+    }
+    if (!ver || ver->value_len != 2 || memcmp(ver->value, "13", 2) != 0) {
+        http_error(c, 426, "only WebSocket version 13 is supported",
+                   "Sec-WebSocket-Version: 13\r\n");
+        return;
+    }
+    if (!key_valid(key)) {
+        http_error(c, 400, "missing or malformed Sec-WebSocket-Key", NULL);
+        return;
+    }
+    if (!origin_allowed(cfg, http_header_get(req, "origin"))) {
+        http_error(c, 403, "origin not allowed (allowed_origins)", NULL);
+        return;
+    }
+    if (c->w->draining) {
+        http_error(c, 503, "server is shutting down", NULL);
+        return;
+    }
+    bool echo = cfg->ws_echo && pl == 5 && memcmp(req->path, "/echo", 5) == 0;
+    start_ws(c, key, echo);
+}
+
+/* --- frames out --------------------------------------------------------------- */
+
+static void send_frame(struct conn *c, uint8_t op, const void *p, size_t n)
+{
+    uint8_t h[10];
+    size_t hl = ws_frame_header(h, op, n);
+    if (conn_send(c, h, hl) < 0) return;
+    if (n) conn_send(c, p, n);
+}
+
+/* Closes with a close frame carrying code and a short reason, then lingers. */
+static void ws_close(struct conn *c, unsigned code, const char *reason)
+{
+    if (c->state == CONN_CLOSED || c->state == CONN_LINGER) return;
+    if (c->up.phase == UPLOAD_RECEIVING)
+        log_info("upload %s (%s) from %s: WebSocket closed with %u (%s)", c->up.id,
+                 c->up.filename, c->peer, code, reason);
+    else if (code != 1000 && code != 1001)
+        log_info("%s: WebSocket closed with %u (%s)", c->peer, code, reason);
+    upload_abort(&c->up);
+    uint8_t pay[125];
+    size_t rl = strlen(reason);
+    if (rl > 123) rl = 123;
+    pay[0] = (uint8_t)(code >> 8);
+    pay[1] = (uint8_t)code;
+    memcpy(pay + 2, reason, rl);
+    send_frame(c, WS_OP_CLOSE, pay, rl + 2);
+    conn_linger(c);
+}
+
+static void ws_send_msg(struct conn *c, const char *json, size_t len)
+{
+    if (c->ws) send_frame(c, WS_OP_TEXT, json, len);
+}
+
+static void ws_after_error(struct conn *c, int code)
+{
+    if (!c->ws) {
+        /* Still plain HTTP: answer as HTTP. */
+        http_error(c, code, code == 408 ? "request head not received in time" : "refused", NULL);
+        return;
+    }
+    unsigned wc = code == 413 ? 1009 : code >= 500 ? 1011 : 1008;
+    uint8_t pay[2] = {(uint8_t)(wc >> 8), (uint8_t)wc};
+    send_frame(c, WS_OP_CLOSE, pay, 2);
+}
+
+/* --- the upload protocol over messages ---------------------------------------- */
+
+static void ack(struct conn *c, uint64_t n)
+{
+    char msg[160];
+    int len = snprintf(msg, sizeof msg,
+                       "{\"type\":\"DATA\",\"code\":200,\"bytesRead\":%llu,\"offset\":%llu}",
+                       (unsigned long long)n, (unsigned long long)c->up.received);
+    send_frame(c, WS_OP_TEXT, msg, (size_t)len);
+}
+
+static void on_control_message(struct conn *c)
+{
+    struct ws *ws = c->ws;
+    cJSON *o = cJSON_ParseWithLength(ws->ctrl, ws->ctrl_len);
+    const cJSON *type = o ? cJSON_GetObjectItemCaseSensitive(o, "type") : NULL;
+    const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
+    if (!t) {
+        cJSON_Delete(o);
+        conn_fail(c, 400, "malformed control message: expected a JSON object with \"type\"");
+        return;
+    }
+    if (strcmp(t, "START") == 0) {
+        cJSON_Delete(o);
+        if (c->up.phase == UPLOAD_RECEIVING) {
+            conn_fail(c, 400, "START while upload %s is in progress (send DONE first)",
+                      c->up.id);
+            return;
+        }
+        struct upload_request *r = malloc(sizeof *r);
+        struct upload_error e;
+        if (!r) {
+            conn_fail(c, 500, "out of memory");
+            return;
+        }
+        if (upload_parse_start(ws->ctrl, ws->ctrl_len, r, &e) < 0) conn_fail_with(c, &e);
+        else if (conn_begin_upload(c, r) == 0) {
+            char msg[256];
+            int n = snprintf(msg, sizeof msg,
+                             "{\"type\":\"DATA\",\"code\":200,\"message\":\"Upload initialized. "
+                             "Wait for data\",\"id\":\"%s\",\"offset\":%llu}",
+                             c->up.id, (unsigned long long)c->up.received);
+            send_frame(c, WS_OP_TEXT, msg, (size_t)n);
+            if (c->up.size == 0) {
+                /* Nothing to wait for but DONE. */
+            }
+        }
+        free(r);
+        return;
+    }
+    if (strcmp(t, "DONE") == 0) {
+        cJSON_Delete(o);
+        if (c->up.phase != UPLOAD_RECEIVING) {
+            conn_fail(c, 400, "DONE without an upload in progress");
+            return;
+        }
+        if (!upload_complete(&c->up)) {
+            conn_fail(c, 400, "DONE after %llu of %llu bytes", (unsigned long long)c->up.received,
+                      (unsigned long long)c->up.size);
+            return;
+        }
+        conn_complete_upload(c);
+        return;
+    }
+    cJSON_Delete(o);
+    conn_fail(c, 400, "unknown message type \"%.40s\" (START or DONE)", t);
+}
+
+static const int8_t *b64_table(void)
+{
+    static int8_t t[256];
+    static bool made;
+    if (!made) {
+        static const char a[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        memset(t, -1, sizeof t);
+        for (int i = 0; i < 64; i++) t[(unsigned char)a[i]] = (int8_t)i;
+        made = true;
+    }
+    return t;
+}
+
+/* Decodes base64 text as it arrives, in groups of 4; '=' only at the end. */
+static int b64_feed(struct conn *c, const uint8_t *p, size_t n)
+{
+    struct ws *ws = c->ws;
+    const int8_t *T = b64_table();
+    uint8_t out[4096];
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ws->b64_end) goto bad;
+        ws->b64[ws->b64_len++] = p[i];
+        if (ws->b64_len < 4) continue;
+        ws->b64_len = 0;
+        const uint8_t *g = ws->b64;
+        int a = T[g[0]], b = T[g[1]], x = g[2] == '=' ? -2 : T[g[2]],
+            y = g[3] == '=' ? -2 : T[g[3]];
+        if (a < 0 || b < 0 || x == -1 || y == -1 || (x == -2 && y != -2)) goto bad;
+        out[o++] = (uint8_t)(a << 2 | b >> 4);
+        if (x >= 0) out[o++] = (uint8_t)((b & 15) << 4 | x >> 2);
+        if (y >= 0) out[o++] = (uint8_t)((x & 3) << 6 | y);
+        if (x < 0 || y < 0) ws->b64_end = true;
+        if (o > sizeof out - 3) {
+            if (conn_write_body(c, out, o) < 0) return -1;
+            ws->data_bytes += o;
+            o = 0;
+        }
+    }
+    if (o) {
+        if (conn_write_body(c, out, o) < 0) return -1;
+        ws->data_bytes += o;
+    }
+    return 0;
+bad:
+    conn_fail(c, 400, "data chunk is not valid base64");
+    return -1;
+}
+
+static void on_data(struct conn *c, const uint8_t *p, size_t n)
+{
+    struct ws *ws = c->ws;
+    if (ws->mode == M_UNDECIDED) {
+        while (n && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++, n--;
+        if (!n) return;
+        ws->mode = *p == '{' ? M_JSON : M_BASE64;
+    }
+    if (ws->mode == M_JSON) {
+        if (ws->ctrl_len + n > UPLOAD_CONTROL_MAX) {
+            conn_fail(c, 431, "control message over %d bytes", UPLOAD_CONTROL_MAX);
+            return;
+        }
+        memcpy(ws->ctrl + ws->ctrl_len, p, n);
+        ws->ctrl_len += n;
+        return;
+    }
+    if (c->up.phase != UPLOAD_RECEIVING) {
+        conn_fail(c, 400, "data before START");
+        return;
+    }
+    if (ws->mode == M_BASE64) {
+        b64_feed(c, p, n);
+        return;
+    }
+    if (conn_write_body(c, p, n) == 0) ws->data_bytes += n;
+}
+
+static void on_message_end(struct conn *c)
+{
+    struct ws *ws = c->ws;
+    if (ws->msg_op == WS_OP_TEXT && !utf8_complete(&ws->utf8)) {
+        ws_close(c, 1007, "invalid UTF-8 in text message");
+        return;
+    }
+    if (ws->echo) {
+        send_frame(c, ws->msg_op, ws->echo_buf, ws->echo_len);
+        ws->echo_len = 0;
+        if (ws->echo_cap > 1 << 20) {
+            free(ws->echo_buf);
+            ws->echo_buf = NULL;
+            ws->echo_cap = 0;
+        }
+        return;
+    }
+    switch (ws->mode) {
+    case M_JSON: on_control_message(c); break;
+    case M_BASE64:
+    case M_UNDECIDED: /* an empty text message: an empty chunk */
+        if (c->up.phase != UPLOAD_RECEIVING) {
+            conn_fail(c, 400, "data before START");
+            return;
+        }
+        if (ws->b64_len != 0) {
+            conn_fail(c, 400, "base64 chunk length is not a multiple of 4");
+            return;
+        }
+        ack(c, ws->data_bytes);
+        break;
+    case M_BINARY: ack(c, ws->data_bytes); break;
+    }
+}
+
+static void on_control_frame(struct conn *c)
+{
+    struct ws *ws = c->ws;
+    switch (ws->f.opcode) {
+    case WS_OP_PING: send_frame(c, WS_OP_PONG, ws->cpay, ws->cpay_len); break;
+    case WS_OP_PONG: break;
+    case WS_OP_CLOSE: {
+        if (ws->cpay_len == 1) {
+            ws_close(c, 1002, "close frame with a 1-byte payload");
+            return;
+        }
+        unsigned code = ws->cpay_len ? (unsigned)ws->cpay[0] << 8 | ws->cpay[1] : 0;
+        if (ws->cpay_len && !ws_close_code_valid(code)) {
+            ws_close(c, 1002, "invalid close code");
+            return;
+        }
+        if (ws->cpay_len > 2 && !utf8_valid(ws->cpay + 2, ws->cpay_len - 2)) {
+            ws_close(c, 1007, "close reason is not UTF-8");
+            return;
+        }
+        if (c->up.phase == UPLOAD_RECEIVING)
+            log_info("upload %s (%s) from %s: client closed the WebSocket after %llu of %llu "
+                     "bytes; kept in the spool",
+                     c->up.id, c->up.filename, c->peer, (unsigned long long)c->up.received,
+                     (unsigned long long)c->up.size);
+        upload_abort(&c->up);
+        /* Echo the code (not the reason) and close. */
+        send_frame(c, WS_OP_CLOSE, ws->cpay, ws->cpay_len ? 2 : 0);
+        conn_linger(c);
+        break;
+    }
+    }
+}
+
+static void on_frame_start(struct conn *c)
+{
+    struct ws *ws = c->ws;
+    uint8_t op = ws->f.opcode;
+    if (op & 0x8) {
+        ws->cpay_len = 0;
+        return;
+    }
+    if (op == WS_OP_CONT) {
+        if (!ws->in_msg) {
+            ws_close(c, 1002, "continuation frame without a message");
+            return;
+        }
+    } else {
+        if (ws->in_msg) {
+            ws_close(c, 1002, "new message inside a fragmented message");
+            return;
+        }
+        ws->in_msg = true;
+        ws->msg_op = op;
+        ws->msg_len = 0;
+        memset(&ws->utf8, 0, sizeof ws->utf8);
+        ws->mode = op == WS_OP_BINARY ? M_BINARY : M_UNDECIDED;
+        ws->ctrl_len = 0;
+        ws->b64_len = 0;
+        ws->b64_end = false;
+        ws->data_bytes = 0;
+        ws->echo_len = 0;
+    }
+    if (ws->msg_len + ws->f.len > WS_MESSAGE_MAX) {
+        ws_close(c, 1009, "message over 16 MiB");
+        return;
+    }
+    ws->msg_len += ws->f.len;
+    if (ws->echo && ws->echo_len + ws->f.len > ws->echo_cap) {
+        size_t cap = ws->echo_cap ? ws->echo_cap : 4096;
+        while (cap < ws->echo_len + ws->f.len) cap *= 2;
+        uint8_t *p = realloc(ws->echo_buf, cap);
+        if (!p) {
+            ws_close(c, 1011, "out of memory");
+            return;
+        }
+        ws->echo_buf = p;
+        ws->echo_cap = cap;
+    }
+}
+
+static void on_payload(struct conn *c, const uint8_t *p, size_t n)
+{
+    struct ws *ws = c->ws;
+    if (ws->f.opcode & 0x8) {
+        memcpy(ws->cpay + ws->cpay_len, p, n);
+        ws->cpay_len += n;
+        return;
+    }
+    if (ws->msg_op == WS_OP_TEXT && utf8_feed(&ws->utf8, p, n) < 0) {
+        ws_close(c, 1007, "invalid UTF-8 in text message");
+        return;
+    }
+    if (ws->echo) {
+        memcpy(ws->echo_buf + ws->echo_len, p, n);
+        ws->echo_len += n;
+        return;
+    }
+    on_data(c, p, n);
+}
+
+static void on_frame_end(struct conn *c)
+{
+    struct ws *ws = c->ws;
+    ws->in_frame = false;
+    if (ws->f.opcode & 0x8) on_control_frame(c);
+    else if (ws->f.fin) {
+        ws->in_msg = false;
+        on_message_end(c);
+    }
+}
+
+/* Runs the frame machine over p[0..n) (writable: unmasked in place). Returns
+ * the bytes used; it stops early when the connection leaves CONN_BODY. */
+static size_t ws_process(struct conn *c, uint8_t *p, size_t n)
+{
+    struct ws *ws = c->ws;
+    size_t i = 0;
+    while (i < n && c->state == CONN_BODY) {
+        if (!ws->in_frame) {
+            size_t take = n - i;
+            if (take > WS_FRAME_HEADER_MAX - ws->hdr_len) take = WS_FRAME_HEADER_MAX - ws->hdr_len;
+            memcpy(ws->hdr + ws->hdr_len, p + i, take);
+            int code = 0;
+            ssize_t h = ws_frame_parse(ws->hdr, ws->hdr_len + take, &ws->f, &code);
+            if (h == WS_AGAIN) {
+                ws->hdr_len += take;
+                i += take;
+                continue;
+            }
+            if (h == WS_FAIL) {
+                ws_close(c, (unsigned)code, code == 1009 ? "frame over 16 MiB" : "protocol error");
+                return n;
+            }
+            i += (size_t)h - ws->hdr_len;
+            ws->hdr_len = 0;
+            ws->in_frame = true;
+            ws->f_done = 0;
+            on_frame_start(c);
+            if (c->state != CONN_BODY) return n;
+            if (ws->f.len == 0) on_frame_end(c);
+            continue;
+        }
+        uint64_t left = ws->f.len - ws->f_done;
+        size_t k = n - i < left ? n - i : (size_t)left;
+        ws_unmask(p + i, k, ws->f.mask, ws->f_done);
+        ws->f_done += k;
+        on_payload(c, p + i, k);
+        i += k;
+        if (c->state != CONN_BODY) return c->state == CONN_FINISHING ? i : n;
+        if (ws->f_done == ws->f.len) on_frame_end(c);
+    }
+    return i;
+}
+
+/* Processes bytes; what is left when an upload starts finishing waits. */
+static void consume(struct conn *c, uint8_t *p, size_t n)
+{
+    size_t used = ws_process(c, p, n);
+    if (used >= n || c->state != CONN_FINISHING) return;
+    struct ws *ws = c->ws;
+    uint8_t *s = realloc(ws->stash, ws->stash_len + (n - used));
+    if (!s) {
+        conn_close(c);
+        return;
+    }
+    memcpy(s + ws->stash_len, p + used, n - used);
+    ws->stash = s;
+    ws->stash_len += n - used;
+}
+
+static void ws_after_status(struct conn *c)
+{
+    struct ws *ws = c->ws;
+    while (ws->stash_len && c->state == CONN_BODY) {
+        uint8_t *s = ws->stash;
+        size_t n = ws->stash_len;
+        ws->stash = NULL;
+        ws->stash_len = 0;
+        consume(c, s, n);
+        free(s);
+    }
+    if (c->w->draining && c->state == CONN_BODY) conn_drain(c);
+}
+
+static void ws_drain(struct conn *c)
+{
+    if (!c->ws) {
+        if (c->carry_len == 0 && c->out_len == 0) conn_close(c);
+        return;
+    }
+    if (c->state == CONN_BODY) ws_close(c, 1001, "server is shutting down");
+}
+
+static void ws_release(struct conn *c)
+{
+    if (!c->ws) return;
+    free(c->ws->echo_buf);
+    free(c->ws->stash);
+    free(c->ws);
+    c->ws = NULL;
+}
+
+/* --- reading ------------------------------------------------------------------ */
+
+static int read_head(struct conn *c)
+{
+    if (!c->carry && !(c->carry = malloc(HEAD_CAP))) {
+        conn_close(c);
+        return 0;
+    }
+    if (c->carry_len == HEAD_CAP) {
+        http_error(c, 431, "request head over 8 KiB", NULL);
+        return 0;
+    }
+    ssize_t n = read(c->fd, c->carry + c->carry_len, HEAD_CAP - c->carry_len);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+        conn_close(c);
+        return 0;
+    }
+    if (n == 0) {
+        conn_close(c);
+        return 0;
+    }
+    c->carry_len += (size_t)n;
+    struct http_request req;
+    ssize_t h = http_parse_request(&c->http, c->carry, c->carry_len, &req);
+    if (h == HTTP_AGAIN) return 1;
+    if (h == HTTP_TOO_LARGE) {
+        http_error(c, 431, "request head over 8 KiB or too many headers", NULL);
+        return 0;
+    }
+    if (h == HTTP_BAD) {
+        http_error(c, 400, "malformed HTTP request", NULL);
+        return 0;
+    }
+    route(c, &req);
+    if (c->ws && c->state == CONN_BODY && c->carry_len > (size_t)h) {
+        /* Frames that came right behind the handshake. */
+        consume(c, (uint8_t *)c->carry + h, c->carry_len - (size_t)h);
+    }
+    if (c->state != CONN_CLOSED) {
+        free(c->carry);
+        c->carry = NULL;
+        c->carry_len = 0;
+    }
+    return 1;
+}
+
+static int read_frames(struct conn *c)
+{
+    struct worker *w = c->w;
+    ssize_t n = read(c->fd, w->rbuf, w->rbuf_size);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+        conn_close(c);
+        return 0;
+    }
+    if (n == 0) {
+        if (c->up.phase == UPLOAD_RECEIVING)
+            log_info("upload %s (%s) from %s: connection lost after %llu of %llu bytes; kept in "
+                     "the spool",
+                     c->up.id, c->up.filename, c->peer, (unsigned long long)c->up.received,
+                     (unsigned long long)c->up.size);
+        conn_close(c);
+        return 0;
+    }
+    ev_timer_again(w->loop, &c->timer);
+    consume(c, (uint8_t *)w->rbuf, (size_t)n);
+    return 1;
+}
+
+static void ws_on_readable(struct conn *c)
+{
+    for (int i = 0; i < READS_PER_WAKEUP; i++) {
+        int got;
+        if (!c->ws && c->state == CONN_HEADER) got = read_head(c);
+        else if (c->ws && c->state == CONN_BODY) got = read_frames(c);
+        else return;
+        if (!got) return;
+    }
+}
+
+const struct transport ws_transport = {
+    .kind = MT_WS,
+    .on_readable = ws_on_readable,
+    .send_msg = ws_send_msg,
+    .after_error = ws_after_error,
+    .after_status = ws_after_status,
+    .drain = ws_drain,
+    .release = ws_release,
+};
