@@ -330,9 +330,6 @@ static void on_control_message(struct conn *c)
                              "Wait for data\",\"id\":\"%s\",\"offset\":%llu}",
                              c->up.id, (unsigned long long)c->up.received);
             send_frame(c, WS_OP_TEXT, msg, (size_t)n);
-            if (c->up.size == 0) {
-                /* Nothing to wait for but DONE. */
-            }
         }
         free(r);
         return;
@@ -351,8 +348,10 @@ static void on_control_message(struct conn *c)
         conn_complete_upload(c);
         return;
     }
+    char shown[48];
+    snprintf(shown, sizeof shown, "%.40s", t);
     cJSON_Delete(o);
-    conn_fail(c, 400, "unknown message type \"%.40s\" (START or DONE)", t);
+    conn_fail(c, 400, "unknown message type \"%s\" (START or DONE)", shown);
 }
 
 static const int8_t *b64_table(void)
