@@ -43,7 +43,7 @@ UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
 
-.PHONY: all run test unit unit-asan integration deps bench install clean
+.PHONY: all run test unit unit-asan integration integration-asan deps bench install clean
 
 all: $(BUILD)/intaked $(BUILD)/intake
 
@@ -86,10 +86,18 @@ unit-asan:
 integration: all
 	$(PYTHON) -m pytest -q tests/integration
 
+# The same integration tests against intaked built with ASan+UBSan (the
+# browser and 1 GiB tests are left to the plain run).
+integration-asan: all
+	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined CC=clang build/asan/intaked
+	INTAKED=build/asan/intaked $(PYTHON) -m pytest -q tests/integration \
+	    --deselect tests/integration/test_browser.py --deselect tests/integration/test_big.py
+
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory integration-asan
 	@$(MAKE) --no-print-directory integration
 
 bench: deps all

@@ -1,11 +1,14 @@
 #!/bin/sh
-# Installs the Debian packages intake needs to build and test, if any are missing.
-# Idempotent: silent and fast when everything is present. Not root: prints the
-# exact command to run and fails.
+# Installs what intake needs to build and test, if anything is missing:
+# Debian packages with apt-get, and the browser test's npm packages (pinned in
+# tests/browser/package-lock.json) with npm ci. Idempotent: silent and fast
+# when everything is present. Not root: prints the exact command and fails.
 set -eu
+cd "$(dirname "$0")/.."
 
 PKGS="build-essential pkg-config libev-dev libcjson-dev libssl-dev
-      python3 python3-pytest python3-websockets socat clang libclang-rt-14-dev"
+      python3 python3-pytest python3-websockets socat curl clang libclang-rt-14-dev
+      chromium nodejs"
 
 missing=""
 for p in $PKGS; do
@@ -13,17 +16,26 @@ for p in $PKGS; do
         missing="$missing $p"
     fi
 done
-[ -z "$missing" ] && exit 0
+# npm: Debian's package, unless a newer npm is already on the machine.
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 
-if [ "$(id -u)" != 0 ]; then
-    echo "intake: missing Debian packages:$missing" >&2
-    echo "run: sudo apt-get update && sudo apt-get install -y$missing" >&2
-    exit 1
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "intake: missing Debian packages:$missing" >&2
+        echo "run: sudo apt-get update && sudo apt-get install -y$missing" >&2
+        exit 1
+    fi
+    echo "intake: installing$missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # Refresh the package lists only when an install fails on stale ones.
+    if ! apt-get install -y -q --no-install-recommends $missing >/dev/null 2>&1; then
+        apt-get update -q >/dev/null
+        apt-get install -y -q --no-install-recommends $missing >/dev/null
+    fi
 fi
-echo "intake: installing$missing" >&2
-export DEBIAN_FRONTEND=noninteractive
-# Refresh the package lists only when an install fails on stale ones.
-if ! apt-get install -y -q --no-install-recommends $missing >/dev/null 2>&1; then
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends $missing >/dev/null
+
+if [ ! -f tests/browser/node_modules/playwright-core/package.json ] ||
+   [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
+    echo "intake: installing the browser test's npm packages" >&2
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

@@ -65,7 +65,8 @@ int main(int argc, char **argv)
 {
     const char *conf = NULL, *sig = NULL;
     char **overrides = calloc((size_t)argc + 1, sizeof *overrides);
-    int n_over = 0, test = 0, opt;
+    int n_over = 0, test = 0, opt, rc = 1;
+    struct config *c = NULL;
     if (!overrides) return 1;
     /* First: it moves argv and environ out of the area the title reuses. */
     proctitle_init(argc, argv);
@@ -75,43 +76,49 @@ int main(int argc, char **argv)
         case 'o': overrides[n_over++] = optarg; break;
         case 't': test = 1; break;
         case 's': sig = optarg; break;
-        case 'V': printf("intaked %s\n", INTAKE_VERSION); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        case 'V':
+            printf("intaked %s\n", INTAKE_VERSION);
+            rc = 0;
+            goto out;
+        case 'h':
+            usage(stdout);
+            rc = 0;
+            goto out;
+        default: usage(stderr); goto out;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "intaked: unexpected argument \"%s\"\n", argv[optind]);
         usage(stderr);
-        return 1;
+        goto out;
     }
     char cwd[PATH_MAX];
     if (!getcwd(cwd, sizeof cwd)) {
         perror("intaked: getcwd");
-        return 1;
+        goto out;
     }
     char err[1024];
-    struct config *c = config_load(conf, overrides, n_over, cwd, err, sizeof err);
+    c = config_load(conf, overrides, n_over, cwd, err, sizeof err);
     if (!c) {
         fprintf(stderr, "intaked: %s\n", err);
-        return 1;
+        goto out;
     }
     if (test) {
         printf("configuration ok\n");
-        config_free(c);
-        return 0;
+        rc = 0;
+        goto out;
     }
     if (sig) {
-        int rc = send_signal(c, sig);
-        config_free(c);
-        return rc;
+        rc = send_signal(c, sig);
+        goto out;
     }
-    int rc = log_open(c->error_log, (enum log_level)c->log_level);
-    if (rc < 0) {
-        fprintf(stderr, "intaked: cannot open error_log %s: %s\n", c->error_log, strerror(-rc));
-        return 1;
+    int lrc = log_open(c->error_log, (enum log_level)c->log_level);
+    if (lrc < 0) {
+        fprintf(stderr, "intaked: cannot open error_log %s: %s\n", c->error_log, strerror(-lrc));
+        goto out;
     }
     rc = master_run(c);
+out:
     config_free(c);
     free(overrides);
     return rc;

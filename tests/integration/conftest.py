@@ -14,14 +14,26 @@ import time
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-INTAKED = os.path.join(ROOT, "build", "intaked")
+# INTAKED=build/asan/intaked runs the suite against the sanitizer build.
+INTAKED = os.path.abspath(os.environ.get("INTAKED", os.path.join(ROOT, "build", "intaked")))
 INTAKE = os.path.join(ROOT, "build", "intake")
 
 
+def free_ports(n):
+    """n distinct free loopback ports (all held open while choosing, so the
+    kernel cannot hand out the same one twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def wait_for(pred, timeout=5.0, step=0.02, what="condition"):
@@ -58,8 +70,7 @@ def alive(pid):
 class Daemon:
     def __init__(self, tmp, **directives):
         self.tmp = str(tmp)
-        self.tcp_port = free_port()
-        self.ws_port = free_port()
+        self.tcp_port, self.ws_port = free_ports(2)
         self.dir = {
             "workers": "2",
             "listen_ws": "127.0.0.1:%d" % self.ws_port,
@@ -90,8 +101,13 @@ class Daemon:
 
     def start(self, wait=True):
         self.log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        # Sanitizer reports go to files that stop() turns into a failure.
+        env["ASAN_OPTIONS"] = "detect_leaks=0:log_path=%s/asan" % self.tmp
+        env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:log_path=%s/ubsan" % self.tmp
         self.proc = subprocess.Popen([INTAKED, "-c", self.conf], stdout=self.log,
-                                     stderr=self.log, cwd=self.tmp, start_new_session=True)
+                                     stderr=self.log, cwd=self.tmp, start_new_session=True,
+                                     env=env)
         if wait:
             n = int(self.dir["workers"]) if self.dir["workers"] != "auto" else os.cpu_count()
             wait_for(lambda: len(self.workers()) >= n and self._accepting(), 10,
@@ -149,6 +165,10 @@ class Daemon:
                 pass
             self.log.close()
             self.proc = None
+        reports = [f for f in os.listdir(self.tmp) if f.startswith(("asan.", "ubsan."))]
+        if reports:
+            with open(os.path.join(self.tmp, reports[0])) as f:
+                raise AssertionError("sanitizer report from intaked:\n" + f.read()[:4000])
 
 
 @pytest.fixture
