@@ -53,6 +53,10 @@ $(BUILD)/intaked: $(call obj,$(CORE) $(DAEMON))
 $(BUILD)/intake: $(call obj,$(CORE) $(CLI))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# Benchmark-only client (not installed).
+$(BUILD)/wsbench: $(BUILD)/obj/tests/tools/wsbench.o $(call obj,workers/ws_frame.c)
+	$(CC) $(LDFLAGS) -o $@ $^
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -100,7 +104,7 @@ test: deps
 	@$(MAKE) --no-print-directory integration-asan
 	@$(MAKE) --no-print-directory integration
 
-bench: deps all
+bench: deps all $(BUILD)/wsbench
 	./scripts/bench.sh
 
 install: all

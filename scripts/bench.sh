@@ -73,3 +73,7 @@ done
 HWM=$(awk '/VmHWM/{print $2" "$3}' "/proc/$WORKER/status")
 echo
 echo "worker peak RSS (VmHWM) after $RUNS uploads of ${SIZE_MIB} MiB: $HWM"
+
+# WebSocket next to raw TCP through the same kind of daemon.
+kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; PID=""
+/usr/bin/python3 scripts/bench_ws.py "$SIZE_MIB" "$RUNS"
