@@ -35,6 +35,7 @@ PARSERS := workers/tcp_line.c workers/http.c workers/ws_frame.c
 DAEMON  := src/main.c src/master.c src/metrics.c src/net.c src/pidfile.c src/proctitle.c \
            workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/page.S workers/jobs.c $(PARSERS)
 CLI     := src/intake.c src/cli_progress.c
+SCAND   := workers/scand.c src/log.c src/proctitle.c
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
@@ -45,7 +46,12 @@ UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .PHONY: all run test unit unit-asan integration integration-asan deps bench install clean
 
-all: $(BUILD)/intaked $(BUILD)/intake
+all: $(BUILD)/intaked $(BUILD)/intake $(BUILD)/intake-scand
+
+# Only intake-scand links libclamav (GPL-2.0); intaked reaches it by socket.
+CLAMAV_LIBS := $(shell pkg-config --libs libclamav 2>/dev/null || echo -lclamav)
+$(BUILD)/intake-scand: $(call obj,$(SCAND))
+	$(CC) $(LDFLAGS) -o $@ $^ $(CLAMAV_LIBS) -lpthread
 
 $(BUILD)/intaked: $(call obj,$(CORE) $(DAEMON))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -111,6 +117,8 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/etc/intake/signatures
 	install -m 755 $(BUILD)/intaked $(DESTDIR)$(PREFIX)/sbin/intaked
 	install -m 755 $(BUILD)/intake $(DESTDIR)$(PREFIX)/bin/intake
+	install -m 755 $(BUILD)/intake-scand $(DESTDIR)$(PREFIX)/sbin/intake-scand
+	install -m 644 etc/signatures/*.hdb etc/signatures/*.ndb $(DESTDIR)$(PREFIX)/etc/intake/signatures/
 	install -m 644 etc/intake.conf $(DESTDIR)$(PREFIX)/etc/intake/intake.conf
 
 clean:

@@ -1,0 +1,683 @@
+/* scand: intake-scand, the scanner process (SPEC "intake-scand"). Loads the
+ * signature databases once with libclamav and answers a subset of clamd's
+ * protocol on a UNIX stream socket: PING, VERSION, SCAN, INSTREAM, FILDES
+ * (z- or n-prefixed, or bare with a newline), and IDSESSION/END.
+ *
+ * Each connection has its own thread, so a client that stalls or sends
+ * garbage holds only itself; scans take one of --threads slots only once
+ * their input is complete. Every read has a timeout, every length a limit.
+ * libclamav fails open in quiet ways; each is closed here: the engine gets
+ * its own checked temp dir, archives are parsed, files past a limit alert
+ * (Heuristics.Limits.Exceeded.*) instead of passing, an engine with zero
+ * signatures refuses to start, a CL_VIRUS without a name gets the name the
+ * virus-found callback saw, and the EICAR test file is scanned through the
+ * upload path at start and every minute: if it is not found, the scanner
+ * exits (the master respawns it; intaked meanwhile fails closed).
+ *
+ * This is the only program that links libclamav (GPL-2.0). */
+#define _GNU_SOURCE
+#include "log.h"
+#include "proctitle.h"
+
+#include <clamav.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef INTAKE_VERSION
+#define INTAKE_VERSION "0.1.0"
+#endif
+
+#define CMD_MAX (PATH_MAX + 64)
+#define READ_TIMEOUT_S 30 /* a command, or the next INSTREAM chunk */
+#define MAX_CONNECTIONS 256
+#define SELFTEST_PERIOD_S 60
+
+static const char EICAR[] =
+    "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+static struct cl_engine *engine;
+static unsigned int signatures;
+static char tmpdir[PATH_MAX];
+static uint64_t max_size = 1ULL << 30;
+static sem_t scan_slots;
+static int active_connections;
+static pthread_mutex_t conn_mu = PTHREAD_MUTEX_INITIALIZER;
+static volatile sig_atomic_t stopping;
+static char sock_path[108];
+
+/* --- libclamav -------------------------------------------------------------- */
+
+static void on_clamav_msg(enum cl_msg severity, const char *fullmsg, const char *msg, void *ctx)
+{
+    (void)fullmsg;
+    (void)ctx;
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) n--;
+    if (severity == CL_MSG_ERROR) log_error("libclamav: %.*s", (int)n, msg);
+    else if (severity == CL_MSG_WARN) log_warn("libclamav: %.*s", (int)n, msg);
+    else log_debug("libclamav: %.*s", (int)n, msg);
+}
+
+struct scan_ctx {
+    char name[256]; /* what the virus-found callback reported */
+};
+
+static void on_virus_found(int fd, const char *virname, void *context)
+{
+    (void)fd;
+    struct scan_ctx *sc = context;
+    if (sc && virname && !sc->name[0]) snprintf(sc->name, sizeof sc->name, "%s", virname);
+}
+
+enum verdict { V_CLEAN, V_FOUND, V_ERROR };
+
+/* Scans an open file. Writes the virus name or the error message. */
+static enum verdict scan_fd(int fd, char *out, size_t outlen)
+{
+    struct cl_scan_options opts;
+    memset(&opts, 0, sizeof opts);
+    opts.general = CL_SCAN_GENERAL_HEURISTICS;
+    opts.parse = ~0u;
+    opts.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX;
+    struct scan_ctx sc = {.name = ""};
+    const char *virname = NULL;
+    unsigned long scanned = 0;
+    sem_wait(&scan_slots);
+    cl_error_t rc = cl_scandesc_callback(fd, NULL, &virname, &scanned, engine, &opts, &sc);
+    sem_post(&scan_slots);
+    if (rc == CL_VIRUS) {
+        const char *name = virname ? virname : sc.name[0] ? sc.name : "Heuristics.Unknown";
+        snprintf(out, outlen, "%s", name);
+        return V_FOUND;
+    }
+    if (rc == CL_CLEAN) return V_CLEAN;
+    snprintf(out, outlen, "%s", cl_strerror(rc));
+    return V_ERROR;
+}
+
+/* The EICAR test file, scanned exactly as an uploaded file is (an fd). */
+static int selftest(void)
+{
+    int fd = memfd_create("intake-scand-selftest", MFD_CLOEXEC);
+    if (fd < 0 || write(fd, EICAR, sizeof EICAR - 1) != (ssize_t)(sizeof EICAR - 1)) {
+        log_error("self-test: cannot create the test file: %s", strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    lseek(fd, 0, SEEK_SET);
+    char name[256];
+    enum verdict v = scan_fd(fd, name, sizeof name);
+    close(fd);
+    if (v != V_FOUND) {
+        log_error("self-test FAILED: the EICAR test file was %s%s%s; the scanner would miss "
+                  "malware. Check signature_dir and the temp directory.",
+                  v == V_CLEAN ? "reported clean" : "not scanned (", v == V_ERROR ? name : "",
+                  v == V_ERROR ? ")" : "");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_tmpdir(void)
+{
+    /* An unusable temp dir makes libclamav report every archive clean. */
+    char probe[PATH_MAX + 16];
+    snprintf(probe, sizeof probe, "%s/probe", tmpdir);
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, "x", 1) != 1) {
+        log_error("temp directory %s is not writable: %s", tmpdir, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    unlink(probe);
+    return 0;
+}
+
+static int load_engine(const char *sigdir)
+{
+    cl_set_clcb_msg(on_clamav_msg);
+    cl_error_t rc = cl_init(CL_INIT_DEFAULT);
+    if (rc != CL_SUCCESS) {
+        log_error("libclamav init failed: %s", cl_strerror(rc));
+        return -1;
+    }
+    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(tmpdir, sizeof tmpdir, "%s/intake-scand.XXXXXX", base);
+    if (!mkdtemp(tmpdir)) {
+        log_error("cannot create a temp directory under %s: %s", base, strerror(errno));
+        return -1;
+    }
+    if (check_tmpdir() < 0) return -1;
+    engine = cl_engine_new();
+    if (!engine) return -1;
+    cl_engine_set_str(engine, CL_ENGINE_TMPDIR, tmpdir);
+    /* libclamav cannot scan past 4000 MiB; bigger limits are refused by it. */
+    uint64_t lim = max_size < (4000ULL << 20) ? max_size : (4000ULL << 20);
+    cl_engine_set_num(engine, CL_ENGINE_MAX_FILESIZE, (long long)lim);
+    cl_engine_set_num(engine, CL_ENGINE_MAX_SCANSIZE, (long long)lim);
+    cl_engine_set_clcb_virus_found(engine, on_virus_found);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = cl_load(sigdir, engine, &signatures, CL_DB_STDOPT);
+    if (rc != CL_SUCCESS) {
+        log_error("cannot load signatures from %s: %s", sigdir, cl_strerror(rc));
+        return -1;
+    }
+    if (signatures == 0) {
+        log_error("%s holds no signatures: refusing to run a scanner that finds nothing", sigdir);
+        return -1;
+    }
+    rc = cl_engine_compile(engine);
+    if (rc != CL_SUCCESS) {
+        log_error("cannot compile the engine: %s", cl_strerror(rc));
+        return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    log_info("loaded %u signatures from %s in %.0f ms (libclamav %s, temp dir %s)", signatures,
+             sigdir, (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
+             cl_retver(), tmpdir);
+    return 0;
+}
+
+/* --- one connection ------------------------------------------------------------ */
+
+struct client {
+    int fd;
+    char buf[CMD_MAX + 8];
+    size_t len;
+    int fds[8]; /* descriptors received with SCM_RIGHTS, not yet used */
+    int nfds;
+    bool session;
+    unsigned id; /* IDSESSION request counter */
+    char term;   /* reply terminator: '\0' (z) or '\n' (n, bare) */
+};
+
+/* recvmsg into the buffer, keeping any passed descriptors. >0 bytes, 0 EOF,
+ * -1 error or timeout. */
+static ssize_t fill(struct client *cl)
+{
+    if (cl->len >= sizeof cl->buf) return -1;
+    char cbuf[CMSG_SPACE(sizeof(int) * 8)];
+    struct iovec iov = {.iov_base = cl->buf + cl->len, .iov_len = sizeof cl->buf - cl->len};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                       .msg_controllen = sizeof cbuf};
+    ssize_t n;
+    do n = recvmsg(cl->fd, &m, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *p = (int *)CMSG_DATA(c);
+        for (size_t i = 0; i < k; i++) {
+            if (cl->nfds < 8) cl->fds[cl->nfds++] = p[i];
+            else close(p[i]);
+        }
+    }
+    if (n > 0) cl->len += (size_t)n;
+    return n;
+}
+
+static void reply(struct client *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply(struct client *cl, const char *fmt, ...)
+{
+    char out[PATH_MAX + 512];
+    int n = 0;
+    if (cl->session) n = snprintf(out, sizeof out, "%u: ", cl->id);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(out + n, sizeof out - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof out - 2) len = sizeof out - 2;
+    out[len++] = cl->term;
+    ssize_t w = send(cl->fd, out, len, MSG_NOSIGNAL);
+    (void)w;
+}
+
+/* Takes the next command out of the buffer: 1 with cmd set, 0 need more, -1 bad. */
+static int next_command(struct client *cl, char *cmd, size_t cap)
+{
+    if (cl->len == 0) return 0;
+    char term;
+    size_t start = 0;
+    if (cl->buf[0] == 'z') term = '\0', start = 1;
+    else if (cl->buf[0] == 'n') term = '\n', start = 1;
+    else term = '\n';
+    char *end = memchr(cl->buf + start, term, cl->len - start);
+    if (!end) return cl->len >= CMD_MAX ? -1 : 0;
+    size_t n = (size_t)(end - cl->buf) - start;
+    if (n >= cap) return -1;
+    memcpy(cmd, cl->buf + start, n);
+    cmd[n] = '\0';
+    if (n && cmd[n - 1] == '\r') cmd[n - 1] = '\0';
+    size_t used = (size_t)(end - cl->buf) + 1;
+    memmove(cl->buf, cl->buf + used, cl->len - used);
+    cl->len -= used;
+    cl->term = term;
+    return 1;
+}
+
+static void do_fildes(struct client *cl)
+{
+    /* clamdscan sends the descriptor with a dummy byte right after the
+     * command; other clients attach it to the command itself. */
+    while (cl->nfds == 0) {
+        ssize_t n = fill(cl);
+        if (n <= 0) {
+            reply(cl, "FILDES: didn't receive file descriptor. ERROR");
+            return;
+        }
+    }
+    int fd = cl->fds[0];
+    memmove(cl->fds, cl->fds + 1, (size_t)--cl->nfds * sizeof(int));
+    /* Drop the dummy byte(s) that carried it. */
+    while (cl->len && (cl->buf[0] == '\0' || cl->buf[0] == '\n')) {
+        memmove(cl->buf, cl->buf + 1, --cl->len);
+    }
+    char out[512];
+    enum verdict v = scan_fd(fd, out, sizeof out);
+    if (v == V_CLEAN) reply(cl, "fd[%d]: OK", fd);
+    else if (v == V_FOUND) reply(cl, "fd[%d]: %s FOUND", fd, out);
+    else reply(cl, "fd[%d]: %s ERROR", fd, out);
+    if (v == V_FOUND) log_info("fd[%d]: %s FOUND", fd, out);
+    close(fd);
+}
+
+/* Reads exactly n bytes (from what is buffered, then the socket). */
+static int read_exact(struct client *cl, void *dst, size_t n, int out_fd)
+{
+    char *d = dst;
+    while (n) {
+        if (cl->len == 0) {
+            ssize_t r = fill(cl);
+            if (r <= 0) return -1;
+        }
+        size_t k = cl->len < n ? cl->len : n;
+        if (out_fd >= 0) {
+            if (write(out_fd, cl->buf, k) != (ssize_t)k) return -2;
+        } else {
+            memcpy(d, cl->buf, k);
+            d += k;
+        }
+        memmove(cl->buf, cl->buf + k, cl->len - k);
+        cl->len -= k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* Returns false when the connection must close. */
+static bool do_instream(struct client *cl)
+{
+    int tfd = open(tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (tfd < 0) {
+        reply(cl, "INSTREAM: cannot create a temporary file: %s ERROR", strerror(errno));
+        return false;
+    }
+    uint64_t total = 0;
+    for (;;) {
+        unsigned char lenbuf[4];
+        if (read_exact(cl, lenbuf, 4, -1) < 0) {
+            log_info("INSTREAM: client went away or stalled after %llu bytes",
+                     (unsigned long long)total);
+            close(tfd);
+            return false;
+        }
+        uint32_t n = (uint32_t)lenbuf[0] << 24 | (uint32_t)lenbuf[1] << 16 |
+                     (uint32_t)lenbuf[2] << 8 | lenbuf[3];
+        if (n == 0) break;
+        if (total + n > max_size) {
+            reply(cl, "INSTREAM size limit exceeded. ERROR");
+            close(tfd);
+            return false;
+        }
+        int r = read_exact(cl, NULL, n, tfd);
+        if (r < 0) {
+            if (r == -2) reply(cl, "INSTREAM: cannot write a temporary file ERROR");
+            close(tfd);
+            return false;
+        }
+        total += n;
+    }
+    lseek(tfd, 0, SEEK_SET);
+    char out[512];
+    enum verdict v = scan_fd(tfd, out, sizeof out);
+    close(tfd);
+    if (v == V_CLEAN) reply(cl, "stream: OK");
+    else if (v == V_FOUND) reply(cl, "stream: %s FOUND", out);
+    else reply(cl, "stream: %s ERROR", out);
+    return true;
+}
+
+/* SCAN: a file, or a directory walked until the first virus; CONTSCAN and
+ * MULTISCAN (all_found) report every infected file. Returns 1 if anything
+ * was found, -1 on an error, 0 if clean. */
+static int scan_path(struct client *cl, const char *path, int depth, bool all_found)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        reply(cl, "%s: %s ERROR", path, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        if (depth > 15) return 0;
+        DIR *d = opendir(path);
+        if (!d) {
+            reply(cl, "%s: %s ERROR", path, strerror(errno));
+            return -1;
+        }
+        struct dirent *e;
+        int rc = 0;
+        while ((rc == 0 || (all_found && rc > 0)) && (e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            char sub[PATH_MAX];
+            if (snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) >= (int)sizeof sub) continue;
+            int r = scan_path(cl, sub, depth + 1, all_found);
+            if (r != 0 && rc >= 0) rc = r;
+        }
+        closedir(d);
+        return rc;
+    }
+    if (!S_ISREG(st.st_mode)) return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        reply(cl, "%s: %s ERROR", path, strerror(errno));
+        return -1;
+    }
+    char out[512];
+    enum verdict v = scan_fd(fd, out, sizeof out);
+    close(fd);
+    if (v == V_FOUND) {
+        reply(cl, "%s: %s FOUND", path, out);
+        return 1;
+    }
+    if (v == V_ERROR) {
+        reply(cl, "%s: %s ERROR", path, out);
+        return -1;
+    }
+    return 0;
+}
+
+static void do_scan(struct client *cl, const char *path, bool all_found)
+{
+    if (path[0] != '/') {
+        reply(cl, "%s: path must be absolute ERROR", path);
+        return;
+    }
+    if (scan_path(cl, path, 0, all_found) == 0) reply(cl, "%s: OK", path);
+}
+
+static void *client_thread(void *arg)
+{
+    struct client *cl = arg;
+    struct timeval tv = {.tv_sec = READ_TIMEOUT_S};
+    setsockopt(cl->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(cl->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    char cmd[CMD_MAX];
+    for (;;) {
+        int r = next_command(cl, cmd, sizeof cmd);
+        if (r < 0) {
+            cl->term = '\n';
+            reply(cl, "COMMAND READ TIMED OUT OR TOO LONG ERROR");
+            break;
+        }
+        if (r == 0) {
+            if (fill(cl) <= 0) break;
+            continue;
+        }
+        if (cmd[0] == '\0') continue; /* a stray separator */
+        if (cl->session) cl->id++;
+        bool keep = cl->session;
+        if (strcmp(cmd, "PING") == 0) reply(cl, "PONG");
+        else if (strcmp(cmd, "VERSION") == 0)
+            reply(cl, "ClamAV %s/%u/intake-scand %s", cl_retver(), signatures, INTAKE_VERSION);
+        else if (strcmp(cmd, "FILDES") == 0) do_fildes(cl);
+        else if (strcmp(cmd, "INSTREAM") == 0) keep = do_instream(cl) && keep;
+        else if (strncmp(cmd, "SCAN ", 5) == 0) do_scan(cl, cmd + 5, false);
+        else if (strncmp(cmd, "CONTSCAN ", 9) == 0) do_scan(cl, cmd + 9, true);
+        else if (strncmp(cmd, "MULTISCAN ", 10) == 0) do_scan(cl, cmd + 10, true);
+        else if (strcmp(cmd, "IDSESSION") == 0 && !cl->session) {
+            cl->session = true;
+            keep = true;
+        } else if (strcmp(cmd, "END") == 0 && cl->session) keep = false;
+        else reply(cl, "UNKNOWN COMMAND");
+        if (!keep) break;
+    }
+    for (int i = 0; i < cl->nfds; i++) close(cl->fds[i]);
+    close(cl->fd);
+    free(cl);
+    pthread_mutex_lock(&conn_mu);
+    active_connections--;
+    pthread_mutex_unlock(&conn_mu);
+    return NULL;
+}
+
+/* --- the server ------------------------------------------------------------------ */
+
+static void *selftest_thread(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        sleep(SELFTEST_PERIOD_S);
+        if (selftest() < 0) {
+            log_error("periodic self-test failed: exiting so the master restarts the scanner");
+            unlink(sock_path);
+            _exit(3);
+        }
+    }
+    return NULL;
+}
+
+static int listen_unix(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        log_error("socket path %s is too long", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool live = connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
+        close(probe);
+        if (live) {
+            log_error("another scanner is listening on %s", path);
+            close(fd);
+            return -1;
+        }
+        unlink(path);
+    }
+    /* Create the socket's directory (run/ on a fresh checkout). */
+    char dir[sizeof sa.sun_path];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        mkdir(dir, 0755);
+    }
+    mode_t old = umask(0117); /* socket 0660: the workers' user and group */
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    umask(old);
+    if (rc < 0 || listen(fd, 128) < 0) {
+        log_error("cannot listen on %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    stopping = 1;
+}
+
+static void cleanup_tmpdir(void)
+{
+    if (!tmpdir[0]) return;
+    DIR *d = opendir(tmpdir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.') unlinkat(dirfd(d), e->d_name, 0);
+        closedir(d);
+    }
+    rmdir(tmpdir);
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: intake-scand --socket PATH --signatures DIR [--threads N] [--max-size SIZE]\n"
+          "  --socket PATH      UNIX socket to listen on (clamd protocol)\n"
+          "  --signatures DIR   ClamAV databases (.cvd/.cld/.hdb/.ndb/...), loaded once\n"
+          "  --threads N        concurrent scans (default: online CPUs)\n"
+          "  --max-size SIZE    largest file scanned in full and largest INSTREAM (default 1G;\n"
+          "                     bigger files alert Heuristics.Limits.Exceeded, never pass)\n"
+          "  -V, -h\n",
+          f);
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned sh = 0;
+    if (*end == 'K' || *end == 'k') sh = 10, end++;
+    else if (*end == 'M' || *end == 'm') sh = 20, end++;
+    else if (*end == 'G' || *end == 'g') sh = 30, end++;
+    if (*end || end == s || v == 0) return -1;
+    *out = (uint64_t)v << sh;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *sock = NULL, *sigdir = NULL;
+    long threads = sysconf(_SC_NPROCESSORS_ONLN);
+    static const struct option longs[] = {{"socket", required_argument, 0, 's'},
+                                          {"signatures", required_argument, 0, 'd'},
+                                          {"threads", required_argument, 0, 't'},
+                                          {"max-size", required_argument, 0, 'm'},
+                                          {"version", no_argument, 0, 'V'},
+                                          {"help", no_argument, 0, 'h'},
+                                          {0, 0, 0, 0}};
+    int c;
+    proctitle_init(argc, argv);
+    while ((c = getopt_long(argc, argv, "Vh", longs, NULL)) != -1) {
+        switch (c) {
+        case 's': sock = optarg; break;
+        case 'd': sigdir = optarg; break;
+        case 't':
+            threads = strtol(optarg, NULL, 10);
+            if (threads < 1 || threads > 256) {
+                fprintf(stderr, "intake-scand: --threads wants 1-256\n");
+                return 2;
+            }
+            break;
+        case 'm':
+            if (parse_size(optarg, &max_size) < 0) {
+                fprintf(stderr, "intake-scand: bad --max-size \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'V': printf("intake-scand %s (libclamav %s)\n", INTAKE_VERSION, cl_retver()); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!sock || !sigdir || optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    proctitle_set("intake-scand");
+    log_open("stderr", getenv("INTAKE_LOG_LEVEL") && strcmp(getenv("INTAKE_LOG_LEVEL"), "debug") == 0
+                           ? LOG_DEBUG
+                           : LOG_INFO);
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(sock_path, sizeof sock_path, "%s", sock);
+    sem_init(&scan_slots, 0, (unsigned)threads);
+    int rc = 1;
+    int lfd = -1;
+    if (load_engine(sigdir) < 0) goto out;
+    if (selftest() < 0) goto out;
+    log_info("self-test passed: the EICAR test file is detected");
+    lfd = listen_unix(sock);
+    if (lfd < 0) goto out;
+    struct sigaction sa = {.sa_handler = on_stop};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGQUIT, &sa, NULL);
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    pthread_t st;
+    pthread_create(&st, NULL, selftest_thread, NULL);
+    pthread_detach(st);
+    log_info("intake-scand ready on %s (%ld scan threads, files up to %llu bytes)", sock, threads,
+             (unsigned long long)max_size);
+    while (!stopping) {
+        int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EMFILE || errno == ENFILE) {
+                log_error("accept: %s; waiting", strerror(errno));
+                sleep(1);
+            }
+            continue;
+        }
+        pthread_mutex_lock(&conn_mu);
+        bool full = active_connections >= MAX_CONNECTIONS;
+        if (!full) active_connections++;
+        pthread_mutex_unlock(&conn_mu);
+        if (full) {
+            static const char busy[] = "MAX CONNECTIONS REACHED ERROR\n";
+            ssize_t w = send(cfd, busy, sizeof busy - 1, MSG_NOSIGNAL);
+            (void)w;
+            close(cfd);
+            continue;
+        }
+        struct client *cl = calloc(1, sizeof *cl);
+        pthread_t t;
+        pthread_attr_t a;
+        pthread_attr_init(&a);
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        if (!cl || (cl->fd = cfd, pthread_create(&t, &a, client_thread, cl)) != 0) {
+            close(cfd);
+            free(cl);
+            pthread_mutex_lock(&conn_mu);
+            active_connections--;
+            pthread_mutex_unlock(&conn_mu);
+        }
+        pthread_attr_destroy(&a);
+    }
+    log_info("intake-scand stopping");
+    rc = 0;
+out:
+    if (lfd >= 0) {
+        close(lfd);
+        unlink(sock);
+    }
+    cleanup_tmpdir();
+    /* Scans still running die with the process; the engine goes with it. */
+    return rc;
+}
