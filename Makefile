@@ -33,7 +33,7 @@ endif
 CORE    := src/log.c src/config.c src/store.c src/upload.c src/utf8.c
 PARSERS := workers/tcp_line.c workers/http.c workers/ws_frame.c
 DAEMON  := src/main.c src/master.c src/metrics.c src/net.c src/pidfile.c src/proctitle.c \
-           workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/page.S workers/jobs.c $(PARSERS)
+           workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/page.S workers/jobs.c workers/scan.c $(PARSERS)
 CLI     := src/intake.c src/cli_progress.c
 SCAND   := workers/scand.c src/log.c src/proctitle.c
 

@@ -10,12 +10,16 @@
 #include "net.h"
 #include "pidfile.h"
 #include "proctitle.h"
+#include "scan.h"
 #include "store.h"
 #include "worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <libgen.h>
+#include <limits.h>
+#include <sys/prctl.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -32,9 +36,12 @@
 
 enum master_state { RUNNING, QUITTING, TERMINATING };
 
+#define SCANNER_SLOT (-1)
+#define PROBE_PERIOD_S 2.0
+
 struct proc {
     pid_t pid;
-    int slot;
+    int slot; /* worker slot, or SCANNER_SLOT */
     unsigned gen;
     bool stopping; /* we asked it to go: do not respawn */
     double started;
@@ -59,6 +66,8 @@ struct master {
     gid_t gid;
     bool drop;
     struct metrics *metrics;
+    char scand[4096];   /* the intake-scand binary, next to intaked */
+    double next_probe;  /* scanner health check */
 };
 
 static double now_s(void)
@@ -86,6 +95,52 @@ static void drop_privileges(struct master *m)
     }
 }
 
+static int count_workers(const struct master *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->n_procs; i++) n += m->procs[i].slot != SCANNER_SLOT;
+    return n;
+}
+
+static void add_proc(struct master *m, pid_t pid, int slot)
+{
+    m->procs[m->n_procs++] = (struct proc){.pid = pid, .slot = slot, .gen = m->gen,
+                                           .started = now_s()};
+    if (m->metrics) m->metrics->workers = count_workers(m);
+}
+
+/* fork + exec intake-scand: its libclamav engine (a full database is ~1 GiB)
+ * never lives in the workers' address space. */
+static int spawn_scanner(struct master *m)
+{
+    if (m->n_procs == MAX_PROCS) return -1;
+    struct config *c = m->cfg;
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("cannot fork the scanner: %s; will retry", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (log_fd() > 2) dup2(log_fd(), 2);
+        drop_privileges(m);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        char maxsize[32];
+        snprintf(maxsize, sizeof maxsize, "%llu", (unsigned long long)c->max_file_size);
+        char *argv[] = {"intake-scand", "--socket", c->scanner_socket, "--signatures",
+                        c->signature_dir, "--max-size", maxsize, NULL};
+        execv(m->scand, argv);
+        log_error("cannot run %s: %s", m->scand, strerror(errno));
+        _exit(127);
+    }
+    add_proc(m, pid, SCANNER_SLOT);
+    log_info("started the scanner intake-scand (pid %d) on %s", (int)pid, c->scanner_socket);
+    return 0;
+}
+
 static int spawn_worker(struct master *m, int slot)
 {
     if (m->n_procs == MAX_PROCS) return -1;
@@ -98,19 +153,21 @@ static int spawn_worker(struct master *m, int slot)
         drop_privileges(m);
         worker_run(m->cfg, m->ls, m->n_ls, slot, m->metrics);
     }
-    struct proc *p = &m->procs[m->n_procs++];
-    *p = (struct proc){.pid = pid, .slot = slot, .gen = m->gen, .started = now_s()};
-    if (m->metrics) m->metrics->workers = m->n_procs;
+    add_proc(m, pid, slot);
     log_info("started worker %d (pid %d)", slot, (int)pid);
     return 0;
 }
 
-static void signal_all(struct master *m, int sig)
+enum which { WORKERS = 1, SCANNER = 2, ALL = 3 };
+
+static void signal_procs(struct master *m, enum which which, int sig)
 {
     for (int i = 0; i < m->n_procs; i++) {
-        m->procs[i].stopping = m->procs[i].stopping || sig == SIGQUIT || sig == SIGTERM ||
-                               sig == SIGKILL;
-        kill(m->procs[i].pid, sig);
+        struct proc *p = &m->procs[i];
+        bool is_scanner = p->slot == SCANNER_SLOT;
+        if (!((which & SCANNER) && is_scanner) && !((which & WORKERS) && !is_scanner)) continue;
+        p->stopping = p->stopping || sig == SIGQUIT || sig == SIGTERM || sig == SIGKILL;
+        kill(p->pid, sig);
     }
 }
 
@@ -142,24 +199,33 @@ static void reap(struct master *m)
         if (i == m->n_procs) continue;
         struct proc p = m->procs[i];
         m->procs[i] = m->procs[--m->n_procs];
-        if (m->metrics) m->metrics->workers = m->n_procs;
-        char how[128];
+        if (m->metrics) m->metrics->workers = count_workers(m);
+        char how[128], what[64];
         describe_exit(status, how, sizeof how);
+        if (p.slot == SCANNER_SLOT) {
+            snprintf(what, sizeof what, "scanner intake-scand");
+            if (m->metrics) m->metrics->scanner = MS_DOWN;
+        } else {
+            snprintf(what, sizeof what, "worker %d", p.slot);
+        }
         bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (p.stopping) {
-            log_info("worker %d (pid %d) %s", p.slot, (int)pid, how);
+            log_info("%s (pid %d) %s", what, (int)pid, how);
             continue;
         }
-        if (m->state != RUNNING) continue;
-        log_error("worker %d (pid %d) %s; respawning it%s", p.slot, (int)pid, how,
-                  clean ? "" : " (its open connections were lost)");
+        /* While draining, the scanner still serves the uploads in flight. */
+        if (m->state == TERMINATING || (m->state == QUITTING && p.slot != SCANNER_SLOT)) continue;
+        log_error("%s (pid %d) %s; respawning it%s", what, (int)pid, how,
+                  p.slot == SCANNER_SLOT ? " (uploads wait for it, up to scan_timeout)"
+                  : clean                ? ""
+                                         : " (its open connections were lost)");
         m->pending_respawn[m->n_pending++] = p.slot;
     }
 }
 
 static void respawn_due(struct master *m, double t)
 {
-    if (m->n_pending == 0 || m->state != RUNNING) return;
+    if (m->n_pending == 0 || m->state == TERMINATING) return;
     /* First crash: respawn at once. Repeated crashes: at most once a second. */
     if (t - m->last_crash_respawn < 1.0) {
         m->respawn_at = m->last_crash_respawn + 1.0;
@@ -168,7 +234,8 @@ static void respawn_due(struct master *m, double t)
     int slot = m->pending_respawn[0];
     memmove(m->pending_respawn, m->pending_respawn + 1, (size_t)--m->n_pending * sizeof(int));
     m->last_crash_respawn = t;
-    if (spawn_worker(m, slot) < 0) m->pending_respawn[m->n_pending++] = slot;
+    int rc = slot == SCANNER_SLOT ? spawn_scanner(m) : spawn_worker(m, slot);
+    if (rc < 0) m->pending_respawn[m->n_pending++] = slot;
     m->respawn_at = m->n_pending ? t + 1.0 : 0;
 }
 
@@ -238,6 +305,18 @@ int master_run(struct config *cfg)
     }
     store_close(&st);
     if (prepare_user(m) < 0) return 1;
+    if (cfg->scanner == SCANNER_BUILTIN) {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        self[n > 0 ? n : 0] = '\0';
+        snprintf(m->scand, sizeof m->scand, "%s/intake-scand", dirname(self));
+        if (access(m->scand, X_OK) < 0) {
+            log_error("scanner builtin: %s not found or not executable; install intake-scand "
+                      "next to intaked, or set \"scanner unix:/path\" or \"scanner off\"",
+                      m->scand);
+            return 1;
+        }
+    }
     m->metrics = metrics_create();
     if (!m->metrics) {
         log_error("cannot map the shared metrics segment: %s", strerror(errno));
@@ -253,17 +332,15 @@ int master_run(struct config *cfg)
         close_listeners(m);
         return 1;
     }
-    if (cfg->scanner != SCANNER_OFF)
-        log_warn("scanner %s: this version of intaked cannot scan yet; every upload gets "
-                 "verdict \"error\"%s. Set \"scanner off\" to accept files unscanned.",
-                 cfg->scanner == SCANNER_BUILTIN ? "builtin" : cfg->scanner_path,
-                 cfg->scan_fail == SCAN_FAIL_REJECT ? " and stays in the spool" : "");
+    if (cfg->scanner == SCANNER_OFF)
+        log_warn("scanner off: uploads are accepted without a malware scan (verdict unscanned)");
 
     sigset_t set;
     fill_sigset(&set);
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (cfg->scanner == SCANNER_BUILTIN) spawn_scanner(m);
     for (int i = 0; i < m->n_workers; i++) spawn_worker(m, i);
     for (int i = 0; i < m->n_ls; i++)
         log_info("listening on %s (%s)", m->ls[i].addr->text,
@@ -274,14 +351,34 @@ int master_run(struct config *cfg)
         reap(m); /* also catches exits whose SIGCHLD merged with another */
         double t = now_s();
         respawn_due(m, t);
+        if (m->state == QUITTING && count_workers(m) == 0 && m->n_procs > 0) {
+            /* The last upload is finished: the scanner can go now. */
+            signal_procs(m, SCANNER, SIGTERM);
+        }
         if (m->state != RUNNING && m->n_procs == 0) break;
+        if (cfg->scanner != SCANNER_OFF && m->state == RUNNING && t >= m->next_probe) {
+            const char *path = cfg->scanner == SCANNER_BUILTIN ? cfg->scanner_socket
+                                                               : cfg->scanner_path;
+            int up = scan_ping(path, 300) == 0;
+            if (m->metrics->scanner != (up ? MS_UP : MS_DOWN)) {
+                if (up) log_info("scanner at %s is up", path);
+                else log_warn("scanner at %s is down: uploads wait for it up to scan_timeout, "
+                              "then get verdict error",
+                              path);
+            }
+            m->metrics->scanner = up ? MS_UP : MS_DOWN;
+            /* Check often until it first comes up, then every few seconds. */
+            m->next_probe = now_s() + (up ? PROBE_PERIOD_S : 0.25);
+        }
         if (m->state != RUNNING && !m->killed && t >= m->deadline) {
             log_warn("%d processes still running after the grace period; killing them",
                      m->n_procs);
-            signal_all(m, SIGKILL);
+            signal_procs(m, ALL, SIGKILL);
             m->killed = true;
         }
         double wait = 1.0;
+        if (cfg->scanner != SCANNER_OFF && m->state == RUNNING && m->next_probe - t < wait)
+            wait = m->next_probe - t;
         if (m->respawn_at > 0 && m->respawn_at - t < wait) wait = m->respawn_at - t;
         if (m->state != RUNNING && !m->killed && m->deadline - t < wait) wait = m->deadline - t;
         if (wait < 0.001) wait = 0.001;
@@ -300,7 +397,7 @@ int master_run(struct config *cfg)
             m->deadline = now_s() + TERM_GRACE_S;
             m->killed = false;
             close_listeners(m);
-            signal_all(m, SIGTERM);
+            signal_procs(m, ALL, SIGTERM);
             break;
         case SIGQUIT:
             if (m->state != RUNNING) break;
@@ -309,12 +406,12 @@ int master_run(struct config *cfg)
             m->state = QUITTING;
             m->deadline = now_s() + (double)cfg->shutdown_timeout_ms / 1e3 + QUIT_GRACE_S;
             close_listeners(m);
-            signal_all(m, SIGQUIT);
+            signal_procs(m, WORKERS, SIGQUIT);
             break;
         case SIGUSR1:
             if (log_reopen() < 0) log_error("cannot reopen the error log: %s", strerror(errno));
             log_info("SIGUSR1: log files reopened");
-            signal_all(m, SIGUSR1);
+            signal_procs(m, WORKERS, SIGUSR1);
             break;
         case SIGHUP:
         case SIGUSR2:

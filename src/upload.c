@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
@@ -253,8 +254,18 @@ void upload_finalize(struct upload *u, struct store *st, const struct upload_pol
         goto out;
     }
     if (p->scan) {
-        u->verdict = p->scan(p->scan_ctx, u->fd, u->id, u->virus, sizeof u->virus, u->reason,
-                             sizeof u->reason);
+        /* The spool fd is write-only: the scanner gets its own read-only one. */
+        char part[STORE_ID_LEN + 8];
+        snprintf(part, sizeof part, "%s.part", u->id);
+        int rfd = openat(st->spool_fd, part, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (rfd < 0) {
+            u->verdict = VERDICT_ERROR;
+            snprintf(u->reason, sizeof u->reason, "cannot reopen the file for scanning");
+        } else {
+            u->verdict = p->scan(p->scan_ctx, rfd, u->id, u->virus, sizeof u->virus, u->reason,
+                                 sizeof u->reason);
+            close(rfd);
+        }
     } else {
         u->verdict = VERDICT_UNSCANNED;
     }
@@ -298,7 +309,7 @@ void upload_finalize(struct upload *u, struct store *st, const struct upload_pol
         u->verdict = VERDICT_ERROR;
         u->stored[0] = '\0';
         snprintf(u->reason, sizeof u->reason, "cannot store the file");
-    } else if (u->verdict == VERDICT_CLEAN || u->verdict == VERDICT_UNSCANNED) {
+    } else if (u->stored[0]) {
         log_info("upload %s (%s): %llu bytes, sha256 %s, %s; stored as %s", u->id, u->filename,
                  (unsigned long long)u->size, hex, upload_verdict_name(u->verdict), u->stored);
     }

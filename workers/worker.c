@@ -6,6 +6,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "proctitle.h"
+#include "scan.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -217,7 +218,15 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     }
     w->store.min_free_space = cfg->min_free_space;
     w->limits.max_file_size = cfg->max_file_size;
-    w->policy.scan = NULL; /* the scanner seam: issue "Scanning" plugs in here */
+    static struct scan_client sc;
+    if (cfg->scanner != SCANNER_OFF) {
+        snprintf(sc.path, sizeof sc.path, "%s",
+                 cfg->scanner == SCANNER_BUILTIN ? cfg->scanner_socket : cfg->scanner_path);
+        sc.timeout_ms = cfg->scan_timeout_ms;
+        sc.metrics = w->mslot;
+        w->policy.scan = scan_fildes;
+        w->policy.scan_ctx = &sc;
+    }
     w->policy.scan_fail_accept = cfg->scan_fail == SCAN_FAIL_ACCEPT;
     w->policy.infected_delete = cfg->on_infected == ON_INFECTED_DELETE;
     w->rbuf_size = READ_BUFFER_SIZE;
