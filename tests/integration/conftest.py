@@ -67,6 +67,24 @@ def alive(pid):
         return False
 
 
+def title(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().split(b"\0")[0].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+SIGNATURES = os.path.join(ROOT, "etc", "signatures")
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def short_dir():
+    """A short directory for UNIX sockets (sun_path holds 107 bytes)."""
+    import tempfile
+    return tempfile.mkdtemp(prefix="intake-", dir="/tmp")
+
+
 class Daemon:
     def __init__(self, tmp, **directives):
         self.tmp = str(tmp)
@@ -99,6 +117,22 @@ class Daemon:
     def spool_dir(self):
         return self.dir["spool_dir"]
 
+    def scanning(self, **directives):
+        """Switch this (not yet started) daemon to the builtin scanner."""
+        self.sockdir = short_dir()
+        self.dir.update({"scanner": "builtin", "signature_dir": SIGNATURES,
+                         "scanner_socket": os.path.join(self.sockdir, "scand.sock")})
+        self.dir.update({k: str(v) for k, v in directives.items()})
+        with open(self.conf, "w") as f:
+            for k, v in self.dir.items():
+                f.write("%s %s\n" % (k, v))
+        return self
+
+    def health(self):
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % self.ws_port, timeout=5) as r:
+            return json.loads(r.read())
+
     def start(self, wait=True):
         self.log = open(self.log_path, "ab")
         env = dict(os.environ)
@@ -112,6 +146,8 @@ class Daemon:
             n = int(self.dir["workers"]) if self.dir["workers"] != "auto" else os.cpu_count()
             wait_for(lambda: len(self.workers()) >= n and self._accepting(), 10,
                      what="intaked to start")
+            if self.dir["scanner"] == "builtin":
+                wait_for(lambda: self.health()["scanner"] == "up", 15, what="the scanner")
         return self
 
     def _accepting(self):
@@ -126,7 +162,11 @@ class Daemon:
         return self.proc.pid
 
     def workers(self):
-        return [p for p in children(self.pid) if alive(p)]
+        return [p for p in children(self.pid) if alive(p) and title(p).startswith("intaked: worker")]
+
+    def scanner(self):
+        found = [p for p in children(self.pid) if alive(p) and title(p) == "intake-scand"]
+        return found[0] if found else None
 
     def signal(self, sig):
         os.kill(self.pid, sig)
@@ -166,6 +206,9 @@ class Daemon:
             self.log.close()
             self.proc = None
         reports = [f for f in os.listdir(self.tmp) if f.startswith(("asan.", "ubsan."))]
+        if getattr(self, "sockdir", None):
+            subprocess.run(["rm", "-rf", self.sockdir])
+            self.sockdir = None
         if reports:
             with open(os.path.join(self.tmp, reports[0])) as f:
                 raise AssertionError("sanitizer report from intaked:\n" + f.read()[:4000])
@@ -175,9 +218,11 @@ class Daemon:
 def daemon_factory(tmp_path):
     made = []
 
-    def make(start=True, **directives):
+    def make(start=True, scan=False, **directives):
         d = Daemon(tmp_path, **directives)
         made.append(d)
+        if scan:
+            d.scanning()
         return d.start() if start else d
 
     yield make

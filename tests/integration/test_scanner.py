@@ -1,0 +1,385 @@
+"""Scanning: intake-scand (libclamav) and intaked's verdicts before
+acknowledgement, with real clients (clamdscan) and a real clamd."""
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import zipfile
+
+import pytest
+import websockets
+
+from conftest import (EICAR, INTAKE, ROOT, SIGNATURES, Client, alive, free_port, sha256,
+                      short_dir, wait_for)
+
+SCAND = os.path.join(ROOT, "build", "intake-scand")
+EICAR_NAME = "Eicar-Test-Signature.UNOFFICIAL"
+
+
+def eicar_zip():
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("docs/readme.txt", "harmless\n")
+        z.writestr("docs/eicar.com", EICAR)
+    return b.getvalue()
+
+
+class Scand:
+    """intake-scand on its own, as an operator would run it."""
+
+    def __init__(self, *extra, env=None):
+        self.dir = short_dir()
+        self.sock = os.path.join(self.dir, "s.sock")
+        self.log = open(os.path.join(self.dir, "scand.log"), "wb")
+        self.proc = subprocess.Popen([SCAND, "--socket", self.sock, "--signatures", SIGNATURES,
+                                      *extra], stderr=self.log, env=env)
+
+    def ready(self):
+        wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None, 15,
+                 what="intake-scand")
+        assert self.proc.poll() is None, self.logs()
+        return self
+
+    def logs(self):
+        with open(os.path.join(self.dir, "scand.log")) as f:
+            return f.read()
+
+    def ask(self, data, fds=None, timeout=10):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(timeout)
+        s.connect(self.sock)
+        try:
+            if fds:
+                s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                    struct.pack("i" * len(fds), *fds))])
+            else:
+                s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it answered before we finished (a limit): read what it said
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(4096)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        s.close()
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+        self.log.close()
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+@pytest.fixture
+def scand():
+    made = []
+
+    def make(*extra, **kw):
+        s = Scand(*extra, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def instream(data, chunk=4096):
+    out = b"zINSTREAM\0"
+    for i in range(0, len(data), chunk):
+        piece = data[i:i + chunk]
+        out += struct.pack("!I", len(piece)) + piece
+    return out + struct.pack("!I", 0)
+
+
+# --- intake-scand alone -------------------------------------------------------------
+
+
+def test_protocol_replies(scand, tmp_path):
+    s = scand().ready()
+    assert s.ask(b"zPING\0") == b"PONG\0"
+    assert s.ask(b"nPING\n") == b"PONG\n"
+    assert s.ask(b"PING\n") == b"PONG\n"
+    assert s.ask(b"zVERSION\0").startswith(b"ClamAV ")
+    assert s.ask(b"zHELLO\0") == b"UNKNOWN COMMAND\0"
+    assert s.ask(instream(EICAR)) == ("stream: %s FOUND\0" % EICAR_NAME).encode()
+    assert s.ask(instream(b"clean data" * 1000)) == b"stream: OK\0"
+    p = tmp_path / "e.com"
+    p.write_bytes(EICAR)
+    assert s.ask(b"zSCAN %s\0" % str(p).encode()) == ("%s: %s FOUND\0" % (p, EICAR_NAME)).encode()
+    assert s.ask(b"zSCAN relative/path\0").endswith(b"ERROR\0")
+    with open(p, "rb") as f:
+        r = s.ask(b"zFILDES\0", fds=[f.fileno()])  # fd attached to the command itself
+    assert r.startswith(b"fd[") and r.endswith((": %s FOUND\0" % EICAR_NAME).encode())
+    r = s.ask(b"zIDSESSION\0zPING\0zPING\0zEND\0")
+    assert r == b"1: PONG\x002: PONG\0"
+
+
+def test_clamdscan_fdpass_and_stream(scand, tmp_path):
+    s = scand().ready()
+    conf = tmp_path / "clamd.conf"
+    conf.write_text("LocalSocket %s\n" % s.sock)
+    (tmp_path / "eicar.com").write_bytes(EICAR)
+    (tmp_path / "clean.txt").write_bytes(b"nothing to see\n")
+    (tmp_path / "bundle.zip").write_bytes(eicar_zip())
+    files = [str(tmp_path / n) for n in ("eicar.com", "clean.txt", "bundle.zip")]
+    for mode in ("--fdpass", "--stream"):
+        r = subprocess.run(["clamdscan", "-c", str(conf), mode, "--no-summary", *files],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, r.stderr
+        lines = sorted(r.stdout.splitlines())
+        assert lines == sorted(["%s: %s FOUND" % (files[0], EICAR_NAME), "%s: OK" % files[1],
+                                "%s: %s FOUND" % (files[2], EICAR_NAME)]), (mode, r.stdout)
+
+
+def test_clamav_test_file_in_archives(scand, tmp_path):
+    s = scand().ready()
+    conf = tmp_path / "clamd.conf"
+    conf.write_text("LocalSocket %s\n" % s.sock)
+    base = "/usr/share/clamav-testfiles"
+    files = [os.path.join(base, n) for n in ("clam.exe", "clam.zip", "clam.7z", "clam.tar.gz")]
+    r = subprocess.run(["clamdscan", "-c", str(conf), "--fdpass", "--no-summary", *files],
+                       capture_output=True, text=True, timeout=30)
+    for f in files:
+        assert "%s: ClamAV-Test-File.UNOFFICIAL FOUND" % f in r.stdout, r.stdout
+
+
+def test_over_limit_never_clean(scand, tmp_path):
+    s = scand("--max-size", "1M").ready()
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (2 << 20))
+    with open(big, "rb") as f:
+        r = s.ask(b"zFILDES\0\0", fds=[f.fileno()])
+    assert b"Heuristics.Limits.Exceeded" in r and r.endswith(b" FOUND\0"), r
+    assert s.ask(instream(b"\0" * (2 << 20), 65536)) == b"INSTREAM size limit exceeded. ERROR\0"
+    # A zip whose member is over the limit is not clean either.
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("huge.bin", b"\0" * (3 << 20))
+    zp = tmp_path / "huge.zip"
+    zp.write_bytes(b.getvalue())
+    with open(zp, "rb") as f:
+        r = s.ask(b"zFILDES\0\0", fds=[f.fileno()])
+    assert b"Heuristics.Limits.Exceeded" in r, r
+
+
+def test_garbage_and_half_sent_instream_hurt_nobody(scand):
+    s = scand().ready()
+    # Garbage: an answer, then the connection closes.
+    assert s.ask(os.urandom(100).replace(b"\0", b"x").replace(b"\n", b"y") + b"\n") == \
+        b"UNKNOWN COMMAND\n"
+    # A command that never ends is bounded.
+    r = s.ask(b"z" + b"A" * 10000)
+    assert r.endswith(b"ERROR\n")
+    # Stalled and vanished INSTREAMs, several of them.
+    stalled = []
+    for _ in range(8):
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(s.sock)
+        c.sendall(b"zINSTREAM\0" + struct.pack("!I", 1000) + b"x" * 10)
+        stalled.append(c)
+    gone = socket.socket(socket.AF_UNIX)
+    gone.connect(s.sock)
+    gone.sendall(b"zINSTREAM\0" + struct.pack("!I", 1 << 20) + b"y" * 5000)
+    gone.close()
+    # Scans still answer at once.
+    t0 = time.monotonic()
+    assert s.ask(instream(EICAR)) == ("stream: %s FOUND\0" % EICAR_NAME).encode()
+    assert s.ask(b"zPING\0") == b"PONG\0"
+    assert time.monotonic() - t0 < 2
+    for c in stalled:
+        c.close()
+    assert s.proc.poll() is None
+
+
+def test_refuses_to_start_without_signatures(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run([SCAND, "--socket", str(tmp_path / "s"), "--signatures", str(empty)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert "no signatures" in r.stderr or "cannot load" in r.stderr
+
+
+def test_refuses_unusable_temp_dir(tmp_path):
+    r = subprocess.run([SCAND, "--socket", str(tmp_path / "s"), "--signatures", SIGNATURES],
+                       capture_output=True, text=True, timeout=20,
+                       env=dict(os.environ, TMPDIR="/nonexistent/dir"))
+    assert r.returncode != 0 and "temp directory" in r.stderr
+
+
+def test_refuses_database_without_eicar(tmp_path):
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / "other.hdb").write_text("0123456789abcdef0123456789abcdef:10:Something.Else\n")
+    r = subprocess.run([SCAND, "--socket", str(tmp_path / "s"), "--signatures", str(db)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0 and "self-test FAILED" in r.stderr
+
+
+# --- intaked with its scanner ----------------------------------------------------------
+
+
+def test_verdicts_over_raw_tcp_and_cli(daemon_factory, tmp_path):
+    d = daemon_factory(scan=True)
+    assert d.health()["scanner"] == "up"
+    scanner = d.scanner()
+    assert scanner is not None
+    c = Client(d.tcp_port)
+    ready, st = c.upload("eicar.com", EICAR)
+    assert st["verdict"] == "infected" and st["virus"] == EICAR_NAME
+    assert st["stored_as"] is None and st["status"] == "./eicar.com: %s FOUND" % EICAR_NAME
+    ready, st = c.upload("fine.txt", b"fine\n")
+    assert st["verdict"] == "clean" and st["status"] == "./fine.txt: OK"
+    ready, st = c.upload("bundle.zip", eicar_zip())
+    assert st["verdict"] == "infected" and st["virus"] == EICAR_NAME
+    assert d.accepted() == ["fine.txt"]
+    q = sorted(os.listdir(d.dir["quarantine_dir"]))
+    assert len(q) == 2 and q[0].endswith("-bundle.zip") and q[1].endswith("-eicar.com")
+    # The CLI: NAME FOUND, exit 1.
+    (tmp_path / "e.com").write_bytes(EICAR)
+    (tmp_path / "ok.txt").write_bytes(b"ok")
+    r = subprocess.run([INTAKE, "127.0.0.1:%d" % d.tcp_port, str(tmp_path / "e.com"),
+                        str(tmp_path / "ok.txt")], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == ["%s: %s FOUND" % (tmp_path / "e.com", EICAR_NAME),
+                                     "%s: OK" % (tmp_path / "ok.txt")]
+
+
+def test_verdicts_over_websocket(daemon_factory):
+    d = daemon_factory(scan=True, on_infected="delete")
+
+    async def go():
+        out = []
+        async with websockets.connect("ws://127.0.0.1:%d/up" % d.ws_port) as ws:
+            for name, data in (("e.com", EICAR), ("c.txt", b"clean")):
+                await ws.send(json.dumps({"type": "START", "filename": name, "size": len(data)}))
+                await ws.recv()
+                await ws.send(data)
+                await ws.recv()
+                await ws.send('{"type":"DONE"}')
+                out.append(json.loads(await ws.recv()))
+        return out
+    infected, clean = asyncio.run(go())
+    assert infected["verdict"] == "infected" and infected["virus"] == EICAR_NAME
+    assert clean["verdict"] == "clean"
+    assert os.listdir(d.dir["quarantine_dir"]) == []  # on_infected delete
+    assert d.accepted() == ["c.txt"] and d.spooled() == []
+    from wsraw import http_request
+    _, _, body = http_request(d.ws_port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    text = body.decode()
+    assert 'intake_uploads_total{transport="ws",verdict="infected"} 1' in text
+    assert 'intake_uploads_total{transport="ws",verdict="clean"} 1' in text
+    assert 'intake_scan_duration_seconds_count 2' in text
+    assert 'intake_scan_duration_seconds_bucket{le="+Inf"} 2' in text
+
+
+def test_kill9_scanner_idle_then_mid_scan(daemon_factory):
+    d = daemon_factory(scan=True, scan_timeout="20s")
+    old = d.scanner()
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: d.scanner() not in (None, old), 10, what="scanner respawn")
+    c = Client(d.tcp_port)
+    assert c.upload("after-idle-kill.txt", b"x")[1]["verdict"] == "clean"
+    # Mid-scan: kill the scanner the moment it holds an upload's file.
+    data = os.urandom(64 << 20)
+    victim = d.scanner()
+    results = {}
+
+    def send():
+        results["st"] = Client(d.tcp_port, timeout=60).upload("big.bin", data)[1]
+    t = threading.Thread(target=send)
+    t.start()
+
+    def holds_part():
+        try:
+            return any(os.readlink("/proc/%d/fd/%s" % (victim, fd)).endswith(".part")
+                       for fd in os.listdir("/proc/%d/fd" % victim))
+        except OSError:
+            return False
+    wait_for(holds_part, 30, step=0.001, what="the scanner to receive the file")
+    os.kill(victim, signal.SIGKILL)
+    t.join(60)
+    st = results["st"]
+    # The worker waited for the respawned scanner and scanned again.
+    assert st["verdict"] == "clean" and st["sha256"] == sha256(data), st
+    assert "big.bin" in d.accepted()
+    assert "retrying" in d.logs()
+
+
+@pytest.mark.parametrize("policy", ["reject", "accept"])
+def test_unreachable_scanner(daemon_factory, policy):
+    sock = os.path.join(short_dir(), "nobody-here.sock")
+    d = daemon_factory(scanner="unix:" + sock, scan_fail=policy, scan_timeout="1s")
+    assert d.health()["scanner"] == "down"
+    c = Client(d.tcp_port)
+    t0 = time.monotonic()
+    ready, st = c.upload("unscanned.bin", b"data")
+    assert time.monotonic() - t0 >= 0.8  # it waited for the scanner first
+    assert st["verdict"] == "error"
+    assert st["status"] == "./unscanned.bin: scanner unavailable ERROR"
+    if policy == "reject":
+        assert st["stored_as"] is None and d.accepted() == []
+        assert d.spooled() == [ready["id"] + ".part"]
+    else:
+        assert st["stored_as"] == "unscanned.bin" and d.accepted() == ["unscanned.bin"]
+        assert "ACCEPTING UNSCANNED FILE" in d.logs()
+    r = subprocess.run([INTAKE, "127.0.0.1:%d" % d.tcp_port, "/etc/hostname"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and r.stdout.strip() == "/etc/hostname: scanner unavailable ERROR"
+
+
+def test_real_clamd_as_scanner(daemon_factory, tmp_path):
+    """Debian's clamd, started here in the foreground on etc/signatures."""
+    sd = short_dir()
+    sock = os.path.join(sd, "clamd.sock")
+    conf = tmp_path / "clamd.conf"
+    conf.write_text("Foreground yes\nLocalSocket %s\nDatabaseDirectory %s\nTemporaryDirectory %s\n"
+                    "LogFile %s/clamd.log\nPidFile %s/clamd.pid\nAlertExceedsMax yes\n"
+                    "MaxFileSize 1M\nMaxScanSize 1M\n" % (sock, SIGNATURES, sd, sd, sd))
+    if os.geteuid() == 0:
+        conf.write_text(conf.read_text() + "User root\n")
+    clamd = subprocess.Popen(["clamd", "--config-file", str(conf)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(sock) or clamd.poll() is not None, 60, what="clamd")
+        assert clamd.poll() is None, open(os.path.join(sd, "clamd.log")).read()
+        d = daemon_factory(scanner="unix:" + sock)
+        wait_for(lambda: d.health()["scanner"] == "up", 10, what="clamd up in /healthz")
+        c = Client(d.tcp_port)
+        st = c.upload("e.com", EICAR)[1]
+        assert st["verdict"] == "infected" and st["virus"] == EICAR_NAME
+        assert c.upload("zipped.zip", eicar_zip())[1]["verdict"] == "infected"
+        assert c.upload("ok.txt", b"ok")[1]["verdict"] == "clean"
+        # Over clamd's MaxFileSize: never clean.
+        st = c.upload("big.bin", b"\0" * (2 << 20))[1]
+        assert st["verdict"] == "error" and "could not be fully scanned" in st["status"]
+        assert d.accepted() == ["ok.txt"]
+    finally:
+        clamd.terminate()
+        clamd.wait(10)
+        subprocess.run(["rm", "-rf", sd])
+
+
+def test_builtin_scanner_in_ps_and_quit_order(daemon_factory):
+    d = daemon_factory(scan=True)
+    scanner = d.scanner()
+    with open("/proc/%d/cmdline" % scanner, "rb") as f:
+        assert f.read().split(b"\0")[0] == b"intake-scand"
+    d.signal(signal.SIGQUIT)
+    assert d.wait_exit(10) == 0
+    assert not alive(scanner)
+    logs = d.logs()
+    assert logs.index("worker 0 (pid") < logs.index("scanner intake-scand (pid %d)" % scanner, logs.index("SIGQUIT"))
