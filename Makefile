@@ -99,7 +99,7 @@ integration: all
 # The same integration tests against intaked built with ASan+UBSan (the
 # browser and 1 GiB tests are left to the plain run).
 integration-asan: all
-	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined CC=clang build/asan/intaked
+	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined CC=clang all
 	INTAKED=build/asan/intaked $(PYTHON) -m pytest -q tests/integration \
 	    --deselect tests/integration/test_browser.py --deselect tests/integration/test_big.py
 

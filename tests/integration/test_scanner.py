@@ -247,7 +247,8 @@ def test_verdicts_over_raw_tcp_and_cli(daemon_factory, tmp_path):
     assert st["verdict"] == "infected" and st["virus"] == EICAR_NAME
     assert d.accepted() == ["fine.txt"]
     q = sorted(os.listdir(d.dir["quarantine_dir"]))
-    assert len(q) == 2 and q[0].endswith("-bundle.zip") and q[1].endswith("-eicar.com")
+    assert sorted(n.split("-", 1)[1] for n in q) == ["bundle.zip", "eicar.com"]
+    assert all(len(n.split("-", 1)[0]) == 32 for n in q)
     # The CLI: NAME FOUND, exit 1.
     (tmp_path / "e.com").write_bytes(EICAR)
     (tmp_path / "ok.txt").write_bytes(b"ok")
