@@ -31,15 +31,16 @@ endif
 
 # What every program shares.
 CORE    := src/log.c src/config.c src/store.c src/upload.c src/utf8.c
-PARSERS := workers/tcp_line.c workers/http.c workers/ws_frame.c
-DAEMON  := src/main.c src/master.c src/metrics.c src/net.c src/pidfile.c src/proctitle.c \
-           workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/page.S workers/jobs.c workers/scan.c $(PARSERS)
+# Worker modules without I/O loops: linked into the daemon and the unit tests.
+WORKER_LIB := workers/tcp_line.c workers/http.c workers/ws_frame.c workers/scan.c src/metrics.c
+DAEMON  := src/main.c src/master.c src/net.c src/pidfile.c src/proctitle.c \
+           workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/page.S workers/jobs.c $(WORKER_LIB)
 CLI     := src/intake.c src/cli_progress.c
 SCAND   := workers/scand.c src/log.c src/proctitle.c
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
-UNIT_TESTS := config store upload tcp_line http ws_frame
+UNIT_TESTS := config store upload tcp_line http ws_frame scan
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
@@ -74,7 +75,7 @@ $(BUILD)/obj/%.o: %.S
 # .incbin is invisible to -MMD.
 $(BUILD)/obj/workers/page.o: workers/page.html
 
-$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(call obj,$(CORE) $(PARSERS))
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(call obj,$(CORE) $(WORKER_LIB))
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

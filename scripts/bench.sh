@@ -77,3 +77,7 @@ echo "worker peak RSS (VmHWM) after $RUNS uploads of ${SIZE_MIB} MiB: $HWM"
 # WebSocket next to raw TCP through the same kind of daemon.
 kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; PID=""
 /usr/bin/python3 scripts/bench_ws.py "$SIZE_MIB" "$RUNS"
+
+# Scanning: uploads/s with the builtin scanner next to clamscan per file,
+# and FILDES next to INSTREAM for one 100 MiB file.
+/usr/bin/python3 scripts/bench_scan.py 2000 32

@@ -128,6 +128,8 @@ static int spawn_scanner(struct master *m)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
+        static const char *const levels[] = {"error", "warn", "info", "debug"};
+        setenv("INTAKE_LOG_LEVEL", levels[c->log_level & 3], 1);
         char maxsize[32];
         snprintf(maxsize, sizeof maxsize, "%llu", (unsigned long long)c->max_file_size);
         char *argv[] = {"intake-scand", "--socket", c->scanner_socket, "--signatures",

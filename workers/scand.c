@@ -611,9 +611,10 @@ int main(int argc, char **argv)
         return 2;
     }
     proctitle_set("intake-scand");
-    log_open("stderr", getenv("INTAKE_LOG_LEVEL") && strcmp(getenv("INTAKE_LOG_LEVEL"), "debug") == 0
-                           ? LOG_DEBUG
-                           : LOG_INFO);
+    /* intaked passes its log_level; run by hand, the default is info. */
+    enum log_level level = LOG_INFO;
+    if (getenv("INTAKE_LOG_LEVEL")) log_level_parse(getenv("INTAKE_LOG_LEVEL"), &level);
+    log_open("stderr", level);
     signal(SIGPIPE, SIG_IGN);
     snprintf(sock_path, sizeof sock_path, "%s", sock);
     sem_init(&scan_slots, 0, (unsigned)threads);
