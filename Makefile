@@ -45,7 +45,7 @@ UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
 
-.PHONY: all run test unit unit-asan integration integration-asan deps bench install clean
+.PHONY: all run test unit unit-asan integration integration-asan deps bench fuzz install clean
 
 all: $(BUILD)/intaked $(BUILD)/intake $(BUILD)/intake-scand
 
@@ -110,6 +110,24 @@ test: deps
 	@$(MAKE) --no-print-directory unit-asan
 	@$(MAKE) --no-print-directory integration-asan
 	@$(MAKE) --no-print-directory integration
+
+# libFuzzer targets (clang): build/fuzz/fuzz_<parser>. `make fuzz` runs each
+# for FUZZ_SECONDS on its seed corpus.
+FUZZ_TARGETS := http ws_frame tcp_line upload_header
+FUZZ_SECONDS ?= 20
+FUZZ_SRCS := tests/fuzz/fuzz_parsers.c $(CORE) workers/tcp_line.c workers/http.c workers/ws_frame.c
+build/fuzz/fuzz_%: $(FUZZ_SRCS)
+	@mkdir -p build/fuzz
+	clang -g -O1 -std=c11 -D_GNU_SOURCE -Isrc -Iworkers $(PKG_CFLAGS) \
+	    -fsanitize=fuzzer,address,undefined -DTARGET_$(shell echo $* | tr a-z A-Z) \
+	    -o $@ $(FUZZ_SRCS) $(PKG_LIBS) -lm
+
+fuzz: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/corpus-$$t; \
+	    build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=16384 \
+	        $$( [ $$t = http ] && echo -dict=tests/fuzz/http.dict ) \
+	        build/fuzz/corpus-$$t tests/fuzz/corpus/$$t 2>&1 | tail -1; done
 
 bench: deps all $(BUILD)/wsbench
 	./scripts/bench.sh

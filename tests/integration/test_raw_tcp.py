@@ -2,6 +2,7 @@
 STATUS, several uploads per connection, and every error code with its close."""
 import os
 import socket
+import subprocess
 import threading
 
 from conftest import file_sha256, sha256, upload_worker_pids, wait_for
@@ -247,3 +248,39 @@ def test_fifty_concurrent_uploads_over_both_workers(daemon_factory):
         path = os.path.join(d.accept_dir, "c%03d.bin" % i)
         assert file_sha256(path) == sha256(data)
     assert len(upload_worker_pids(d.logs())) == 2, "uploads did not land on both workers"
+
+
+def test_ipv6_and_unix_listeners(daemon_factory, tmp_path):
+    import json as _json
+    from conftest import free_port, short_dir
+    sd = short_dir()
+    v6 = free_port()
+    d = daemon_factory(start=False, listen_tcp="[::1]:%d" % v6)
+    with open(d.conf, "a") as f:
+        f.write("listen_tcp unix:%s/tcp.sock\nlisten_ws unix:%s/ws.sock\n" % (sd, sd))
+    d.tcp_port = None
+    d._accepting = lambda: os.path.exists(os.path.join(sd, "tcp.sock"))
+    d.start()
+    s6 = socket.create_connection(("::1", v6), timeout=5)
+    s6.sendall(b"2 six.txt\nv6")
+    got = s6.recv(4096)
+    while got.count(b"\n") < 2:
+        got += s6.recv(4096)
+    assert _json.loads(got.split(b"\n")[1])["stored_as"] == "six.txt"
+    su = socket.socket(socket.AF_UNIX)
+    su.settimeout(5)
+    su.connect(os.path.join(sd, "tcp.sock"))
+    su.sendall(b"4 unix.txt\nunix")
+    got = su.recv(4096)
+    while got.count(b"\n") < 2:
+        got += su.recv(4096)
+    assert _json.loads(got.split(b"\n")[1])["stored_as"] == "unix.txt"
+    hu = socket.socket(socket.AF_UNIX)
+    hu.settimeout(5)
+    hu.connect(os.path.join(sd, "ws.sock"))
+    hu.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert hu.recv(4096).startswith(b"HTTP/1.1 200 ")
+    assert d.accepted() == ["six.txt", "unix.txt"]
+    d.stop()
+    assert not os.path.exists(os.path.join(sd, "tcp.sock"))  # removed on exit
+    subprocess.run(["rm", "-rf", sd])

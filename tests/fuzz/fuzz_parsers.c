@@ -1,0 +1,80 @@
+/* libFuzzer entry points, one per parser (built by `make fuzz`, one binary
+ * each via -DTARGET_*). Every parser must survive any input, and fed the
+ * same bytes in two pieces it must reach the same verdict as in one. */
+#include "http.h"
+#include "tcp_line.h"
+#include "upload.h"
+#include "utf8.h"
+#include "ws_frame.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+#if defined(TARGET_HTTP)
+    struct http_request req;
+    struct http_parser a = {0}, b = {0};
+    ssize_t whole = http_parse_request(&a, (const char *)data, size, &req);
+    size_t cut = size ? data[0] % (size + 1) : 0;
+    ssize_t first = http_parse_request(&b, (const char *)data, cut, &req);
+    ssize_t second = first == HTTP_AGAIN ? http_parse_request(&b, (const char *)data, size, &req)
+                                         : first;
+    if (first == HTTP_AGAIN && second != whole) abort();
+    if (whole > 0) {
+        if ((size_t)whole > size || req.num_headers > HTTP_MAX_HEADERS) abort();
+        for (size_t i = 0; i < req.num_headers; i++)
+            if (req.headers[i].name < (const char *)data ||
+                req.headers[i].value + req.headers[i].value_len > (const char *)data + size)
+                abort();
+    }
+#elif defined(TARGET_WS_FRAME)
+    struct ws_frame f;
+    int code = 0;
+    ssize_t r = ws_frame_parse(data, size, &f, &code);
+    if (r > 0) {
+        if (r > WS_FRAME_HEADER_MAX || (size_t)r > size || f.len > WS_MESSAGE_MAX) abort();
+        if ((f.opcode & 8) && (f.len > 125 || !f.fin)) abort();
+        uint8_t *copy = malloc(size);
+        memcpy(copy, data, size);
+        ws_unmask(copy + r, size - (size_t)r, f.mask, 0);
+        ws_unmask(copy + r, size - (size_t)r, f.mask, 0);
+        if (memcmp(copy, data, size) != 0) abort(); /* XOR twice is identity */
+        free(copy);
+    } else if (r == WS_FAIL && code != 1002 && code != 1009) {
+        abort();
+    }
+#elif defined(TARGET_TCP_LINE)
+    struct tcp_line a = {0}, b = {0};
+    size_t la = 0, lb = 0;
+    ssize_t whole = tcp_line_parse(&a, (const char *)data, size, &la);
+    size_t cut = size ? data[0] % (size + 1) : 0;
+    ssize_t first = tcp_line_parse(&b, (const char *)data, cut, &lb);
+    if (first == TCP_LINE_AGAIN) first = tcp_line_parse(&b, (const char *)data, size, &lb);
+    if (first != whole || (whole > 0 && la != lb)) abort();
+    if (whole > 0 && (la > TCP_LINE_MAX || (size_t)whole > size)) abort();
+#elif defined(TARGET_UPLOAD_HEADER)
+    struct upload_request *r = malloc(sizeof *r);
+    struct upload_error e;
+    if (upload_parse_start((const char *)data, size, r, &e) == 0) {
+        if (r->filename_len > UPLOAD_FILENAME_MAX) abort();
+    } else if (e.code != 400) {
+        abort();
+    }
+    if (upload_parse_plain((const char *)data, size, r, &e) < 0 && e.code != 400 && e.code != 413)
+        abort();
+    char name[STORE_NAME_MAX + 1];
+    const char *why;
+    if (store_sanitize_name((const char *)data, size, name, &why) == 0) {
+        if (!name[0] || strchr(name, '/') || strchr(name, '\\') || name[0] == '.') abort();
+        if (!utf8_valid((const uint8_t *)name, strlen(name))) abort();
+    }
+    free(r);
+#else
+#error "define one TARGET_*"
+#endif
+    return 0;
+}
