@@ -117,7 +117,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "intaked: cannot open error_log %s: %s\n", c->error_log, strerror(-lrc));
         goto out;
     }
-    rc = master_run(c);
+    struct master_args args = {.conf_path = conf, .overrides = overrides, .n_overrides = n_over,
+                               .base_dir = cwd, .argv = argv};
+    rc = master_run(c, &args);
+    c = NULL; /* the master owned it */
 out:
     config_free(c);
     free(overrides);

@@ -1,7 +1,15 @@
 /* master: see master.h. Signals stay blocked and are taken synchronously with
  * sigtimedwait, so every action runs in the main loop, never in a handler.
- * Processes carry a generation number: a reload (later) starts generation n+1
- * beside the draining generation n without special cases. */
+ *
+ * Processes carry a generation. A reload (HUP) reads the configuration
+ * anew, keeps the listening sockets whose address is unchanged (the same
+ * fds: their queued connections are not lost), binds the new ones, starts
+ * generation n+1's workers and only then tells generation n to drain (QUIT):
+ * stop accepting, finish the uploads in flight within shutdown_timeout. The
+ * listening sockets are shared by all workers, so a connection waiting in a
+ * queue is taken by whichever generation accepts first. A binary upgrade
+ * (USR2) re-executes the binary with the listening fds inherited through
+ * INTAKED_LISTENERS, as nginx does. */
 #define _GNU_SOURCE
 #include "master.h"
 
@@ -19,55 +27,66 @@
 #include <grp.h>
 #include <libgen.h>
 #include <limits.h>
-#include <sys/prctl.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_PROCS 1024
-#define TERM_GRACE_S 4.0  /* TERM: children get this long before SIGKILL */
-#define QUIT_GRACE_S 5.0  /* QUIT: beyond shutdown_timeout before SIGKILL */
-
-enum master_state { RUNNING, QUITTING, TERMINATING };
-
+#define TERM_GRACE_S 4.0 /* TERM: children get this long before SIGKILL */
+#define QUIT_GRACE_S 5.0 /* QUIT: beyond shutdown_timeout before SIGKILL */
 #define SCANNER_SLOT (-1)
 #define PROBE_PERIOD_S 2.0
 
+enum master_state { RUNNING, QUITTING, TERMINATING };
+
 struct proc {
     pid_t pid;
-    int slot; /* worker slot, or SCANNER_SLOT */
+    int slot; /* worker slot (metrics), or SCANNER_SLOT */
     unsigned gen;
     bool stopping; /* we asked it to go: do not respawn */
-    double started;
+    double started, kill_at; /* kill_at: SIGKILL a drainer still there then */
+};
+
+struct master_listener {
+    int fd;
+    struct listen_addr addr; /* a copy: configurations come and go */
+    bool inherited;          /* from the previous binary: its unix path is not ours */
 };
 
 struct master {
     struct config *cfg;
-    struct listener ls[CONFIG_MAX_LISTEN];
+    const struct master_args *args;
+    struct master_listener ls[CONFIG_MAX_LISTEN];
     int n_ls;
     struct proc procs[MAX_PROCS];
     int n_procs;
     unsigned gen;
-    int n_workers;
+    int n_workers;     /* the current generation's target */
+    bool no_workers;   /* WINCH: keep the listeners, run no workers */
     enum master_state state;
-    double deadline; /* QUITTING/TERMINATING: SIGKILL what is left then */
+    double deadline;   /* QUITTING/TERMINATING: SIGKILL what is left then */
     bool killed;
     double last_crash_respawn;
-    int pending_respawn[MAX_PROCS]; /* slots waiting for their respawn time */
+    int pending_respawn[MAX_PROCS];
     int n_pending;
     double respawn_at;
     uid_t uid;
     gid_t gid;
     bool drop;
     struct metrics *metrics;
-    char scand[4096];   /* the intake-scand binary, next to intaked */
-    double next_probe;  /* scanner health check */
+    char self[PATH_MAX];  /* this binary, for USR2 */
+    char scand[PATH_MAX]; /* intake-scand, next to it */
+    double next_probe;
+    pid_t upgrade_pid;    /* the new binary's master after USR2 */
+    char oldbin[PATH_MAX + 8];
 };
 
 static double now_s(void)
@@ -85,6 +104,14 @@ static void fill_sigset(sigset_t *s)
     for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaddset(s, sigs[i]);
 }
 
+static int worker_count(const struct config *c)
+{
+    int n = c->workers ? c->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n;
+}
+
+/* --- processes ---------------------------------------------------------------- */
+
 static void drop_privileges(struct master *m)
 {
     if (!m->drop) return;
@@ -95,18 +122,37 @@ static void drop_privileges(struct master *m)
     }
 }
 
-static int count_workers(const struct master *m)
+static int count_workers(const struct master *m, bool current_only)
 {
     int n = 0;
-    for (int i = 0; i < m->n_procs; i++) n += m->procs[i].slot != SCANNER_SLOT;
+    for (int i = 0; i < m->n_procs; i++)
+        n += m->procs[i].slot != SCANNER_SLOT && (!current_only || (m->procs[i].gen == m->gen &&
+                                                                    !m->procs[i].stopping));
     return n;
+}
+
+static void update_gauges(struct master *m)
+{
+    if (m->metrics) m->metrics->workers = count_workers(m, false);
 }
 
 static void add_proc(struct master *m, pid_t pid, int slot)
 {
     m->procs[m->n_procs++] = (struct proc){.pid = pid, .slot = slot, .gen = m->gen,
                                            .started = now_s()};
-    if (m->metrics) m->metrics->workers = count_workers(m);
+    update_gauges(m);
+}
+
+/* The lowest metrics slot no live worker uses. */
+static int free_slot(const struct master *m)
+{
+    for (int s = 0; s < METRICS_SLOTS; s++) {
+        bool used = false;
+        for (int i = 0; i < m->n_procs && !used; i++) used = m->procs[i].slot == s;
+        for (int i = 0; i < m->n_pending && !used; i++) used = m->pending_respawn[i] == s;
+        if (!used) return s;
+    }
+    return METRICS_SLOTS - 1;
 }
 
 /* fork + exec intake-scand: its libclamav engine (a full database is ~1 GiB)
@@ -130,6 +176,7 @@ static int spawn_scanner(struct master *m)
         signal(SIGPIPE, SIG_DFL);
         static const char *const levels[] = {"error", "warn", "info", "debug"};
         setenv("INTAKE_LOG_LEVEL", levels[c->log_level & 3], 1);
+        unsetenv(MASTER_INHERIT_ENV);
         char maxsize[32];
         snprintf(maxsize, sizeof maxsize, "%llu", (unsigned long long)c->max_file_size);
         char *argv[] = {"intake-scand", "--socket", c->scanner_socket, "--signatures",
@@ -153,11 +200,19 @@ static int spawn_worker(struct master *m, int slot)
     }
     if (pid == 0) {
         drop_privileges(m);
-        worker_run(m->cfg, m->ls, m->n_ls, slot, m->metrics);
+        struct listener ls[CONFIG_MAX_LISTEN];
+        for (int i = 0; i < m->n_ls; i++) ls[i] = (struct listener){m->ls[i].fd, &m->ls[i].addr};
+        worker_run(m->cfg, ls, m->n_ls, slot, m->metrics);
     }
     add_proc(m, pid, slot);
-    log_info("started worker %d (pid %d)", slot, (int)pid);
+    log_info("started worker %d (pid %d, generation %u)", slot, (int)pid, m->gen);
     return 0;
+}
+
+static void spawn_workers(struct master *m)
+{
+    while (!m->no_workers && count_workers(m, true) < m->n_workers)
+        if (spawn_worker(m, free_slot(m)) < 0) break;
 }
 
 enum which { WORKERS = 1, SCANNER = 2, ALL = 3 };
@@ -173,13 +228,12 @@ static void signal_procs(struct master *m, enum which which, int sig)
     }
 }
 
-static void close_listeners(struct master *m)
+/* Gracefully retires one worker: it stops accepting and drains. */
+static void retire(struct master *m, struct proc *p)
 {
-    for (int i = 0; i < m->n_ls; i++) {
-        close(m->ls[i].fd);
-        if (m->ls[i].addr->is_unix) unlink(m->ls[i].addr->path);
-    }
-    m->n_ls = 0;
+    p->stopping = true;
+    p->kill_at = now_s() + (double)m->cfg->shutdown_timeout_ms / 1e3 + QUIT_GRACE_S;
+    kill(p->pid, SIGQUIT);
 }
 
 static void describe_exit(int status, char *buf, size_t cap)
@@ -191,32 +245,46 @@ static void describe_exit(int status, char *buf, size_t cap)
     else snprintf(buf, cap, "stopped (status %d)", status);
 }
 
+static void restart_scanner(struct master *m);
+
 static void reap(struct master *m)
 {
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        char how[128], what[64];
+        describe_exit(status, how, sizeof how);
+        if (pid == m->upgrade_pid) {
+            /* The new binary is gone: this master is the one again. */
+            m->upgrade_pid = 0;
+            log_warn("the new binary's master (pid %d) %s; restoring %s", (int)pid, how,
+                     m->cfg->pid_file);
+            if (rename(m->oldbin, m->cfg->pid_file) < 0)
+                log_error("cannot restore %s: %s", m->cfg->pid_file, strerror(errno));
+            /* Its scanner may have taken over the scanner socket path. */
+            if (m->state == RUNNING) restart_scanner(m);
+            continue;
+        }
         int i = 0;
         while (i < m->n_procs && m->procs[i].pid != pid) i++;
         if (i == m->n_procs) continue;
         struct proc p = m->procs[i];
         m->procs[i] = m->procs[--m->n_procs];
-        if (m->metrics) m->metrics->workers = count_workers(m);
-        char how[128], what[64];
-        describe_exit(status, how, sizeof how);
+        update_gauges(m);
         if (p.slot == SCANNER_SLOT) {
             snprintf(what, sizeof what, "scanner intake-scand");
-            if (m->metrics) m->metrics->scanner = MS_DOWN;
+            if (m->metrics && !p.stopping) m->metrics->scanner = MS_DOWN;
         } else {
             snprintf(what, sizeof what, "worker %d", p.slot);
         }
         bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (p.stopping) {
-            log_info("%s (pid %d) %s", what, (int)pid, how);
+            log_info("%s (pid %d, generation %u) %s", what, (int)pid, p.gen, how);
             continue;
         }
         /* While draining, the scanner still serves the uploads in flight. */
         if (m->state == TERMINATING || (m->state == QUITTING && p.slot != SCANNER_SLOT)) continue;
+        if (p.slot != SCANNER_SLOT && (p.gen != m->gen || m->no_workers)) continue;
         log_error("%s (pid %d) %s; respawning it%s", what, (int)pid, how,
                   p.slot == SCANNER_SLOT ? " (uploads wait for it, up to scan_timeout)"
                   : clean                ? ""
@@ -241,33 +309,154 @@ static void respawn_due(struct master *m, double t)
     m->respawn_at = m->n_pending ? t + 1.0 : 0;
 }
 
-static int bind_all(struct master *m)
+static void restart_scanner(struct master *m)
 {
-    struct config *c = m->cfg;
-    for (int i = 0; i < c->n_listen; i++) {
-        const char *why = "";
-        int fd = net_listen(&c->listen[i], &why);
-        if (fd < 0) {
-            log_error("cannot listen on %s (%s): %s: %s", c->listen[i].text,
-                      c->listen[i].kind == LISTEN_WS ? "listen_ws" : "listen_tcp", why,
-                      strerror(-fd));
-            return -1;
+    for (int i = 0; i < m->n_procs; i++)
+        if (m->procs[i].slot == SCANNER_SLOT) {
+            m->procs[i].stopping = true;
+            kill(m->procs[i].pid, SIGTERM);
         }
-        if (c->listen[i].tls) {
+    if (m->cfg->scanner == SCANNER_BUILTIN) spawn_scanner(m);
+}
+
+/* --- listeners --------------------------------------------------------------------- */
+
+static bool same_address(const struct listen_addr *a, const struct listen_addr *b)
+{
+    if (a->is_unix || b->is_unix) return a->is_unix && b->is_unix && strcmp(a->path, b->path) == 0;
+    return strcmp(a->host, b->host) == 0 && strcmp(a->port, b->port) == 0;
+}
+
+static void close_listener(struct master *m, struct master_listener *l)
+{
+    close(l->fd);
+    /* A unix socket handed to, or inherited from, another master is still in use. */
+    if (l->addr.is_unix && !l->inherited && !m->upgrade_pid) unlink(l->addr.path);
+}
+
+static void close_listeners(struct master *m)
+{
+    for (int i = 0; i < m->n_ls; i++) close_listener(m, &m->ls[i]);
+    m->n_ls = 0;
+}
+
+/* Sockets passed by the previous binary: "fd:kind:address;...". */
+static int take_inherited(struct master_listener *out, int max)
+{
+    const char *env = getenv(MASTER_INHERIT_ENV);
+    int n = 0;
+    if (!env) return 0;
+    char *copy = strdup(env), *save = NULL;
+    for (char *tok = strtok_r(copy, ";", &save); tok && n < max; tok = strtok_r(NULL, ";", &save)) {
+        char kind;
+        int fd, off = 0;
+        if (sscanf(tok, "%d:%c:%n", &fd, &kind, &off) != 2 || off == 0 || fcntl(fd, F_GETFD) < 0)
+            continue;
+        const char *why;
+        struct listen_addr a;
+        if (config_parse_listen(tok + off, &a, &why) < 0) {
+            close(fd);
+            continue;
+        }
+        a.kind = kind == 'w' ? LISTEN_WS : LISTEN_TCP;
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        out[n++] = (struct master_listener){.fd = fd, .addr = a, .inherited = true};
+    }
+    free(copy);
+    unsetenv(MASTER_INHERIT_ENV);
+    return n;
+}
+
+/* Builds the listener set for cfg out of the current one (same fds for the
+ * same addresses), the inherited ones, and new binds. On failure nothing
+ * changes and -1 is returned. */
+static int build_listeners(struct master *m, const struct config *cfg,
+                           struct master_listener *pool, int n_pool,
+                           struct master_listener *out, int *n_out)
+{
+    bool taken[CONFIG_MAX_LISTEN * 2] = {false};
+    int n = 0;
+    for (int i = 0; i < cfg->n_listen; i++) {
+        const struct listen_addr *want = &cfg->listen[i];
+        if (want->tls) {
             log_error("%s: TLS listeners are not available in this version of intaked; remove "
                       "\"tls\" or terminate TLS in nginx",
-                      c->listen[i].text);
-            close(fd);
-            return -1;
+                      want->text);
+            goto fail;
         }
-        m->ls[m->n_ls++] = (struct listener){.fd = fd, .addr = &c->listen[i]};
+        int j = 0;
+        while (j < n_pool && (taken[j] || !same_address(&pool[j].addr, want))) j++;
+        if (j < n_pool) {
+            taken[j] = true;
+            out[n] = pool[j];
+            out[n].addr = *want; /* the kind may change; the socket stays */
+            n++;
+            continue;
+        }
+        const char *why = "";
+        int fd = net_listen(want, &why);
+        if (fd < 0) {
+            log_error("cannot listen on %s (%s): %s: %s", want->text,
+                      want->kind == LISTEN_WS ? "listen_ws" : "listen_tcp", why, strerror(-fd));
+            goto fail;
+        }
+        out[n++] = (struct master_listener){.fd = fd, .addr = *want};
+        (void)m;
+    }
+    *n_out = n;
+    /* What the new set does not use is closed by the caller (pool[!taken]). */
+    for (int j = 0; j < n_pool; j++) pool[j].fd = taken[j] ? -1 : pool[j].fd;
+    return 0;
+fail:
+    for (int k = 0; k < n; k++) {
+        bool from_pool = false;
+        for (int j = 0; j < n_pool; j++) from_pool |= out[k].fd == pool[j].fd;
+        if (!from_pool) close(out[k].fd);
+    }
+    return -1;
+}
+
+/* --- set-up that a reload repeats ---------------------------------------------------- */
+
+static int prepare_dirs(struct master *m, const struct config *c)
+{
+    struct store st;
+    const char *which = "";
+    int rc = store_open(&st, c->spool_dir, c->accept_dir, c->quarantine_dir, &which);
+    if (rc < 0) {
+        log_error("cannot create or open %s: %s", which, strerror(-rc));
+        return -1;
+    }
+    store_close(&st);
+    if (m->drop) {
+        const char *dirs[] = {c->spool_dir, c->accept_dir, c->quarantine_dir};
+        for (int i = 0; i < 3; i++)
+            if (chown(dirs[i], m->uid, m->gid) < 0)
+                log_warn("cannot give %s to user %s: %s", dirs[i], c->user, strerror(errno));
+        /* The scanner creates its socket there; log files are reopened by workers. */
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", c->scanner_socket);
+        mkdir(dirname(dir), 0755);
+        snprintf(dir, sizeof dir, "%s", c->scanner_socket);
+        if (chown(dirname(dir), m->uid, m->gid) < 0) { /* best effort */
+        }
+        const char *logs[] = {c->error_log, c->access_log};
+        for (int i = 0; i < 2; i++)
+            if (logs[i] && logs[i][0] == '/') {
+                int fd = open(logs[i], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+                if (fd >= 0) {
+                    if (fchown(fd, m->uid, m->gid) < 0) { /* best effort */
+                    }
+                    close(fd);
+                }
+            }
     }
     return 0;
 }
 
-static int prepare_user(struct master *m)
+static int prepare_user(struct master *m, const struct config *c)
 {
-    struct config *c = m->cfg;
+    m->drop = false;
     if (!c->user) return 0;
     if (geteuid() != 0) {
         log_warn("\"user %s\" ignored: intaked is not running as root", c->user);
@@ -281,59 +470,167 @@ static int prepare_user(struct master *m)
     m->uid = pw->pw_uid;
     m->gid = pw->pw_gid;
     m->drop = true;
-    const char *dirs[] = {c->spool_dir, c->accept_dir, c->quarantine_dir};
-    for (int i = 0; i < 3; i++)
-        if (chown(dirs[i], m->uid, m->gid) < 0)
-            log_warn("cannot give %s to user %s: %s", dirs[i], c->user, strerror(errno));
     return 0;
 }
 
-int master_run(struct config *cfg)
+static bool scanner_changed(const struct config *a, const struct config *b)
+{
+    if (a->scanner != b->scanner || a->max_file_size != b->max_file_size) return true;
+    if (strcmp(a->scanner_socket, b->scanner_socket) || strcmp(a->signature_dir, b->signature_dir))
+        return true;
+    return a->scanner == SCANNER_UNIX && strcmp(a->scanner_path, b->scanner_path) != 0;
+}
+
+/* HUP: the new configuration, or no change at all. */
+static void reload(struct master *m)
+{
+    char err[1024];
+    const struct master_args *a = m->args;
+    struct config *nc = config_load(a->conf_path, a->overrides, a->n_overrides, a->base_dir, err,
+                                    sizeof err);
+    if (!nc) {
+        log_error("reload failed: %s; still running with the previous configuration", err);
+        return;
+    }
+    struct config *old = m->cfg;
+    m->cfg = nc; /* prepare_* and spawn_* read m->cfg */
+    struct master_listener next[CONFIG_MAX_LISTEN];
+    int n_next = 0;
+    struct master_listener pool[CONFIG_MAX_LISTEN];
+    memcpy(pool, m->ls, sizeof pool);
+    if (prepare_user(m, nc) < 0 || prepare_dirs(m, nc) < 0 ||
+        build_listeners(m, nc, pool, m->n_ls, next, &n_next) < 0) {
+        m->cfg = old;
+        prepare_user(m, old);
+        config_free(nc);
+        log_error("reload failed (see above); still running with the previous configuration");
+        return;
+    }
+    if (strcmp(old->error_log, nc->error_log) != 0 || old->log_level != nc->log_level) {
+        int rc = log_open(nc->error_log, (enum log_level)nc->log_level);
+        if (rc < 0) log_error("cannot open error_log %s: %s", nc->error_log, strerror(-rc));
+    }
+    /* Listeners the new configuration dropped: the old workers close their
+     * copies as they drain; the master closes its own now. */
+    for (int j = 0; j < m->n_ls; j++)
+        if (pool[j].fd >= 0) {
+            log_info("reload: no longer listening on %s", pool[j].addr.text);
+            close_listener(m, &pool[j]);
+        }
+    memcpy(m->ls, next, sizeof next);
+    m->n_ls = n_next;
+    unsigned old_gen = m->gen++;
+    m->n_workers = worker_count(nc);
+    m->no_workers = false;
+    m->n_pending = 0; /* pending respawns belonged to the old generation */
+    if (scanner_changed(old, nc)) {
+        log_info("reload: scanner settings changed; restarting the scanner");
+        restart_scanner(m);
+        if (nc->scanner == SCANNER_OFF) m->metrics->scanner = MS_OFF;
+    }
+    config_free(old);
+    spawn_workers(m);
+    int retired = 0;
+    for (int i = 0; i < m->n_procs; i++)
+        if (m->procs[i].slot != SCANNER_SLOT && m->procs[i].gen == old_gen &&
+            !m->procs[i].stopping) {
+            retire(m, &m->procs[i]);
+            retired++;
+        }
+    log_info("reload: configuration %s applied: %d new workers (generation %u), %d old ones "
+             "draining",
+             nc->file, m->n_workers, m->gen, retired);
+}
+
+/* USR2: the new binary inherits the listening sockets and starts beside us. */
+static void upgrade(struct master *m)
+{
+    if (m->upgrade_pid) {
+        log_warn("USR2 ignored: an upgrade is already in progress (new master pid %d)",
+                 (int)m->upgrade_pid);
+        return;
+    }
+    snprintf(m->oldbin, sizeof m->oldbin, "%s.oldbin", m->cfg->pid_file);
+    if (rename(m->cfg->pid_file, m->oldbin) < 0) {
+        log_error("upgrade: cannot rename %s to %s: %s", m->cfg->pid_file, m->oldbin,
+                  strerror(errno));
+        return;
+    }
+    char env[CONFIG_MAX_LISTEN * 300] = "";
+    size_t o = 0;
+    for (int i = 0; i < m->n_ls; i++)
+        o += (size_t)snprintf(env + o, sizeof env - o, "%d:%c:%s;", m->ls[i].fd,
+                              m->ls[i].addr.kind == LISTEN_WS ? 'w' : 't', m->ls[i].addr.text);
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("upgrade: cannot fork: %s", strerror(errno));
+        rename(m->oldbin, m->cfg->pid_file);
+        return;
+    }
+    if (pid == 0) {
+        for (int i = 0; i < m->n_ls; i++) fcntl(m->ls[i].fd, F_SETFD, 0);
+        setenv(MASTER_INHERIT_ENV, env, 1);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(m->self, m->args->argv);
+        log_error("upgrade: cannot execute %s: %s", m->self, strerror(errno));
+        _exit(127);
+    }
+    m->upgrade_pid = pid;
+    log_info("USR2: started the new binary %s as pid %d; %s renamed to %s. Send WINCH then QUIT "
+             "to this master (pid %d) to finish, or TERM to the new one to roll back",
+             m->self, (int)pid, m->cfg->pid_file, m->oldbin, (int)getpid());
+}
+
+static void find_binaries(struct master *m)
+{
+    ssize_t n = readlink("/proc/self/exe", m->self, sizeof m->self - 1);
+    m->self[n > 0 ? n : 0] = '\0';
+    /* After `make install` replaced the file, the path is still the binary to run. */
+    char *del = strstr(m->self, " (deleted)");
+    if (del && del[10] == '\0') *del = '\0';
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", m->self);
+    snprintf(m->scand, sizeof m->scand, "%s/intake-scand", dirname(dir));
+}
+
+int master_run(struct config *cfg, const struct master_args *args)
 {
     static struct master mm;
     struct master *m = &mm;
     m->cfg = cfg;
+    m->args = args;
     m->gen = 1;
-    m->n_workers = cfg->workers ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (m->n_workers < 1) m->n_workers = 1;
+    m->n_workers = worker_count(cfg);
     proctitle_set("intaked: master process");
-
-    struct store st;
-    const char *which = "";
-    int rc = store_open(&st, cfg->spool_dir, cfg->accept_dir, cfg->quarantine_dir, &which);
-    if (rc < 0) {
-        log_error("cannot create or open %s: %s", which, strerror(-rc));
-        return 1;
-    }
-    store_close(&st);
-    if (prepare_user(m) < 0) return 1;
-    if (cfg->scanner == SCANNER_BUILTIN) {
-        char self[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-        self[n > 0 ? n : 0] = '\0';
-        snprintf(m->scand, sizeof m->scand, "%s/intake-scand", dirname(self));
-        if (access(m->scand, X_OK) < 0) {
-            log_error("scanner builtin: %s not found or not executable; install intake-scand "
-                      "next to intaked, or set \"scanner unix:/path\" or \"scanner off\"",
-                      m->scand);
-            return 1;
-        }
+    find_binaries(m);
+    int rc = 1;
+    if (prepare_user(m, cfg) < 0 || prepare_dirs(m, cfg) < 0) goto out;
+    if (cfg->scanner == SCANNER_BUILTIN && access(m->scand, X_OK) < 0) {
+        log_error("scanner builtin: %s not found or not executable; install intake-scand "
+                  "next to intaked, or set \"scanner unix:/path\" or \"scanner off\"",
+                  m->scand);
+        goto out;
     }
     m->metrics = metrics_create();
     if (!m->metrics) {
         log_error("cannot map the shared metrics segment: %s", strerror(errno));
-        return 1;
+        goto out;
     }
     m->metrics->scanner = cfg->scanner == SCANNER_OFF ? MS_OFF : MS_DOWN;
-    if (bind_all(m) < 0) return 1;
+    if (pidfile_check(cfg->pid_file) < 0) goto out;
+    struct master_listener inherited[CONFIG_MAX_LISTEN];
+    int n_inh = take_inherited(inherited, CONFIG_MAX_LISTEN);
+    if (build_listeners(m, cfg, inherited, n_inh, m->ls, &m->n_ls) < 0) goto out;
+    for (int j = 0; j < n_inh; j++)
+        if (inherited[j].fd >= 0) close(inherited[j].fd);
+    if (n_inh) log_info("binary upgrade: inherited %d listening sockets", n_inh);
     if (cfg->daemon && daemon(1, 0) < 0) {
         log_error("cannot detach (daemon on): %s", strerror(errno));
-        return 1;
+        goto out;
     }
-    if (pidfile_write(cfg->pid_file) < 0) {
-        close_listeners(m);
-        return 1;
-    }
+    if (pidfile_write(cfg->pid_file) < 0) goto out;
     if (cfg->scanner == SCANNER_OFF)
         log_warn("scanner off: uploads are accepted without a malware scan (verdict unscanned)");
 
@@ -343,24 +640,31 @@ int master_run(struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     if (cfg->scanner == SCANNER_BUILTIN) spawn_scanner(m);
-    for (int i = 0; i < m->n_workers; i++) spawn_worker(m, i);
+    spawn_workers(m);
     for (int i = 0; i < m->n_ls; i++)
-        log_info("listening on %s (%s)", m->ls[i].addr->text,
-                 m->ls[i].addr->kind == LISTEN_WS ? "WebSocket/HTTP" : "raw TCP");
+        log_info("listening on %s (%s)", m->ls[i].addr.text,
+                 m->ls[i].addr.kind == LISTEN_WS ? "WebSocket/HTTP" : "raw TCP");
     log_info("master ready: %d workers", m->n_workers);
 
     for (;;) {
         reap(m); /* also catches exits whose SIGCHLD merged with another */
         double t = now_s();
         respawn_due(m, t);
-        if (m->state == QUITTING && count_workers(m) == 0 && m->n_procs > 0) {
+        struct config *c = m->cfg;
+        if (m->state == QUITTING && count_workers(m, false) == 0 && m->n_procs > 0) {
             /* The last upload is finished: the scanner can go now. */
             signal_procs(m, SCANNER, SIGTERM);
         }
         if (m->state != RUNNING && m->n_procs == 0) break;
-        if (cfg->scanner != SCANNER_OFF && m->state == RUNNING && t >= m->next_probe) {
-            const char *path = cfg->scanner == SCANNER_BUILTIN ? cfg->scanner_socket
-                                                               : cfg->scanner_path;
+        for (int i = 0; i < m->n_procs; i++)
+            if (m->procs[i].kill_at > 0 && t >= m->procs[i].kill_at) {
+                log_warn("worker %d (pid %d) still draining past shutdown_timeout; killing it",
+                         m->procs[i].slot, (int)m->procs[i].pid);
+                kill(m->procs[i].pid, SIGKILL);
+                m->procs[i].kill_at = 0;
+            }
+        if (c->scanner != SCANNER_OFF && m->state == RUNNING && t >= m->next_probe) {
+            const char *path = c->scanner == SCANNER_BUILTIN ? c->scanner_socket : c->scanner_path;
             int up = scan_ping(path, 300) == 0;
             if (m->metrics->scanner != (up ? MS_UP : MS_DOWN)) {
                 if (up) log_info("scanner at %s is up", path);
@@ -379,7 +683,7 @@ int master_run(struct config *cfg)
             m->killed = true;
         }
         double wait = 1.0;
-        if (cfg->scanner != SCANNER_OFF && m->state == RUNNING && m->next_probe - t < wait)
+        if (c->scanner != SCANNER_OFF && m->state == RUNNING && m->next_probe - t < wait)
             wait = m->next_probe - t;
         if (m->respawn_at > 0 && m->respawn_at - t < wait) wait = m->respawn_at - t;
         if (m->state != RUNNING && !m->killed && m->deadline - t < wait) wait = m->deadline - t;
@@ -404,30 +708,67 @@ int master_run(struct config *cfg)
         case SIGQUIT:
             if (m->state != RUNNING) break;
             log_info("SIGQUIT: graceful shutdown, draining uploads for up to %llu ms",
-                     (unsigned long long)cfg->shutdown_timeout_ms);
+                     (unsigned long long)c->shutdown_timeout_ms);
             m->state = QUITTING;
-            m->deadline = now_s() + (double)cfg->shutdown_timeout_ms / 1e3 + QUIT_GRACE_S;
+            m->deadline = now_s() + (double)c->shutdown_timeout_ms / 1e3 + QUIT_GRACE_S;
             close_listeners(m);
             signal_procs(m, WORKERS, SIGQUIT);
+            break;
+        case SIGHUP:
+            if (m->state != RUNNING) break;
+            log_info("SIGHUP: reloading %s", c->file);
+            reload(m);
             break;
         case SIGUSR1:
             if (log_reopen() < 0) log_error("cannot reopen the error log: %s", strerror(errno));
             log_info("SIGUSR1: log files reopened");
-            signal_procs(m, WORKERS, SIGUSR1);
+            signal_procs(m, ALL, SIGUSR1);
             break;
-        case SIGHUP:
         case SIGUSR2:
+            if (m->state == RUNNING) upgrade(m);
+            break;
         case SIGWINCH:
+            if (m->state != RUNNING) break;
+            log_info("SIGWINCH: stopping this master's workers gracefully; the listeners stay "
+                     "open (HUP starts workers again)");
+            m->no_workers = true;
+            m->n_pending = 0;
+            for (int i = 0; i < m->n_procs; i++)
+                if (m->procs[i].slot != SCANNER_SLOT && !m->procs[i].stopping)
+                    retire(m, &m->procs[i]);
+            break;
         case SIGTTIN:
+            if (m->state != RUNNING || m->no_workers) break;
+            m->n_workers++;
+            log_info("SIGTTIN: one worker more (%d)", m->n_workers);
+            spawn_workers(m);
+            break;
         case SIGTTOU:
-            log_warn("%s received: not supported by this version of intaked; ignored",
-                     strsignal(sig));
+            if (m->state != RUNNING || m->no_workers) break;
+            if (m->n_workers <= 1) {
+                log_warn("SIGTTOU ignored: at least one worker must run");
+                break;
+            }
+            m->n_workers--;
+            for (int i = m->n_procs - 1; i >= 0; i--) {
+                struct proc *p = &m->procs[i];
+                if (p->slot != SCANNER_SLOT && p->gen == m->gen && !p->stopping) {
+                    log_info("SIGTTOU: one worker fewer (%d); worker %d (pid %d) drains",
+                             m->n_workers, p->slot, (int)p->pid);
+                    retire(m, p);
+                    break;
+                }
+            }
             break;
         default: break;
         }
     }
+    rc = 0;
+out:
     close_listeners(m);
-    pidfile_remove(cfg->pid_file);
+    if (rc == 0 || m->n_procs == 0) pidfile_remove(m->cfg->pid_file);
+    if (m->oldbin[0] && !m->upgrade_pid) pidfile_remove(m->oldbin);
     log_info("master exiting");
-    return 0;
+    config_free(m->cfg);
+    return rc;
 }

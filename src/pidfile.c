@@ -56,7 +56,7 @@ static void mkdirs_for(const char *path)
     }
 }
 
-int pidfile_write(const char *path)
+int pidfile_check(const char *path)
 {
     const char *why;
     pid_t other = pidfile_read(path, &why);
@@ -66,6 +66,12 @@ int pidfile_write(const char *path)
                   (int)other, path);
         return -1;
     }
+    return 0;
+}
+
+int pidfile_write(const char *path)
+{
+    if (pidfile_check(path) < 0) return -1;
     mkdirs_for(path);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());

@@ -5,7 +5,9 @@
 
 #include <sys/types.h>
 
-/* 0, or -1 with the reason logged. */
+/* 0 if no other live intaked holds path, else -1 with the reason logged. */
+int pidfile_check(const char *path);
+/* Writes this process's pid. 0, or -1 with the reason logged. */
 int pidfile_write(const char *path);
 /* The pid in the file, or -1 with *why set. */
 pid_t pidfile_read(const char *path, const char **why);

@@ -180,10 +180,8 @@ void conn_fail(struct conn *c, int code, const char *fmt, ...)
 int conn_begin_upload(struct conn *c, const struct upload_request *r)
 {
     struct upload_error e = {0};
-    if (c->w->draining) {
-        conn_fail(c, 503, "server is shutting down; try again");
-        return -1;
-    }
+    /* A draining worker still serves connections it has accepted: a reload
+     * must not fail an upload that arrives on one of them. */
     if (upload_begin(&c->up, &c->w->store, &c->w->limits, r, &e) < 0) {
         conn_fail_with(c, &e);
         return -1;
@@ -295,6 +293,10 @@ void conn_drain(struct conn *c)
 {
     if (c->state == CONN_LINGER || c->state == CONN_CLOSED || c->state == CONN_FINISHING) return;
     if (c->up.phase == UPLOAD_RECEIVING) return; /* in flight: let it finish */
+    /* A connection that has not had its first upload yet was accepted for
+     * one: it gets it (header_timeout bounds a silent one). One idle between
+     * uploads is let go. */
+    if (c->uploads == 0) return;
     c->t->drain(c);
 }
 

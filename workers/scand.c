@@ -61,6 +61,7 @@ static int active_connections;
 static pthread_mutex_t conn_mu = PTHREAD_MUTEX_INITIALIZER;
 static volatile sig_atomic_t stopping;
 static char sock_path[108];
+static void unlink_own_socket(void);
 
 /* --- libclamav -------------------------------------------------------------- */
 
@@ -479,35 +480,30 @@ static void *selftest_thread(void *arg)
         sleep(SELFTEST_PERIOD_S);
         if (selftest() < 0) {
             log_error("periodic self-test failed: exiting so the master restarts the scanner");
-            unlink(sock_path);
+            unlink_own_socket();
             _exit(3);
         }
     }
     return NULL;
 }
 
+static ino_t sock_ino; /* the socket file this process created */
+
+/* Listens on path, taking it over atomically: bind a private name, then
+ * rename it over path. A scanner already there (an old one during a binary
+ * upgrade, a dying one during a respawn) keeps its accepted connections;
+ * new ones come here, and there is never a moment without a socket. */
 static int listen_unix(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path) {
+    char tmp[sizeof sa.sun_path + 16];
+    if (snprintf(tmp, sizeof tmp, "%s.%d", path, (int)getpid()) >= (int)sizeof sa.sun_path) {
         log_error("socket path %s is too long", path);
         return -1;
     }
-    strcpy(sa.sun_path, path);
+    strcpy(sa.sun_path, tmp);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        bool live = connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
-        close(probe);
-        if (live) {
-            log_error("another scanner is listening on %s", path);
-            close(fd);
-            return -1;
-        }
-        unlink(path);
-    }
     /* Create the socket's directory (run/ on a fresh checkout). */
     char dir[sizeof sa.sun_path];
     snprintf(dir, sizeof dir, "%s", path);
@@ -516,15 +512,26 @@ static int listen_unix(const char *path)
         *slash = '\0';
         mkdir(dir, 0755);
     }
+    unlink(tmp);
     mode_t old = umask(0117); /* socket 0660: the workers' user and group */
     int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
     umask(old);
-    if (rc < 0 || listen(fd, 128) < 0) {
+    struct stat st;
+    if (rc < 0 || listen(fd, 128) < 0 || rename(tmp, path) < 0 || stat(path, &st) < 0) {
         log_error("cannot listen on %s: %s", path, strerror(errno));
+        unlink(tmp);
         close(fd);
         return -1;
     }
+    sock_ino = st.st_ino;
     return fd;
+}
+
+/* Removes the socket file only if it is still ours (not a successor's). */
+static void unlink_own_socket(void)
+{
+    struct stat st;
+    if (sock_ino && stat(sock_path, &st) == 0 && st.st_ino == sock_ino) unlink(sock_path);
 }
 
 static void on_stop(int sig)
@@ -676,7 +683,7 @@ int main(int argc, char **argv)
 out:
     if (lfd >= 0) {
         close(lfd);
-        unlink(sock);
+        unlink_own_socket();
     }
     cleanup_tmpdir();
     /* Scans still running die with the process; the engine goes with it. */

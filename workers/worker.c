@@ -150,7 +150,8 @@ static void start_drain(struct worker *w)
     w->draining = true;
     for (int i = 0; i < w->n_ls; i++) close(w->ls[i].io.fd);
     w->n_ls = 0;
-    log_info("worker %d: draining %d connections (up to %llu ms)", w->slot, w->n_conns,
+    log_info("worker %d: stopped accepting; draining %d connections (up to %llu ms)", w->slot,
+             w->n_conns,
              (unsigned long long)w->cfg->shutdown_timeout_ms);
     struct conn *next;
     for (struct conn *c = w->conns; c; c = next) {

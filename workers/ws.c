@@ -232,10 +232,6 @@ static void route(struct conn *c, const struct http_request *req)
         http_error(c, 403, "origin not allowed (allowed_origins)", NULL);
         return;
     }
-    if (c->w->draining) {
-        http_error(c, 503, "server is shutting down", NULL);
-        return;
-    }
     bool echo = cfg->ws_echo && pl == 5 && memcmp(req->path, "/echo", 5) == 0;
     start_ws(c, key, echo);
 }

@@ -120,10 +120,16 @@ def test_term_with_upload_in_flight(daemon_factory):
 def test_quit_finishes_uploads_in_flight(daemon_factory):
     d = daemon_factory()
     c, ready = open_upload(d, "drain.bin", 300000, b"y" * 1000)
-    idle = Client(d.tcp_port)  # connected, no upload: let go at once
+    fresh = Client(d.tcp_port)  # accepted before QUIT, its upload not sent yet
+    between = Client(d.tcp_port)  # idle between two uploads
+    assert between.upload("first.txt", b"1")[1]["type"] == "STATUS"
+    time.sleep(0.2)
     d.signal(signal.SIGQUIT)
     wait_for(lambda: "graceful shutdown" in d.logs(), what="QUIT to be logged")
-    assert idle.closed(), "idle connection kept open during QUIT"
+    assert between.closed(), "connection idle between uploads kept open during QUIT"
+    # An accepted connection still gets its upload served, then is closed.
+    assert fresh.upload("fresh.txt", b"fresh")[1]["verdict"] == "unscanned"
+    assert fresh.closed()
     # New connections are refused once the listeners are closed.
     time.sleep(0.2)
     with pytest.raises(OSError):
@@ -135,7 +141,7 @@ def test_quit_finishes_uploads_in_flight(daemon_factory):
     assert status["type"] == "STATUS" and status["verdict"] == "unscanned"
     assert status["sha256"] == sha256(b"y" * 300000)
     assert d.wait_exit(10) == 0
-    assert d.accepted() == ["drain.bin"]
+    assert d.accepted() == ["drain.bin", "first.txt", "fresh.txt"]
 
 
 def test_quit_respects_shutdown_timeout(daemon_factory):

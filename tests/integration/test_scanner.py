@@ -383,4 +383,7 @@ def test_builtin_scanner_in_ps_and_quit_order(daemon_factory):
     assert d.wait_exit(10) == 0
     assert not alive(scanner)
     logs = d.logs()
-    assert logs.index("worker 0 (pid") < logs.index("scanner intake-scand (pid %d)" % scanner, logs.index("SIGQUIT"))
+    quit_at = logs.index("SIGQUIT")
+    worker_gone = logs.index("worker 0 (pid", quit_at)
+    scanner_gone = logs.index("scanner intake-scand (pid %d," % scanner, quit_at)
+    assert worker_gone < scanner_gone, "the scanner left before the workers finished"
