@@ -30,7 +30,7 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 # What every program shares.
-CORE    := src/log.c src/config.c src/store.c src/upload.c src/utf8.c
+CORE    := src/log.c src/config.c src/store.c src/upload.c src/utf8.c src/proxy.c
 # Worker modules without I/O loops: linked into the daemon and the unit tests.
 WORKER_LIB := workers/tcp_line.c workers/http.c workers/ws_frame.c workers/scan.c src/metrics.c
 DAEMON  := src/main.c src/master.c src/net.c src/pidfile.c src/proctitle.c \
@@ -40,7 +40,7 @@ SCAND   := workers/scand.c src/log.c src/proctitle.c
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
-UNIT_TESTS := config store upload tcp_line http ws_frame scan
+UNIT_TESTS := config store upload tcp_line http ws_frame scan proxy
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:

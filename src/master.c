@@ -767,7 +767,7 @@ int master_run(struct config *cfg, const struct master_args *args)
 out:
     close_listeners(m);
     if (rc == 0 || m->n_procs == 0) pidfile_remove(m->cfg->pid_file);
-    if (m->oldbin[0] && !m->upgrade_pid) pidfile_remove(m->oldbin);
+    if (m->oldbin[0]) pidfile_remove(m->oldbin); /* only while it names this process */
     log_info("master exiting");
     config_free(m->cfg);
     return rc;

@@ -3,6 +3,10 @@
 #include "conn.h"
 
 #include "log.h"
+
+#include <cjson/cJSON.h>
+#include <sys/time.h>
+#include <time.h>
 #include "worker.h"
 
 #include <errno.h>
@@ -16,6 +20,82 @@
 #define LINGER_SECONDS 5.0
 
 static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents);
+
+/* One access log line: the upload in c (r == NULL) or a refused request. */
+static void access_line(struct conn *c, int code, const struct upload_request *r)
+{
+    if (c->w->access_fd < 0) return;
+    const struct upload *u = &c->up;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char when[96], hex[65];
+    snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "time", when);
+    cJSON_AddStringToObject(o, "remote", c->remote);
+    cJSON_AddStringToObject(o, "transport", c->t->kind == MT_TCP ? "tcp" : "ws");
+    if (r) {
+        cJSON_AddNullToObject(o, "id");
+        cJSON_AddStringToObject(o, "filename", r->filename);
+        cJSON_AddNullToObject(o, "stored_as");
+        cJSON_AddNumberToObject(o, "size", (double)r->size);
+        cJSON_AddNumberToObject(o, "received", 0);
+        cJSON_AddNullToObject(o, "sha256");
+        cJSON_AddNullToObject(o, "verdict");
+        cJSON_AddNullToObject(o, "virus");
+        cJSON_AddNumberToObject(o, "code", code);
+        cJSON_AddNumberToObject(o, "duration_ms", 0);
+    } else {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double ms = (double)(now.tv_sec - u->started.tv_sec) * 1e3 +
+                    (double)(now.tv_nsec - u->started.tv_nsec) / 1e6;
+        bool sealed = u->phase == UPLOAD_SEALED || u->phase == UPLOAD_DONE;
+        cJSON_AddStringToObject(o, "id", u->id);
+        cJSON_AddStringToObject(o, "filename", u->filename);
+        if (u->stored[0]) cJSON_AddStringToObject(o, "stored_as", u->stored);
+        else cJSON_AddNullToObject(o, "stored_as");
+        cJSON_AddNumberToObject(o, "size", (double)u->size);
+        cJSON_AddNumberToObject(o, "received", (double)u->received);
+        if (sealed) {
+            upload_hex(u->digest, 32, hex);
+            cJSON_AddStringToObject(o, "sha256", hex);
+        } else {
+            cJSON_AddNullToObject(o, "sha256");
+        }
+        if (u->verdict != VERDICT_NONE && code == 200)
+            cJSON_AddStringToObject(o, "verdict", upload_verdict_name(u->verdict));
+        else cJSON_AddNullToObject(o, "verdict");
+        if (u->verdict == VERDICT_INFECTED) cJSON_AddStringToObject(o, "virus", u->virus);
+        else cJSON_AddNullToObject(o, "virus");
+        cJSON_AddNumberToObject(o, "code", code);
+        cJSON_AddNumberToObject(o, "duration_ms", (double)(long long)(ms + 0.5));
+    }
+    char *json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    size_t n = json ? strlen(json) : 0;
+    char *line = json ? malloc(n + 1) : NULL;
+    if (line) {
+        memcpy(line, json, n);
+        line[n] = '\n';
+        worker_access_log(c->w, line, n + 1);
+    }
+    free(line);
+    free(json);
+    c->logged = true;
+}
+
+void conn_abort_upload(struct conn *c, int code)
+{
+    if (c->in_job) return; /* the job owns it */
+    if ((c->up.phase == UPLOAD_RECEIVING || c->up.phase == UPLOAD_SEALED ||
+         (c->up.phase == UPLOAD_DONE && !c->up.stored[0])) && !c->logged)
+        access_line(c, code, NULL);
+    upload_abort(&c->up);
+}
 static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents);
 
 struct metrics_slot *conn_metrics(struct conn *c)
@@ -154,7 +234,7 @@ void conn_fail_with(struct conn *c, const struct upload_error *e)
     else
         log_info("%s: refused with %d: %s", c->peer, e->code, e->message);
     metrics_error(c->w->mslot, e->code);
-    upload_abort(&c->up);
+    conn_abort_upload(c, e->code);
     char msg[512];
     int n = upload_msg_error(e, msg, sizeof msg);
     if (n < 0) {
@@ -183,9 +263,11 @@ int conn_begin_upload(struct conn *c, const struct upload_request *r)
     /* A draining worker still serves connections it has accepted: a reload
      * must not fail an upload that arrives on one of them. */
     if (upload_begin(&c->up, &c->w->store, &c->w->limits, r, &e) < 0) {
+        access_line(c, e.code, r);
         conn_fail_with(c, &e);
         return -1;
     }
+    c->logged = false;
     log_debug("upload %s (%s) from %s: started, %llu bytes", c->up.id, c->up.filename, c->peer,
               (unsigned long long)c->up.size);
     return 0;
@@ -230,6 +312,7 @@ static void finalize_done(struct job *j)
         w->dead = c;
         return;
     }
+    access_line(c, 200, NULL);
     char *msg = malloc(UPLOAD_FILENAME_MAX * 3 + 1024);
     int n = msg ? upload_msg_status(&c->up, msg, UPLOAD_FILENAME_MAX * 3 + 1024) : -1;
     c->uploads++;
@@ -260,7 +343,7 @@ void conn_close(struct conn *c)
     if (c->state == CONN_CLOSED) return;
     struct worker *w = c->w;
     /* A running job owns the upload until its done callback. */
-    if (!c->in_job) upload_abort(&c->up);
+    conn_abort_upload(c, 499);
     ev_io_stop(w->loop, &c->io);
     ev_timer_stop(w->loop, &c->timer);
     close(c->fd);

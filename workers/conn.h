@@ -60,7 +60,8 @@ struct conn {
     int fd;
     const struct listen_addr *addr;
     enum conn_state state;
-    char peer[64];
+    char peer[64];   /* address:port of the socket peer, for the error log */
+    char remote[64]; /* the client: the peer, or whom a trusted proxy names */
 
     char *carry; /* header line / HTTP head bytes while in use */
     size_t carry_len;
@@ -74,6 +75,7 @@ struct conn {
     struct upload up;
     struct job job;
     bool in_job;
+    bool logged;      /* the current upload has its access log line */
     unsigned uploads; /* finished on this connection */
     ev_tstamp linger_until;
     struct conn *prev, *next;
@@ -105,5 +107,8 @@ void conn_close(struct conn *c);
 void conn_drain(struct conn *c);
 void conn_free(struct conn *c);
 struct metrics_slot *conn_metrics(struct conn *c);
+/* Drops the upload in progress (its .part stays, resumable), writing its
+ * access log line with code (499: the client went away). */
+void conn_abort_upload(struct conn *c, int code);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -36,13 +37,14 @@ static void set_accepting(struct worker *w, bool on)
     }
 }
 
-static void peer_name(int fd, char *out, size_t cap)
+static void peer_name(int fd, char *out, size_t cap, char *ip, size_t ipcap)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     char host[INET6_ADDRSTRLEN] = "?";
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
         snprintf(out, cap, "?");
+        snprintf(ip, ipcap, "?");
         return;
     }
     if (ss.ss_family == AF_INET) {
@@ -54,8 +56,25 @@ static void peer_name(int fd, char *out, size_t cap)
         inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof host);
         snprintf(out, cap, "[%s]:%d", host, ntohs(s->sin6_port));
     } else {
+        snprintf(host, sizeof host, "unix");
         snprintf(out, cap, "unix");
     }
+    snprintf(ip, ipcap, "%s", host);
+}
+
+static int open_access_log(const struct config *cfg)
+{
+    if (!cfg->access_log) return -1;
+    int fd = open(cfg->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) log_error("cannot open access_log %s: %s", cfg->access_log, strerror(errno));
+    return fd;
+}
+
+void worker_access_log(struct worker *w, const char *line, size_t len)
+{
+    if (w->access_fd < 0) return;
+    ssize_t n = write(w->access_fd, line, len);
+    if (n != (ssize_t)len) log_error("access log write failed: %s", strerror(errno));
 }
 
 static void worker_on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
@@ -97,7 +116,7 @@ static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
             close(fd);
             continue;
         }
-        peer_name(fd, c->peer, sizeof c->peer);
+        peer_name(fd, c->peer, sizeof c->peer, c->remote, sizeof c->remote);
         log_debug("%s: connected to %s", c->peer, l->addr->text);
         set_accepting(w, true);
     }
@@ -177,6 +196,13 @@ static void worker_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
         break;
     case SIGUSR1:
         if (log_reopen() < 0) log_error("worker %d: cannot reopen the log", w->slot);
+        if (w->cfg->access_log) {
+            int fd = open_access_log(w->cfg);
+            if (fd >= 0) {
+                if (w->access_fd >= 0) close(w->access_fd);
+                w->access_fd = fd;
+            }
+        }
         break;
     default: break;
     }
@@ -218,6 +244,9 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
         _exit(2);
     }
     w->store.min_free_space = cfg->min_free_space;
+    w->access_fd = open_access_log(cfg);
+    for (int i = 0; i < cfg->n_trusted_proxies; i++)
+        if (proxy_parse(cfg->trusted_proxies[i], &w->proxies[w->n_proxies]) == 0) w->n_proxies++;
     w->limits.max_file_size = cfg->max_file_size;
     static struct scan_client sc;
     if (cfg->scanner != SCANNER_OFF) {

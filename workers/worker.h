@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "metrics.h"
+#include "proxy.h"
 #include "store.h"
 #include "upload.h"
 
@@ -46,6 +47,10 @@ struct worker {
     struct conn *dead;  /* closed, freed from the prepare watcher */
     ev_prepare reaper;
 
+    int access_fd; /* -1: access_log off */
+    struct proxy_net proxies[CONFIG_MAX_LIST];
+    int n_proxies;
+
     char *rbuf; /* shared read buffer for body bytes */
     size_t rbuf_size;
 
@@ -57,6 +62,9 @@ struct worker {
 /* Runs a worker until it has finished; never returns. */
 void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, int slot,
                 struct metrics *m) __attribute__((noreturn));
+
+/* Appends one line to the access log (one write: lines never interleave). */
+void worker_access_log(struct worker *w, const char *line, size_t len);
 
 /* Accepting is paused while a worker is at max_connections. */
 void worker_conn_closed(struct worker *w);

@@ -180,6 +180,14 @@ static void start_ws(struct conn *c, const struct http_header *key, bool echo)
 static void route(struct conn *c, const struct http_request *req)
 {
     const struct config *cfg = c->w->cfg;
+    /* Behind a trusted proxy, the client is whom it names. */
+    const struct http_header *xff = http_header_get(req, "x-forwarded-for");
+    const struct http_header *xri = http_header_get(req, "x-real-ip");
+    char peer_ip[64];
+    snprintf(peer_ip, sizeof peer_ip, "%s", c->remote);
+    proxy_client(c->w->proxies, c->w->n_proxies, peer_ip, xff ? xff->value : NULL,
+                 xff ? xff->value_len : 0, xri ? xri->value : NULL, xri ? xri->value_len : 0,
+                 c->remote, sizeof c->remote);
     size_t pl = req->path_len;
     const char *q = memchr(req->path, '?', pl);
     if (q) pl = (size_t)(q - req->path);
@@ -255,7 +263,7 @@ static void ws_close(struct conn *c, unsigned code, const char *reason)
                  c->up.filename, c->peer, code, reason);
     else if (code != 1000 && code != 1001)
         log_info("%s: WebSocket closed with %u (%s)", c->peer, code, reason);
-    upload_abort(&c->up);
+    conn_abort_upload(c, 499);
     uint8_t pay[125];
     size_t rl = strlen(reason);
     if (rl > 123) rl = 123;
@@ -488,7 +496,7 @@ static void on_control_frame(struct conn *c)
                      "bytes; kept in the spool",
                      c->up.id, c->up.filename, c->peer, (unsigned long long)c->up.received,
                      (unsigned long long)c->up.size);
-        upload_abort(&c->up);
+        conn_abort_upload(c, 499);
         /* Echo the code (not the reason) and close. */
         send_frame(c, WS_OP_CLOSE, ws->cpay, ws->cpay_len ? 2 : 0);
         conn_linger(c);
