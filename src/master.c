@@ -176,6 +176,9 @@ static int spawn_scanner(struct master *m)
         signal(SIGPIPE, SIG_DFL);
         static const char *const levels[] = {"error", "warn", "info", "debug"};
         setenv("INTAKE_LOG_LEVEL", levels[c->log_level & 3], 1);
+        /* A log file is reopened by the scanner itself on USR1. */
+        if (c->error_log[0] == '/') setenv("INTAKE_LOG_FILE", c->error_log, 1);
+        else unsetenv("INTAKE_LOG_FILE");
         unsetenv(MASTER_INHERIT_ENV);
         char maxsize[32];
         snprintf(maxsize, sizeof maxsize, "%llu", (unsigned long long)c->max_file_size);

@@ -59,7 +59,7 @@ static uint64_t max_size = 1ULL << 30;
 static sem_t scan_slots;
 static int active_connections;
 static pthread_mutex_t conn_mu = PTHREAD_MUTEX_INITIALIZER;
-static volatile sig_atomic_t stopping;
+static volatile sig_atomic_t stopping, reopen_logs;
 static char sock_path[108];
 static void unlink_own_socket(void);
 
@@ -540,6 +540,12 @@ static void on_stop(int sig)
     stopping = 1;
 }
 
+static void on_usr1(int sig)
+{
+    (void)sig;
+    reopen_logs = 1;
+}
+
 static void cleanup_tmpdir(void)
 {
     if (!tmpdir[0]) return;
@@ -621,7 +627,8 @@ int main(int argc, char **argv)
     /* intaked passes its log_level; run by hand, the default is info. */
     enum log_level level = LOG_INFO;
     if (getenv("INTAKE_LOG_LEVEL")) log_level_parse(getenv("INTAKE_LOG_LEVEL"), &level);
-    log_open("stderr", level);
+    const char *logfile = getenv("INTAKE_LOG_FILE");
+    if (!logfile || log_open(logfile, level) < 0) log_open("stderr", level);
     signal(SIGPIPE, SIG_IGN);
     snprintf(sock_path, sizeof sock_path, "%s", sock);
     sem_init(&scan_slots, 0, (unsigned)threads);
@@ -636,7 +643,8 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
-    signal(SIGUSR1, SIG_IGN);
+    struct sigaction su = {.sa_handler = on_usr1};
+    sigaction(SIGUSR1, &su, NULL);
     signal(SIGHUP, SIG_IGN);
     pthread_t st;
     pthread_create(&st, NULL, selftest_thread, NULL);
@@ -645,6 +653,11 @@ int main(int argc, char **argv)
              (unsigned long long)max_size);
     while (!stopping) {
         int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (reopen_logs) {
+            reopen_logs = 0;
+            if (log_reopen() < 0) log_error("cannot reopen the log: %s", strerror(errno));
+            else log_info("log reopened");
+        }
         if (cfd < 0) {
             if (errno == EINTR) continue;
             if (errno == EMFILE || errno == ENFILE) {
