@@ -1,0 +1,424 @@
+"""Operations: every signal under load with every byte checked (HUP, TTIN,
+TTOU, USR2 -> WINCH -> QUIT, USR2 rollback), a bad reload, listener
+changes, user, daemon + -s stop, the access log and its trust rules, and
+real nginx in front running the shipped samples."""
+import asyncio
+import hashlib
+import json
+import os
+import pwd
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import websockets
+
+from conftest import (INTAKE, INTAKED, ROOT, Client, alive, free_port, free_ports, sha256,
+                      short_dir, wait_for)
+
+
+class Load:
+    """Concurrent slow uploads: each spans several hundred milliseconds, so
+    signals land in the middle of them. Every STATUS and every stored byte is
+    checked; a failure is anything but a correct STATUS."""
+
+    def __init__(self, d, clients=10, size=192 * 1024, chunks=12, pause=0.03):
+        self.d, self.size, self.chunks, self.pause = d, size, chunks, pause
+        self.stop = threading.Event()
+        self.ok, self.failed, self.lock = [], [], threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(clients)]
+
+    def run(self, i):
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            name = "load-%02d-%04d.bin" % (i, n)
+            data = os.urandom(self.size)
+            try:
+                c = Client(self.d.tcp_port, timeout=30)
+                c.start(name, len(data), sha256(data))
+                step = len(data) // self.chunks
+                for k in range(0, len(data), step):
+                    c.send(data[k:k + step])
+                    time.sleep(self.pause)
+                ready, st = c.line(), c.line()
+                c.close()
+                assert ready["type"] == "READY" and st["type"] == "STATUS", (ready, st)
+                assert st["sha256"] == sha256(data) and st["stored_as"] == name, st
+                with self.lock:
+                    self.ok.append((name, data))
+            except Exception as e:  # counted, reported by the test
+                with self.lock:
+                    self.failed.append("%s: %r" % (name, e))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+    def verify(self, what):
+        for name, data in self.ok:
+            with open(os.path.join(self.d.accept_dir, name), "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == sha256(data), name
+        print("\n%s: %d uploads completed, %d failed" % (what, len(self.ok), len(self.failed)))
+        assert self.failed == [], self.failed[:5]
+        assert len(self.ok) >= 10
+
+
+def rewrite(d, **changes):
+    d.dir.update({k: str(v) for k, v in changes.items()})
+    with open(d.conf, "w") as f:
+        for k, v in d.dir.items():
+            f.write("%s %s\n" % (k, v))
+
+
+def test_hup_under_load(daemon_factory):
+    d = daemon_factory(workers=2)
+    first = set(d.workers())
+    with Load(d) as load:
+        time.sleep(0.8)
+        rewrite(d, workers=3)
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: "reload: configuration" in d.logs(), what="the reload")
+        time.sleep(0.8)
+        d.signal(signal.SIGHUP)  # a second reload, same configuration
+        time.sleep(0.8)
+    load.verify("across two reloads")
+    wait_for(lambda: len(d.workers()) == 3 and not first & set(d.workers()), 10,
+             what="old workers gone, three new ones")
+    assert d.logs().count("old ones draining") == 2
+
+
+def test_hup_with_bad_configuration_changes_nothing(daemon_factory):
+    d = daemon_factory(workers=2)
+    before = sorted(d.workers())
+    with open(d.conf, "a") as f:
+        f.write("max_file_size lots\n")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in d.logs(), what="the failed reload")
+    assert re.search(r"reload failed: .*intake\.conf:\d+: invalid size \"lots\"", d.logs())
+    time.sleep(0.3)
+    assert sorted(d.workers()) == before
+    assert Client(d.tcp_port).upload("still.txt", b"up")[1]["type"] == "STATUS"
+
+
+def test_hup_keeps_listening_fds_and_changes_listeners(daemon_factory):
+    d = daemon_factory(workers=1)
+    master_fds = lambda: {os.readlink("/proc/%d/fd/%s" % (d.pid, f))
+                          for f in os.listdir("/proc/%d/fd" % d.pid)}
+    before = master_fds()
+    new_port = free_port()
+    old_ws = d.ws_port
+    d.dir["listen_tcp"] = "127.0.0.1:%d" % d.tcp_port
+    rewrite(d)
+    with open(d.conf, "a") as f:
+        f.write("listen_tcp 127.0.0.1:%d\n" % new_port)
+    d.dir.pop("listen_ws")
+    rewrite(d)
+    with open(d.conf, "a") as f:
+        f.write("listen_tcp 127.0.0.1:%d\nlisten_ws 127.0.0.1:%d\n" % (new_port, free_port()))
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "reload: configuration" in d.logs(), what="the reload")
+    # The unchanged raw TCP socket is the same socket (same inode in the master).
+    tcp_inode = [s for s in before if s.startswith("socket:")]
+    assert set(tcp_inode) & master_fds()
+    assert Client(d.tcp_port).upload("old-port.txt", b"1")[1]["type"] == "STATUS"
+    assert Client(new_port).upload("new-port.txt", b"2")[1]["type"] == "STATUS"
+    wait_for(lambda: "no longer listening on 127.0.0.1:%d" % old_ws in d.logs(), what="ws removed")
+    time.sleep(0.5)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", old_ws), timeout=1)
+
+
+def test_ttin_ttou_under_load(daemon_factory):
+    d = daemon_factory(workers=2)
+    with Load(d) as load:
+        time.sleep(0.5)
+        d.signal(signal.SIGTTIN)
+        wait_for(lambda: len(d.workers()) == 3, what="a third worker")
+        time.sleep(0.5)
+        d.signal(signal.SIGTTOU)
+        time.sleep(0.3)  # signals of one kind do not queue: one at a time
+        d.signal(signal.SIGTTOU)
+        wait_for(lambda: len(d.workers()) == 1, 10, what="one worker left")
+        time.sleep(0.5)
+        d.signal(signal.SIGTTOU)  # refused: one must stay
+        time.sleep(0.5)
+    load.verify("across TTIN, TTOU, TTOU")
+    assert len(d.workers()) == 1 and "at least one worker must run" in d.logs()
+
+
+def read_pid(path):
+    with open(path) as f:
+        return int(f.read())
+
+
+def test_usr2_winch_quit_under_load(daemon_factory):
+    d = daemon_factory(workers=2, scan=True)
+    pidf = d.dir["pid_file"]
+    old = d.pid
+    old_workers = set(d.workers())
+    with Load(d) as load:
+        time.sleep(0.6)
+        d.signal(signal.SIGUSR2)
+        wait_for(lambda: os.path.exists(pidf) and read_pid(pidf) != old, 10, what="new master")
+        new = read_pid(pidf)
+        assert read_pid(pidf + ".oldbin") == old
+        wait_for(lambda: "inherited 2 listening sockets" in d.logs(), what="inheritance")
+        wait_for(lambda: len([p for p in _tree(new) if _title(p) == "intaked: worker process"]) == 2,
+                 what="the new master's workers")
+        time.sleep(0.6)  # both generations serve
+        os.kill(old, signal.SIGWINCH)
+        wait_for(lambda: not any(alive(p) for p in old_workers), 15, what="old workers drained")
+        time.sleep(0.6)  # only the new binary serves
+        os.kill(old, signal.SIGQUIT)
+        d.wait_exit(15)
+        time.sleep(0.4)
+    load.verify("across USR2, WINCH, QUIT")
+    assert alive(new) and read_pid(pidf) == new and not os.path.exists(pidf + ".oldbin")
+    st = Client(d.tcp_port).upload("after-upgrade.com", b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-"
+                                   b"STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")[1]
+    assert st["verdict"] == "infected"  # the new master's scanner serves
+    os.kill(new, signal.SIGTERM)
+    wait_for(lambda: not alive(new), 10, what="new master to stop")
+
+
+def test_usr2_rollback_with_term(daemon_factory):
+    d = daemon_factory(workers=1)
+    pidf = d.dir["pid_file"]
+    d.signal(signal.SIGUSR2)
+    wait_for(lambda: os.path.exists(pidf) and read_pid(pidf) != d.pid, 10, what="new master")
+    new = read_pid(pidf)
+    wait_for(lambda: "inherited" in d.logs(), what="the new master up")
+    os.kill(new, signal.SIGTERM)
+    wait_for(lambda: os.path.exists(pidf) and read_pid(pidf) == d.pid, 10,
+             what="the pid file restored")
+    assert not os.path.exists(pidf + ".oldbin")
+    assert "restoring" in d.logs()
+    assert Client(d.tcp_port).upload("rolled-back.txt", b"ok")[1]["type"] == "STATUS"
+
+
+def _title(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().split(b"\0")[0].decode()
+    except OSError:
+        return ""
+
+
+def _tree(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _uid(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_nobody(daemon_factory):
+    base = short_dir()
+    os.chmod(base, 0o755)
+    try:
+        d = daemon_factory(start=False, user="nobody", spool_dir=base + "/spool",
+                           accept_dir=base + "/accepted", quarantine_dir=base + "/q")
+        d.scanning(scanner_socket=base + "/run/scand.sock")
+        d.start()
+        nobody = pwd.getpwnam("nobody").pw_uid
+        assert _uid(d.pid) == 0
+        assert all(_uid(w) == nobody for w in d.workers())
+        assert _uid(d.scanner()) == nobody
+        st = Client(d.tcp_port).upload("as-nobody.txt", b"data")[1]
+        assert st["verdict"] == "clean"
+        assert os.stat(os.path.join(base, "accepted", "as-nobody.txt")).st_uid == nobody
+    finally:
+        d.stop()
+        subprocess.run(["rm", "-rf", base])
+
+
+def test_daemon_on_and_s_stop(tmp_path):
+    tcp, ws = free_ports(2)
+    conf = tmp_path / "d.conf"
+    conf.write_text("daemon on\nworkers 2\nscanner off\nlisten_tcp 127.0.0.1:%d\n"
+                    "listen_ws 127.0.0.1:%d\npid_file %s/run/d.pid\nerror_log %s/error.log\n"
+                    "spool_dir %s/s\naccept_dir %s/a\nquarantine_dir %s/q\nmin_free_space 0\n"
+                    % (tcp, ws, tmp_path, tmp_path, tmp_path, tmp_path, tmp_path))
+    t0 = time.monotonic()
+    r = subprocess.run([INTAKED, "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and time.monotonic() - t0 < 5
+    pidf = tmp_path / "run" / "d.pid"
+    wait_for(pidf.exists, what="the pid file")
+    master = int(pidf.read_text())
+    try:
+        assert alive(master) and _title(master) == "intaked: master process"
+        assert os.getsid(master) == master  # detached: its own session
+        wait_for(lambda: len(_tree(master)) == 2, what="workers")
+        assert Client(tcp).upload("daemon.txt", b"d")[1]["type"] == "STATUS"
+        # A second one refuses, saying why, before detaching.
+        r = subprocess.run([INTAKED, "-c", str(conf)], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1
+        assert "another intaked (pid %d)" % master in (tmp_path / "error.log").read_text()
+        workers = _tree(master)
+        r = subprocess.run([INTAKED, "-c", str(conf), "-s", "stop"], capture_output=True, text=True)
+        assert r.returncode == 0
+        wait_for(lambda: not alive(master) and not any(alive(w) for w in workers), 6,
+                 what="everything to stop")
+        assert not pidf.exists()
+    finally:
+        if alive(master):
+            os.kill(master, signal.SIGKILL)
+
+
+def access_lines(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f]
+
+
+def test_access_log_and_trust(daemon_factory, tmp_path):
+    log = tmp_path / "access.log"
+    d = daemon_factory(access_log=str(log), max_file_size="1K", idle_timeout="1s")
+    c = Client(d.tcp_port)
+    c.upload("ok.txt", b"fine")
+    Client(d.tcp_port).upload("big.bin", b"x" * 2000)  # 413
+    cut = Client(d.tcp_port)
+    cut.start("cut.bin", 500)
+    cut.send(b"x" * 100)
+    assert cut.line()["type"] == "READY"
+    cut.close()
+
+    async def ws(headers):
+        async with websockets.connect("ws://127.0.0.1:%d/u" % d.ws_port,
+                                      extra_headers=headers) as w:
+            await w.send(json.dumps({"type": "START", "filename": "via-proxy.txt", "size": 2}))
+            await w.recv()
+            await w.send(b"hi")
+            await w.recv()
+            await w.send('{"type":"DONE"}')
+            return json.loads(await w.recv())
+    asyncio.run(ws({"X-Forwarded-For": "6.6.6.6, 198.51.100.7"}))
+    asyncio.run(ws({"X-Real-IP": "198.51.100.9"}))
+    wait_for(lambda: log.exists() and len(access_lines(log)) == 5, what="five access lines")
+    lines = access_lines(log)
+    by = {(l["filename"], l["code"]): l for l in lines}
+    ok = by[("ok.txt", 200)]
+    assert ok["remote"] == "127.0.0.1" and ok["transport"] == "tcp" and ok["verdict"] == "unscanned"
+    assert ok["sha256"] == sha256(b"fine") and ok["size"] == ok["received"] == 4
+    assert ok["stored_as"] == "ok.txt" and re.fullmatch(r"[0-9a-f]{32}", ok["id"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ok["time"])
+    assert isinstance(ok["duration_ms"], int) and ok["virus"] is None
+    big = by[("big.bin", 413)]
+    assert big["verdict"] is None and big["stored_as"] is None and big["size"] == 2000
+    cutl = by[("cut.bin", 499)]
+    assert cutl["received"] == 100 and cutl["size"] == 500 and cutl["sha256"] is None
+    proxied = [l for l in lines if l["filename"] == "via-proxy.txt"]
+    assert sorted(l["remote"] for l in proxied) == ["198.51.100.7", "198.51.100.9"]
+    assert all(set(l) == {"time", "remote", "transport", "id", "filename", "stored_as", "size",
+                          "received", "sha256", "verdict", "virus", "code", "duration_ms"}
+               for l in lines)
+
+
+def test_untrusted_peer_cannot_claim_an_address(daemon_factory, tmp_path):
+    log = tmp_path / "access.log"
+    d = daemon_factory(access_log=str(log), trusted_proxies="10.0.0.0/8")
+
+    async def ws():
+        async with websockets.connect("ws://127.0.0.1:%d/u" % d.ws_port,
+                                      extra_headers={"X-Forwarded-For": "198.51.100.7",
+                                                     "X-Real-IP": "198.51.100.8"}) as w:
+            await w.send(json.dumps({"type": "START", "filename": "x", "size": 0}))
+            await w.recv()
+            await w.send('{"type":"DONE"}')
+            await w.recv()
+    asyncio.run(ws())
+    wait_for(lambda: log.exists() and access_lines(log), what="the access line")
+    assert access_lines(log)[0]["remote"] == "127.0.0.1"
+
+
+def test_usr1_rotates_access_and_error_logs(daemon_factory, tmp_path):
+    alog, elog = tmp_path / "access.log", tmp_path / "error.log.file"
+    d = daemon_factory(access_log=str(alog), error_log=str(elog), scan=False)
+    Client(d.tcp_port).upload("before.txt", b"1")
+    wait_for(lambda: alog.exists() and "before.txt" in alog.read_text(), what="first line")
+    os.rename(str(alog), str(alog) + ".1")
+    os.rename(str(elog), str(elog) + ".1")
+    d.signal(signal.SIGUSR1)
+    wait_for(lambda: elog.exists() and "reopened" in elog.read_text(), what="error log reopened")
+    Client(d.tcp_port).upload("after.txt", b"2")
+    wait_for(lambda: alog.exists() and "after.txt" in alog.read_text(), what="access log reopened")
+    assert "after.txt" not in open(str(alog) + ".1").read()
+
+
+NGINX = "/usr/sbin/nginx"
+
+
+def test_real_nginx_in_front(daemon_factory, tmp_path):
+    assert os.path.exists(NGINX), "nginx missing: run scripts/deps.sh"
+    alog = tmp_path / "access.log"
+    d = daemon_factory(access_log=str(alog), scan=True)
+    http_port, stream_port = free_ports(2)
+    with open(os.path.join(ROOT, "etc", "nginx", "intake-http.conf")) as f:
+        http_conf = f.read().replace("127.0.0.1:8080", "127.0.0.1:%d" % d.ws_port) \
+            .replace("listen 80;", "listen 127.0.0.1:%d;" % http_port)
+    with open(os.path.join(ROOT, "etc", "nginx", "intake-stream.conf")) as f:
+        stream_conf = f.read().replace("127.0.0.1:9090", "127.0.0.1:%d" % d.tcp_port) \
+            .replace("listen 9000;", "listen 127.0.0.1:%d;" % stream_port)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
+                    "pid %s/nginx.pid;\nerror_log %s/nginx-error.log;\nuser root;\n"
+                    "events {}\n%s\nhttp {\n access_log off;\n client_body_temp_path %s;\n"
+                    " proxy_temp_path %s;\n%s\n}\n"
+                    % (tmp_path, tmp_path, stream_conf, tmp_path, tmp_path, http_conf))
+    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-g", "daemon off;"],
+                             stderr=subprocess.PIPE)
+    try:
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(lambda: up() or nginx.poll() is not None, 10, what="nginx")
+        assert nginx.poll() is None, nginx.stderr.read().decode()
+        from wsraw import http_request
+        status, h, body = http_request(http_port, b"GET / HTTP/1.1\r\nHost: up\r\nConnection: close\r\n\r\n")
+        assert status == 200 and b"Upload files" in body
+        data = os.urandom(3 << 20)
+
+        async def ws():
+            async with websockets.connect("ws://127.0.0.1:%d/upload" % http_port, max_size=None,
+                                          extra_headers={"X-Forwarded-For": "203.0.113.9"}) as w:
+                await w.send(json.dumps({"type": "START", "filename": "via-nginx.bin",
+                                         "size": len(data)}))
+                await w.recv()
+                for k in range(0, len(data), 1 << 20):
+                    await w.send(data[k:k + (1 << 20)])
+                for _ in range(3):
+                    await w.recv()
+                await w.send('{"type":"DONE"}')
+                return json.loads(await w.recv())
+        st = asyncio.run(ws())
+        assert st["verdict"] == "clean" and st["sha256"] == sha256(data)
+        f = tmp_path / "cli.txt"
+        f.write_bytes(b"through the stream block\n")
+        r = subprocess.run([INTAKE, "127.0.0.1:%d" % stream_port, str(f)], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout == "%s: OK\n" % f
+        assert sorted(d.accepted()) == ["cli.txt", "via-nginx.bin"]
+        wait_for(lambda: alog.exists() and len(access_lines(alog)) == 2, what="access lines")
+        via = [l for l in access_lines(alog) if l["filename"] == "via-nginx.bin"][0]
+        assert via["remote"] == "203.0.113.9" and via["transport"] == "ws"
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
