@@ -132,13 +132,30 @@ fuzz: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
 bench: deps all $(BUILD)/wsbench
 	./scripts/bench.sh
 
+# The installed configuration points at FHS places (the checkout's one at ./var).
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/etc/intake/signatures
-	install -m 755 $(BUILD)/intaked $(DESTDIR)$(PREFIX)/sbin/intaked
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
+	    $(DESTDIR)$(PREFIX)/etc/intake/signatures $(DESTDIR)$(PREFIX)/share/intake \
+	    $(DESTDIR)$(PREFIX)/share/doc/intake
+	install -m 755 $(BUILD)/intaked $(BUILD)/intake-scand $(DESTDIR)$(PREFIX)/sbin/
 	install -m 755 $(BUILD)/intake $(DESTDIR)$(PREFIX)/bin/intake
-	install -m 755 $(BUILD)/intake-scand $(DESTDIR)$(PREFIX)/sbin/intake-scand
-	install -m 644 etc/signatures/*.hdb etc/signatures/*.ndb $(DESTDIR)$(PREFIX)/etc/intake/signatures/
-	install -m 644 etc/intake.conf $(DESTDIR)$(PREFIX)/etc/intake/intake.conf
+	install -m 644 etc/signatures/*.hdb etc/signatures/*.ndb etc/signatures/README.md \
+	    $(DESTDIR)$(PREFIX)/etc/intake/signatures/
+	sed -e 's|^pid_file .*|pid_file       /run/intake/intaked.pid|' \
+	    -e 's|^error_log .*|error_log      /var/log/intake/error.log|' \
+	    -e 's|^spool_dir .*|spool_dir      /var/lib/intake/spool|' \
+	    -e 's|^accept_dir .*|accept_dir     /var/lib/intake/accepted|' \
+	    -e 's|^quarantine_dir .*|quarantine_dir /var/lib/intake/quarantine|' \
+	    -e 's|^scanner_socket .*|scanner_socket /run/intake/scand.sock|' \
+	    -e 's|^signature_dir .*|signature_dir  $(PREFIX)/etc/intake/signatures|' \
+	    etc/intake.conf > $(DESTDIR)$(PREFIX)/etc/intake/intake.conf.new
+	@if [ -e $(DESTDIR)$(PREFIX)/etc/intake/intake.conf ]; then \
+	    echo "kept your $(PREFIX)/etc/intake/intake.conf; the new one is intake.conf.new"; \
+	else mv $(DESTDIR)$(PREFIX)/etc/intake/intake.conf.new $(DESTDIR)$(PREFIX)/etc/intake/intake.conf; fi
+	install -m 644 etc/nginx/intake-http.conf etc/nginx/intake-stream.conf \
+	    etc/systemd/intaked.service $(DESTDIR)$(PREFIX)/share/intake/
+	install -m 644 etc/logrotate.d/intake $(DESTDIR)$(PREFIX)/share/intake/intake.logrotate
+	install -m 644 README.md LICENSE $(DESTDIR)$(PREFIX)/share/doc/intake/
 
 clean:
 	rm -rf build
