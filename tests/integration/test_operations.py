@@ -26,8 +26,9 @@ class Load:
     signals land in the middle of them. Every STATUS and every stored byte is
     checked; a failure is anything but a correct STATUS."""
 
-    def __init__(self, d, clients=10, size=192 * 1024, chunks=12, pause=0.03):
+    def __init__(self, d, clients=10, size=192 * 1024, chunks=12, pause=0.03, refused_ends=False):
         self.d, self.size, self.chunks, self.pause = d, size, chunks, pause
+        self.refused_ends = refused_ends
         self.stop = threading.Event()
         self.ok, self.failed, self.lock = [], [], threading.Lock()
         self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(clients)]
@@ -40,6 +41,11 @@ class Load:
             data = os.urandom(self.size)
             try:
                 c = Client(self.d.tcp_port, timeout=30)
+            except ConnectionRefusedError:
+                if self.refused_ends:
+                    return  # the listeners are closed (QUIT): no new uploads
+                raise
+            try:
                 c.start(name, len(data), sha256(data))
                 step = len(data) // self.chunks
                 for k in range(0, len(data), step):
@@ -137,6 +143,16 @@ def test_hup_keeps_listening_fds_and_changes_listeners(daemon_factory):
     time.sleep(0.5)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", old_ws), timeout=1)
+
+
+def test_quit_under_load(daemon_factory):
+    d = daemon_factory(workers=2)
+    with Load(d, refused_ends=True) as load:
+        time.sleep(0.8)
+        d.signal(signal.SIGQUIT)
+        assert d.wait_exit(15) == 0
+    load.verify("across QUIT (uploads in flight finish, then no new ones)")
+    assert d.spooled() == []  # nothing left half-done
 
 
 def test_ttin_ttou_under_load(daemon_factory):
