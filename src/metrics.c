@@ -42,6 +42,13 @@ void metrics_connection(struct metrics_slot *s, enum metrics_transport t, int de
     if (s) ADD(s->connections[t], delta);
 }
 
+int64_t metrics_slot_connections(const struct metrics_slot *s)
+{
+    int64_t n = 0;
+    for (int t = 0; t < MT_COUNT; t++) n += GET(s->connections[t]);
+    return n;
+}
+
 void metrics_error(struct metrics_slot *s, int code)
 {
     if (!s) return;

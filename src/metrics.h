@@ -28,8 +28,14 @@ struct metrics_slot {
 struct metrics {
     int workers; /* running workers, kept by the master */
     int scanner; /* enum metrics_scanner */
+    /* 1 while the slot's worker accepts connections: the workers use the
+     * connection gauges of the accepting ones to share the load. */
+    int accepting[METRICS_SLOTS];
     struct metrics_slot slot[METRICS_SLOTS];
 };
+
+/* Open connections of a slot, both transports. */
+int64_t metrics_slot_connections(const struct metrics_slot *s);
 
 /* The shared mapping, or NULL. */
 struct metrics *metrics_create(void);

@@ -146,7 +146,7 @@ int upload_parse_plain(const char *line, size_t len, struct upload_request *r,
 void upload_init(struct upload *u)
 {
     memset(u, 0, sizeof *u);
-    u->fd = -1;
+    u->fd = u->rfd = -1;
 }
 
 int upload_begin(struct upload *u, struct store *st, const struct upload_limits *lim,
@@ -173,14 +173,20 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
         log_error("upload %s: cannot create spool file: %s", u->id, strerror(-fd));
         return err(e, fd == -ENOSPC ? 507 : 500, "cannot create the spool file");
     }
+    char part[STORE_ID_LEN + 8];
+    snprintf(part, sizeof part, "%s.part", u->id);
+    int rfd = openat(st->spool_fd, part, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+    if (rfd < 0 || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
         EVP_MD_CTX_free(md);
+        if (rfd >= 0) close(rfd);
         close(fd);
         return err(e, 500, "cannot start SHA-256");
     }
     u->fd = fd;
+    u->rfd = rfd;
     u->md = md;
+    u->hashed = 0;
     snprintf(u->filename, sizeof u->filename, "%s", r->filename);
     u->size = r->size;
     u->received = 0;
@@ -199,7 +205,6 @@ int upload_write(struct upload *u, const void *buf, size_t len, struct upload_er
     if (len > upload_remaining(u))
         return err(e, 400, "more data than the announced size of %llu bytes",
                    (unsigned long long)u->size);
-    EVP_DigestUpdate(u->md, buf, len);
     const char *p = buf;
     size_t left = len;
     while (left) {
@@ -220,8 +225,31 @@ int upload_write(struct upload *u, const void *buf, size_t len, struct upload_er
     return 0;
 }
 
-int upload_seal(struct upload *u, struct store *st, struct upload_error *e)
+int upload_hash(struct upload *u, uint64_t upto)
 {
+    /* One buffer per job thread, kept for the thread's life. */
+    static _Thread_local unsigned char *buf;
+    enum { BUF = 1 << 20 };
+    if (!buf && !(buf = malloc(BUF))) return -1;
+    while (u->hashed < upto) {
+        size_t want = upto - u->hashed < BUF ? (size_t)(upto - u->hashed) : BUF;
+        ssize_t n = pread(u->rfd, buf, want, (off_t)u->hashed);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        EVP_DigestUpdate(u->md, buf, (size_t)n);
+        u->hashed += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Finishes the checksum and compares it with the client's. */
+static int seal(struct upload *u, struct store *st, struct upload_error *e)
+{
+    if (upload_hash(u, u->size) < 0) {
+        log_error("upload %s: cannot read back the spool file to hash it: %s", u->id,
+                  strerror(errno));
+        return err(e, 500, "cannot read the spool file back");
+    }
     unsigned int dl = 0;
     EVP_DigestFinal_ex(u->md, u->digest, &dl);
     EVP_MD_CTX_free(u->md);
@@ -232,9 +260,6 @@ int upload_seal(struct upload *u, struct store *st, struct upload_error *e)
         upload_hex(u->digest, 32, got);
         log_warn("upload %s (%s): checksum mismatch, received sha256 %s; discarded", u->id,
                  u->filename, got);
-        close(u->fd);
-        u->fd = -1;
-        u->phase = UPLOAD_DONE;
         char part[STORE_ID_LEN + 8];
         snprintf(part, sizeof part, "%s.part", u->id);
         unlinkat(st->spool_fd, part, 0);
@@ -243,8 +268,14 @@ int upload_seal(struct upload *u, struct store *st, struct upload_error *e)
     return 0;
 }
 
-void upload_finalize(struct upload *u, struct store *st, const struct upload_policy *p)
+int upload_finalize(struct upload *u, struct store *st, const struct upload_policy *p,
+                    struct upload_error *e)
 {
+    if (seal(u, st, e) < 0) {
+        upload_release(u);
+        u->phase = UPLOAD_DONE;
+        return -1;
+    }
     char hex[65];
     upload_hex(u->digest, 32, hex);
     if (fsync(u->fd) < 0) {
@@ -254,18 +285,9 @@ void upload_finalize(struct upload *u, struct store *st, const struct upload_pol
         goto out;
     }
     if (p->scan) {
-        /* The spool fd is write-only: the scanner gets its own read-only one. */
-        char part[STORE_ID_LEN + 8];
-        snprintf(part, sizeof part, "%s.part", u->id);
-        int rfd = openat(st->spool_fd, part, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (rfd < 0) {
-            u->verdict = VERDICT_ERROR;
-            snprintf(u->reason, sizeof u->reason, "cannot reopen the file for scanning");
-        } else {
-            u->verdict = p->scan(p->scan_ctx, rfd, u->id, u->virus, sizeof u->virus, u->reason,
-                                 sizeof u->reason);
-            close(rfd);
-        }
+        /* The spool fd is write-only: the scanner gets the read-only one. */
+        u->verdict = p->scan(p->scan_ctx, u->rfd, u->id, u->virus, sizeof u->virus, u->reason,
+                             sizeof u->reason);
     } else {
         u->verdict = VERDICT_UNSCANNED;
     }
@@ -314,9 +336,9 @@ void upload_finalize(struct upload *u, struct store *st, const struct upload_pol
                  (unsigned long long)u->size, hex, upload_verdict_name(u->verdict), u->stored);
     }
 out:
-    close(u->fd);
-    u->fd = -1;
+    upload_release(u);
     u->phase = UPLOAD_DONE;
+    return 0;
 }
 
 void upload_abort(struct upload *u)
@@ -331,7 +353,8 @@ void upload_abort(struct upload *u)
 void upload_release(struct upload *u)
 {
     if (u->fd >= 0) close(u->fd);
-    u->fd = -1;
+    if (u->rfd >= 0) close(u->rfd);
+    u->fd = u->rfd = -1;
     if (u->md) EVP_MD_CTX_free(u->md);
     u->md = NULL;
     u->phase = UPLOAD_IDLE;

@@ -1,10 +1,14 @@
 /* upload: one file's journey, independent of the transport that carries it.
  * A transport turns its framing into calls: upload_begin (START), upload_write
- * (data), and, once upload_complete says every byte is in, upload_seal then
- * upload_finalize (off the event loop). It sends the JSON these functions
- * format. Errors come back as SPEC codes (400, 413, 422, 507...) with a message
- * meant for the client. The session owns the spool fd until it is finalized or
- * aborted; an aborted upload leaves its .part in the spool (resumable). */
+ * (data), and, once upload_complete says every byte is in, upload_finalize
+ * (off the event loop). It sends the JSON these functions format. Errors come
+ * back as SPEC codes (400, 413, 422, 507...) with a message meant for the
+ * client. The session owns the spool fds until it is finalized or aborted; an
+ * aborted upload leaves its .part in the spool (resumable).
+ *
+ * upload_write only writes: SHA-256 is computed by upload_hash, which reads
+ * the written bytes back (page cache) on a job thread, so hashing runs on
+ * another core beside the event loop instead of between its reads. */
 #ifndef INTAKE_UPLOAD_H
 #define INTAKE_UPLOAD_H
 
@@ -64,8 +68,10 @@ struct upload {
     char name[STORE_NAME_MAX + 1];          /* sanitized */
     char stored[STORE_NAME_MAX + 1];        /* final name, "" when not stored */
     uint64_t size, received;
-    int fd;
-    void *md; /* EVP_MD_CTX */
+    int fd;       /* the spool file, write-only */
+    int rfd;      /* the same file, read-only: hashing and scanning */
+    void *md;     /* EVP_MD_CTX, owned by whoever hashes (one job at a time) */
+    uint64_t hashed;
     bool has_want;
     unsigned char want[32], digest[32];
     enum upload_verdict verdict;
@@ -96,13 +102,20 @@ static inline bool upload_complete(const struct upload *u)
 {
     return u->phase == UPLOAD_RECEIVING && u->received == u->size;
 }
-/* Finishes the checksum and compares it with the client's. 0, or -1 with e
- * (422; the spool file is removed: nothing is accepted). */
-int upload_seal(struct upload *u, struct store *st, struct upload_error *e);
-/* Blocking: fsync, scan, then place the file by verdict (accept_dir, quarantine,
- * deleted, or kept in the spool). Sets verdict/stored/virus/reason. Safe on a
- * job thread: touches only this upload and the store's fds. */
-void upload_finalize(struct upload *u, struct store *st, const struct upload_policy *p);
+/* Blocking (a job thread): hashes the written bytes up to offset upto. 0 or -1. */
+int upload_hash(struct upload *u, uint64_t upto);
+/* Bytes written but not hashed yet. */
+static inline uint64_t upload_unhashed(const struct upload *u)
+{
+    return u->received - u->hashed;
+}
+/* Blocking (a job thread): finishes the checksum and compares it with the
+ * client's (-1 with e: 422, the spool file removed, nothing accepted); then
+ * fsync, scan, and place the file by verdict (accept_dir, quarantine,
+ * deleted, or kept in the spool). Sets verdict/stored/virus/reason. Touches
+ * only this upload and the store's fds. */
+int upload_finalize(struct upload *u, struct store *st, const struct upload_policy *p,
+                    struct upload_error *e);
 /* Drops the session: closes the spool fd; the .part stays (resumable). */
 void upload_abort(struct upload *u);
 void upload_release(struct upload *u);

@@ -90,7 +90,11 @@ static void access_line(struct conn *c, int code, const struct upload_request *r
 
 void conn_abort_upload(struct conn *c, int code)
 {
-    if (c->in_job) return; /* the job owns it */
+    if (c->in_job) {
+        /* The job owns the upload: its done callback drops it. */
+        if (!c->abort_code) c->abort_code = code;
+        return;
+    }
     if ((c->up.phase == UPLOAD_RECEIVING || c->up.phase == UPLOAD_SEALED ||
          (c->up.phase == UPLOAD_DONE && !c->up.stored[0])) && !c->logged)
         access_line(c, code, NULL);
@@ -268,9 +272,46 @@ int conn_begin_upload(struct conn *c, const struct upload_request *r)
         return -1;
     }
     c->logged = false;
+    c->abort_code = 0;
     log_debug("upload %s (%s) from %s: started, %llu bytes", c->up.id, c->up.filename, c->peer,
               (unsigned long long)c->up.size);
     return 0;
+}
+
+/* Hashing trails the writes by at most this much, on a job thread. */
+#define HASH_STEP (4u << 20)
+
+static void hash_run(struct job *j)
+{
+    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
+    upload_hash(&c->up, c->hash_to);
+}
+
+static void start_finalize(struct conn *c);
+
+static void hash_done(struct job *j)
+{
+    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
+    c->in_job = false;
+    if (c->state == CONN_CLOSED || c->state == CONN_LINGER) {
+        /* It failed, or the client went away, meanwhile: now drop the upload. */
+        conn_abort_upload(c, c->abort_code ? c->abort_code : 499);
+        if (c->state == CONN_CLOSED) {
+            c->next = c->w->dead;
+            c->w->dead = c;
+        }
+        return;
+    }
+    if (c->finish_pending) {
+        c->finish_pending = false;
+        start_finalize(c);
+        return;
+    }
+    if (c->up.phase == UPLOAD_RECEIVING && upload_unhashed(&c->up) >= HASH_STEP) {
+        c->hash_to = c->up.received;
+        c->in_job = true;
+        jobs_submit(c->w->jobs, &c->job);
+    }
 }
 
 int conn_write_body(struct conn *c, const void *data, size_t len)
@@ -281,13 +322,23 @@ int conn_write_body(struct conn *c, const void *data, size_t len)
         return -1;
     }
     metrics_received(c->w->mslot, c->t->kind, len);
+    if (!c->in_job && upload_unhashed(&c->up) >= HASH_STEP && !upload_complete(&c->up)) {
+        c->hash_to = c->up.received;
+        c->in_job = true;
+        c->job.run = hash_run;
+        c->job.done = hash_done;
+        jobs_submit(c->w->jobs, &c->job);
+    }
     return 0;
 }
 
 static void finalize_run(struct job *j)
 {
     struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
-    upload_finalize(&c->up, &c->w->store, &c->w->policy);
+    c->job_err.code = 0;
+    if (upload_finalize(&c->up, &c->w->store, &c->w->policy, &c->job_err) < 0 &&
+        !c->job_err.code)
+        c->job_err.code = 500;
 }
 
 static enum metrics_verdict mverdict(enum upload_verdict v)
@@ -305,6 +356,16 @@ static void finalize_done(struct job *j)
     struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
     struct worker *w = c->w;
     c->in_job = false;
+    if (c->job_err.code) {
+        /* The checksum did not match (422): nothing was accepted. */
+        if (c->state == CONN_CLOSED) {
+            c->next = w->dead;
+            w->dead = c;
+            return;
+        }
+        conn_fail_with(c, &c->job_err);
+        return;
+    }
     metrics_upload(w->mslot, c->t->kind, mverdict(c->up.verdict));
     if (c->state == CONN_CLOSED) {
         /* The client went away (or TERM) while we finished: only the memory is left. */
@@ -324,18 +385,19 @@ static void finalize_done(struct job *j)
     c->t->after_status(c);
 }
 
-void conn_complete_upload(struct conn *c)
+static void start_finalize(struct conn *c)
 {
-    struct upload_error e;
-    if (upload_seal(&c->up, &c->w->store, &e) < 0) {
-        conn_fail_with(c, &e);
-        return;
-    }
-    conn_set_state(c, CONN_FINISHING);
     c->in_job = true;
     c->job.run = finalize_run;
     c->job.done = finalize_done;
     jobs_submit(c->w->jobs, &c->job);
+}
+
+void conn_complete_upload(struct conn *c)
+{
+    conn_set_state(c, CONN_FINISHING);
+    if (c->in_job) c->finish_pending = true; /* after the hash job in flight */
+    else start_finalize(c);
 }
 
 void conn_close(struct conn *c)

@@ -23,12 +23,15 @@
 #include <unistd.h>
 
 #define READ_BUFFER_SIZE (256 * 1024)
-#define ACCEPTS_PER_WAKEUP 4 /* small, so the workers sharing a socket share the load */
+#define ACCEPTS_PER_WAKEUP 1 /* one, then back to the loop: the workers sharing a socket share the load */
 #define JOB_THREADS 4
 
 static void set_accepting(struct worker *w, bool on)
 {
     on = on && !w->draining && w->n_conns < w->cfg->max_connections;
+    if (w->metrics && w->slot < METRICS_SLOTS)
+        __atomic_store_n(&w->metrics->accepting[w->slot], on && !w->draining ? 1 : 0,
+                         __ATOMIC_RELAXED);
     if (on == w->accepting) return;
     w->accepting = on;
     for (int i = 0; i < w->n_ls; i++) {
@@ -83,6 +86,25 @@ static void worker_on_accept_retry(struct ev_loop *loop, ev_timer *t, int revent
     (void)revents;
     struct worker *w = t->data;
     set_accepting(w, true);
+    /* If the others did not take it meanwhile, this worker does. */
+}
+
+/* Every worker is woken for a connection on the shared socket. One holding
+ * clearly more connections than the least loaded accepting worker lets that
+ * one take it, briefly: a worker that does not is never starved (2 ms). */
+#define DEFER_MARGIN 2
+#define DEFER_SECONDS 0.002
+
+static bool busier_than_others(struct worker *w)
+{
+    if (!w->metrics || w->slot >= METRICS_SLOTS) return false;
+    int64_t mine = metrics_slot_connections(&w->metrics->slot[w->slot]);
+    for (int s = 0; s < METRICS_SLOTS; s++) {
+        if (s == w->slot || !__atomic_load_n(&w->metrics->accepting[s], __ATOMIC_RELAXED))
+            continue;
+        if (metrics_slot_connections(&w->metrics->slot[s]) + DEFER_MARGIN <= mine) return true;
+    }
+    return false;
 }
 
 static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
@@ -91,6 +113,14 @@ static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
     (void)revents;
     struct worker_listener *l = (struct worker_listener *)io;
     struct worker *w = l->w;
+    if (!w->deferred && busier_than_others(w)) {
+        w->deferred = true;
+        set_accepting(w, false);
+        ev_timer_set(&w->accept_retry, DEFER_SECONDS, 0.0);
+        ev_timer_start(w->loop, &w->accept_retry);
+        return;
+    }
+    w->deferred = false;
     for (int i = 0; i < ACCEPTS_PER_WAKEUP && w->accepting; i++) {
         int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {

@@ -40,7 +40,8 @@ struct worker {
     } ls[CONFIG_MAX_LISTEN];
     int n_ls;
     bool accepting;
-    ev_timer accept_retry; /* after EMFILE */
+    bool deferred; /* skipped one wakeup for a less loaded worker */
+    ev_timer accept_retry; /* after EMFILE, or a deferral to a less loaded worker */
 
     struct conn *conns; /* doubly linked, all open connections */
     int n_conns;
