@@ -449,6 +449,9 @@ int main(int argc, char **argv)
         const char *name = o.name ? o.name : strcmp(path, "-") == 0 ? "stdin" : basename(pathcopy);
         unsigned char sha[32];
         bool have_sha = o.sha256 && sha256_file(fd, sha) == 0;
+        /* attempt_no counts lost connections; a refused resume (the server
+         * kept nothing) restarts the file without using one up. */
+        int restarts = 0;
         for (int attempt_no = 0;; attempt_no++) {
             if (l.fd < 0) {
                 l.fd = dial(target, err, sizeof err);
@@ -477,9 +480,10 @@ int main(int argc, char **argv)
                 }
                 cJSON_Delete(m);
             }
-            if (resume_refused && attempt_no < o.retries) {
-                /* The server cannot resume it: start over. */
+            if (resume_refused && restarts++ <= o.retries) {
+                /* The server cannot resume it: start the file over. */
                 out.id[0] = '\0';
+                attempt_no--;
                 continue;
             }
             if (!out.lost || attempt_no >= o.retries) break;

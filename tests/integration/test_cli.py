@@ -1,5 +1,6 @@
 """The intake CLI as a user runs it: result lines, --json, exit codes, stdin,
 --sha256, errors, the progress bar on a terminal and none elsewhere."""
+import hashlib
 import json
 import os
 import pty
@@ -119,3 +120,34 @@ def test_progress_bar_on_a_terminal(daemon, tmp_path):
     assert b"\r" in out and b"p.bin" in out and b"%" in out and b"left" in out
     assert out.endswith(b"\r\x1b[K")  # the bar is erased before the result line
     assert r.stdout.decode() == "%s: OK (not scanned)\n" % a
+
+
+def test_retries_after_the_worker_dies(daemon_factory, tmp_path):
+    """--retries: a lost connection is retried; the server keeps no partial
+    upload resumable yet (404), so the file starts over and arrives whole."""
+    import signal
+    import time
+    from conftest import wait_for
+    d = daemon_factory(workers=2)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(150 << 20))
+    p = subprocess.Popen([INTAKE, "127.0.0.1:%d" % d.tcp_port, str(big)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def holder():
+        for w in d.workers():
+            try:
+                if any(os.readlink("/proc/%d/fd/%s" % (w, fd)).endswith(".part")
+                       for fd in os.listdir("/proc/%d/fd" % w)):
+                    return w
+            except OSError:
+                pass
+        return None
+    victim = wait_for(holder, 20, step=0.005, what="the upload to start")
+    os.kill(victim, signal.SIGKILL)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, (out, err)
+    assert out.decode() == "%s: OK (not scanned)\n" % big
+    assert b"retrying" in err
+    with open(os.path.join(d.accept_dir, "big.bin"), "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == hashlib.sha256(big.read_bytes()).hexdigest()
