@@ -497,6 +497,12 @@ static void reload(struct master *m)
         log_error("reload failed: %s; still running with the previous configuration", err);
         return;
     }
+    if (nc->auth_secret_file) {
+        log_error("reload failed: auth_secret_file: upload tokens are not available in this "
+                  "version; still running with the previous configuration");
+        config_free(nc);
+        return;
+    }
     struct config *old = m->cfg;
     m->cfg = nc; /* prepare_* and spawn_* read m->cfg */
     struct master_listener next[CONFIG_MAX_LISTEN];
@@ -611,6 +617,12 @@ int master_run(struct config *cfg, const struct master_args *args)
     proctitle_set("intaked: master process");
     find_binaries(m);
     int rc = 1;
+    if (cfg->auth_secret_file) {
+        /* Never pretend to protect uploads: refuse rather than ignore it. */
+        log_error("auth_secret_file: upload tokens are not available in this version of "
+                  "intaked; remove the directive (uploads would not be protected)");
+        goto out;
+    }
     if (prepare_user(m, cfg) < 0 || prepare_dirs(m, cfg) < 0) goto out;
     if (cfg->scanner == SCANNER_BUILTIN && access(m->scand, X_OK) < 0) {
         log_error("scanner builtin: %s not found or not executable; install intake-scand "
