@@ -113,7 +113,7 @@ test: deps
 
 # libFuzzer targets (clang): build/fuzz/fuzz_<parser>. `make fuzz` runs each
 # for FUZZ_SECONDS on its seed corpus.
-FUZZ_TARGETS := http ws_frame tcp_line upload_header
+FUZZ_TARGETS := http ws_frame tcp_line upload_header config_line
 FUZZ_SECONDS ?= 20
 FUZZ_SRCS := tests/fuzz/fuzz_parsers.c $(CORE) workers/tcp_line.c workers/http.c workers/ws_frame.c
 build/fuzz/fuzz_%: $(FUZZ_SRCS)

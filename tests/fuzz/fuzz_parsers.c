@@ -1,6 +1,7 @@
 /* libFuzzer entry points, one per parser (built by `make fuzz`, one binary
  * each via -DTARGET_*). Every parser must survive any input, and fed the
  * same bytes in two pieces it must reach the same verdict as in one. */
+#include "config.h"
 #include "http.h"
 #include "tcp_line.h"
 #include "upload.h"
@@ -73,6 +74,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!utf8_valid((const uint8_t *)name, strlen(name))) abort();
     }
     free(r);
+#elif defined(TARGET_CONFIG_LINE)
+    char scratch[4200];
+    char *tok[66];
+    const char *why = NULL;
+    if (size > 4096) return 0;
+    int n = config_tokenize((const char *)data, size, scratch, sizeof scratch, tok, 66, &why);
+    if (n < 0 && !why) abort();
+    for (int i = 0; i < n; i++)
+        if (tok[i] < scratch || tok[i] >= scratch + sizeof scratch) abort();
+    if (n >= 1) {
+        struct listen_addr a;
+        uint64_t v;
+        config_parse_listen(tok[0], &a, &why);
+        config_parse_size(tok[0], &v);
+        config_parse_duration(tok[0], &v);
+    }
 #else
 #error "define one TARGET_*"
 #endif

@@ -238,3 +238,99 @@ def test_echo_is_off_by_default(daemon):
     ws.send(TEXT, b"not json, not base64!")
     f = ws.recv()
     assert f[1] == TEXT and b'"code":400' in f[2]
+
+
+# --- more of Autobahn's cases 5 and 7, one by one -----------------------------------
+
+
+def test_5_1_fragmented_ping_fails(echo):
+    ws = WS(echo.ws_port)
+    ws.send(PING, b"frag", fin=False)
+    ws.expect_close(1002)
+
+
+def test_5_9_continuation_with_fin_and_no_message(echo):
+    ws = WS(echo.ws_port)
+    ws.send(CONT, b"fragment2", fin=True)
+    ws.send(TEXT, b"fragment3")
+    ws.expect_close(1002)
+
+
+def test_5_19_five_fragments_with_ping_and_pong(echo):
+    ws = WS(echo.ws_port)
+    parts = [b"fragment1", b"fragment2", b"fragment3", b"fragment4", b"fragment5"]
+    ws.send(TEXT, parts[0], fin=False)
+    ws.send(CONT, parts[1], fin=False)
+    ws.send(PING, b"pongme 1!")
+    assert ws.recv() == (True, PONG, b"pongme 1!")
+    ws.send(CONT, parts[2], fin=False)
+    ws.send(PONG, b"unsolicited")
+    ws.send(CONT, parts[3], fin=False)
+    ws.send(PING, b"pongme 2!")
+    assert ws.recv() == (True, PONG, b"pongme 2!")
+    ws.send(CONT, parts[4])
+    assert ws.recv() == (True, TEXT, b"".join(parts))
+
+
+def test_6_noncharacters_are_valid(echo):
+    ws = WS(echo.ws_port)
+    for ch in ("\ufffe", "\uffff", "\U0010ffff", "\U0001fffe"):
+        ws.send(TEXT, ch.encode())
+        assert ws.recv() == (True, TEXT, ch.encode())
+
+
+def test_7_1_2_close_twice(echo):
+    ws = WS(echo.ws_port)
+    ws.send_raw(ws.frame(CLOSE, struct.pack("!H", 1000)) + ws.frame(CLOSE, struct.pack("!H", 1000)))
+    assert ws.recv() == (True, CLOSE, struct.pack("!H", 1000))
+    assert ws.recv() is None
+
+
+def test_7_1_5_close_inside_a_fragmented_message(echo):
+    ws = WS(echo.ws_port)
+    ws.send(TEXT, b"fragment1", fin=False)
+    ws.send(CLOSE, struct.pack("!H", 1000))
+    try:
+        ws.send(CONT, b"fragment2")
+    except OSError:
+        pass
+    assert ws.recv() == (True, CLOSE, struct.pack("!H", 1000))
+    assert ws.recv() is None
+
+
+def test_7_1_6_large_message_then_close_then_ping(echo):
+    ws = WS(echo.ws_port, timeout=30)
+    big = b"BAsd7&jh23" * 26214  # 262140 bytes, as Autobahn
+    ws.send_raw(ws.frame(TEXT, big) + ws.frame(CLOSE, struct.pack("!H", 1000)) +
+                ws.frame(PING, b"ping after close"))
+    assert ws.recv() == (True, TEXT, big)
+    assert ws.recv() == (True, CLOSE, struct.pack("!H", 1000))
+    assert ws.recv() is None
+
+
+def test_7_3_5_close_with_long_reason_is_echoed(echo):
+    ws = WS(echo.ws_port)
+    ws.send(CLOSE, struct.pack("!H", 1000) + b"*" * 123)
+    f = ws.recv()
+    assert f[1] == CLOSE and f[2][:2] == struct.pack("!H", 1000)
+    assert ws.recv() is None
+
+
+def test_9_text_in_64_byte_fragments(echo):
+    ws = WS(echo.ws_port, timeout=60)
+    msg = (b"*" * (1 << 20))
+    blob = ws.frame(TEXT, msg[:64], fin=False)
+    for i in range(64, len(msg) - 64, 64):
+        blob += ws.frame(CONT, msg[i:i + 64], fin=False)
+    blob += ws.frame(CONT, msg[-64:])
+    ws.send_raw(blob)
+    assert ws.recv() == (True, TEXT, msg)
+
+
+def test_9_binary_sent_in_small_chops(echo):
+    ws = WS(echo.ws_port, timeout=60)
+    msg = os.urandom(1 << 20)
+    raw = ws.frame(BINARY, msg)
+    for i in range(0, len(raw), 997):
+        ws.send_raw(raw[i:i + 997])
+    assert ws.recv() == (True, BINARY, msg)
