@@ -225,6 +225,30 @@ int upload_write(struct upload *u, const void *buf, size_t len, struct upload_er
     return 0;
 }
 
+int upload_splice(struct upload *u, int pipe_rd, size_t len, struct upload_error *e)
+{
+    if (u->phase != UPLOAD_RECEIVING) return err(e, 400, "data outside an upload");
+    if (len > upload_remaining(u))
+        return err(e, 400, "more data than the announced size of %llu bytes",
+                   (unsigned long long)u->size);
+    size_t left = len;
+    while (left) {
+        ssize_t n = splice(pipe_rd, NULL, u->fd, NULL, left, SPLICE_F_MOVE);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int en = n < 0 ? errno : EIO;
+            log_error("upload %s: write to spool failed at byte %llu: %s", u->id,
+                      (unsigned long long)(u->received + (len - left)), strerror(en));
+            return err(e, en == ENOSPC || en == EDQUOT ? 507 : 500,
+                       en == ENOSPC || en == EDQUOT ? "server disk is full"
+                                                    : "cannot write the spool file");
+        }
+        left -= (size_t)n;
+        u->received += (uint64_t)n;
+    }
+    return 0;
+}
+
 int upload_hash(struct upload *u, uint64_t upto)
 {
     /* One buffer per job thread, kept for the thread's life. */

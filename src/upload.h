@@ -94,6 +94,10 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
                  const struct upload_request *r, struct upload_error *e);
 /* Appends client bytes (never more than size - received). 0 or -1 with e. */
 int upload_write(struct upload *u, const void *buf, size_t len, struct upload_error *e);
+/* The same for len bytes waiting in a pipe (moved with splice, no copy
+ * through user space). On error the pipe may still hold bytes: the caller
+ * empties it. 0 or -1 with e. */
+int upload_splice(struct upload *u, int pipe_rd, size_t len, struct upload_error *e);
 static inline uint64_t upload_remaining(const struct upload *u)
 {
     return u->size - u->received;

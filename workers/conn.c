@@ -314,6 +314,8 @@ static void hash_done(struct job *j)
     }
 }
 
+static void after_body(struct conn *c, size_t len);
+
 int conn_write_body(struct conn *c, const void *data, size_t len)
 {
     struct upload_error e;
@@ -321,6 +323,27 @@ int conn_write_body(struct conn *c, const void *data, size_t len)
         conn_fail_with(c, &e);
         return -1;
     }
+    after_body(c, len);
+    return 0;
+}
+
+int conn_splice_body(struct conn *c, size_t len)
+{
+    struct upload_error e;
+    if (upload_splice(&c->up, c->w->pipe[0], len, &e) < 0) {
+        /* The shared pipe must be empty for the next connection. */
+        char sink[4096];
+        while (read(c->w->pipe[0], sink, sizeof sink) > 0) {
+        }
+        conn_fail_with(c, &e);
+        return -1;
+    }
+    after_body(c, len);
+    return 0;
+}
+
+static void after_body(struct conn *c, size_t len)
+{
     metrics_received(c->w->mslot, c->t->kind, len);
     if (!c->in_job && upload_unhashed(&c->up) >= HASH_STEP && !upload_complete(&c->up)) {
         c->hash_to = c->up.received;
@@ -329,7 +352,6 @@ int conn_write_body(struct conn *c, const void *data, size_t len)
         c->job.done = hash_done;
         jobs_submit(c->w->jobs, &c->job);
     }
-    return 0;
 }
 
 static void finalize_run(struct job *j)

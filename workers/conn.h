@@ -106,6 +106,8 @@ int conn_begin_upload(struct conn *c, const struct upload_request *r);
 void conn_complete_upload(struct conn *c);
 /* Writes body bytes to the session and counts them. 0, or -1 after conn_fail. */
 int conn_write_body(struct conn *c, const void *data, size_t len);
+/* The same for len bytes the transport spliced into the worker's pipe. */
+int conn_splice_body(struct conn *c, size_t len);
 /* Closes at once; the memory goes when any running job is done. */
 void conn_close(struct conn *c);
 void conn_drain(struct conn *c);

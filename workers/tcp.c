@@ -8,6 +8,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,29 @@ static int read_body(struct conn *c)
 {
     struct worker *w = c->w;
     uint64_t rem = upload_remaining(&c->up);
+    if (w->pipe[0] >= 0) {
+        /* Zero copy: socket -> pipe -> spool file, never through user space. */
+        size_t want = rem < w->pipe_size ? (size_t)rem : w->pipe_size;
+        ssize_t n = splice(c->fd, NULL, w->pipe[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            ev_timer_again(w->loop, &c->timer);
+            if (conn_splice_body(c, (size_t)n) < 0) return 0;
+            if (upload_complete(&c->up)) conn_complete_upload(c);
+            return 1;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
+        if (n == 0) {
+            conn_close(c); /* logs the interruption; the .part stays */
+            return 0;
+        }
+        if (errno != EINVAL && errno != ENOSYS) {
+            log_info("upload %s (%s) from %s: read failed: %s", c->up.id, c->up.filename,
+                     c->peer, strerror(errno));
+            conn_close(c);
+            return 0;
+        }
+        /* This socket cannot splice: copy. */
+    }
     size_t want = rem < w->rbuf_size ? (size_t)rem : w->rbuf_size;
     ssize_t n = read(c->fd, w->rbuf, want);
     if (n < 0) {

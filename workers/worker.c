@@ -291,6 +291,15 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     w->policy.infected_delete = cfg->on_infected == ON_INFECTED_DELETE;
     w->rbuf_size = READ_BUFFER_SIZE;
     w->rbuf = malloc(w->rbuf_size);
+    /* One pipe per worker: each splice round empties it before the next. */
+    w->pipe[0] = w->pipe[1] = -1;
+    if (pipe2(w->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+        int sz = fcntl(w->pipe[1], F_SETPIPE_SZ, 1 << 20);
+        w->pipe_size = sz > 0 ? (size_t)sz : 65536;
+    } else {
+        log_warn("worker %d: no pipe for splice (%s); copying bodies instead", slot,
+                 strerror(errno));
+    }
     w->jobs = jobs_start(w->loop, JOB_THREADS);
     if (!w->rbuf || !w->jobs) {
         log_error("worker %d: out of memory at start", slot);

@@ -54,6 +54,8 @@ struct worker {
 
     char *rbuf; /* shared read buffer for body bytes */
     size_t rbuf_size;
+    int pipe[2];        /* raw TCP bodies go socket -> pipe -> file (splice); -1: off */
+    size_t pipe_size;
 
     bool draining;
     ev_timer drain_deadline;

@@ -218,6 +218,18 @@ static void test_session(void)
     struct stat sb;
     CHECK(fstatat(st.spool_fd, part, &sb, 0) == 0 && sb.st_size == 5);
     CHECK(count_dir(st.accept_fd) == 2);
+    /* Bytes moved from a pipe (splice) count like written ones. */
+    int pf[2];
+    CHECK(pipe(pf) == 0);
+    CHECK(begin(&u, "spliced.bin", 10, 100, NULL, &e) == 0);
+    CHECK(write(pf[1], "0123456789", 10) == 10);
+    CHECK(upload_splice(&u, pf[0], 6, &e) == 0 && u.received == 6);
+    CHECK(upload_splice(&u, pf[0], 5, &e) < 0 && e.code == 400); /* past the size */
+    CHECK(upload_splice(&u, pf[0], 4, &e) == 0 && upload_complete(&u));
+    CHECK(upload_finalize(&u, &st, &pol, &e) == 0);
+    CHECK(memcmp(u.digest, "\x84\xd8\x98\x77", 4) == 0); /* sha256("0123456789") */
+    close(pf[0]);
+    close(pf[1]);
     /* ERROR and READY messages. */
     struct upload_error ee = {.code = 413, .message = "too \"big\""};
     CHECK(upload_msg_error(&ee, msg, sizeof msg) > 0);
