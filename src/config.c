@@ -316,16 +316,27 @@ PATH_HANDLER(pid_file, pid_file)
 PATH_HANDLER(spool_dir, spool_dir)
 PATH_HANDLER(accept_dir, accept_dir)
 PATH_HANDLER(quarantine_dir, quarantine_dir)
-PATH_HANDLER(scanner_socket, scanner_socket)
+static int h_scanner_socket(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    if (!*v[0]) return fail(x, "empty path");
+    set_str(&x->c->scanner_socket, abs_path(x, v[0]));
+    /* sun_path holds 107 bytes, and the scanner binds "<path>.<pid>" first. */
+    if (strlen(x->c->scanner_socket) > 96)
+        return fail(x, "scanner_socket path is longer than 96 bytes once absolute: \"%s\"",
+                    x->c->scanner_socket);
+    return 0;
+}
 PATH_HANDLER(signature_dir, signature_dir)
 PATH_HANDLER(auth_secret_file, auth_secret_file)
 
+static int choose(struct ctx *x, char **v, int n, const char *a, const char *b, int *out);
+
 static int parse_bool(struct ctx *x, char **v, int n, bool *out)
 {
-    if (want_one(x, v, n)) return -1;
-    if (strcmp(v[0], "on") == 0) *out = true;
-    else if (strcmp(v[0], "off") == 0) *out = false;
-    else return fail(x, "invalid value \"%s\" (on or off)", v[0]);
+    int i = 0;
+    if (choose(x, v, n, "off", "on", &i) < 0) return -1;
+    *out = i == 1;
     return 0;
 }
 
@@ -432,21 +443,29 @@ static int h_scanner(struct ctx *x, char **v, int n)
     return 0;
 }
 
-static int h_scan_fail(struct ctx *x, char **v, int n)
+/* One value out of two words: the first maps to 0, the second to 1. */
+static int choose(struct ctx *x, char **v, int n, const char *a, const char *b, int *out)
 {
     if (want_one(x, v, n)) return -1;
-    if (strcmp(v[0], "reject") == 0) x->c->scan_fail = SCAN_FAIL_REJECT;
-    else if (strcmp(v[0], "accept") == 0) x->c->scan_fail = SCAN_FAIL_ACCEPT;
-    else return fail(x, "invalid scan_fail \"%s\" (reject or accept)", v[0]);
+    if (strcmp(v[0], a) == 0) *out = 0;
+    else if (strcmp(v[0], b) == 0) *out = 1;
+    else return fail(x, "invalid %s \"%s\" (%s or %s)", v[-1], v[0], a, b);
+    return 0;
+}
+
+static int h_scan_fail(struct ctx *x, char **v, int n)
+{
+    int i = 0;
+    if (choose(x, v, n, "reject", "accept", &i) < 0) return -1;
+    x->c->scan_fail = i ? SCAN_FAIL_ACCEPT : SCAN_FAIL_REJECT;
     return 0;
 }
 
 static int h_on_infected(struct ctx *x, char **v, int n)
 {
-    if (want_one(x, v, n)) return -1;
-    if (strcmp(v[0], "quarantine") == 0) x->c->on_infected = ON_INFECTED_QUARANTINE;
-    else if (strcmp(v[0], "delete") == 0) x->c->on_infected = ON_INFECTED_DELETE;
-    else return fail(x, "invalid on_infected \"%s\" (quarantine or delete)", v[0]);
+    int i = 0;
+    if (choose(x, v, n, "quarantine", "delete", &i) < 0) return -1;
+    x->c->on_infected = i ? ON_INFECTED_DELETE : ON_INFECTED_QUARANTINE;
     return 0;
 }
 

@@ -213,7 +213,10 @@ static void test_files(void)
     expect_error("listen_ws 127.0.0.1:1 ssl\n", 1, "only \"tls\"");
     expect_error("listen_ws 127.0.0.1:1\nlisten_tcp 127.0.0.1:1\n", 2, "already used");
     expect_error("listen_tcp 127.0.0.1:1 tls\n", 1, "tls_certificate");
-    expect_error("daemon yes\n", 1, "on or off");
+    expect_error("daemon yes\n", 1, "(off or on)");
+    expect_error("scanner_socket /very/long/path/that/goes/on/and/on/and/on/for/quite/a/while/"
+                 "until/it/cannot/fit/in/sun_path.sock\n",
+                 1, "longer than 96 bytes");
     expect_error("log_level verbose\n", 1, "invalid log_level");
     expect_error("max_file_size 1T\n", 1, "invalid size");
     expect_error("max_file_size 0\n", 1, "more than 0");
