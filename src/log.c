@@ -16,6 +16,12 @@ static int log_out = 2;
 static int log_syslog;
 static enum log_level log_min = LOG_INFO;
 static char log_path[4096];
+static char log_role[32];
+
+void log_set_role(const char *role)
+{
+    snprintf(log_role, sizeof log_role, "%s", role ? role : "");
+}
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -96,7 +102,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(line, sizeof line, fmt, ap);
         va_end(ap);
-        syslog(prio[level], "%s", line);
+        syslog(prio[level], "%s%s%s", log_role, log_role[0] ? ": " : "", line);
         errno = saved;
         return;
     }
@@ -104,9 +110,10 @@ void log_msg(enum log_level level, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     struct tm tm;
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ [%s] %d: ",
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ [%s] %d: %s%s",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[level], (int)getpid());
+                     tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[level], (int)getpid(),
+                     log_role, log_role[0] ? ": " : "");
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     va_end(ap);

@@ -615,6 +615,7 @@ int master_run(struct config *cfg, const struct master_args *args)
     m->gen = 1;
     m->n_workers = worker_count(cfg);
     proctitle_set("intaked: master process");
+    log_set_role("master");
     find_binaries(m);
     int rc = 1;
     if (cfg->auth_secret_file) {

@@ -629,6 +629,7 @@ int main(int argc, char **argv)
     if (getenv("INTAKE_LOG_LEVEL")) log_level_parse(getenv("INTAKE_LOG_LEVEL"), &level);
     const char *logfile = getenv("INTAKE_LOG_FILE");
     if (!logfile || log_open(logfile, level) < 0) log_open("stderr", level);
+    log_set_role("scanner");
     signal(SIGPIPE, SIG_IGN);
     snprintf(sock_path, sizeof sock_path, "%s", sock);
     sem_init(&scan_slots, 0, (unsigned)threads);

@@ -185,9 +185,9 @@ static void worker_on_drain_deadline(struct ev_loop *loop, ev_timer *t, int reve
     (void)loop;
     (void)revents;
     struct worker *w = t->data;
-    log_warn("worker %d: shutdown_timeout reached with %d connections still open; closing "
-             "them (interrupted uploads stay in the spool)",
-             w->slot, w->n_conns);
+    log_warn("shutdown_timeout reached with %d connections still open; closing them "
+             "(interrupted uploads stay in the spool)",
+             w->n_conns);
     close_all(w);
     ev_break(w->loop, EVBREAK_ALL);
 }
@@ -199,8 +199,7 @@ static void start_drain(struct worker *w)
     w->draining = true;
     for (int i = 0; i < w->n_ls; i++) close(w->ls[i].io.fd);
     w->n_ls = 0;
-    log_info("worker %d: stopped accepting; draining %d connections (up to %llu ms)", w->slot,
-             w->n_conns,
+    log_info("stopped accepting; draining %d connections (up to %llu ms)", w->n_conns,
              (unsigned long long)w->cfg->shutdown_timeout_ms);
     struct conn *next;
     for (struct conn *c = w->conns; c; c = next) {
@@ -220,12 +219,12 @@ static void worker_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     case SIGQUIT: start_drain(w); break;
     case SIGTERM:
     case SIGINT:
-        log_info("worker %d: exiting at once, closing %d connections", w->slot, w->n_conns);
+        log_info("exiting at once, closing %d connections", w->n_conns);
         close_all(w);
         ev_break(loop, EVBREAK_ALL);
         break;
     case SIGUSR1:
-        if (log_reopen() < 0) log_error("worker %d: cannot reopen the log", w->slot);
+        if (log_reopen() < 0) log_error("cannot reopen the log: %s", strerror(errno));
         if (w->cfg->access_log) {
             int fd = open_access_log(w->cfg);
             if (fd >= 0) {
@@ -255,6 +254,9 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != master) _exit(0);
     proctitle_set("intaked: worker process");
+    char role[32];
+    snprintf(role, sizeof role, "worker %d", slot);
+    log_set_role(role);
 
     w->cfg = cfg;
     w->slot = slot;
@@ -264,13 +266,13 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     if (w->mslot) memset(w->mslot->connections, 0, sizeof w->mslot->connections);
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (!w->loop) {
-        log_error("worker %d: cannot create the event loop", slot);
+        log_error("cannot create the event loop");
         _exit(2);
     }
     const char *which = "";
     int rc = store_open(&w->store, cfg->spool_dir, cfg->accept_dir, cfg->quarantine_dir, &which);
     if (rc < 0) {
-        log_error("worker %d: cannot open %s: %s", slot, which, strerror(-rc));
+        log_error("cannot open %s: %s", which, strerror(-rc));
         _exit(2);
     }
     w->store.min_free_space = cfg->min_free_space;
@@ -297,12 +299,11 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
         int sz = fcntl(w->pipe[1], F_SETPIPE_SZ, 1 << 20);
         w->pipe_size = sz > 0 ? (size_t)sz : 65536;
     } else {
-        log_warn("worker %d: no pipe for splice (%s); copying bodies instead", slot,
-                 strerror(errno));
+        log_warn("no pipe for splice (%s); copying bodies instead", strerror(errno));
     }
     w->jobs = jobs_start(w->loop, JOB_THREADS);
     if (!w->rbuf || !w->jobs) {
-        log_error("worker %d: out of memory at start", slot);
+        log_error("out of memory at start");
         _exit(2);
     }
 
@@ -332,9 +333,9 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     ev_prepare_start(w->loop, &w->reaper);
     set_accepting(w, true);
 
-    log_info("worker %d started", slot);
+    log_info("started");
     ev_run(w->loop, 0);
     worker_on_reap(w->loop, &w->reaper, 0);
-    log_info("worker %d exiting", slot);
+    log_info("exiting");
     _exit(0);
 }

@@ -314,4 +314,4 @@ def file_sha256(path):
 
 def upload_worker_pids(log_text):
     """Pids of the processes that logged a stored upload."""
-    return set(int(m) for m in re.findall(r"\] (\d+): upload [0-9a-f]{32} .* stored as ", log_text))
+    return set(int(m) for m in re.findall(r"\] (\d+): (?:worker \d+: )?upload [0-9a-f]{32} .* stored as ", log_text))

@@ -1,6 +1,7 @@
 """The process model: titles, respawn after a crash (rate-limited), workers
 dying with the master, TERM and QUIT with uploads in flight, -t, -s, pid file."""
 import os
+import re
 import signal
 import subprocess
 import time
@@ -40,6 +41,11 @@ def test_process_titles(daemon):
     assert len(ws) == 2
     for w in ws:
         assert cmdline(w) == "intaked: worker process"
+    # Every log line names its process: pid and role.
+    logs = daemon.logs()
+    assert re.search(r"\[info\] %d: master: master ready: 2 workers" % daemon.pid, logs)
+    for w in ws:
+        assert re.search(r"\[info\] %d: worker \d: started" % w, logs)
 
 
 def test_pid_file_and_second_master_refused(daemon, daemon_factory, tmp_path):
