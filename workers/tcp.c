@@ -1,6 +1,7 @@
 /* tcp: see tcp.h. Reads are sized so that they never run past the current
- * body: body bytes go from the worker's shared buffer straight to the spool
- * file, and only header-line bytes are ever kept per connection. */
+ * body: body bytes go from the socket to the spool file through the worker's
+ * pipe (splice, no copy) or, failing that, its shared buffer, and only
+ * header-line bytes are ever kept per connection. */
 #define _GNU_SOURCE
 #include "tcp.h"
 
