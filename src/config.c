@@ -645,6 +645,15 @@ static int finish(struct ctx *x)
         a.kind = LISTEN_TCP;
         c->listen[c->n_listen++] = a;
     }
+    /* The spool sweep removes files untouched for resume_timeout: an upload
+     * still in progress (silent up to idle_timeout, scanning up to
+     * scan_timeout) must never look that old. */
+    if (c->resume_timeout_ms <= c->idle_timeout_ms ||
+        (c->scanner != SCANNER_OFF && c->resume_timeout_ms <= c->scan_timeout_ms))
+        return fail(x, "resume_timeout (%llu ms) must be longer than idle_timeout (%llu ms)%s",
+                    (unsigned long long)c->resume_timeout_ms,
+                    (unsigned long long)c->idle_timeout_ms,
+                    c->scanner != SCANNER_OFF ? " and scan_timeout" : "");
     if (wants_tls && (!c->tls_certificate || !c->tls_certificate_key)) {
         x->where = x->tls_where;
         return fail(x, "a listener says \"tls\" but tls_certificate and tls_certificate_key "

@@ -22,6 +22,7 @@
 #include "store.h"
 #include "worker.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -85,6 +86,7 @@ struct master {
     char self[PATH_MAX];  /* this binary, for USR2 */
     char scand[PATH_MAX]; /* intake-scand, next to it */
     double next_probe;
+    double next_sweep;    /* spool files past resume_timeout */
     pid_t upgrade_pid;    /* the new binary's master after USR2 */
     char oldbin[PATH_MAX + 8];
 };
@@ -322,6 +324,37 @@ static void restart_scanner(struct master *m)
             kill(m->procs[i].pid, SIGTERM);
         }
     if (m->cfg->scanner == SCANNER_BUILTIN) spawn_scanner(m);
+}
+
+/* Removes spool files untouched for resume_timeout: interrupted uploads and
+ * those kept after a scan error stop being resumable then, and must not
+ * fill the disk over months. An upload in progress is written to, so it
+ * is never that old (idle_timeout closes a silent one long before). */
+static void sweep_spool(struct master *m)
+{
+    const struct config *c = m->cfg;
+    DIR *d = opendir(c->spool_dir);
+    if (!d) return;
+    time_t now = time(NULL);
+    time_t limit = (time_t)(c->resume_timeout_ms / 1000);
+    struct dirent *e;
+    int removed = 0;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n != STORE_ID_LEN + 5 || strcmp(e->d_name + STORE_ID_LEN, ".part") != 0) continue;
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (now - st.st_mtime < limit) continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
+            log_info("upload %.*s: not resumed within resume_timeout (%llu s); %lld bytes "
+                     "removed from the spool",
+                     STORE_ID_LEN, e->d_name, (unsigned long long)limit, (long long)st.st_size);
+            removed++;
+        }
+    }
+    closedir(d);
+    (void)removed;
 }
 
 /* --- listeners --------------------------------------------------------------------- */
@@ -681,6 +714,11 @@ int master_run(struct config *cfg, const struct master_args *args)
                 kill(m->procs[i].pid, SIGKILL);
                 m->procs[i].kill_at = 0;
             }
+        if (m->state == RUNNING && t >= m->next_sweep) {
+            sweep_spool(m);
+            double every = (double)c->resume_timeout_ms / 2e3;
+            m->next_sweep = t + (every < 60 ? (every < 0.5 ? 0.5 : every) : 60);
+        }
         if (c->scanner != SCANNER_OFF && m->state == RUNNING && t >= m->next_probe) {
             const char *path = c->scanner == SCANNER_BUILTIN ? c->scanner_socket : c->scanner_path;
             int up = scan_ping(path, 300) == 0;
@@ -701,6 +739,7 @@ int master_run(struct config *cfg, const struct master_args *args)
             m->killed = true;
         }
         double wait = 1.0;
+        if (m->state == RUNNING && m->next_sweep - t < wait) wait = m->next_sweep - t;
         if (c->scanner != SCANNER_OFF && m->state == RUNNING && m->next_probe - t < wait)
             wait = m->next_probe - t;
         if (m->respawn_at > 0 && m->respawn_at - t < wait) wait = m->respawn_at - t;

@@ -186,3 +186,21 @@ def test_usr1_reopens_error_log(daemon_factory, tmp_path):
     c = Client(d.tcp_port)
     c.upload("after-rotate.txt", b"x")
     wait_for(lambda: "after-rotate.txt" in log.read_text(), what="worker to log to the new file")
+
+
+def test_spool_is_swept_after_resume_timeout(daemon_factory):
+    d = daemon_factory(resume_timeout="2s", idle_timeout="1s")
+    c, ready = open_upload(d, "abandoned.bin", 1 << 20, b"a" * 1000)
+    c.close()
+    part = os.path.join(d.spool_dir, ready["id"] + ".part")
+    wait_for(lambda: "interrupted after" in d.logs(), what="the interruption")
+    assert os.path.exists(part)
+    # Something else in the spool is not the sweeper's business.
+    other = os.path.join(d.spool_dir, "operator-notes.txt")
+    with open(other, "w") as f:
+        f.write("keep me")
+    os.utime(other, (0, 0))
+    wait_for(lambda: not os.path.exists(part), 10, what="the sweep")
+    assert "upload %s: not resumed within resume_timeout (2 s); 1000 bytes removed" % ready["id"] \
+        in d.logs()
+    assert os.path.exists(other)

@@ -223,6 +223,16 @@ static void test_files(void)
     expect_error("min_free_space lots\n", 1, "invalid size");
     expect_error("header_timeout 10d\n", 1, "invalid duration");
     expect_error("idle_timeout 1ms\n", 1, "at least");
+    {
+        c = load("resume_timeout 30s\n", NULL, 0, err, sizeof err);
+        CHECK(c == NULL && strstr(err, "resume_timeout (30000 ms) must be longer than "
+                                       "idle_timeout (60000 ms) and scan_timeout"));
+        c = load("resume_timeout 2m\nscan_timeout 5m\n", NULL, 0, err, sizeof err);
+        CHECK(c == NULL && strstr(err, "scan_timeout"));
+        c = load("resume_timeout 2s\nidle_timeout 1s\nscanner off\n", NULL, 0, err, sizeof err);
+        CHECK_MSG(c != NULL, "%s", err);
+        config_free(c);
+    }
     expect_error("scanner clamd\n", 1, "invalid scanner");
     expect_error("scan_fail maybe\n", 1, "reject or accept");
     expect_error("on_infected keep\n", 1, "quarantine or delete");
