@@ -108,6 +108,7 @@ class Daemon:
                 f.write("%s %s\n" % (k, v))
         self.log_path = os.path.join(self.tmp, "error.log")
         self.proc = None
+        self.nofile = None  # RLIMIT_NOFILE for the daemon, to test running out of fds
 
     @property
     def accept_dir(self):
@@ -139,9 +140,13 @@ class Daemon:
         # Sanitizer reports go to files that stop() turns into a failure.
         env["ASAN_OPTIONS"] = "detect_leaks=0:log_path=%s/asan" % self.tmp
         env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:log_path=%s/ubsan" % self.tmp
+        def limits():
+            if self.nofile:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
         self.proc = subprocess.Popen([INTAKED, "-c", self.conf], stdout=self.log,
                                      stderr=self.log, cwd=self.tmp, start_new_session=True,
-                                     env=env)
+                                     env=env, preexec_fn=limits)
         if wait:
             n = int(self.dir["workers"]) if self.dir["workers"] != "auto" else os.cpu_count()
             wait_for(lambda: len(self.workers()) >= n and self._accepting(), 10,

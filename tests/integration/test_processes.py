@@ -204,3 +204,33 @@ def test_spool_is_swept_after_resume_timeout(daemon_factory):
     assert "upload %s: not resumed within resume_timeout (2 s); 1000 bytes removed" % ready["id"] \
         in d.logs()
     assert os.path.exists(other)
+
+
+def test_out_of_file_descriptors(daemon_factory):
+    """EMFILE on accept: the worker pauses accepting instead of spinning on a
+    readable listener, says why, and serves again once fds are free."""
+    import socket as so
+    d = daemon_factory(start=False, workers=1)
+    d.nofile = 48
+    d.start()
+    idle = []
+    for _ in range(80):
+        try:
+            idle.append(so.create_connection(("127.0.0.1", d.tcp_port), timeout=2))
+        except OSError:
+            break
+    wait_for(lambda: "pausing accepts for 1 s" in d.logs(), 10, what="EMFILE to be reported")
+    worker = d.workers()[0]
+
+    def cpu_ticks():
+        with open("/proc/%d/stat" % worker) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    t0 = cpu_ticks()
+    time.sleep(1.0)
+    assert cpu_ticks() - t0 < 30, "the worker spins while out of descriptors"
+    for s in idle:
+        s.close()
+    st = Client(d.tcp_port, timeout=20).upload("after-emfile.txt", b"ok")[1]
+    assert st["type"] == "STATUS"
+    assert alive(worker)
