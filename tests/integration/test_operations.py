@@ -174,8 +174,12 @@ def test_ttin_ttou_under_load(daemon_factory):
 
 
 def read_pid(path):
-    with open(path) as f:
-        return int(f.read())
+    """The pid in path, or None while it is being renamed or rewritten."""
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def test_usr2_winch_quit_under_load(daemon_factory):
@@ -186,7 +190,7 @@ def test_usr2_winch_quit_under_load(daemon_factory):
     with Load(d) as load:
         time.sleep(0.6)
         d.signal(signal.SIGUSR2)
-        wait_for(lambda: os.path.exists(pidf) and read_pid(pidf) != old, 10, what="new master")
+        wait_for(lambda: read_pid(pidf) not in (None, old), 10, what="new master")
         new = read_pid(pidf)
         assert read_pid(pidf + ".oldbin") == old
         wait_for(lambda: "inherited 2 listening sockets" in d.logs(), what="inheritance")
@@ -212,12 +216,11 @@ def test_usr2_rollback_with_term(daemon_factory):
     d = daemon_factory(workers=1)
     pidf = d.dir["pid_file"]
     d.signal(signal.SIGUSR2)
-    wait_for(lambda: os.path.exists(pidf) and read_pid(pidf) != d.pid, 10, what="new master")
+    wait_for(lambda: read_pid(pidf) not in (None, d.pid), 10, what="new master")
     new = read_pid(pidf)
     wait_for(lambda: "inherited" in d.logs(), what="the new master up")
     os.kill(new, signal.SIGTERM)
-    wait_for(lambda: os.path.exists(pidf) and read_pid(pidf) == d.pid, 10,
-             what="the pid file restored")
+    wait_for(lambda: read_pid(pidf) == d.pid, 10, what="the pid file restored")
     assert not os.path.exists(pidf + ".oldbin")
     assert "restoring" in d.logs()
     assert Client(d.tcp_port).upload("rolled-back.txt", b"ok")[1]["type"] == "STATUS"
