@@ -50,8 +50,10 @@ void progress_update(struct progress *p, uint64_t done)
     char d[16], tot[16], r[16], eta[48] = "--:--";
     progress_bytes((double)done, d, sizeof d);
     progress_bytes((double)p->total, tot, sizeof tot);
-    if (rate > 0) progress_bytes(rate, r, sizeof r);
-    else snprintf(r, sizeof r, "--");
+    if (rate > 0)
+        progress_bytes(rate, r, sizeof r);
+    else
+        snprintf(r, sizeof r, "--");
     if (rate > 0 && done <= p->total) {
         long left = (long)((double)(p->total - done) / rate + 0.5);
         snprintf(eta, sizeof eta, "%ld:%02ld", left / 60, left % 60);

@@ -28,10 +28,17 @@ int config_parse_size(const char *s, uint64_t *out)
     unsigned shift = 0;
     if (*end) {
         switch (toupper((unsigned char)*end)) {
-        case 'K': shift = 10; break;
-        case 'M': shift = 20; break;
-        case 'G': shift = 30; break;
-        default: return -EINVAL;
+        case 'K':
+            shift = 10;
+            break;
+        case 'M':
+            shift = 20;
+            break;
+        case 'G':
+            shift = 30;
+            break;
+        default:
+            return -EINVAL;
         }
         if (end[1]) return -EINVAL;
     }
@@ -48,11 +55,16 @@ int config_parse_duration(const char *s, uint64_t *ms)
     unsigned long long v = strtoull(s, &end, 10);
     if (errno) return -EINVAL;
     uint64_t mul;
-    if (*end == '\0' || strcmp(end, "s") == 0) mul = 1000;
-    else if (strcmp(end, "ms") == 0) mul = 1;
-    else if (strcmp(end, "m") == 0) mul = 60000;
-    else if (strcmp(end, "h") == 0) mul = 3600000;
-    else return -EINVAL;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        mul = 1000;
+    else if (strcmp(end, "ms") == 0)
+        mul = 1;
+    else if (strcmp(end, "m") == 0)
+        mul = 60000;
+    else if (strcmp(end, "h") == 0)
+        mul = 3600000;
+    else
+        return -EINVAL;
     if (v > UINT64_MAX / mul / 4) return -EINVAL;
     *ms = v * mul;
     return 0;
@@ -126,13 +138,14 @@ int config_parse_listen(const char *s, struct listen_addr *out, const char **why
     return 0;
 }
 
-int config_tokenize(const char *line, size_t len, char *scratch, size_t scratch_len,
-                    char **tokens, int max, const char **why)
+int config_tokenize(const char *line, size_t len, char *scratch, size_t scratch_len, char **tokens,
+                    int max, const char **why)
 {
     size_t i = 0, o = 0;
     int n = 0;
     for (;;) {
-        while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r')) i++;
+        while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'))
+            i++;
         if (i >= len || line[i] == '#') break;
         if (n == max) {
             *why = "too many values";
@@ -150,8 +163,7 @@ int config_tokenize(const char *line, size_t len, char *scratch, size_t scratch_
                 return -1;
             }
             i++;
-            if (i < len && line[i] != ' ' && line[i] != '\t' && line[i] != '\r' &&
-                line[i] != '#') {
+            if (i < len && line[i] != ' ' && line[i] != '\t' && line[i] != '\r' && line[i] != '#') {
                 *why = "text after closing quote";
                 return -1;
             }
@@ -189,7 +201,7 @@ struct ctx {
     size_t errlen;
     unsigned seen[64];
     bool from_override;
-    bool tcp_off; /* "listen_tcp off" was given */
+    bool tcp_off;        /* "listen_tcp off" was given */
     char tls_where[320]; /* where the first "tls" listener was declared */
 };
 
@@ -208,8 +220,10 @@ static int fail(struct ctx *x, const char *fmt, ...)
 static char *abs_path(struct ctx *x, const char *p)
 {
     char *r;
-    if (p[0] == '/' || !x->base_dir) r = strdup(p);
-    else if (asprintf(&r, "%s/%s", x->base_dir, p) < 0) r = NULL;
+    if (p[0] == '/' || !x->base_dir)
+        r = strdup(p);
+    else if (asprintf(&r, "%s/%s", x->base_dir, p) < 0)
+        r = NULL;
     if (!r) abort();
     return r;
 }
@@ -302,13 +316,13 @@ static int h_listen_tcp(struct ctx *x, char **v, int n)
     return add_listen(x, LISTEN_TCP, v, n);
 }
 
-#define PATH_HANDLER(name, field)                                                          \
-    static int h_##name(struct ctx *x, char **v, int n)                                    \
-    {                                                                                      \
-        if (want_one(x, v, n)) return -1;                                                  \
-        if (!*v[0]) return fail(x, "empty path");                                          \
-        set_str(&x->c->field, abs_path(x, v[0]));                                          \
-        return 0;                                                                          \
+#define PATH_HANDLER(name, field)                                                                  \
+    static int h_##name(struct ctx *x, char **v, int n)                                            \
+    {                                                                                              \
+        if (want_one(x, v, n)) return -1;                                                          \
+        if (!*v[0]) return fail(x, "empty path");                                                  \
+        set_str(&x->c->field, abs_path(x, v[0]));                                                  \
+        return 0;                                                                                  \
     }
 PATH_HANDLER(tls_certificate, tls_certificate)
 PATH_HANDLER(tls_certificate_key, tls_certificate_key)
@@ -385,14 +399,13 @@ static int h_log_level(struct ctx *x, char **v, int n)
     return 0;
 }
 
-#define SIZE_HANDLER(name)                                                                 \
-    static int h_##name(struct ctx *x, char **v, int n)                                    \
-    {                                                                                      \
-        if (want_one(x, v, n)) return -1;                                                  \
-        if (config_parse_size(v[0], &x->c->name) < 0)                                      \
-            return fail(x, "invalid size \"%s\" for " #name " (a number with K, M or G)",  \
-                        v[0]);                                                             \
-        return 0;                                                                          \
+#define SIZE_HANDLER(name)                                                                         \
+    static int h_##name(struct ctx *x, char **v, int n)                                            \
+    {                                                                                              \
+        if (want_one(x, v, n)) return -1;                                                          \
+        if (config_parse_size(v[0], &x->c->name) < 0)                                              \
+            return fail(x, "invalid size \"%s\" for " #name " (a number with K, M or G)", v[0]);   \
+        return 0;                                                                                  \
     }
 SIZE_HANDLER(min_free_space)
 
@@ -407,19 +420,19 @@ static int h_max_file_size(struct ctx *x, char **v, int n)
 
 static int at_least(struct ctx *x, const char *name, uint64_t ms, uint64_t min_ms)
 {
-    if (ms < min_ms) return fail(x, "%s must be at least %llu ms", name, (unsigned long long)min_ms);
+    if (ms < min_ms)
+        return fail(x, "%s must be at least %llu ms", name, (unsigned long long)min_ms);
     return 0;
 }
 
-#define DURATION_HANDLER(name, min_ms)                                                     \
-    static int h_##name(struct ctx *x, char **v, int n)                                    \
-    {                                                                                      \
-        if (want_one(x, v, n)) return -1;                                                  \
-        if (config_parse_duration(v[0], &x->c->name##_ms) < 0)                             \
-            return fail(x,                                                                 \
-                        "invalid duration \"%s\" for " #name " (a number with ms, s, m or h)", \
-                        v[0]);                                                             \
-        return at_least(x, #name, x->c->name##_ms, (min_ms));                              \
+#define DURATION_HANDLER(name, min_ms)                                                             \
+    static int h_##name(struct ctx *x, char **v, int n)                                            \
+    {                                                                                              \
+        if (want_one(x, v, n)) return -1;                                                          \
+        if (config_parse_duration(v[0], &x->c->name##_ms) < 0)                                     \
+            return fail(x, "invalid duration \"%s\" for " #name " (a number with ms, s, m or h)",  \
+                        v[0]);                                                                     \
+        return at_least(x, #name, x->c->name##_ms, (min_ms));                                      \
     }
 DURATION_HANDLER(resume_timeout, 1000)
 DURATION_HANDLER(scan_timeout, 100)
@@ -431,8 +444,10 @@ static int h_scanner(struct ctx *x, char **v, int n)
 {
     if (want_one(x, v, n)) return -1;
     struct config *c = x->c;
-    if (strcmp(v[0], "builtin") == 0) c->scanner = SCANNER_BUILTIN;
-    else if (strcmp(v[0], "off") == 0) c->scanner = SCANNER_OFF;
+    if (strcmp(v[0], "builtin") == 0)
+        c->scanner = SCANNER_BUILTIN;
+    else if (strcmp(v[0], "off") == 0)
+        c->scanner = SCANNER_OFF;
     else if (strncmp(v[0], "unix:", 5) == 0 && v[0][5]) {
         c->scanner = SCANNER_UNIX;
         set_str(&c->scanner_path, abs_path(x, v[0] + 5));
@@ -447,9 +462,12 @@ static int h_scanner(struct ctx *x, char **v, int n)
 static int choose(struct ctx *x, char **v, int n, const char *a, const char *b, int *out)
 {
     if (want_one(x, v, n)) return -1;
-    if (strcmp(v[0], a) == 0) *out = 0;
-    else if (strcmp(v[0], b) == 0) *out = 1;
-    else return fail(x, "invalid %s \"%s\" (%s or %s)", v[-1], v[0], a, b);
+    if (strcmp(v[0], a) == 0)
+        *out = 0;
+    else if (strcmp(v[0], b) == 0)
+        *out = 1;
+    else
+        return fail(x, "invalid %s \"%s\" (%s or %s)", v[-1], v[0], a, b);
     return 0;
 }
 
@@ -482,7 +500,8 @@ static int h_max_connections(struct ctx *x, char **v, int n)
 
 static void free_list(char **list, int *n)
 {
-    for (int i = 0; i < *n; i++) free(list[i]);
+    for (int i = 0; i < *n; i++)
+        free(list[i]);
     *n = 0;
 }
 
@@ -679,7 +698,8 @@ static int read_file(struct ctx *x, const char *path)
         snprintf(where, sizeof where, "%s:%d", path, lineno);
         x->where = where;
         size_t len = strlen(line);
-        if (len && line[len - 1] == '\n') line[--len] = '\0';
+        if (len && line[len - 1] == '\n')
+            line[--len] = '\0';
         else if (!feof(f)) {
             rc = fail(x, "line longer than %d bytes", LINE_MAX_BYTES);
             break;
@@ -762,7 +782,8 @@ void config_free(struct config *c)
                      &c->access_log,     &c->spool_dir,       &c->accept_dir,
                      &c->quarantine_dir, &c->scanner_path,    &c->scanner_socket,
                      &c->signature_dir,  &c->auth_secret_file};
-    for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
+    for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
+        free(*strs[i]);
     free_list(c->allowed_origins, &c->n_allowed_origins);
     free_list(c->trusted_proxies, &c->n_trusted_proxies);
     free(c);

@@ -30,7 +30,7 @@ enum scan_fail { SCAN_FAIL_REJECT, SCAN_FAIL_ACCEPT };
 enum on_infected { ON_INFECTED_QUARANTINE, ON_INFECTED_DELETE };
 
 struct config {
-    char *file; /* the file read, absolute */
+    char *file;  /* the file read, absolute */
     int workers; /* 0 = auto */
     struct listen_addr listen[CONFIG_MAX_LISTEN];
     int n_listen;
@@ -38,8 +38,8 @@ struct config {
     char *user;
     bool daemon;
     char *pid_file;
-    char *error_log; /* "stderr", "syslog" or an absolute path */
-    int log_level;   /* enum log_level */
+    char *error_log;  /* "stderr", "syslog" or an absolute path */
+    int log_level;    /* enum log_level */
     char *access_log; /* NULL = off */
     char *spool_dir, *accept_dir, *quarantine_dir;
     uint64_t max_file_size, min_free_space;
@@ -69,15 +69,15 @@ struct config *config_load(const char *path, char *const *overrides, int n_overr
 void config_free(struct config *c);
 
 /* Value parsers, exposed for the CLI and the unit tests. 0 or -EINVAL. */
-int config_parse_size(const char *s, uint64_t *out);     /* 10, 4K, 1M, 1G */
-int config_parse_duration(const char *s, uint64_t *ms);  /* 10, 10s, 500ms, 5m, 1h */
+int config_parse_size(const char *s, uint64_t *out);    /* 10, 4K, 1M, 1G */
+int config_parse_duration(const char *s, uint64_t *ms); /* 10, 10s, 500ms, 5m, 1h */
 int config_parse_listen(const char *s, struct listen_addr *out, const char **why);
 
 /* Splits one configuration line into at most `max` tokens (whitespace
  * separated, "double quotes" group, # starts a comment). Tokens are written
  * into `scratch` (NUL-terminated). Returns the count, or -1 with *why set. */
-int config_tokenize(const char *line, size_t len, char *scratch, size_t scratch_len,
-                    char **tokens, int max, const char **why);
+int config_tokenize(const char *line, size_t len, char *scratch, size_t scratch_len, char **tokens,
+                    int max, const char **why);
 
 #ifndef INTAKE_DEFAULT_CONF
 #define INTAKE_DEFAULT_CONF "etc/intake.conf"

@@ -216,13 +216,15 @@ static void attempt(struct link *l, int fd, uint64_t size, const char *name, con
             } else if (strcmp(t, "STATUS") == 0 || strcmp(t, "ERROR") == 0) {
                 snprintf(out->line, sizeof out->line, "%s", line);
                 const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, "verdict");
-                if (strcmp(t, "ERROR") == 0) out->r = R_ERROR;
+                if (strcmp(t, "ERROR") == 0)
+                    out->r = R_ERROR;
                 else if (cJSON_IsString(v) && strcmp(v->valuestring, "infected") == 0)
                     out->r = R_INFECTED;
                 else if (cJSON_IsString(v) && (strcmp(v->valuestring, "clean") == 0 ||
                                                strcmp(v->valuestring, "unscanned") == 0))
                     out->r = R_CLEAN;
-                else out->r = R_ERROR;
+                else
+                    out->r = R_ERROR;
                 cJSON_Delete(m);
                 progress_end(&pb);
                 return;
@@ -366,21 +368,29 @@ int main(int argc, char **argv)
     struct opts o = {.retries = 3, .token = getenv("INTAKE_TOKEN")};
     bool tls = false;
     static const struct option longs[] = {
-        {"name", required_argument, 0, 'n'}, {"token", required_argument, 0, 't'},
-        {"tls", no_argument, 0, 'T'},        {"cacert", required_argument, 0, 'C'},
-        {"insecure", no_argument, 0, 'I'},   {"sha256", no_argument, 0, 'S'},
+        {"name", required_argument, 0, 'n'},    {"token", required_argument, 0, 't'},
+        {"tls", no_argument, 0, 'T'},           {"cacert", required_argument, 0, 'C'},
+        {"insecure", no_argument, 0, 'I'},      {"sha256", no_argument, 0, 'S'},
         {"retries", required_argument, 0, 'r'}, {"json", no_argument, 0, 'j'},
-        {"quiet", no_argument, 0, 'q'},      {"version", no_argument, 0, 'V'},
-        {"help", no_argument, 0, 'h'},       {0, 0, 0, 0}};
+        {"quiet", no_argument, 0, 'q'},         {"version", no_argument, 0, 'V'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "n:t:qVh", longs, NULL)) != -1) {
         switch (c) {
-        case 'n': o.name = optarg; break;
-        case 't': o.token = optarg; break;
+        case 'n':
+            o.name = optarg;
+            break;
+        case 't':
+            o.token = optarg;
+            break;
         case 'T':
         case 'C':
-        case 'I': tls = true; break;
-        case 'S': o.sha256 = true; break;
+        case 'I':
+            tls = true;
+            break;
+        case 'S':
+            o.sha256 = true;
+            break;
         case 'r': {
             char *end;
             long r = strtol(optarg, &end, 10);
@@ -391,11 +401,21 @@ int main(int argc, char **argv)
             o.retries = (int)r;
             break;
         }
-        case 'j': o.json = true; break;
-        case 'q': o.quiet = true; break;
-        case 'V': printf("intake %s\n", INTAKE_VERSION); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'j':
+            o.json = true;
+            break;
+        case 'q':
+            o.quiet = true;
+            break;
+        case 'V':
+            printf("intake %s\n", INTAKE_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (argc - optind < 2) {
@@ -425,8 +445,10 @@ int main(int argc, char **argv)
         memset(&out, 0, sizeof out);
         uint64_t size = 0;
         int fd;
-        if (strcmp(path, "-") == 0) fd = stdin_file(&size);
-        else fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (strcmp(path, "-") == 0)
+            fd = stdin_file(&size);
+        else
+            fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
         if (fd >= 0 && strcmp(path, "-") != 0) {
             if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -473,7 +495,8 @@ int main(int argc, char **argv)
                 cJSON *m = cJSON_Parse(out.line);
                 const cJSON *code = m ? cJSON_GetObjectItemCaseSensitive(m, "code") : NULL;
                 resume_refused = out.id[0] && strcmp(msg_type(m), "ERROR") == 0 &&
-                                 cJSON_IsNumber(code) && (code->valueint == 404 || code->valueint == 409);
+                                 cJSON_IsNumber(code) &&
+                                 (code->valueint == 404 || code->valueint == 409);
                 if (strcmp(msg_type(m), "ERROR") == 0) {
                     close(l.fd); /* the server closes after ERROR */
                     l.fd = -1;

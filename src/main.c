@@ -20,15 +20,16 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: intaked [-c FILE] [-o NAME=VALUE]... [-t] "
-               "[-s stop|quit|reload|reopen|upgrade] [-V] [-h]\n"
-               "  -c FILE        configuration file (default %s)\n"
-               "  -o NAME=VALUE  set a directive after the file is read (repeatable)\n"
-               "  -t             check the configuration and exit\n"
-               "  -s SIGNAL      signal the running master: stop, quit, reload, reopen, upgrade\n"
-               "  -V             print the version\n"
-               "  -h             this help\n",
-               INTAKE_DEFAULT_CONF);
+    fprintf(f,
+            "usage: intaked [-c FILE] [-o NAME=VALUE]... [-t] "
+            "[-s stop|quit|reload|reopen|upgrade] [-V] [-h]\n"
+            "  -c FILE        configuration file (default %s)\n"
+            "  -o NAME=VALUE  set a directive after the file is read (repeatable)\n"
+            "  -t             check the configuration and exit\n"
+            "  -s SIGNAL      signal the running master: stop, quit, reload, reopen, upgrade\n"
+            "  -V             print the version\n"
+            "  -h             this help\n",
+            INTAKE_DEFAULT_CONF);
 }
 
 static int send_signal(const struct config *c, const char *what)
@@ -56,8 +57,7 @@ static int send_signal(const struct config *c, const char *what)
         }
         return 0;
     }
-    fprintf(stderr, "intaked: unknown signal \"%s\" (stop, quit, reload, reopen, upgrade)\n",
-            what);
+    fprintf(stderr, "intaked: unknown signal \"%s\" (stop, quit, reload, reopen, upgrade)\n", what);
     return 1;
 }
 
@@ -72,10 +72,18 @@ int main(int argc, char **argv)
     proctitle_init(argc, argv);
     while ((opt = getopt(argc, argv, "c:o:ts:Vh")) != -1) {
         switch (opt) {
-        case 'c': conf = optarg; break;
-        case 'o': overrides[n_over++] = optarg; break;
-        case 't': test = 1; break;
-        case 's': sig = optarg; break;
+        case 'c':
+            conf = optarg;
+            break;
+        case 'o':
+            overrides[n_over++] = optarg;
+            break;
+        case 't':
+            test = 1;
+            break;
+        case 's':
+            sig = optarg;
+            break;
         case 'V':
             printf("intaked %s\n", INTAKE_VERSION);
             rc = 0;
@@ -84,7 +92,9 @@ int main(int argc, char **argv)
             usage(stdout);
             rc = 0;
             goto out;
-        default: usage(stderr); goto out;
+        default:
+            usage(stderr);
+            goto out;
         }
     }
     if (optind < argc) {
@@ -117,8 +127,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "intaked: cannot open error_log %s: %s\n", c->error_log, strerror(-lrc));
         goto out;
     }
-    struct master_args args = {.conf_path = conf, .overrides = overrides, .n_overrides = n_over,
-                               .base_dir = cwd, .argv = argv};
+    struct master_args args = {.conf_path = conf,
+                               .overrides = overrides,
+                               .n_overrides = n_over,
+                               .base_dir = cwd,
+                               .argv = argv};
     rc = master_run(c, &args);
     c = NULL; /* the master owned it */
 out:

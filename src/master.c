@@ -52,7 +52,7 @@ struct proc {
     pid_t pid;
     int slot; /* worker slot (metrics), or SCANNER_SLOT */
     unsigned gen;
-    bool stopping; /* we asked it to go: do not respawn */
+    bool stopping;           /* we asked it to go: do not respawn */
     double started, kill_at; /* kill_at: SIGKILL a drainer still there then */
 };
 
@@ -70,10 +70,10 @@ struct master {
     struct proc procs[MAX_PROCS];
     int n_procs;
     unsigned gen;
-    int n_workers;     /* the current generation's target */
-    bool no_workers;   /* WINCH: keep the listeners, run no workers */
+    int n_workers;   /* the current generation's target */
+    bool no_workers; /* WINCH: keep the listeners, run no workers */
     enum master_state state;
-    double deadline;   /* QUITTING/TERMINATING: SIGKILL what is left then */
+    double deadline; /* QUITTING/TERMINATING: SIGKILL what is left then */
     bool killed;
     double last_crash_respawn;
     int pending_respawn[MAX_PROCS];
@@ -86,8 +86,8 @@ struct master {
     char self[PATH_MAX];  /* this binary, for USR2 */
     char scand[PATH_MAX]; /* intake-scand, next to it */
     double next_probe;
-    double next_sweep;    /* spool files past resume_timeout */
-    pid_t upgrade_pid;    /* the new binary's master after USR2 */
+    double next_sweep; /* spool files past resume_timeout */
+    pid_t upgrade_pid; /* the new binary's master after USR2 */
     char oldbin[PATH_MAX + 8];
 };
 
@@ -101,9 +101,10 @@ static double now_s(void)
 static void fill_sigset(sigset_t *s)
 {
     sigemptyset(s);
-    int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1,
+    int sigs[] = {SIGCHLD, SIGTERM,  SIGINT,  SIGQUIT, SIGHUP, SIGUSR1,
                   SIGUSR2, SIGWINCH, SIGTTIN, SIGTTOU, SIGALRM};
-    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaddset(s, sigs[i]);
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
+        sigaddset(s, sigs[i]);
 }
 
 static int worker_count(const struct config *c)
@@ -128,8 +129,8 @@ static int count_workers(const struct master *m, bool current_only)
 {
     int n = 0;
     for (int i = 0; i < m->n_procs; i++)
-        n += m->procs[i].slot != SCANNER_SLOT && (!current_only || (m->procs[i].gen == m->gen &&
-                                                                    !m->procs[i].stopping));
+        n += m->procs[i].slot != SCANNER_SLOT &&
+             (!current_only || (m->procs[i].gen == m->gen && !m->procs[i].stopping));
     return n;
 }
 
@@ -140,8 +141,8 @@ static void update_gauges(struct master *m)
 
 static void add_proc(struct master *m, pid_t pid, int slot)
 {
-    m->procs[m->n_procs++] = (struct proc){.pid = pid, .slot = slot, .gen = m->gen,
-                                           .started = now_s()};
+    m->procs[m->n_procs++] =
+        (struct proc){.pid = pid, .slot = slot, .gen = m->gen, .started = now_s()};
     update_gauges(m);
 }
 
@@ -150,8 +151,10 @@ static int free_slot(const struct master *m)
 {
     for (int s = 0; s < METRICS_SLOTS; s++) {
         bool used = false;
-        for (int i = 0; i < m->n_procs && !used; i++) used = m->procs[i].slot == s;
-        for (int i = 0; i < m->n_pending && !used; i++) used = m->pending_respawn[i] == s;
+        for (int i = 0; i < m->n_procs && !used; i++)
+            used = m->procs[i].slot == s;
+        for (int i = 0; i < m->n_pending && !used; i++)
+            used = m->pending_respawn[i] == s;
         if (!used) return s;
     }
     return METRICS_SLOTS - 1;
@@ -179,13 +182,15 @@ static int spawn_scanner(struct master *m)
         static const char *const levels[] = {"error", "warn", "info", "debug"};
         setenv("INTAKE_LOG_LEVEL", levels[c->log_level & 3], 1);
         /* A log file is reopened by the scanner itself on USR1. */
-        if (c->error_log[0] == '/') setenv("INTAKE_LOG_FILE", c->error_log, 1);
-        else unsetenv("INTAKE_LOG_FILE");
+        if (c->error_log[0] == '/')
+            setenv("INTAKE_LOG_FILE", c->error_log, 1);
+        else
+            unsetenv("INTAKE_LOG_FILE");
         unsetenv(MASTER_INHERIT_ENV);
         char maxsize[32];
         snprintf(maxsize, sizeof maxsize, "%llu", (unsigned long long)c->max_file_size);
-        char *argv[] = {"intake-scand", "--socket", c->scanner_socket, "--signatures",
-                        c->signature_dir, "--max-size", maxsize, NULL};
+        char *argv[] = {"intake-scand",   "--socket",   c->scanner_socket, "--signatures",
+                        c->signature_dir, "--max-size", maxsize,           NULL};
         execv(m->scand, argv);
         log_error("cannot run %s: %s", m->scand, strerror(errno));
         _exit(127);
@@ -206,7 +211,8 @@ static int spawn_worker(struct master *m, int slot)
     if (pid == 0) {
         drop_privileges(m);
         struct listener ls[CONFIG_MAX_LISTEN];
-        for (int i = 0; i < m->n_ls; i++) ls[i] = (struct listener){m->ls[i].fd, &m->ls[i].addr};
+        for (int i = 0; i < m->n_ls; i++)
+            ls[i] = (struct listener){m->ls[i].fd, &m->ls[i].addr};
         worker_run(m->cfg, ls, m->n_ls, slot, m->metrics);
     }
     add_proc(m, pid, slot);
@@ -243,11 +249,13 @@ static void retire(struct master *m, struct proc *p)
 
 static void describe_exit(int status, char *buf, size_t cap)
 {
-    if (WIFEXITED(status)) snprintf(buf, cap, "exited with status %d", WEXITSTATUS(status));
+    if (WIFEXITED(status))
+        snprintf(buf, cap, "exited with status %d", WEXITSTATUS(status));
     else if (WIFSIGNALED(status))
         snprintf(buf, cap, "killed by signal %d (%s)%s", WTERMSIG(status),
                  strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
-    else snprintf(buf, cap, "stopped (status %d)", status);
+    else
+        snprintf(buf, cap, "stopped (status %d)", status);
 }
 
 static void restart_scanner(struct master *m);
@@ -271,7 +279,8 @@ static void reap(struct master *m)
             continue;
         }
         int i = 0;
-        while (i < m->n_procs && m->procs[i].pid != pid) i++;
+        while (i < m->n_procs && m->procs[i].pid != pid)
+            i++;
         if (i == m->n_procs) continue;
         struct proc p = m->procs[i];
         m->procs[i] = m->procs[--m->n_procs];
@@ -374,7 +383,8 @@ static void close_listener(struct master *m, struct master_listener *l)
 
 static void close_listeners(struct master *m)
 {
-    for (int i = 0; i < m->n_ls; i++) close_listener(m, &m->ls[i]);
+    for (int i = 0; i < m->n_ls; i++)
+        close_listener(m, &m->ls[i]);
     m->n_ls = 0;
 }
 
@@ -408,9 +418,8 @@ static int take_inherited(struct master_listener *out, int max)
 /* Builds the listener set for cfg out of the current one (same fds for the
  * same addresses), the inherited ones, and new binds. On failure nothing
  * changes and -1 is returned. */
-static int build_listeners(struct master *m, const struct config *cfg,
-                           struct master_listener *pool, int n_pool,
-                           struct master_listener *out, int *n_out)
+static int build_listeners(struct master *m, const struct config *cfg, struct master_listener *pool,
+                           int n_pool, struct master_listener *out, int *n_out)
 {
     bool taken[CONFIG_MAX_LISTEN * 2] = {false};
     int n = 0;
@@ -423,7 +432,8 @@ static int build_listeners(struct master *m, const struct config *cfg,
             goto fail;
         }
         int j = 0;
-        while (j < n_pool && (taken[j] || !same_address(&pool[j].addr, want))) j++;
+        while (j < n_pool && (taken[j] || !same_address(&pool[j].addr, want)))
+            j++;
         if (j < n_pool) {
             taken[j] = true;
             out[n] = pool[j];
@@ -443,12 +453,14 @@ static int build_listeners(struct master *m, const struct config *cfg,
     }
     *n_out = n;
     /* What the new set does not use is closed by the caller (pool[!taken]). */
-    for (int j = 0; j < n_pool; j++) pool[j].fd = taken[j] ? -1 : pool[j].fd;
+    for (int j = 0; j < n_pool; j++)
+        pool[j].fd = taken[j] ? -1 : pool[j].fd;
     return 0;
 fail:
     for (int k = 0; k < n; k++) {
         bool from_pool = false;
-        for (int j = 0; j < n_pool; j++) from_pool |= out[k].fd == pool[j].fd;
+        for (int j = 0; j < n_pool; j++)
+            from_pool |= out[k].fd == pool[j].fd;
         if (!from_pool) close(out[k].fd);
     }
     return -1;
@@ -524,8 +536,8 @@ static void reload(struct master *m)
 {
     char err[1024];
     const struct master_args *a = m->args;
-    struct config *nc = config_load(a->conf_path, a->overrides, a->n_overrides, a->base_dir, err,
-                                    sizeof err);
+    struct config *nc =
+        config_load(a->conf_path, a->overrides, a->n_overrides, a->base_dir, err, sizeof err);
     if (!nc) {
         log_error("reload failed: %s; still running with the previous configuration", err);
         return;
@@ -612,7 +624,8 @@ static void upgrade(struct master *m)
         return;
     }
     if (pid == 0) {
-        for (int i = 0; i < m->n_ls; i++) fcntl(m->ls[i].fd, F_SETFD, 0);
+        for (int i = 0; i < m->n_ls; i++)
+            fcntl(m->ls[i].fd, F_SETFD, 0);
         setenv(MASTER_INHERIT_ENV, env, 1);
         sigset_t none;
         sigemptyset(&none);
@@ -723,18 +736,19 @@ int master_run(struct config *cfg, const struct master_args *args)
             const char *path = c->scanner == SCANNER_BUILTIN ? c->scanner_socket : c->scanner_path;
             int up = scan_ping(path, 300) == 0;
             if (m->metrics->scanner != (up ? MS_UP : MS_DOWN)) {
-                if (up) log_info("scanner at %s is up", path);
-                else log_warn("scanner at %s is down: uploads wait for it up to scan_timeout, "
-                              "then get verdict error",
-                              path);
+                if (up)
+                    log_info("scanner at %s is up", path);
+                else
+                    log_warn("scanner at %s is down: uploads wait for it up to scan_timeout, "
+                             "then get verdict error",
+                             path);
             }
             m->metrics->scanner = up ? MS_UP : MS_DOWN;
             /* Check often until it first comes up, then every few seconds. */
             m->next_probe = now_s() + (up ? PROBE_PERIOD_S : 0.25);
         }
         if (m->state != RUNNING && !m->killed && t >= m->deadline) {
-            log_warn("%d processes still running after the grace period; killing them",
-                     m->n_procs);
+            log_warn("%d processes still running after the grace period; killing them", m->n_procs);
             signal_procs(m, ALL, SIGKILL);
             m->killed = true;
         }
@@ -751,7 +765,9 @@ int master_run(struct config *cfg, const struct master_args *args)
         int sig = sigtimedwait(&set, &si, &ts);
         if (sig < 0) continue;
         switch (sig) {
-        case SIGCHLD: reap(m); break;
+        case SIGCHLD:
+            reap(m);
+            break;
         case SIGTERM:
         case SIGINT:
             if (m->state == TERMINATING) break;
@@ -817,7 +833,8 @@ int master_run(struct config *cfg, const struct master_args *args)
                 }
             }
             break;
-        default: break;
+        default:
+            break;
         }
     }
     rc = 0;

@@ -12,8 +12,8 @@ struct master_args {
     const char *conf_path; /* -c, or NULL for the default */
     char **overrides;      /* -o NAME=VALUE */
     int n_overrides;
-    const char *base_dir;  /* relative paths resolve against it */
-    char **argv;           /* the command line, for USR2 */
+    const char *base_dir; /* relative paths resolve against it */
+    char **argv;          /* the command line, for USR2 */
 };
 
 /* The environment variable naming inherited listening sockets across a

@@ -19,8 +19,8 @@ static const char *const vnames[MV_COUNT] = {"clean", "infected", "unscanned", "
 
 struct metrics *metrics_create(void)
 {
-    void *p = mmap(NULL, sizeof(struct metrics), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void *p = mmap(NULL, sizeof(struct metrics), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                   -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 
@@ -45,7 +45,8 @@ void metrics_connection(struct metrics_slot *s, enum metrics_transport t, int de
 int64_t metrics_slot_connections(const struct metrics_slot *s)
 {
     int64_t n = 0;
-    for (int t = 0; t < MT_COUNT; t++) n += GET(s->connections[t]);
+    for (int t = 0; t < MT_COUNT; t++)
+        n += GET(s->connections[t]);
     return n;
 }
 
@@ -53,7 +54,8 @@ void metrics_error(struct metrics_slot *s, int code)
 {
     if (!s) return;
     size_t i = 0;
-    while (i < N_CODES - 1 && codes[i] != code) i++;
+    while (i < N_CODES - 1 && codes[i] != code)
+        i++;
     ADD(s->errors[i], 1);
 }
 
@@ -61,7 +63,8 @@ void metrics_scan(struct metrics_slot *s, uint64_t micros)
 {
     if (!s) return;
     size_t b = 0;
-    while (b < METRICS_BUCKETS - 1 && (double)micros / 1e6 > bounds[b]) b++;
+    while (b < METRICS_BUCKETS - 1 && (double)micros / 1e6 > bounds[b])
+        b++;
     ADD(s->scan_bucket[b], 1);
     ADD(s->scan_count, 1);
     ADD(s->scan_sum_us, micros);
@@ -81,8 +84,10 @@ static void put(struct out *o, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= o->cap - o->len) o->overflow = 1;
-    else o->len += (size_t)n;
+    if (n < 0 || (size_t)n >= o->cap - o->len)
+        o->overflow = 1;
+    else
+        o->len += (size_t)n;
 }
 
 int metrics_render(const struct metrics *m, char *buf, size_t cap)
@@ -92,12 +97,15 @@ int metrics_render(const struct metrics *m, char *buf, size_t cap)
     for (int i = 0; i < METRICS_SLOTS; i++) {
         const struct metrics_slot *s = &m->slot[i];
         for (int t = 0; t < MT_COUNT; t++) {
-            for (int v = 0; v < MV_COUNT; v++) sum.uploads[t][v] += GET(s->uploads[t][v]);
+            for (int v = 0; v < MV_COUNT; v++)
+                sum.uploads[t][v] += GET(s->uploads[t][v]);
             sum.received[t] += GET(s->received[t]);
             sum.connections[t] += GET(s->connections[t]);
         }
-        for (size_t c = 0; c < N_CODES; c++) sum.errors[c] += GET(s->errors[c]);
-        for (int b = 0; b < METRICS_BUCKETS; b++) sum.scan_bucket[b] += GET(s->scan_bucket[b]);
+        for (size_t c = 0; c < N_CODES; c++)
+            sum.errors[c] += GET(s->errors[c]);
+        for (int b = 0; b < METRICS_BUCKETS; b++)
+            sum.scan_bucket[b] += GET(s->scan_bucket[b]);
         sum.scan_count += GET(s->scan_count);
         sum.scan_sum_us += GET(s->scan_sum_us);
     }
@@ -121,10 +129,12 @@ int metrics_render(const struct metrics *m, char *buf, size_t cap)
     put(&o, "# HELP intake_errors_total ERROR messages and HTTP errors sent, by code.\n"
             "# TYPE intake_errors_total counter\n");
     for (size_t c = 0; c < N_CODES; c++) {
-        if (codes[c]) put(&o, "intake_errors_total{code=\"%d\"} %llu\n", codes[c],
-                          (unsigned long long)sum.errors[c]);
-        else put(&o, "intake_errors_total{code=\"other\"} %llu\n",
-                 (unsigned long long)sum.errors[c]);
+        if (codes[c])
+            put(&o, "intake_errors_total{code=\"%d\"} %llu\n", codes[c],
+                (unsigned long long)sum.errors[c]);
+        else
+            put(&o, "intake_errors_total{code=\"other\"} %llu\n",
+                (unsigned long long)sum.errors[c]);
     }
     put(&o, "# HELP intake_scan_duration_seconds Time to scan one file.\n"
             "# TYPE intake_scan_duration_seconds histogram\n");
@@ -140,7 +150,9 @@ int metrics_render(const struct metrics *m, char *buf, size_t cap)
     }
     put(&o, "intake_scan_duration_seconds_sum %.6f\n", (double)sum.scan_sum_us / 1e6);
     put(&o, "intake_scan_duration_seconds_count %llu\n", (unsigned long long)sum.scan_count);
-    put(&o, "# HELP intake_workers Running upload workers.\n# TYPE intake_workers gauge\n"
-            "intake_workers %d\n", GET(m->workers));
+    put(&o,
+        "# HELP intake_workers Running upload workers.\n# TYPE intake_workers gauge\n"
+        "intake_workers %d\n",
+        GET(m->workers));
     return o.overflow ? -1 : (int)o.len;
 }

@@ -8,7 +8,7 @@
 
 extern char **environ;
 
-static char *area;     /* the original argv[0] storage */
+static char *area;      /* the original argv[0] storage */
 static size_t area_len; /* through the end of the last contiguous string */
 
 void proctitle_init(int argc, char **argv)
@@ -20,7 +20,8 @@ void proctitle_init(int argc, char **argv)
         if (argv[i] == end) end = argv[i] + strlen(argv[i]) + 1;
     /* The environment usually follows argv: move it to the heap to reuse its room. */
     size_t n = 0;
-    while (environ[n]) n++;
+    while (environ[n])
+        n++;
     char **copy = calloc(n + 1, sizeof *copy);
     if (!copy) return;
     for (size_t i = 0; i < n; i++) {
@@ -29,7 +30,8 @@ void proctitle_init(int argc, char **argv)
     }
     environ = copy;
     /* Callers keep using argv: point it at copies before the area is reused. */
-    for (int i = 0; i < argc; i++) argv[i] = strdup(argv[i]);
+    for (int i = 0; i < argc; i++)
+        argv[i] = strdup(argv[i]);
     area = start;
     area_len = (size_t)(end - start);
 }

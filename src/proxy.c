@@ -48,7 +48,8 @@ bool proxy_trusted(const struct proxy_net *nets, int n, const char *ip)
     if (strcmp(ip, "unix") == 0) return true;
     unsigned char a[16];
     int family;
-    if (inet_pton(AF_INET, ip, a) == 1) family = AF_INET;
+    if (inet_pton(AF_INET, ip, a) == 1)
+        family = AF_INET;
     else if (inet_pton(AF_INET6, ip, a) == 1) {
         family = AF_INET6;
         /* An IPv4-mapped IPv6 peer matches IPv4 entries. */
@@ -67,8 +68,10 @@ bool proxy_trusted(const struct proxy_net *nets, int n, const char *ip)
 /* Copies one address out of a header item, trimmed; false if it is not one. */
 static bool item_ip(const char *p, size_t len, char *out, size_t cap)
 {
-    while (len && (*p == ' ' || *p == '\t')) p++, len--;
-    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+    while (len && (*p == ' ' || *p == '\t'))
+        p++, len--;
+    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+        len--;
     if (!len || len >= cap) return false;
     memcpy(out, p, len);
     out[len] = '\0';
@@ -86,8 +89,10 @@ void proxy_client(const struct proxy_net *nets, int n, const char *peer, const c
         size_t end = xff_len;
         while (end > 0) {
             size_t start = end;
-            while (start > 0 && xff[start - 1] != ',') start--;
-            if (!item_ip(xff + start, end - start, ip, sizeof ip)) return; /* garbage: stop at what we know */
+            while (start > 0 && xff[start - 1] != ',')
+                start--;
+            if (!item_ip(xff + start, end - start, ip, sizeof ip))
+                return; /* garbage: stop at what we know */
             snprintf(out, cap, "%s", ip);
             if (!proxy_trusted(nets, n, ip)) return;
             end = start ? start - 1 : 0;

@@ -135,8 +135,7 @@ int store_create_part(struct store *s, const char *id)
 {
     char name[STORE_ID_LEN + 8];
     snprintf(name, sizeof name, "%s.part", id);
-    int fd = openat(s->spool_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                    0640);
+    int fd = openat(s->spool_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
     return fd < 0 ? -errno : fd;
 }
 
@@ -173,14 +172,15 @@ static int candidate(const char *prefix, const char *name, unsigned n, char *out
         if (over >= stem) return -1;
         stem -= over;
         /* Do not cut a UTF-8 sequence in half. */
-        while (stem > 0 && ((unsigned char)name[stem] & 0xC0) == 0x80) stem--;
+        while (stem > 0 && ((unsigned char)name[stem] & 0xC0) == 0x80)
+            stem--;
     }
     int w = snprintf(out, cap, "%s%.*s%s%s", prefix, (int)stem, name, suffix, dot);
     return w < (int)cap ? 0 : -1;
 }
 
-int store_place(struct store *s, const char *id, int dir_fd, const char *prefix,
-                const char *name, char *stored)
+int store_place(struct store *s, const char *id, int dir_fd, const char *prefix, const char *name,
+                char *stored)
 {
     char part[STORE_ID_LEN + 8];
     snprintf(part, sizeof part, "%s.part", id);

@@ -45,7 +45,7 @@ int store_check_space(struct store *s, uint64_t need);
  * entry is unlinked and both directories fsynced. The final name is written
  * to stored (STORE_NAME_MAX + 1 bytes). Blocking: call it off the event loop.
  * 0 or -errno. */
-int store_place(struct store *s, const char *id, int dir_fd, const char *prefix,
-                const char *name, char *stored);
+int store_place(struct store *s, const char *id, int dir_fd, const char *prefix, const char *name,
+                char *stored);
 
 #endif

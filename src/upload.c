@@ -46,8 +46,10 @@ static int unhex(const char *s, unsigned char *out, size_t n)
                 : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                        : -1;
         if (v < 0) return -1;
-        if (i % 2 == 0) out[i / 2] = (unsigned char)(v << 4);
-        else out[i / 2] |= (unsigned char)v;
+        if (i % 2 == 0)
+            out[i / 2] = (unsigned char)(v << 4);
+        else
+            out[i / 2] |= (unsigned char)v;
     }
     return 0;
 }
@@ -157,8 +159,10 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     if (store_sanitize_name(r->filename, r->filename_len, u->name, &why) < 0)
         return err(e, 400, "%s", why);
     if (r->resume_id[0])
-        return err(e, 404, "upload %s cannot be resumed: this server does not keep "
-                           "interrupted uploads resumable yet", r->resume_id);
+        return err(e, 404,
+                   "upload %s cannot be resumed: this server does not keep "
+                   "interrupted uploads resumable yet",
+                   r->resume_id);
     if (r->size > lim->max_file_size)
         return err(e, 413, "file of %llu bytes is larger than the limit of %llu bytes",
                    (unsigned long long)r->size, (unsigned long long)lim->max_file_size);
@@ -350,8 +354,7 @@ int upload_finalize(struct upload *u, struct store *st, const struct upload_poli
         break;
     }
     if (rc < 0) {
-        log_error("upload %s: cannot store the file: %s; kept in the spool", u->id,
-                  strerror(-rc));
+        log_error("upload %s: cannot store the file: %s; kept in the spool", u->id, strerror(-rc));
         u->verdict = VERDICT_ERROR;
         u->stored[0] = '\0';
         snprintf(u->reason, sizeof u->reason, "cannot store the file");
@@ -368,9 +371,8 @@ out:
 void upload_abort(struct upload *u)
 {
     if (u->phase == UPLOAD_RECEIVING)
-        log_info("upload %s (%s): interrupted after %llu of %llu bytes; kept in the spool",
-                 u->id, u->filename, (unsigned long long)u->received,
-                 (unsigned long long)u->size);
+        log_info("upload %s (%s): interrupted after %llu of %llu bytes; kept in the spool", u->id,
+                 u->filename, (unsigned long long)u->received, (unsigned long long)u->size);
     upload_release(u);
 }
 
@@ -387,10 +389,14 @@ void upload_release(struct upload *u)
 const char *upload_verdict_name(enum upload_verdict v)
 {
     switch (v) {
-    case VERDICT_CLEAN: return "clean";
-    case VERDICT_INFECTED: return "infected";
-    case VERDICT_UNSCANNED: return "unscanned";
-    default: return "error";
+    case VERDICT_CLEAN:
+        return "clean";
+    case VERDICT_INFECTED:
+        return "infected";
+    case VERDICT_UNSCANNED:
+        return "unscanned";
+    default:
+        return "error";
     }
 }
 
@@ -416,26 +422,34 @@ int upload_msg_status(const struct upload *u, char *buf, size_t cap)
     char hex[65], status[UPLOAD_FILENAME_MAX + 200];
     upload_hex(u->digest, 32, hex);
     switch (u->verdict) {
-    case VERDICT_CLEAN: snprintf(status, sizeof status, "./%s: OK", u->filename); break;
+    case VERDICT_CLEAN:
+        snprintf(status, sizeof status, "./%s: OK", u->filename);
+        break;
     case VERDICT_UNSCANNED:
         snprintf(status, sizeof status, "./%s: OK (not scanned)", u->filename);
         break;
     case VERDICT_INFECTED:
         snprintf(status, sizeof status, "./%s: %s FOUND", u->filename, u->virus);
         break;
-    default: snprintf(status, sizeof status, "./%s: %s ERROR", u->filename, u->reason); break;
+    default:
+        snprintf(status, sizeof status, "./%s: %s ERROR", u->filename, u->reason);
+        break;
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "STATUS");
     cJSON_AddStringToObject(o, "id", u->id);
     cJSON_AddStringToObject(o, "filename", u->filename);
-    if (u->stored[0]) cJSON_AddStringToObject(o, "stored_as", u->stored);
-    else cJSON_AddNullToObject(o, "stored_as");
+    if (u->stored[0])
+        cJSON_AddStringToObject(o, "stored_as", u->stored);
+    else
+        cJSON_AddNullToObject(o, "stored_as");
     cJSON_AddNumberToObject(o, "size", (double)u->size);
     cJSON_AddStringToObject(o, "sha256", hex);
     cJSON_AddStringToObject(o, "verdict", upload_verdict_name(u->verdict));
-    if (u->verdict == VERDICT_INFECTED) cJSON_AddStringToObject(o, "virus", u->virus);
-    else cJSON_AddNullToObject(o, "virus");
+    if (u->verdict == VERDICT_INFECTED)
+        cJSON_AddStringToObject(o, "virus", u->virus);
+    else
+        cJSON_AddNullToObject(o, "virus");
     cJSON_AddStringToObject(o, "status", status);
     return print(o, buf, cap);
 }

@@ -39,8 +39,13 @@ struct upload_request {
     char resume_id[STORE_ID_LEN + 1];
 };
 
-enum upload_verdict { VERDICT_NONE, VERDICT_CLEAN, VERDICT_INFECTED, VERDICT_UNSCANNED,
-                      VERDICT_ERROR };
+enum upload_verdict {
+    VERDICT_NONE,
+    VERDICT_CLEAN,
+    VERDICT_INFECTED,
+    VERDICT_UNSCANNED,
+    VERDICT_ERROR
+};
 
 enum upload_phase { UPLOAD_IDLE, UPLOAD_RECEIVING, UPLOAD_SEALED, UPLOAD_DONE };
 
@@ -51,8 +56,7 @@ struct upload_limits {
 /* The scanner seam: given the complete, fsynced file, decide a verdict.
  * Blocking (runs on a job thread). Writes the virus name or error reason. */
 typedef enum upload_verdict (*upload_scan_fn)(void *ctx, int fd, const char *id, char *virus,
-                                               size_t virus_len, char *reason,
-                                               size_t reason_len);
+                                              size_t virus_len, char *reason, size_t reason_len);
 
 struct upload_policy {
     upload_scan_fn scan; /* NULL: scanner off, verdict unscanned */
@@ -68,9 +72,9 @@ struct upload {
     char name[STORE_NAME_MAX + 1];          /* sanitized */
     char stored[STORE_NAME_MAX + 1];        /* final name, "" when not stored */
     uint64_t size, received;
-    int fd;       /* the spool file, write-only */
-    int rfd;      /* the same file, read-only: hashing and scanning */
-    void *md;     /* EVP_MD_CTX, owned by whoever hashes (one job at a time) */
+    int fd;   /* the spool file, write-only */
+    int rfd;  /* the same file, read-only: hashing and scanning */
+    void *md; /* EVP_MD_CTX, owned by whoever hashes (one job at a time) */
     uint64_t hashed;
     bool has_want;
     unsigned char want[32], digest[32];

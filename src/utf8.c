@@ -20,7 +20,8 @@ int utf8_feed(struct utf8_state *st, const uint8_t *p, size_t n)
             if (c < 0x80) continue;
             lo = 0x80;
             hi = 0xBF;
-            if (c >= 0xC2 && c <= 0xDF) need = 1;
+            if (c >= 0xC2 && c <= 0xDF)
+                need = 1;
             else if (c >= 0xE0 && c <= 0xEF) {
                 need = 2;
                 if (c == 0xE0) lo = 0xA0; /* overlong */

@@ -56,8 +56,10 @@ static void access_line(struct conn *c, int code, const struct upload_request *r
         bool sealed = u->phase == UPLOAD_SEALED || u->phase == UPLOAD_DONE;
         cJSON_AddStringToObject(o, "id", u->id);
         cJSON_AddStringToObject(o, "filename", u->filename);
-        if (u->stored[0]) cJSON_AddStringToObject(o, "stored_as", u->stored);
-        else cJSON_AddNullToObject(o, "stored_as");
+        if (u->stored[0])
+            cJSON_AddStringToObject(o, "stored_as", u->stored);
+        else
+            cJSON_AddNullToObject(o, "stored_as");
         cJSON_AddNumberToObject(o, "size", (double)u->size);
         cJSON_AddNumberToObject(o, "received", (double)u->received);
         if (sealed) {
@@ -68,9 +70,12 @@ static void access_line(struct conn *c, int code, const struct upload_request *r
         }
         if (u->verdict != VERDICT_NONE && code == 200)
             cJSON_AddStringToObject(o, "verdict", upload_verdict_name(u->verdict));
-        else cJSON_AddNullToObject(o, "verdict");
-        if (u->verdict == VERDICT_INFECTED) cJSON_AddStringToObject(o, "virus", u->virus);
-        else cJSON_AddNullToObject(o, "virus");
+        else
+            cJSON_AddNullToObject(o, "verdict");
+        if (u->verdict == VERDICT_INFECTED)
+            cJSON_AddStringToObject(o, "virus", u->virus);
+        else
+            cJSON_AddNullToObject(o, "virus");
         cJSON_AddNumberToObject(o, "code", code);
         cJSON_AddNumberToObject(o, "duration_ms", (double)(long long)(ms + 0.5));
     }
@@ -96,7 +101,8 @@ void conn_abort_upload(struct conn *c, int code)
         return;
     }
     if ((c->up.phase == UPLOAD_RECEIVING || c->up.phase == UPLOAD_SEALED ||
-         (c->up.phase == UPLOAD_DONE && !c->up.stored[0])) && !c->logged)
+         (c->up.phase == UPLOAD_DONE && !c->up.stored[0])) &&
+        !c->logged)
         access_line(c, code, NULL);
     upload_abort(&c->up);
 }
@@ -151,9 +157,12 @@ static double state_timeout(struct conn *c)
          * started a header line it has header_timeout to finish it. */
         if (c->uploads > 0 && c->carry_len == 0) return (double)cfg->idle_timeout_ms / 1e3;
         return (double)cfg->header_timeout_ms / 1e3;
-    case CONN_BODY: return (double)cfg->idle_timeout_ms / 1e3;
-    case CONN_LINGER: return LINGER_SECONDS;
-    default: return 0;
+    case CONN_BODY:
+        return (double)cfg->idle_timeout_ms / 1e3;
+    case CONN_LINGER:
+        return LINGER_SECONDS;
+    default:
+        return 0;
     }
 }
 
@@ -201,7 +210,8 @@ int conn_send(struct conn *c, const void *data, size_t len)
     if (c->state == CONN_CLOSED) return -1;
     if (c->out_len + len > c->out_cap) {
         size_t cap = c->out_cap ? c->out_cap : 1024;
-        while (cap < c->out_len + len) cap *= 2;
+        while (cap < c->out_len + len)
+            cap *= 2;
         char *p = realloc(c->out, cap);
         if (!p) {
             conn_close(c);
@@ -358,18 +368,21 @@ static void finalize_run(struct job *j)
 {
     struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
     c->job_err.code = 0;
-    if (upload_finalize(&c->up, &c->w->store, &c->w->policy, &c->job_err) < 0 &&
-        !c->job_err.code)
+    if (upload_finalize(&c->up, &c->w->store, &c->w->policy, &c->job_err) < 0 && !c->job_err.code)
         c->job_err.code = 500;
 }
 
 static enum metrics_verdict mverdict(enum upload_verdict v)
 {
     switch (v) {
-    case VERDICT_CLEAN: return MV_CLEAN;
-    case VERDICT_INFECTED: return MV_INFECTED;
-    case VERDICT_UNSCANNED: return MV_UNSCANNED;
-    default: return MV_ERROR;
+    case VERDICT_CLEAN:
+        return MV_CLEAN;
+    case VERDICT_INFECTED:
+        return MV_INFECTED;
+    case VERDICT_UNSCANNED:
+        return MV_UNSCANNED;
+    default:
+        return MV_ERROR;
     }
 }
 
@@ -400,8 +413,10 @@ static void finalize_done(struct job *j)
     int n = msg ? upload_msg_status(&c->up, msg, UPLOAD_FILENAME_MAX * 3 + 1024) : -1;
     c->uploads++;
     conn_set_state(c, c->t == &tcp_transport ? CONN_HEADER : CONN_BODY);
-    if (n < 0) conn_close(c);
-    else c->t->send_msg(c, msg, (size_t)n);
+    if (n < 0)
+        conn_close(c);
+    else
+        c->t->send_msg(c, msg, (size_t)n);
     free(msg);
     if (c->state == CONN_CLOSED) return;
     c->t->after_status(c);
@@ -418,8 +433,10 @@ static void start_finalize(struct conn *c)
 void conn_complete_upload(struct conn *c)
 {
     conn_set_state(c, CONN_FINISHING);
-    if (c->in_job) c->finish_pending = true; /* after the hash job in flight */
-    else start_finalize(c);
+    if (c->in_job)
+        c->finish_pending = true; /* after the hash job in flight */
+    else
+        start_finalize(c);
 }
 
 void conn_close(struct conn *c)
@@ -434,8 +451,10 @@ void conn_close(struct conn *c)
     c->fd = -1;
     c->state = CONN_CLOSED;
     metrics_connection(w->mslot, c->t->kind, -1);
-    if (c->prev) c->prev->next = c->next;
-    else w->conns = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     w->n_conns--;
     /* Freed later by the reaper (or when its job is done), never on the stack
@@ -531,7 +550,10 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
             conn_fail(c, 408, "idle for %llu ms; closing",
                       (unsigned long long)cfg->idle_timeout_ms);
         break;
-    case CONN_LINGER: conn_close(c); break;
-    default: break;
+    case CONN_LINGER:
+        conn_close(c);
+        break;
+    default:
+        break;
     }
 }

@@ -73,12 +73,12 @@ struct conn {
     size_t out_len, out_off, out_cap;
 
     struct upload up;
-    struct job job;       /* finalize, or hash: never both at once */
+    struct job job; /* finalize, or hash: never both at once */
     bool in_job;
-    bool finish_pending;  /* complete while a hash job ran: finalize after it */
-    uint64_t hash_to;     /* what the running hash job covers */
+    bool finish_pending; /* complete while a hash job ran: finalize after it */
+    uint64_t hash_to;    /* what the running hash job covers */
     struct upload_error job_err;
-    int abort_code;       /* the upload failed while a job held it */
+    int abort_code;   /* the upload failed while a job held it */
     bool logged;      /* the current upload has its access log line */
     unsigned uploads; /* finished on this connection */
     ev_tstamp linger_until;

@@ -44,26 +44,32 @@ ssize_t http_parse_request(struct http_parser *st, const char *buf, size_t len,
         /* Refuse what cannot become a request line at once (a TLS hello on a
          * plain port, binary junk) instead of waiting for header_timeout. */
         size_t i = 0;
-        while (i < len && i < 2 && (buf[i] == '\r' || buf[i] == '\n')) i++;
+        while (i < len && i < 2 && (buf[i] == '\r' || buf[i] == '\n'))
+            i++;
         size_t m = i;
-        while (i < len && i < 32 && is_tchar((unsigned char)buf[i])) i++;
+        while (i < len && i < 32 && is_tchar((unsigned char)buf[i]))
+            i++;
         if (i < len && i < 32 && (buf[i] != ' ' || i == m)) return HTTP_BAD;
         return len >= HTTP_HEAD_MAX ? HTTP_TOO_LARGE : HTTP_AGAIN;
     }
     const char *p = buf, *end = buf + n, *eol;
     /* Tolerate one empty line before the request line (RFC 9112 2.2). */
-    if (*p == '\r' && p + 1 < end && p[1] == '\n') p += 2;
-    else if (*p == '\n') p++;
+    if (*p == '\r' && p + 1 < end && p[1] == '\n')
+        p += 2;
+    else if (*p == '\n')
+        p++;
     const char *next = line_end(p, end, &eol);
     if (!next) return HTTP_BAD;
     /* Request line: METHOD SP TARGET SP HTTP/1.x */
     const char *q = p;
-    while (q < eol && is_tchar((unsigned char)*q)) q++;
+    while (q < eol && is_tchar((unsigned char)*q))
+        q++;
     if (q == p || q >= eol || *q != ' ' || q - p >= 32) return HTTP_BAD;
     req->method = p;
     req->method_len = (size_t)(q - p);
     p = ++q;
-    while (q < eol && (unsigned char)*q > 0x20 && *q != 0x7f) q++;
+    while (q < eol && (unsigned char)*q > 0x20 && *q != 0x7f)
+        q++;
     if (q == p || q >= eol || *q != ' ') return HTTP_BAD;
     req->path = p;
     req->path_len = (size_t)(q - p);
@@ -76,19 +82,22 @@ ssize_t http_parse_request(struct http_parser *st, const char *buf, size_t len,
     for (;;) {
         next = line_end(p, end, &eol);
         if (!next) return HTTP_BAD;
-        if (eol == p) break; /* the empty line */
+        if (eol == p) break;                          /* the empty line */
         if (*p == ' ' || *p == '\t') return HTTP_BAD; /* obs-fold */
         if (req->num_headers == HTTP_MAX_HEADERS) return HTTP_TOO_LARGE;
         q = p;
-        while (q < eol && is_tchar((unsigned char)*q)) q++;
+        while (q < eol && is_tchar((unsigned char)*q))
+            q++;
         if (q == p || q >= eol || *q != ':') return HTTP_BAD;
         struct http_header *h = &req->headers[req->num_headers++];
         h->name = p;
         h->name_len = (size_t)(q - p);
         q++;
-        while (q < eol && (*q == ' ' || *q == '\t')) q++;
+        while (q < eol && (*q == ' ' || *q == '\t'))
+            q++;
         const char *v = q, *ve = eol;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
         for (const char *c = v; c < ve; c++)
             if (((unsigned char)*c < 0x20 && *c != '\t') || *c == 0x7f) return HTTP_BAD;
         h->value = v;
@@ -115,11 +124,14 @@ bool http_has_token(const char *value, size_t len, const char *token)
 {
     size_t i = 0;
     while (i < len) {
-        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ',')) i++;
+        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
+            i++;
         size_t s = i;
-        while (i < len && value[i] != ',') i++;
+        while (i < len && value[i] != ',')
+            i++;
         size_t e = i;
-        while (e > s && (value[e - 1] == ' ' || value[e - 1] == '\t')) e--;
+        while (e > s && (value[e - 1] == ' ' || value[e - 1] == '\t'))
+            e--;
         if (e > s && http_eq_nocase(value + s, e - s, token)) return true;
     }
     return false;

@@ -20,8 +20,10 @@ struct jobs {
 static void push(struct job **head, struct job **tail, struct job *j)
 {
     j->next = NULL;
-    if (*tail) (*tail)->next = j;
-    else *head = j;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
     *tail = j;
 }
 
@@ -45,7 +47,8 @@ static void *jobs_thread(void *arg)
     pthread_mutex_lock(&js->mu);
     for (;;) {
         struct job *j;
-        while (!(j = pop(&js->q_head, &js->q_tail))) pthread_cond_wait(&js->cv, &js->mu);
+        while (!(j = pop(&js->q_head, &js->q_tail)))
+            pthread_cond_wait(&js->cv, &js->mu);
         pthread_mutex_unlock(&js->mu);
         j->run(j);
         pthread_mutex_lock(&js->mu);

@@ -28,8 +28,8 @@ static int64_t now_ms(void)
     return now_us() / 1000;
 }
 
-enum upload_verdict scan_parse_reply(const char *reply, char *virus, size_t virus_len,
-                                     char *reason, size_t reason_len)
+enum upload_verdict scan_parse_reply(const char *reply, char *virus, size_t virus_len, char *reason,
+                                     size_t reason_len)
 {
     /* "<what>: <result>"; the subject never contains ": " for fd[N] and
      * stream, and for paths the result is what follows the last ": ". */
@@ -39,7 +39,8 @@ enum upload_verdict scan_parse_reply(const char *reply, char *virus, size_t viru
         return VERDICT_ERROR;
     }
     const char *last;
-    while ((last = strstr(r + 2, ": "))) r = last;
+    while ((last = strstr(r + 2, ": ")))
+        r = last;
     r += 2;
     size_t n = strlen(r);
     if (strcmp(r, "OK") == 0) return VERDICT_CLEAN;
@@ -121,8 +122,8 @@ static int fildes_once(struct scan_client *sc, int s, int fd, const char *id, in
     char cbuf[CMSG_SPACE(sizeof(int))];
     memset(cbuf, 0, sizeof cbuf);
     struct iovec iov = {.iov_base = (void *)cmd, .iov_len = sizeof cmd};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                       .msg_controllen = sizeof cbuf};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -174,8 +175,7 @@ enum upload_verdict scan_fildes(void *ctx, int fd, const char *id, char *virus, 
             usleep(100 * 1000);
             continue;
         }
-        int again = fildes_once(sc, s, fd, id, deadline, &v, virus, virus_len, reason,
-                                reason_len);
+        int again = fildes_once(sc, s, fd, id, deadline, &v, virus, virus_len, reason, reason_len);
         close(s);
         /* A scanner that died mid-scan is respawned by the master: scan again. */
         if (!again || now_ms() + 100 >= deadline) break;

@@ -25,8 +25,8 @@ enum upload_verdict scan_fildes(void *ctx, int fd, const char *id, char *virus, 
 
 /* Parses one clamd reply ("fd[5]: OK", "stream: Eicar FOUND", "x: msg ERROR").
  * Exposed for the unit tests. */
-enum upload_verdict scan_parse_reply(const char *reply, char *virus, size_t virus_len,
-                                     char *reason, size_t reason_len);
+enum upload_verdict scan_parse_reply(const char *reply, char *virus, size_t virus_len, char *reason,
+                                     size_t reason_len);
 
 /* PING within timeout_ms: 0 if the scanner answered PONG. */
 int scan_ping(const char *path, int timeout_ms);

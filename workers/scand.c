@@ -49,8 +49,7 @@
 #define MAX_CONNECTIONS 256
 #define SELFTEST_PERIOD_S 60
 
-static const char EICAR[] =
-    "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+static const char EICAR[] = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
 static struct cl_engine *engine;
 static unsigned int signatures;
@@ -70,10 +69,14 @@ static void on_clamav_msg(enum cl_msg severity, const char *fullmsg, const char 
     (void)fullmsg;
     (void)ctx;
     size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) n--;
-    if (severity == CL_MSG_ERROR) log_error("libclamav: %.*s", (int)n, msg);
-    else if (severity == CL_MSG_WARN) log_warn("libclamav: %.*s", (int)n, msg);
-    else log_debug("libclamav: %.*s", (int)n, msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        n--;
+    if (severity == CL_MSG_ERROR)
+        log_error("libclamav: %.*s", (int)n, msg);
+    else if (severity == CL_MSG_WARN)
+        log_warn("libclamav: %.*s", (int)n, msg);
+    else
+        log_debug("libclamav: %.*s", (int)n, msg);
 }
 
 struct scan_ctx {
@@ -193,7 +196,8 @@ static int load_engine(const char *sigdir)
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     log_info("loaded %u signatures from %s in %.0f ms (libclamav %s, temp dir %s)", signatures,
-             sigdir, (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
+             sigdir,
+             (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
              cl_retver(), tmpdir);
     return 0;
 }
@@ -218,18 +222,21 @@ static ssize_t fill(struct client *cl)
     if (cl->len >= sizeof cl->buf) return -1;
     char cbuf[CMSG_SPACE(sizeof(int) * 8)];
     struct iovec iov = {.iov_base = cl->buf + cl->len, .iov_len = sizeof cl->buf - cl->len};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                       .msg_controllen = sizeof cbuf};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
     ssize_t n;
-    do n = recvmsg(cl->fd, &m, MSG_CMSG_CLOEXEC);
+    do
+        n = recvmsg(cl->fd, &m, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         int *p = (int *)CMSG_DATA(c);
         for (size_t i = 0; i < k; i++) {
-            if (cl->nfds < 8) cl->fds[cl->nfds++] = p[i];
-            else close(p[i]);
+            if (cl->nfds < 8)
+                cl->fds[cl->nfds++] = p[i];
+            else
+                close(p[i]);
         }
     }
     if (n > 0) cl->len += (size_t)n;
@@ -259,9 +266,12 @@ static int next_command(struct client *cl, char *cmd, size_t cap)
     if (cl->len == 0) return 0;
     char term;
     size_t start = 0;
-    if (cl->buf[0] == 'z') term = '\0', start = 1;
-    else if (cl->buf[0] == 'n') term = '\n', start = 1;
-    else term = '\n';
+    if (cl->buf[0] == 'z')
+        term = '\0', start = 1;
+    else if (cl->buf[0] == 'n')
+        term = '\n', start = 1;
+    else
+        term = '\n';
     char *end = memchr(cl->buf + start, term, cl->len - start);
     if (!end) return cl->len >= CMD_MAX ? -1 : 0;
     size_t n = (size_t)(end - cl->buf) - start;
@@ -295,9 +305,12 @@ static void do_fildes(struct client *cl)
     }
     char out[512];
     enum verdict v = scan_fd(fd, out, sizeof out);
-    if (v == V_CLEAN) reply(cl, "fd[%d]: OK", fd);
-    else if (v == V_FOUND) reply(cl, "fd[%d]: %s FOUND", fd, out);
-    else reply(cl, "fd[%d]: %s ERROR", fd, out);
+    if (v == V_CLEAN)
+        reply(cl, "fd[%d]: OK", fd);
+    else if (v == V_FOUND)
+        reply(cl, "fd[%d]: %s FOUND", fd, out);
+    else
+        reply(cl, "fd[%d]: %s ERROR", fd, out);
     if (v == V_FOUND) log_info("fd[%d]: %s FOUND", fd, out);
     close(fd);
 }
@@ -362,9 +375,12 @@ static bool do_instream(struct client *cl)
     char out[512];
     enum verdict v = scan_fd(tfd, out, sizeof out);
     close(tfd);
-    if (v == V_CLEAN) reply(cl, "stream: OK");
-    else if (v == V_FOUND) reply(cl, "stream: %s FOUND", out);
-    else reply(cl, "stream: %s ERROR", out);
+    if (v == V_CLEAN)
+        reply(cl, "stream: OK");
+    else if (v == V_FOUND)
+        reply(cl, "stream: %s FOUND", out);
+    else
+        reply(cl, "stream: %s ERROR", out);
     return true;
 }
 
@@ -447,22 +463,31 @@ static void *client_thread(void *arg)
         if (cmd[0] == '\0') continue; /* a stray separator */
         if (cl->session) cl->id++;
         bool keep = cl->session;
-        if (strcmp(cmd, "PING") == 0) reply(cl, "PONG");
+        if (strcmp(cmd, "PING") == 0)
+            reply(cl, "PONG");
         else if (strcmp(cmd, "VERSION") == 0)
             reply(cl, "ClamAV %s/%u/intake-scand %s", cl_retver(), signatures, INTAKE_VERSION);
-        else if (strcmp(cmd, "FILDES") == 0) do_fildes(cl);
-        else if (strcmp(cmd, "INSTREAM") == 0) keep = do_instream(cl) && keep;
-        else if (strncmp(cmd, "SCAN ", 5) == 0) do_scan(cl, cmd + 5, false);
-        else if (strncmp(cmd, "CONTSCAN ", 9) == 0) do_scan(cl, cmd + 9, true);
-        else if (strncmp(cmd, "MULTISCAN ", 10) == 0) do_scan(cl, cmd + 10, true);
+        else if (strcmp(cmd, "FILDES") == 0)
+            do_fildes(cl);
+        else if (strcmp(cmd, "INSTREAM") == 0)
+            keep = do_instream(cl) && keep;
+        else if (strncmp(cmd, "SCAN ", 5) == 0)
+            do_scan(cl, cmd + 5, false);
+        else if (strncmp(cmd, "CONTSCAN ", 9) == 0)
+            do_scan(cl, cmd + 9, true);
+        else if (strncmp(cmd, "MULTISCAN ", 10) == 0)
+            do_scan(cl, cmd + 10, true);
         else if (strcmp(cmd, "IDSESSION") == 0 && !cl->session) {
             cl->session = true;
             keep = true;
-        } else if (strcmp(cmd, "END") == 0 && cl->session) keep = false;
-        else reply(cl, "UNKNOWN COMMAND");
+        } else if (strcmp(cmd, "END") == 0 && cl->session)
+            keep = false;
+        else
+            reply(cl, "UNKNOWN COMMAND");
         if (!keep) break;
     }
-    for (int i = 0; i < cl->nfds; i++) close(cl->fds[i]);
+    for (int i = 0; i < cl->nfds; i++)
+        close(cl->fds[i]);
     close(cl->fd);
     free(cl);
     pthread_mutex_lock(&conn_mu);
@@ -576,9 +601,12 @@ static int parse_size(const char *s, uint64_t *out)
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
     unsigned sh = 0;
-    if (*end == 'K' || *end == 'k') sh = 10, end++;
-    else if (*end == 'M' || *end == 'm') sh = 20, end++;
-    else if (*end == 'G' || *end == 'g') sh = 30, end++;
+    if (*end == 'K' || *end == 'k')
+        sh = 10, end++;
+    else if (*end == 'M' || *end == 'm')
+        sh = 20, end++;
+    else if (*end == 'G' || *end == 'g')
+        sh = 30, end++;
     if (*end || end == s || v == 0) return -1;
     *out = (uint64_t)v << sh;
     return 0;
@@ -599,8 +627,12 @@ int main(int argc, char **argv)
     proctitle_init(argc, argv);
     while ((c = getopt_long(argc, argv, "Vh", longs, NULL)) != -1) {
         switch (c) {
-        case 's': sock = optarg; break;
-        case 'd': sigdir = optarg; break;
+        case 's':
+            sock = optarg;
+            break;
+        case 'd':
+            sigdir = optarg;
+            break;
         case 't':
             threads = strtol(optarg, NULL, 10);
             if (threads < 1 || threads > 256) {
@@ -614,9 +646,15 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'V': printf("intake-scand %s (libclamav %s)\n", INTAKE_VERSION, cl_retver()); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'V':
+            printf("intake-scand %s (libclamav %s)\n", INTAKE_VERSION, cl_retver());
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!sock || !sigdir || optind < argc) {
@@ -656,8 +694,10 @@ int main(int argc, char **argv)
         int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (reopen_logs) {
             reopen_logs = 0;
-            if (log_reopen() < 0) log_error("cannot reopen the log: %s", strerror(errno));
-            else log_info("log reopened");
+            if (log_reopen() < 0)
+                log_error("cannot reopen the log: %s", strerror(errno));
+            else
+                log_info("log reopened");
         }
         if (cfd < 0) {
             if (errno == EINTR) continue;

@@ -57,16 +57,22 @@ static void start(struct conn *c, const char *line, size_t len)
     }
     int rc;
     size_t i = 0;
-    while (i < len && (line[i] == ' ' || line[i] == '\t')) i++;
-    if (i < len && line[i] == '{') rc = upload_parse_start(line, len, r, &e);
-    else rc = upload_parse_plain(line, len, r, &e);
-    if (rc < 0) conn_fail_with(c, &e);
+    while (i < len && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    if (i < len && line[i] == '{')
+        rc = upload_parse_start(line, len, r, &e);
+    else
+        rc = upload_parse_plain(line, len, r, &e);
+    if (rc < 0)
+        conn_fail_with(c, &e);
     else if (conn_begin_upload(c, r) == 0) {
         char msg[256];
         conn_set_state(c, CONN_BODY);
         int n = upload_msg_ready(&c->up, msg, sizeof msg);
-        if (n < 0) conn_close(c);
-        else tcp_send_msg(c, msg, (size_t)n);
+        if (n < 0)
+            conn_close(c);
+        else
+            tcp_send_msg(c, msg, (size_t)n);
     }
     free(r);
 }
@@ -121,8 +127,7 @@ static int read_header(struct conn *c)
         return 0;
     }
     if (n == 0) {
-        if (c->carry_len)
-            log_info("%s: connection closed in the middle of a header line", c->peer);
+        if (c->carry_len) log_info("%s: connection closed in the middle of a header line", c->peer);
         conn_close(c);
         return 0;
     }
@@ -158,8 +163,8 @@ static int read_body(struct conn *c)
             return 0;
         }
         if (errno != EINVAL && errno != ENOSYS) {
-            log_info("upload %s (%s) from %s: read failed: %s", c->up.id, c->up.filename,
-                     c->peer, strerror(errno));
+            log_info("upload %s (%s) from %s: read failed: %s", c->up.id, c->up.filename, c->peer,
+                     strerror(errno));
             conn_close(c);
             return 0;
         }
@@ -188,9 +193,12 @@ static void tcp_on_readable(struct conn *c)
 {
     for (int i = 0; i < READS_PER_WAKEUP; i++) {
         int got;
-        if (c->state == CONN_HEADER) got = read_header(c);
-        else if (c->state == CONN_BODY) got = read_body(c);
-        else return;
+        if (c->state == CONN_HEADER)
+            got = read_header(c);
+        else if (c->state == CONN_BODY)
+            got = read_body(c);
+        else
+            return;
         if (!got) return;
     }
 }

@@ -23,7 +23,8 @@
 #include <unistd.h>
 
 #define READ_BUFFER_SIZE (256 * 1024)
-#define ACCEPTS_PER_WAKEUP 1 /* one, then back to the loop: the workers sharing a socket share the load */
+#define ACCEPTS_PER_WAKEUP                                                                         \
+    1 /* one, then back to the loop: the workers sharing a socket share the load */
 #define JOB_THREADS 4
 
 static void set_accepting(struct worker *w, bool on)
@@ -35,8 +36,10 @@ static void set_accepting(struct worker *w, bool on)
     if (on == w->accepting) return;
     w->accepting = on;
     for (int i = 0; i < w->n_ls; i++) {
-        if (on) ev_io_start(w->loop, &w->ls[i].io);
-        else ev_io_stop(w->loop, &w->ls[i].io);
+        if (on)
+            ev_io_start(w->loop, &w->ls[i].io);
+        else
+            ev_io_stop(w->loop, &w->ls[i].io);
     }
 }
 
@@ -100,8 +103,7 @@ static bool busier_than_others(struct worker *w)
     if (!w->metrics || w->slot >= METRICS_SLOTS) return false;
     int64_t mine = metrics_slot_connections(&w->metrics->slot[w->slot]);
     for (int s = 0; s < METRICS_SLOTS; s++) {
-        if (s == w->slot || !__atomic_load_n(&w->metrics->accepting[s], __ATOMIC_RELAXED))
-            continue;
+        if (s == w->slot || !__atomic_load_n(&w->metrics->accepting[s], __ATOMIC_RELAXED)) continue;
         if (metrics_slot_connections(&w->metrics->slot[s]) + DEFER_MARGIN <= mine) return true;
     }
     return false;
@@ -177,7 +179,8 @@ static void worker_on_reap(struct ev_loop *loop, ev_prepare *p, int revents)
 
 static void close_all(struct worker *w)
 {
-    while (w->conns) conn_close(w->conns);
+    while (w->conns)
+        conn_close(w->conns);
 }
 
 static void worker_on_drain_deadline(struct ev_loop *loop, ev_timer *t, int revents)
@@ -197,7 +200,8 @@ static void start_drain(struct worker *w)
     if (w->draining) return;
     set_accepting(w, false);
     w->draining = true;
-    for (int i = 0; i < w->n_ls; i++) close(w->ls[i].io.fd);
+    for (int i = 0; i < w->n_ls; i++)
+        close(w->ls[i].io.fd);
     w->n_ls = 0;
     log_info("stopped accepting; draining %d connections (up to %llu ms)", w->n_conns,
              (unsigned long long)w->cfg->shutdown_timeout_ms);
@@ -216,7 +220,9 @@ static void worker_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     (void)revents;
     struct worker *w = s->data;
     switch (s->signum) {
-    case SIGQUIT: start_drain(w); break;
+    case SIGQUIT:
+        start_drain(w);
+        break;
     case SIGTERM:
     case SIGINT:
         log_info("exiting at once, closing %d connections", w->n_conns);
@@ -233,7 +239,8 @@ static void worker_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
             }
         }
         break;
-    default: break;
+    default:
+        break;
     }
 }
 

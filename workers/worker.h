@@ -30,8 +30,8 @@ struct worker {
     struct jobs *jobs;
     struct upload_limits limits;
     struct upload_policy policy;
-    struct metrics *metrics;     /* shared with the master and the other workers */
-    struct metrics_slot *mslot;  /* this worker's slot */
+    struct metrics *metrics;    /* shared with the master and the other workers */
+    struct metrics_slot *mslot; /* this worker's slot */
 
     struct worker_listener {
         ev_io io;
@@ -40,12 +40,12 @@ struct worker {
     } ls[CONFIG_MAX_LISTEN];
     int n_ls;
     bool accepting;
-    bool deferred; /* skipped one wakeup for a less loaded worker */
+    bool deferred;         /* skipped one wakeup for a less loaded worker */
     ev_timer accept_retry; /* after EMFILE, or a deferral to a less loaded worker */
 
     struct conn *conns; /* doubly linked, all open connections */
     int n_conns;
-    struct conn *dead;  /* closed, freed from the prepare watcher */
+    struct conn *dead; /* closed, freed from the prepare watcher */
     ev_prepare reaper;
 
     int access_fd; /* -1: access_log off */
@@ -54,7 +54,7 @@ struct worker {
 
     char *rbuf; /* shared read buffer for body bytes */
     size_t rbuf_size;
-    int pipe[2];        /* raw TCP bodies go socket -> pipe -> file (splice); -1: off */
+    int pipe[2]; /* raw TCP bodies go socket -> pipe -> file (splice); -1: off */
     size_t pipe_size;
 
     bool draining;

@@ -59,22 +59,32 @@ struct ws {
 static const char *reason_phrase(int code)
 {
     switch (code) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 426: return "Upgrade Required";
-    case 431: return "Request Header Fields Too Large";
-    case 503: return "Service Unavailable";
-    default: return code >= 500 ? "Internal Server Error" : "Bad Request";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 426:
+        return "Upgrade Required";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return code >= 500 ? "Internal Server Error" : "Bad Request";
     }
 }
 
 /* Sends a complete response and closes (lingering). */
-static void http_respond(struct conn *c, int code, const char *ctype, const char *body,
-                         size_t blen, const char *extra)
+static void http_respond(struct conn *c, int code, const char *ctype, const char *body, size_t blen,
+                         const char *extra)
 {
     char head[1024];
     int n = snprintf(head, sizeof head,
@@ -111,7 +121,8 @@ static void serve_metrics(struct conn *c)
     size_t cap = 64 * 1024;
     char *buf = malloc(cap);
     int n = buf && c->w->metrics ? metrics_render(c->w->metrics, buf, cap) : -1;
-    if (n < 0) http_error(c, 500, "cannot render metrics", NULL);
+    if (n < 0)
+        http_error(c, 500, "cannot render metrics", NULL);
     else
         http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", buf, (size_t)n,
                      "Cache-Control: no-store\r\n");
@@ -120,8 +131,7 @@ static void serve_metrics(struct conn *c)
 
 static void serve_page(struct conn *c)
 {
-    http_respond(c, 200, "text/html; charset=utf-8", page_html,
-                 (size_t)(page_html_end - page_html),
+    http_respond(c, 200, "text/html; charset=utf-8", page_html, (size_t)(page_html_end - page_html),
                  "Cache-Control: no-cache\r\n"
                  "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
                  "style-src 'unsafe-inline'; img-src data:; connect-src 'self'\r\n");
@@ -206,7 +216,8 @@ static void route(struct conn *c, const struct http_request *req)
     }
     const struct http_header *up = http_header_get(req, "upgrade");
     if (!up || !http_has_token(up->value, up->value_len, "websocket")) {
-        if ((pl == 1 && req->path[0] == '/') || (pl == 11 && memcmp(req->path, "/index.html", 11) == 0))
+        if ((pl == 1 && req->path[0] == '/') ||
+            (pl == 11 && memcmp(req->path, "/index.html", 11) == 0))
             serve_page(c);
         else
             http_error(c, 404, "no such page (the upload page is /)", NULL);
@@ -259,8 +270,8 @@ static void ws_close(struct conn *c, unsigned code, const char *reason)
 {
     if (c->state == CONN_CLOSED || c->state == CONN_LINGER) return;
     if (c->up.phase == UPLOAD_RECEIVING)
-        log_info("upload %s (%s) from %s: WebSocket closed with %u (%s)", c->up.id,
-                 c->up.filename, c->peer, code, reason);
+        log_info("upload %s (%s) from %s: WebSocket closed with %u (%s)", c->up.id, c->up.filename,
+                 c->peer, code, reason);
     else if (code != 1000 && code != 1001)
         log_info("%s: WebSocket closed with %u (%s)", c->peer, code, reason);
     conn_abort_upload(c, 499);
@@ -316,8 +327,7 @@ static void on_control_message(struct conn *c)
     if (strcmp(t, "START") == 0) {
         cJSON_Delete(o);
         if (c->up.phase == UPLOAD_RECEIVING) {
-            conn_fail(c, 400, "START while upload %s is in progress (send DONE first)",
-                      c->up.id);
+            conn_fail(c, 400, "START while upload %s is in progress (send DONE first)", c->up.id);
             return;
         }
         struct upload_request *r = malloc(sizeof *r);
@@ -326,7 +336,8 @@ static void on_control_message(struct conn *c)
             conn_fail(c, 500, "out of memory");
             return;
         }
-        if (upload_parse_start(ws->ctrl, ws->ctrl_len, r, &e) < 0) conn_fail_with(c, &e);
+        if (upload_parse_start(ws->ctrl, ws->ctrl_len, r, &e) < 0)
+            conn_fail_with(c, &e);
         else if (conn_begin_upload(c, r) == 0) {
             char msg[256];
             int n = snprintf(msg, sizeof msg,
@@ -363,10 +374,10 @@ static const int8_t *b64_table(void)
     static int8_t t[256];
     static bool made;
     if (!made) {
-        static const char a[] =
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         memset(t, -1, sizeof t);
-        for (int i = 0; i < 64; i++) t[(unsigned char)a[i]] = (int8_t)i;
+        for (int i = 0; i < 64; i++)
+            t[(unsigned char)a[i]] = (int8_t)i;
         made = true;
     }
     return t;
@@ -412,7 +423,8 @@ static void on_data(struct conn *c, const uint8_t *p, size_t n)
 {
     struct ws *ws = c->ws;
     if (ws->mode == M_UNDECIDED) {
-        while (n && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++, n--;
+        while (n && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+            p++, n--;
         if (!n) return;
         ws->mode = *p == '{' ? M_JSON : M_BASE64;
     }
@@ -454,7 +466,9 @@ static void on_message_end(struct conn *c)
         return;
     }
     switch (ws->mode) {
-    case M_JSON: on_control_message(c); break;
+    case M_JSON:
+        on_control_message(c);
+        break;
     case M_BASE64:
     case M_UNDECIDED: /* an empty text message: an empty chunk */
         if (c->up.phase != UPLOAD_RECEIVING) {
@@ -467,7 +481,9 @@ static void on_message_end(struct conn *c)
         }
         ack(c, ws->data_bytes);
         break;
-    case M_BINARY: ack(c, ws->data_bytes); break;
+    case M_BINARY:
+        ack(c, ws->data_bytes);
+        break;
     }
 }
 
@@ -475,8 +491,11 @@ static void on_control_frame(struct conn *c)
 {
     struct ws *ws = c->ws;
     switch (ws->f.opcode) {
-    case WS_OP_PING: send_frame(c, WS_OP_PONG, ws->cpay, ws->cpay_len); break;
-    case WS_OP_PONG: break;
+    case WS_OP_PING:
+        send_frame(c, WS_OP_PONG, ws->cpay, ws->cpay_len);
+        break;
+    case WS_OP_PONG:
+        break;
     case WS_OP_CLOSE: {
         if (ws->cpay_len == 1) {
             ws_close(c, 1002, "close frame with a 1-byte payload");
@@ -541,7 +560,8 @@ static void on_frame_start(struct conn *c)
     ws->msg_len += ws->f.len;
     if (ws->echo && ws->echo_len + ws->f.len > ws->echo_cap) {
         size_t cap = ws->echo_cap ? ws->echo_cap : 4096;
-        while (cap < ws->echo_len + ws->f.len) cap *= 2;
+        while (cap < ws->echo_len + ws->f.len)
+            cap *= 2;
         uint8_t *p = realloc(ws->echo_buf, cap);
         if (!p) {
             ws_close(c, 1011, "out of memory");
@@ -576,7 +596,8 @@ static void on_frame_end(struct conn *c)
 {
     struct ws *ws = c->ws;
     ws->in_frame = false;
-    if (ws->f.opcode & 0x8) on_control_frame(c);
+    if (ws->f.opcode & 0x8)
+        on_control_frame(c);
     else if (ws->f.fin) {
         ws->in_msg = false;
         on_message_end(c);
@@ -748,9 +769,12 @@ static void ws_on_readable(struct conn *c)
 {
     for (int i = 0; i < READS_PER_WAKEUP; i++) {
         int got;
-        if (!c->ws && c->state == CONN_HEADER) got = read_head(c);
-        else if (c->ws && c->state == CONN_BODY) got = read_frames(c);
-        else return;
+        if (!c->ws && c->state == CONN_HEADER)
+            got = read_head(c);
+        else if (c->ws && c->state == CONN_BODY)
+            got = read_frames(c);
+        else
+            return;
         if (!got) return;
     }
 }

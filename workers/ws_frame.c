@@ -29,7 +29,8 @@ ssize_t ws_frame_parse(const uint8_t *buf, size_t len, struct ws_frame *f, int *
     } else if (plen == 127) {
         if (len < 10) return WS_AGAIN;
         plen = 0;
-        for (int i = 0; i < 8; i++) plen = plen << 8 | buf[2 + i];
+        for (int i = 0; i < 8; i++)
+            plen = plen << 8 | buf[2 + i];
         if (plen >> 63) return WS_FAIL;
         if (plen < 65536) return WS_FAIL; /* not minimal */
         hl = 10;
@@ -55,7 +56,8 @@ void ws_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offset)
         k = (k + 1) & 3;
     }
     uint8_t m8[8];
-    for (unsigned j = 0; j < 8; j++) m8[j] = mask[(k + j) & 3];
+    for (unsigned j = 0; j < 8; j++)
+        m8[j] = mask[(k + j) & 3];
     uint64_t w;
     memcpy(&w, m8, 8);
     for (; i + 8 <= n; i += 8) {
@@ -85,7 +87,8 @@ size_t ws_frame_header(uint8_t out[10], uint8_t opcode, uint64_t len)
         return 4;
     }
     out[1] = 127;
-    for (int i = 0; i < 8; i++) out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
     return 10;
 }
 

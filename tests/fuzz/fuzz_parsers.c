@@ -22,8 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ssize_t whole = http_parse_request(&a, (const char *)data, size, &req);
     size_t cut = size ? data[0] % (size + 1) : 0;
     ssize_t first = http_parse_request(&b, (const char *)data, cut, &req);
-    ssize_t second = first == HTTP_AGAIN ? http_parse_request(&b, (const char *)data, size, &req)
-                                         : first;
+    ssize_t second =
+        first == HTTP_AGAIN ? http_parse_request(&b, (const char *)data, size, &req) : first;
     if (first == HTTP_AGAIN && second != whole) abort();
     if (whole > 0) {
         if ((size_t)whole > size || req.num_headers > HTTP_MAX_HEADERS) abort();

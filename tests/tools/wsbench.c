@@ -136,7 +136,8 @@ int main(int argc, char **argv)
             inflight--;
         }
     }
-    while (inflight--) recv_text(msg, sizeof msg);
+    while (inflight--)
+        recv_text(msg, sizeof msg);
     char done[] = "{\"type\":\"DONE\"}";
     send_frame(WS_OP_TEXT, (uint8_t *)done, sizeof done - 1);
     recv_text(msg, sizeof msg);

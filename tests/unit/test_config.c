@@ -27,10 +27,9 @@ static void expect_error(const char *text, int line, const char *fragment)
     config_free(c);
     char prefix[128];
     snprintf(prefix, sizeof prefix, "%s:%d: ", path, line);
-    CHECK_MSG(strncmp(err, prefix, strlen(prefix)) == 0, "%s: error \"%s\" lacks \"%s\"", text,
-              err, prefix);
-    CHECK_MSG(strstr(err, fragment) != NULL, "%s: error \"%s\" lacks \"%s\"", text, err,
-              fragment);
+    CHECK_MSG(strncmp(err, prefix, strlen(prefix)) == 0, "%s: error \"%s\" lacks \"%s\"", text, err,
+              prefix);
+    CHECK_MSG(strstr(err, fragment) != NULL, "%s: error \"%s\" lacks \"%s\"", text, err, fragment);
 }
 
 static void test_values(void)
@@ -39,26 +38,36 @@ static void test_values(void)
         const char *s;
         int ok;
         uint64_t v;
-    } sizes[] = {{"0", 1, 0},          {"10", 1, 10},       {"4K", 1, 4096},
-                 {"4k", 1, 4096},      {"1M", 1, 1 << 20},  {"2G", 1, 2ULL << 30},
-                 {"", 0, 0},           {"K", 0, 0},         {"-1", 0, 0},
-                 {"1.5M", 0, 0},       {"1T", 0, 0},        {"1MB", 0, 0},
-                 {" 1", 0, 0},         {"99999999999999999999", 0, 0},
+    } sizes[] = {{"0", 1, 0},
+                 {"10", 1, 10},
+                 {"4K", 1, 4096},
+                 {"4k", 1, 4096},
+                 {"1M", 1, 1 << 20},
+                 {"2G", 1, 2ULL << 30},
+                 {"", 0, 0},
+                 {"K", 0, 0},
+                 {"-1", 0, 0},
+                 {"1.5M", 0, 0},
+                 {"1T", 0, 0},
+                 {"1MB", 0, 0},
+                 {" 1", 0, 0},
+                 {"99999999999999999999", 0, 0},
                  {"17179869184G", 0, 0}};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         uint64_t v = 12345;
         int rc = config_parse_size(sizes[i].s, &v);
         CHECK_MSG((rc == 0) == sizes[i].ok, "size \"%s\"", sizes[i].s);
-        if (sizes[i].ok) CHECK_MSG(v == sizes[i].v, "size \"%s\" = %llu", sizes[i].s,
-                                   (unsigned long long)v);
+        if (sizes[i].ok)
+            CHECK_MSG(v == sizes[i].v, "size \"%s\" = %llu", sizes[i].s, (unsigned long long)v);
     }
     struct {
         const char *s;
         int ok;
         uint64_t ms;
-    } durs[] = {{"10", 1, 10000}, {"10s", 1, 10000}, {"500ms", 1, 500}, {"5m", 1, 300000},
-                {"1h", 1, 3600000}, {"", 0, 0},      {"s", 0, 0},       {"1d", 0, 0},
-                {"-5s", 0, 0},      {"1.5s", 0, 0},  {"10 s", 0, 0},    {"99999999999999999h", 0, 0}};
+    } durs[] = {{"10", 1, 10000},  {"10s", 1, 10000},  {"500ms", 1, 500},
+                {"5m", 1, 300000}, {"1h", 1, 3600000}, {"", 0, 0},
+                {"s", 0, 0},       {"1d", 0, 0},       {"-5s", 0, 0},
+                {"1.5s", 0, 0},    {"10 s", 0, 0},     {"99999999999999999h", 0, 0}};
     for (size_t i = 0; i < sizeof durs / sizeof *durs; i++) {
         uint64_t v = 0;
         int rc = config_parse_duration(durs[i].s, &v);

@@ -67,8 +67,9 @@ static void test_cases(void)
 
 static void test_fields(void)
 {
-    const char *in = "GET /echo?x HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, Upgrade"
-                     "\r\nupgrade: WebSocket\r\nSec-WebSocket-Key:\tdGhlIHNhbXBsZSBub25jZQ==  \r\n\r\n";
+    const char *in =
+        "GET /echo?x HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, Upgrade"
+        "\r\nupgrade: WebSocket\r\nSec-WebSocket-Key:\tdGhlIHNhbXBsZSBub25jZQ==  \r\n\r\n";
     struct http_request req;
     struct http_parser st = {0};
     CHECK(http_parse_request(&st, in, strlen(in), &req) == (ssize_t)strlen(in));
@@ -109,7 +110,8 @@ static void test_limits(void)
     /* Too many headers: 431. */
     size_t o = 0;
     o += (size_t)sprintf(buf + o, "GET / HTTP/1.1\r\n");
-    for (int i = 0; i <= HTTP_MAX_HEADERS; i++) o += (size_t)sprintf(buf + o, "H%d: x\r\n", i);
+    for (int i = 0; i <= HTTP_MAX_HEADERS; i++)
+        o += (size_t)sprintf(buf + o, "H%d: x\r\n", i);
     o += (size_t)sprintf(buf + o, "\r\n");
     struct http_parser st4 = {0};
     CHECK(http_parse_request(&st4, buf, o, &req) == HTTP_TOO_LARGE);

@@ -12,7 +12,7 @@
 
 struct name_case {
     const char *in;
-    size_t len; /* 0: strlen */
+    size_t len;       /* 0: strlen */
     const char *want; /* NULL: refused */
 };
 
@@ -31,11 +31,16 @@ static void test_sanitize(void)
         {".bashrc", 0, "_bashrc"},
         {"..hidden", 0, "_.hidden"},
         {"dir/.env", 0, "_env"},
-        {"a\tb\nc\rd\x01" "e\x7f" "f", 0, "abcdef"},
+        {"a\tb\nc\rd\x01"
+         "e\x7f"
+         "f",
+         0, "abcdef"},
         {"caf\xc3\xa9.txt", 0, "caf\xc3\xa9.txt"},
         {"\xe2\x82\xac euro", 0, "\xe2\x82\xac euro"},
-        {"c1\xc2\x85" "ctl", 0, "c1ctl"},          /* U+0085 NEL removed */
-        {"nul\0after", 9, "nulafter"},            /* NUL is a control character */
+        {"c1\xc2\x85"
+         "ctl",
+         0, "c1ctl"},                  /* U+0085 NEL removed */
+        {"nul\0after", 9, "nulafter"}, /* NUL is a control character */
         {"", 0, NULL},
         {".", 0, NULL},
         {"..", 0, NULL},

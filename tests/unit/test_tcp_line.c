@@ -62,8 +62,10 @@ int main(void)
             struct tcp_line s2 = {0};
             ssize_t a = tcp_line_parse(&s2, c->input, cut, &ll);
             ssize_t b = tcp_line_parse(&s2, c->input, len, &ll);
-            if (c->want > 0 && (size_t)c->want <= cut) CHECK(a == c->want);
-            else if (c->want == TCP_LINE_TOO_LONG && cut > TCP_LINE_MAX) CHECK(a == TCP_LINE_TOO_LONG);
+            if (c->want > 0 && (size_t)c->want <= cut)
+                CHECK(a == c->want);
+            else if (c->want == TCP_LINE_TOO_LONG && cut > TCP_LINE_MAX)
+                CHECK(a == TCP_LINE_TOO_LONG);
             else {
                 CHECK_MSG(a == TCP_LINE_AGAIN, "%s: cut %zu got %zd", c->name, cut, a);
                 CHECK_MSG(b == c->want, "%s: cut %zu then whole got %zd", c->name, cut, b);

@@ -20,11 +20,13 @@ static void test_parse_start(void)
     } cases[] = {
         {"{\"type\":\"START\",\"filename\":\"a.txt\",\"size\":5}", 0},
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":0,\"sha256\":"
-         "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"}", 0},
+         "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"}",
+         0},
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"sha256\":null,\"token\":\"t\"}", 0},
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"extra\":[1,2,3]}", 0},
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"id\":"
-         "\"0123456789abcdef0123456789abcdef\"}", 0},
+         "\"0123456789abcdef0123456789abcdef\"}",
+         0},
         {"", 400},
         {"not json", 400},
         {"[1,2]", 400},
@@ -42,7 +44,8 @@ static void test_parse_start(void)
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1e300}", 400},
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"sha256\":\"abc\"}", 400},
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"sha256\":"
-         "\"zz3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8\"}", 400},
+         "\"zz3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8\"}",
+         400},
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"id\":\"../../etc\"}", 400},
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"token\":7}", 400},
     };
@@ -50,8 +53,10 @@ static void test_parse_start(void)
         struct upload_request r;
         struct upload_error e = {0};
         int rc = upload_parse_start(cases[i].json, strlen(cases[i].json), &r, &e);
-        if (cases[i].code == 0) CHECK_MSG(rc == 0, "%s: %s", cases[i].json, e.message);
-        else CHECK_MSG(rc < 0 && e.code == cases[i].code && e.message[0], "%s", cases[i].json);
+        if (cases[i].code == 0)
+            CHECK_MSG(rc == 0, "%s: %s", cases[i].json, e.message);
+        else
+            CHECK_MSG(rc < 0 && e.code == cases[i].code && e.message[0], "%s", cases[i].json);
     }
     /* Parsing stops at len: bytes after it are not part of the object. */
     const char *s = "{\"type\":\"START\",\"filename\":\"a\",\"size\":5}garbage";
@@ -61,7 +66,8 @@ static void test_parse_start(void)
     CHECK(r.size == 5 && strcmp(r.filename, "a") == 0);
     /* A filename over the limit is refused. */
     char *big = malloc(UPLOAD_FILENAME_MAX + 100);
-    int n = snprintf(big, UPLOAD_FILENAME_MAX + 100, "{\"type\":\"START\",\"size\":1,\"filename\":\"");
+    int n =
+        snprintf(big, UPLOAD_FILENAME_MAX + 100, "{\"type\":\"START\",\"size\":1,\"filename\":\"");
     memset(big + n, 'x', UPLOAD_FILENAME_MAX + 1);
     strcpy(big + n + UPLOAD_FILENAME_MAX + 1, "\"}");
     CHECK(upload_parse_start(big, strlen(big), &r, &e) < 0 && e.code == 400);

@@ -39,9 +39,17 @@ static void test_headers(void)
         {"fragmented close", {0x08, 0x80, 1, 2, 3, 4}, 6, WS_FAIL, 1002, 0},
         {"ping 126", {0x89, 0xFE, 0x00, 0x7E, 1, 2, 3, 4}, 8, WS_FAIL, 1002, 0},
         {"16-bit not minimal", {0x82, 0xFE, 0x00, 0x7D, 1, 2, 3, 4}, 8, WS_FAIL, 1002, 0},
-        {"64-bit not minimal", {0x82, 0xFF, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 1, 2, 3, 4}, 14, WS_FAIL,
-         1002, 0},
-        {"64-bit top bit", {0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, 14, WS_FAIL, 1002,
+        {"64-bit not minimal",
+         {0x82, 0xFF, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 1, 2, 3, 4},
+         14,
+         WS_FAIL,
+         1002,
+         0},
+        {"64-bit top bit",
+         {0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4},
+         14,
+         WS_FAIL,
+         1002,
          0},
         {"over 16 MiB", {0x82, 0xFF, 0, 0, 0, 0, 1, 0, 0, 1, 1, 2, 3, 4}, 14, WS_FAIL, 1009, 0},
     };
@@ -75,8 +83,10 @@ static void test_unmask(void)
     for (size_t start = 0; start < 9; start++)
         for (size_t n = 0; n < 70; n++)
             for (uint64_t off = 0; off < 5; off++) {
-                for (size_t i = 0; i < 300; i++) buf[i] = ref[i] = (uint8_t)(i * 7 + 3);
-                for (size_t i = 0; i < n; i++) ref[start + i] ^= mask[(off + i) & 3];
+                for (size_t i = 0; i < 300; i++)
+                    buf[i] = ref[i] = (uint8_t)(i * 7 + 3);
+                for (size_t i = 0; i < n; i++)
+                    ref[start + i] ^= mask[(off + i) & 3];
                 ws_unmask(buf + start, n, mask, off);
                 if (memcmp(buf, ref, 300) != 0) bad++;
             }
@@ -95,9 +105,11 @@ static void test_server_header(void)
     CHECK(ws_frame_header(h, WS_OP_TEXT, 5) == 2 && h[0] == 0x81 && h[1] == 5);
     CHECK(ws_frame_header(h, WS_OP_BINARY, 126) == 4 && h[1] == 126 && h[3] == 126);
     CHECK(ws_frame_header(h, WS_OP_BINARY, 65536) == 10 && h[1] == 127 && h[7] == 1);
-    unsigned valid[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999};
+    unsigned valid[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009,
+                        1010, 1011, 3000, 3999, 4000, 4999};
     unsigned invalid[] = {0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535};
-    for (size_t i = 0; i < sizeof valid / sizeof *valid; i++) CHECK(ws_close_code_valid(valid[i]));
+    for (size_t i = 0; i < sizeof valid / sizeof *valid; i++)
+        CHECK(ws_close_code_valid(valid[i]));
     for (size_t i = 0; i < sizeof invalid / sizeof *invalid; i++)
         CHECK_MSG(!ws_close_code_valid(invalid[i]), "%u", invalid[i]);
 }
