@@ -40,7 +40,7 @@ SCAND   := workers/scand.c src/log.c src/proctitle.c
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
-UNIT_TESTS := config store upload tcp_line http ws_frame scan proxy
+UNIT_TESTS := config store upload tcp_line http ws_frame scan proxy metrics
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
