@@ -1,7 +1,8 @@
 /* scand: intake-scand, the scanner process (SPEC "intake-scand"). Loads the
  * signature databases once with libclamav and answers a subset of clamd's
- * protocol on a UNIX stream socket: PING, VERSION, SCAN, INSTREAM, FILDES
- * (z- or n-prefixed, or bare with a newline), and IDSESSION/END.
+ * protocol on a UNIX stream socket: PING, VERSION, SCAN, CONTSCAN, MULTISCAN,
+ * ALLMATCHSCAN, INSTREAM, FILDES (z- or n-prefixed, or bare with a
+ * newline), and IDSESSION/END.
  *
  * Each connection has its own thread, so a client that stalls or sends
  * garbage holds only itself; scans take one of --threads slots only once
@@ -79,41 +80,65 @@ static void on_clamav_msg(enum cl_msg severity, const char *fullmsg, const char 
         log_debug("libclamav: %.*s", (int)n, msg);
 }
 
+#define MAX_MATCHES 16
+
 struct scan_ctx {
-    char name[256]; /* what the virus-found callback reported */
+    char names[MAX_MATCHES][128]; /* what the virus-found callback reported */
+    int n;
 };
 
 static void on_virus_found(int fd, const char *virname, void *context)
 {
     (void)fd;
     struct scan_ctx *sc = context;
-    if (sc && virname && !sc->name[0]) snprintf(sc->name, sizeof sc->name, "%s", virname);
+    if (!sc || !virname || sc->n == MAX_MATCHES) return;
+    snprintf(sc->names[sc->n++], sizeof sc->names[0], "%s", virname);
 }
 
 enum verdict { V_CLEAN, V_FOUND, V_ERROR };
 
 /* Scans an open file. Writes the virus name or the error message. */
-static enum verdict scan_fd(int fd, char *out, size_t outlen)
+/* With allmatch (ALLMATCHSCAN) every match is reported: out holds the names
+ * one per line. */
+static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
 {
     struct cl_scan_options opts;
     memset(&opts, 0, sizeof opts);
-    opts.general = CL_SCAN_GENERAL_HEURISTICS;
+    opts.general = CL_SCAN_GENERAL_HEURISTICS | (allmatch ? CL_SCAN_GENERAL_ALLMATCHES : 0);
     opts.parse = ~0u;
     opts.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX;
-    struct scan_ctx sc = {.name = ""};
+    struct scan_ctx *sc = calloc(1, sizeof *sc);
+    if (!sc) {
+        snprintf(out, outlen, "out of memory");
+        return V_ERROR;
+    }
     const char *virname = NULL;
     unsigned long scanned = 0;
     sem_wait(&scan_slots);
-    cl_error_t rc = cl_scandesc_callback(fd, NULL, &virname, &scanned, engine, &opts, &sc);
+    cl_error_t rc = cl_scandesc_callback(fd, NULL, &virname, &scanned, engine, &opts, sc);
     sem_post(&scan_slots);
     if (rc == CL_VIRUS) {
-        const char *name = virname ? virname : sc.name[0] ? sc.name : "Heuristics.Unknown";
-        snprintf(out, outlen, "%s", name);
+        if (allmatch && sc->n > 1) {
+            size_t o = 0;
+            out[0] = '\0';
+            for (int i = 0; i < sc->n && o < outlen; i++)
+                o += (size_t)snprintf(out + o, outlen - o, "%s%s", i ? "\n" : "", sc->names[i]);
+        } else {
+            const char *name = virname ? virname : sc->n ? sc->names[0] : "Heuristics.Unknown";
+            snprintf(out, outlen, "%s", name);
+        }
+        free(sc);
         return V_FOUND;
     }
+    free(sc);
     if (rc == CL_CLEAN) return V_CLEAN;
     snprintf(out, outlen, "%s", cl_strerror(rc));
     return V_ERROR;
+}
+
+static enum verdict scan_fd(int fd, char *out, size_t outlen)
+{
+    return scan_fd_all(fd, out, outlen, false);
 }
 
 /* The EICAR test file, scanned exactly as an uploaded file is (an fd). */
@@ -387,7 +412,7 @@ static bool do_instream(struct client *cl)
 /* SCAN: a file, or a directory walked until the first virus; CONTSCAN and
  * MULTISCAN (all_found) report every infected file. Returns 1 if anything
  * was found, -1 on an error, 0 if clean. */
-static int scan_path(struct client *cl, const char *path, int depth, bool all_found)
+static int scan_path(struct client *cl, const char *path, int depth, bool all_found, bool allmatch)
 {
     struct stat st;
     if (lstat(path, &st) < 0) {
@@ -407,7 +432,7 @@ static int scan_path(struct client *cl, const char *path, int depth, bool all_fo
             if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
             char sub[PATH_MAX];
             if (snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) >= (int)sizeof sub) continue;
-            int r = scan_path(cl, sub, depth + 1, all_found);
+            int r = scan_path(cl, sub, depth + 1, all_found, allmatch);
             if (r != 0 && rc >= 0) rc = r;
         }
         closedir(d);
@@ -419,11 +444,13 @@ static int scan_path(struct client *cl, const char *path, int depth, bool all_fo
         reply(cl, "%s: %s ERROR", path, strerror(errno));
         return -1;
     }
-    char out[512];
-    enum verdict v = scan_fd(fd, out, sizeof out);
+    char out[MAX_MATCHES * 130];
+    enum verdict v = scan_fd_all(fd, out, sizeof out, allmatch);
     close(fd);
     if (v == V_FOUND) {
-        reply(cl, "%s: %s FOUND", path, out);
+        for (char *save = NULL, *name = strtok_r(out, "\n", &save); name;
+             name = strtok_r(NULL, "\n", &save))
+            reply(cl, "%s: %s FOUND", path, name);
         return 1;
     }
     if (v == V_ERROR) {
@@ -433,13 +460,13 @@ static int scan_path(struct client *cl, const char *path, int depth, bool all_fo
     return 0;
 }
 
-static void do_scan(struct client *cl, const char *path, bool all_found)
+static void do_scan(struct client *cl, const char *path, bool all_found, bool allmatch)
 {
     if (path[0] != '/') {
         reply(cl, "%s: path must be absolute ERROR", path);
         return;
     }
-    if (scan_path(cl, path, 0, all_found) == 0) reply(cl, "%s: OK", path);
+    if (scan_path(cl, path, 0, all_found, allmatch) == 0) reply(cl, "%s: OK", path);
 }
 
 static void *client_thread(void *arg)
@@ -472,11 +499,13 @@ static void *client_thread(void *arg)
         else if (strcmp(cmd, "INSTREAM") == 0)
             keep = do_instream(cl) && keep;
         else if (strncmp(cmd, "SCAN ", 5) == 0)
-            do_scan(cl, cmd + 5, false);
+            do_scan(cl, cmd + 5, false, false);
         else if (strncmp(cmd, "CONTSCAN ", 9) == 0)
-            do_scan(cl, cmd + 9, true);
+            do_scan(cl, cmd + 9, true, false);
         else if (strncmp(cmd, "MULTISCAN ", 10) == 0)
-            do_scan(cl, cmd + 10, true);
+            do_scan(cl, cmd + 10, true, false);
+        else if (strncmp(cmd, "ALLMATCHSCAN ", 13) == 0)
+            do_scan(cl, cmd + 13, true, true);
         else if (strcmp(cmd, "IDSESSION") == 0 && !cl->session) {
             cl->session = true;
             keep = true;

@@ -387,3 +387,26 @@ def test_builtin_scanner_in_ps_and_quit_order(daemon_factory):
     worker_gone = logs.index("worker 0 (pid", quit_at)
     scanner_gone = logs.index("scanner intake-scand (pid %d," % scanner, quit_at)
     assert worker_gone < scanner_gone, "the scanner left before the workers finished"
+
+
+def test_clamdscan_path_modes(scand, tmp_path):
+    """clamdscan without --fdpass/--stream sends paths: CONTSCAN by default,
+    MULTISCAN with --multiscan, ALLMATCHSCAN with --allmatch."""
+    s = scand().ready()
+    conf = tmp_path / "clamd.conf"
+    conf.write_text("LocalSocket %s\n" % s.sock)
+    d = tmp_path / "tree"
+    (d / "sub").mkdir(parents=True)
+    (d / "eicar.com").write_bytes(EICAR)
+    (d / "sub" / "bundle.zip").write_bytes(eicar_zip())
+    (d / "clean.txt").write_bytes(b"clean\n")
+    for mode in ([], ["--multiscan"], ["--allmatch"]):
+        r = subprocess.run(["clamdscan", "-c", str(conf), "--no-summary", *mode, str(d)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, (mode, r.stdout, r.stderr)
+        found = {l.split(": ")[0] for l in r.stdout.splitlines() if l.endswith(" FOUND")}
+        assert found == {str(d / "eicar.com"), str(d / "sub" / "bundle.zip")}, (mode, r.stdout)
+        assert "%s: %s FOUND" % (d / "eicar.com", EICAR_NAME) in r.stdout
+    r = subprocess.run(["clamdscan", "-c", str(conf), "--ping", "1"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0 and r.stdout.strip() == "PONG"
