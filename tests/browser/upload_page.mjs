@@ -17,8 +17,16 @@ try {
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   await page.goto(url);
   const title = await page.title();
-  // The picker is reachable by keyboard through its label.
   const label = await page.locator("label.drop").innerText();
+  // Keyboard: Tab reaches the picker, a native <input type=file multiple>
+  // (Enter/Space open it natively; headless Chromium does not open its
+  // file chooser reliably from a key press, so the files are set directly).
+  await page.keyboard.press("Tab");
+  const focused = await page.evaluate(() => document.activeElement && document.activeElement.id);
+  const multiple = await page.evaluate(() => {
+    const p = document.getElementById("picker");
+    return p.type === "file" && p.multiple;
+  });
   await page.setInputFiles("#picker", files);
   await page.waitForFunction(
     (n) => document.querySelectorAll("li.file[data-verdict]").length === n,
@@ -29,7 +37,10 @@ try {
     state: li.querySelector(".state").textContent,
   })));
   const summary = await page.locator("#summary").innerText();
-  console.log(JSON.stringify({ title, label, items, summary, errors }));
+  const progressLabels = await page.$$eval("progress", (ps) =>
+    ps.map((p) => p.getAttribute("aria-label")));
+  console.log(JSON.stringify({ title, label, focused, multiple, items, summary, progressLabels,
+                               errors }));
 } catch (e) {
   console.error("browser test failed: " + e);
   code = 1;

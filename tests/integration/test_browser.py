@@ -22,6 +22,9 @@ def run_page(d, tmp_path, *files):
     assert r.returncode == 0, r.stderr
     page = json.loads(r.stdout)
     assert page["errors"] == []
+    # Keyboard: the first Tab lands on the picker, a native multi-file input.
+    assert page["focused"] == "picker" and page["multiple"] is True
+    assert all(l and l.startswith("Upload progress of ") for l in page["progressLabels"])
     return page
 
 
