@@ -19,20 +19,13 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, start_intaked  # noqa: E402
+
 SIGS = os.path.join(ROOT, "etc", "signatures")
 N_FILES = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 CLIENTS = int(sys.argv[2]) if len(sys.argv) > 2 else 32
 
-
-def ports(n):
-    ss = [socket.socket() for _ in range(n)]
-    for s in ss:
-        s.bind(("127.0.0.1", 0))
-    out = [s.getsockname()[1] for s in ss]
-    for s in ss:
-        s.close()
-    return out
 
 
 async def client(port, files, results):
@@ -56,18 +49,11 @@ async def upload_all(port, files):
 def main():
     tmp = tempfile.mkdtemp(prefix="intake-bench-scan.", dir="/tmp")
     try:
-        tcp, ws = ports(2)
-        conf = os.path.join(tmp, "intake.conf")
-        with open(conf, "w") as f:
-            f.write("workers auto\nlisten_tcp 127.0.0.1:%d\nlisten_ws 127.0.0.1:%d\n"
-                    "scanner builtin\nscanner_socket %s/s.sock\nsignature_dir %s\n"
-                    "min_free_space 0\nlog_level warn\npid_file %s/pid\nspool_dir %s/spool\n"
-                    "accept_dir %s/accepted\nquarantine_dir %s/q\n"
-                    % (tcp, ws, tmp, SIGS, tmp, tmp, tmp, tmp))
-        d = subprocess.Popen([os.path.join(ROOT, "build", "intaked"), "-c", conf])
+        d, dtmp, tcp, ws = start_intaked("intake-bench-scan-d.", workers="auto",
+                                         scanner="builtin")
         try:
             for _ in range(100):
-                if os.path.exists(os.path.join(tmp, "s.sock")):
+                if os.path.exists(os.path.join(dtmp, "s.sock")):
                     break
                 time.sleep(0.1)
             time.sleep(0.5)
@@ -106,7 +92,7 @@ def main():
             with open(big, "wb") as f:
                 for _ in range(100):
                     f.write(os.urandom(1 << 20))
-            sock = os.path.join(tmp, "s.sock")
+            sock = os.path.join(dtmp, "s.sock")
             best = {}
             for mode in ("FILDES", "INSTREAM") * 3:
                 s = socket.socket(socket.AF_UNIX)
@@ -137,7 +123,7 @@ def main():
             d.terminate()
             d.wait(10)
     finally:
-        subprocess.run(["rm", "-rf", tmp])
+        subprocess.run(["rm", "-rf", tmp, dtmp])
 
 
 if __name__ == "__main__":

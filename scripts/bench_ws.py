@@ -8,27 +8,19 @@ would measure the client.
     scripts/bench_ws.py SIZE_MIB RUNS"""
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, start_intaked  # noqa: E402
+
 SIZE = int(sys.argv[1] if len(sys.argv) > 1 else 1024) << 20
 RUNS = int(sys.argv[2] if len(sys.argv) > 2 else 3)
 CHUNK = 1 << 20
 
-
-def ports(n):
-    ss = [socket.socket() for _ in range(n)]
-    for s in ss:
-        s.bind(("127.0.0.1", 0))
-    out = [s.getsockname()[1] for s in ss]
-    for s in ss:
-        s.close()
-    return out
 
 
 def tcp_upload(port, path):
@@ -48,14 +40,8 @@ def main():
     with open(src, "wb") as f:
         for _ in range(SIZE // CHUNK):
             f.write(os.urandom(CHUNK))
-    tcp, wsp = ports(2)
-    conf = os.path.join(tmp, "intake.conf")
-    with open(conf, "w") as f:
-        f.write("workers 1\nlisten_tcp 127.0.0.1:%d\nlisten_ws 127.0.0.1:%d\nscanner off\n"
-                "max_file_size 64G\nmin_free_space 0\nlog_level warn\npid_file %s/pid\n"
-                "spool_dir %s/spool\naccept_dir %s/accepted\nquarantine_dir %s/q\n"
-                % (tcp, wsp, tmp, tmp, tmp, tmp))
-    d = subprocess.Popen([os.path.join(ROOT, "build", "intaked"), "-c", conf])
+    d, dtmp, tcp, wsp = start_intaked("intake-bench-ws.", workers=1, scanner="off",
+                                      max_file_size="64G")
     try:
         time.sleep(0.5)
         print("\n%-36s %10s %10s" % ("run (%d MiB)" % (SIZE >> 20), "MiB/s", "ws/tcp"))
@@ -69,8 +55,8 @@ def main():
             st = ws_upload(wsp, src)
             t_ws = time.monotonic() - t0
             assert st["type"] == "STATUS", st
-            for n in os.listdir(os.path.join(tmp, "accepted")):
-                os.unlink(os.path.join(tmp, "accepted", n))
+            for n in os.listdir(os.path.join(dtmp, "accepted")):
+                os.unlink(os.path.join(dtmp, "accepted", n))
             mib = SIZE >> 20
             print("%-36s %10.0f" % ("raw TCP (intake CLI, sendfile) #%d" % (i + 1), mib / t_tcp))
             print("%-36s %10.0f %9.0f%%" % ("WebSocket (wsbench, 1 MiB x 8) #%d" % (i + 1),
@@ -78,7 +64,7 @@ def main():
     finally:
         d.terminate()
         d.wait()
-        subprocess.run(["rm", "-rf", tmp])
+        subprocess.run(["rm", "-rf", tmp, dtmp])
 
 
 if __name__ == "__main__":

@@ -7,28 +7,19 @@ processes), and the access log must count every upload.
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import websockets
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, start_intaked  # noqa: E402
+
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 TCP_N = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 WS_N = int(sys.argv[3]) if len(sys.argv) > 3 else 75
 
-
-def ports(n):
-    ss = [socket.socket() for _ in range(n)]
-    for s in ss:
-        s.bind(("127.0.0.1", 0))
-    out = [s.getsockname()[1] for s in ss]
-    for s in ss:
-        s.close()
-    return out
 
 
 async def tcp_client(port, n):
@@ -59,16 +50,8 @@ def rss(pid):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="intake-soak.", dir="/tmp")
-    tcp, ws = ports(2)
-    conf = os.path.join(tmp, "intake.conf")
-    with open(conf, "w") as f:
-        f.write("workers 2\nlisten_tcp 127.0.0.1:%d\nlisten_ws 127.0.0.1:%d\nscanner builtin\n"
-                "scanner_socket %s/s.sock\nsignature_dir %s/etc/signatures\nmin_free_space 0\n"
-                "log_level warn\naccess_log %s/access.log\npid_file %s/pid\nspool_dir %s/spool\n"
-                "accept_dir %s/accepted\nquarantine_dir %s/q\n"
-                % (tcp, ws, tmp, ROOT, tmp, tmp, tmp, tmp, tmp))
-    d = subprocess.Popen([os.path.join(ROOT, "build", "intaked"), "-c", conf])
+    d, tmp, tcp, ws = start_intaked("intake-soak.", workers=2, scanner="builtin",
+                                     access_log="{tmp}/access.log")
     try:
         time.sleep(1.5)
         kids = subprocess.run(["pgrep", "-P", str(d.pid)], capture_output=True,

@@ -46,7 +46,6 @@ struct link {
     int fd;
     char buf[LINE_CAP];
     size_t len;
-    const char *target;
 };
 
 static void usage(FILE *f)
@@ -436,7 +435,6 @@ int main(int argc, char **argv)
 
     static struct link l;
     l.fd = -1;
-    l.target = target;
     char err[256];
     int worst = R_CLEAN;
     for (int i = optind; i < argc; i++) {

@@ -52,8 +52,8 @@ struct proc {
     pid_t pid;
     int slot; /* worker slot (metrics), or SCANNER_SLOT */
     unsigned gen;
-    bool stopping;           /* we asked it to go: do not respawn */
-    double started, kill_at; /* kill_at: SIGKILL a drainer still there then */
+    bool stopping;  /* we asked it to go: do not respawn */
+    double kill_at; /* SIGKILL a drainer still there then */
 };
 
 struct master_listener {
@@ -141,8 +141,7 @@ static void update_gauges(struct master *m)
 
 static void add_proc(struct master *m, pid_t pid, int slot)
 {
-    m->procs[m->n_procs++] =
-        (struct proc){.pid = pid, .slot = slot, .gen = m->gen, .started = now_s()};
+    m->procs[m->n_procs++] = (struct proc){.pid = pid, .slot = slot, .gen = m->gen};
     update_gauges(m);
 }
 
@@ -347,7 +346,6 @@ static void sweep_spool(struct master *m)
     time_t now = time(NULL);
     time_t limit = (time_t)(c->resume_timeout_ms / 1000);
     struct dirent *e;
-    int removed = 0;
     while ((e = readdir(d))) {
         size_t n = strlen(e->d_name);
         if (n != STORE_ID_LEN + 5 || strcmp(e->d_name + STORE_ID_LEN, ".part") != 0) continue;
@@ -359,11 +357,9 @@ static void sweep_spool(struct master *m)
             log_info("upload %.*s: not resumed within resume_timeout (%llu s); %lld bytes "
                      "removed from the spool",
                      STORE_ID_LEN, e->d_name, (unsigned long long)limit, (long long)st.st_size);
-            removed++;
         }
     }
     closedir(d);
-    (void)removed;
 }
 
 /* --- listeners --------------------------------------------------------------------- */
@@ -486,9 +482,9 @@ static int prepare_dirs(struct master *m, const struct config *c)
         /* The scanner creates its socket there; log files are reopened by workers. */
         char dir[PATH_MAX];
         snprintf(dir, sizeof dir, "%s", c->scanner_socket);
-        mkdir(dirname(dir), 0755);
-        snprintf(dir, sizeof dir, "%s", c->scanner_socket);
-        if (chown(dirname(dir), m->uid, m->gid) < 0) { /* best effort */
+        char *sockdir = dirname(dir);
+        store_mkdir_p(sockdir, 0755);
+        if (chown(sockdir, m->uid, m->gid) < 0) { /* best effort */
         }
         const char *logs[] = {c->error_log, c->access_log};
         for (int i = 0; i < 2; i++)

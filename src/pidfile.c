@@ -3,6 +3,7 @@
 #include "pidfile.h"
 
 #include "log.h"
+#include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,15 +45,15 @@ static int is_intaked(pid_t pid)
     return strstr(buf, "intaked") != NULL;
 }
 
+/* The pid file's directory (run/ on a fresh checkout). */
 static void mkdirs_for(const char *path)
 {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        mkdir(buf, 0755);
-        *p = '/';
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        store_mkdir_p(dir, 0755);
     }
 }
 

@@ -14,19 +14,26 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-static int open_dir(const char *path)
+int store_mkdir_p(const char *path, mode_t mode)
 {
-    /* mkdir -p, so `make run` works from a fresh checkout. */
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return -ENAMETOOLONG;
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(buf, 0750) < 0 && errno != EEXIST) return -errno;
+        if (mkdir(buf, mode) < 0 && errno != EEXIST) return -errno;
         *p = '/';
     }
-    if (mkdir(buf, 0750) < 0 && errno != EEXIST) return -errno;
-    int fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (mkdir(buf, mode) < 0 && errno != EEXIST) return -errno;
+    return 0;
+}
+
+static int open_dir(const char *path)
+{
+    /* mkdir -p, so `make run` works from a fresh checkout. */
+    int rc = store_mkdir_p(path, 0750);
+    if (rc < 0) return rc;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     return fd < 0 ? -errno : fd;
 }
 
@@ -88,15 +95,10 @@ int store_id_valid(const char *id)
     return i == STORE_ID_LEN;
 }
 
-int store_utf8_valid(const unsigned char *s, size_t len)
-{
-    return utf8_valid(s, len);
-}
-
 int store_sanitize_name(const char *name, size_t len, char out[STORE_NAME_MAX + 1],
                         const char **why)
 {
-    if (!store_utf8_valid((const unsigned char *)name, len)) {
+    if (!utf8_valid((const unsigned char *)name, len)) {
         *why = "filename is not valid UTF-8";
         return -EINVAL;
     }

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define STORE_ID_LEN 32
 #define STORE_NAME_MAX 255
@@ -17,6 +18,8 @@ struct store {
     uint64_t min_free_space;
 };
 
+/* mkdir -p: path and its missing parents, with mode. 0 or -errno. */
+int store_mkdir_p(const char *path, mode_t mode);
 /* Creates (mode 0750) and opens the three directories. 0 or -errno; *which
  * names the directory that failed. */
 int store_open(struct store *s, const char *spool, const char *accept, const char *quarantine,
@@ -32,7 +35,6 @@ int store_id_valid(const char *id);
  * name is not UTF-8, empty, ".", "..", or longer than 255 bytes. */
 int store_sanitize_name(const char *name, size_t len, char out[STORE_NAME_MAX + 1],
                         const char **why);
-int store_utf8_valid(const unsigned char *s, size_t len);
 
 /* Creates spool/<id>.part exclusively. Returns the fd (O_WRONLY) or -errno. */
 int store_create_part(struct store *s, const char *id);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #define LINGER_SECONDS 5.0
+#define READS_PER_WAKEUP 8
 
 static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents);
 
@@ -107,11 +108,6 @@ void conn_abort_upload(struct conn *c, int code)
     upload_abort(&c->up);
 }
 static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents);
-
-struct metrics_slot *conn_metrics(struct conn *c)
-{
-    return c->w->mslot;
-}
 
 struct conn *conn_new(struct worker *w, int fd, const struct listen_addr *addr)
 {
@@ -412,7 +408,7 @@ static void finalize_done(struct job *j)
     char *msg = malloc(UPLOAD_FILENAME_MAX * 3 + 1024);
     int n = msg ? upload_msg_status(&c->up, msg, UPLOAD_FILENAME_MAX * 3 + 1024) : -1;
     c->uploads++;
-    conn_set_state(c, c->t == &tcp_transport ? CONN_HEADER : CONN_BODY);
+    conn_set_state(c, c->t->idle_state);
     if (n < 0)
         conn_close(c);
     else
@@ -518,7 +514,9 @@ static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
         linger_read(c);
         return;
     }
-    c->t->on_readable(c);
+    /* A few reads per wakeup, so one fast client cannot starve the others. */
+    for (int i = 0; i < READS_PER_WAKEUP; i++)
+        if ((c->state != CONN_HEADER && c->state != CONN_BODY) || !c->t->read_step(c)) return;
 }
 
 static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)

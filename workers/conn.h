@@ -37,7 +37,11 @@ enum conn_state {
 
 struct transport {
     enum metrics_transport kind;
-    void (*on_readable)(struct conn *c);
+    /* The state a connection waits in for its next message. */
+    enum conn_state idle_state;
+    /* One read and what follows from it: 1 if bytes came in (read again),
+     * 0 if the socket had nothing or the connection changed state. */
+    int (*read_step)(struct conn *c);
     /* Frames and queues one JSON message (no line end in json). */
     void (*send_msg)(struct conn *c, const char *json, size_t len);
     /* After an ERROR message: any closing words (WebSocket close frame). */
@@ -112,7 +116,6 @@ int conn_splice_body(struct conn *c, size_t len);
 void conn_close(struct conn *c);
 void conn_drain(struct conn *c);
 void conn_free(struct conn *c);
-struct metrics_slot *conn_metrics(struct conn *c);
 /* Drops the upload in progress (its .part stays, resumable), writing its
  * access log line with code (499: the client went away). */
 void conn_abort_upload(struct conn *c, int code);

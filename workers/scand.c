@@ -17,6 +17,7 @@
  *
  * This is the only program that links libclamav (GPL-2.0). */
 #define _GNU_SOURCE
+#include "config.h"
 #include "log.h"
 #include "proctitle.h"
 
@@ -625,22 +626,6 @@ static void usage(FILE *f)
           f);
 }
 
-static int parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    unsigned sh = 0;
-    if (*end == 'K' || *end == 'k')
-        sh = 10, end++;
-    else if (*end == 'M' || *end == 'm')
-        sh = 20, end++;
-    else if (*end == 'G' || *end == 'g')
-        sh = 30, end++;
-    if (*end || end == s || v == 0) return -1;
-    *out = (uint64_t)v << sh;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     const char *sock = NULL, *sigdir = NULL;
@@ -670,7 +655,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'm':
-            if (parse_size(optarg, &max_size) < 0) {
+            if (config_parse_size(optarg, &max_size) < 0 || max_size == 0) {
                 fprintf(stderr, "intake-scand: bad --max-size \"%s\"\n", optarg);
                 return 2;
             }

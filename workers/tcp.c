@@ -15,22 +15,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#define READS_PER_WAKEUP 8 /* so one fast client cannot starve the others */
 #define CARRY_CAP (TCP_LINE_MAX + 1)
 
 static void process(struct conn *c);
 
 static void tcp_send_msg(struct conn *c, const char *json, size_t len)
 {
-    char *m = malloc(len + 1);
-    if (!m) {
-        conn_close(c);
-        return;
-    }
-    memcpy(m, json, len);
-    m[len] = '\n';
-    conn_send(c, m, len + 1);
-    free(m);
+    if (conn_send(c, json, len) == 0) conn_send(c, "\n", 1);
 }
 
 static void tcp_after_status(struct conn *c)
@@ -189,23 +180,15 @@ static int read_body(struct conn *c)
     return 1;
 }
 
-static void tcp_on_readable(struct conn *c)
+static int tcp_read_step(struct conn *c)
 {
-    for (int i = 0; i < READS_PER_WAKEUP; i++) {
-        int got;
-        if (c->state == CONN_HEADER)
-            got = read_header(c);
-        else if (c->state == CONN_BODY)
-            got = read_body(c);
-        else
-            return;
-        if (!got) return;
-    }
+    return c->state == CONN_HEADER ? read_header(c) : read_body(c);
 }
 
 const struct transport tcp_transport = {
     .kind = MT_TCP,
-    .on_readable = tcp_on_readable,
+    .idle_state = CONN_HEADER,
+    .read_step = tcp_read_step,
     .send_msg = tcp_send_msg,
     .after_error = NULL,
     .after_status = tcp_after_status,

@@ -20,7 +20,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define READS_PER_WAKEUP 8
 #define HEAD_CAP (HTTP_HEAD_MAX + 1)
 
 enum msg_mode { M_UNDECIDED, M_JSON, M_BASE64, M_BINARY };
@@ -765,23 +764,16 @@ static int read_frames(struct conn *c)
     return 1;
 }
 
-static void ws_on_readable(struct conn *c)
+static int ws_read_step(struct conn *c)
 {
-    for (int i = 0; i < READS_PER_WAKEUP; i++) {
-        int got;
-        if (!c->ws && c->state == CONN_HEADER)
-            got = read_head(c);
-        else if (c->ws && c->state == CONN_BODY)
-            got = read_frames(c);
-        else
-            return;
-        if (!got) return;
-    }
+    if (!c->ws) return c->state == CONN_HEADER ? read_head(c) : 0;
+    return c->state == CONN_BODY ? read_frames(c) : 0;
 }
 
 const struct transport ws_transport = {
     .kind = MT_WS,
-    .on_readable = ws_on_readable,
+    .idle_state = CONN_BODY,
+    .read_step = ws_read_step,
     .send_msg = ws_send_msg,
     .after_error = ws_after_error,
     .after_status = ws_after_status,
