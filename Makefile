@@ -30,7 +30,7 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 # What every program shares.
-CORE    := src/log.c src/config.c src/store.c src/upload.c src/utf8.c src/proxy.c
+CORE    := src/log.c src/config.c src/store.c src/record.c src/upload.c src/utf8.c src/proxy.c
 # Worker modules without I/O loops: linked into the daemon and the unit tests.
 WORKER_LIB := workers/tcp_line.c workers/http.c workers/ws_frame.c workers/scan.c src/metrics.c
 DAEMON  := src/main.c src/master.c src/net.c src/pidfile.c src/proctitle.c \
@@ -40,7 +40,7 @@ SCAND   := workers/scand.c src/log.c src/proctitle.c src/config.c
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
-UNIT_TESTS := config store upload tcp_line http ws_frame scan proxy metrics
+UNIT_TESTS := config store record upload tcp_line http ws_frame scan proxy metrics
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
@@ -121,6 +121,12 @@ build/fuzz/fuzz_%: $(FUZZ_SRCS)
 	clang -g -O1 -std=c11 -D_GNU_SOURCE -Isrc -Iworkers $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined -DTARGET_$(shell echo $* | tr a-z A-Z) \
 	    -o $@ $(FUZZ_SRCS) $(PKG_LIBS) -lm
+
+# Parsers with a fuzz file of their own.
+build/fuzz/fuzz_record: tests/fuzz/fuzz_record.c src/record.c
+	@mkdir -p build/fuzz
+	clang -g -O1 -std=c11 -Isrc -fsanitize=fuzzer,address,undefined -o $@ $^
+FUZZ_TARGETS += record
 
 fuzz: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
 	@set -e; for t in $(FUZZ_TARGETS); do \

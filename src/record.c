@@ -1,0 +1,362 @@
+/* record: see record.h. */
+#define _GNU_SOURCE
+#include "record.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAGIC "intake-record 1\n"
+
+static const char *const step_names[] = {"received", "hashed", "synced", "scanned", "placed"};
+#define N_STEPS (sizeof step_names / sizeof step_names[0])
+static const char *const verdict_names[] = {"", "clean", "infected", "unscanned"};
+
+/* --- formatting ------------------------------------------------------------ */
+
+struct out {
+    char *p;
+    size_t len, cap;
+    bool over;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->over || o->cap - o->len < n) {
+        o->over = true;
+        return;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+static void puts_(struct out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+static void put_u64(struct out *o, const char *key, uint64_t v)
+{
+    char b[64];
+    int n = snprintf(b, sizeof b, "%s %llu\n", key, (unsigned long long)v);
+    put(o, b, (size_t)n);
+}
+
+static void put_hex(struct out *o, const char *key, const void *bytes, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *b = bytes;
+    puts_(o, key);
+    put(o, " ", 1);
+    for (size_t i = 0; i < n && !o->over; i++) {
+        char two[2] = {hex[b[i] >> 4], hex[b[i] & 15]};
+        put(o, two, 2);
+    }
+    put(o, "\n", 1);
+}
+
+int record_format(const struct record *r, char *buf, size_t cap)
+{
+    struct out o = {.p = buf, .cap = cap};
+    puts_(&o, MAGIC);
+    puts_(&o, "id ");
+    puts_(&o, r->id);
+    puts_(&o, "\n");
+    put_hex(&o, "filename", r->filename, r->filename_len);
+    put_u64(&o, "size", r->size);
+    if (r->has_want) put_hex(&o, "sha256", r->want, 32);
+    put_u64(&o, "created", (uint64_t)r->created);
+    put_u64(&o, "token_expiry", (uint64_t)r->token_expiry);
+    puts_(&o, "boot ");
+    puts_(&o, r->boot[0] ? r->boot : "-");
+    puts_(&o, "\n");
+    put_u64(&o, "durable", r->durable);
+    puts_(&o, "steps");
+    for (size_t i = 0; i < N_STEPS; i++)
+        if (r->steps & (1u << i)) {
+            puts_(&o, " ");
+            puts_(&o, step_names[i]);
+        }
+    puts_(&o, "\n");
+    if (r->steps & RECORD_HASHED) put_hex(&o, "digest", r->digest, 32);
+    if (r->verdict > RV_NONE && r->verdict <= RV_UNSCANNED) {
+        puts_(&o, "verdict ");
+        puts_(&o, verdict_names[r->verdict]);
+        puts_(&o, "\n");
+    }
+    if (r->virus[0]) put_hex(&o, "virus", r->virus, strlen(r->virus));
+    if (r->reason[0]) put_hex(&o, "reason", r->reason, strlen(r->reason));
+    if (r->stored[0]) put_hex(&o, "stored", r->stored, strlen(r->stored));
+    puts_(&o, "end\n");
+    return o.over ? -1 : (int)o.len;
+}
+
+/* --- parsing --------------------------------------------------------------- */
+
+static int unhex(const char *s, size_t n, unsigned char *out, size_t cap, size_t *got)
+{
+    if (n % 2 || n / 2 > cap) return -1;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0) return -1;
+        if (i % 2 == 0)
+            out[i / 2] = (unsigned char)(v << 4);
+        else
+            out[i / 2] |= (unsigned char)v;
+    }
+    *got = n / 2;
+    return 0;
+}
+
+/* A decimal without sign or leading zeros, at most 19 digits (fits int64). */
+static int dec(const char *s, size_t n, uint64_t *v)
+{
+    if (n == 0 || n > 19 || (n > 1 && s[0] == '0')) return -1;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        x = x * 10 + (uint64_t)(s[i] - '0');
+    }
+    *v = x;
+    return 0;
+}
+
+/* Hex text without NUL into a C string of at most max bytes. */
+static int text(const char *s, size_t n, char *out, size_t max)
+{
+    size_t got;
+    if (unhex(s, n, (unsigned char *)out, max, &got) < 0 || memchr(out, '\0', got)) return -1;
+    out[got] = '\0';
+    return got ? 0 : -1;
+}
+
+static bool is_key(const char *k, size_t kl, const char *name)
+{
+    return strlen(name) == kl && memcmp(k, name, kl) == 0;
+}
+
+enum { F_ID, F_FILENAME, F_SIZE, F_SHA, F_CREATED, F_EXPIRY, F_BOOT, F_DURABLE, F_STEPS,
+       F_DIGEST, F_VERDICT, F_VIRUS, F_REASON, F_STORED, F_END, N_FIELDS };
+static const char *const field_names[N_FIELDS] = {
+    "id", "filename", "size", "sha256", "created", "token_expiry", "boot", "durable", "steps",
+    "digest", "verdict", "virus", "reason", "stored", "end"};
+
+static int field(struct record *r, int f, const char *v, size_t vl)
+{
+    uint64_t x;
+    size_t got;
+    switch (f) {
+    case F_ID:
+        if (vl != RECORD_ID_LEN) return -1;
+        for (size_t i = 0; i < vl; i++)
+            if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f'))) return -1;
+        memcpy(r->id, v, vl);
+        r->id[vl] = '\0';
+        return 0;
+    case F_FILENAME:
+        if (unhex(v, vl, (unsigned char *)r->filename, RECORD_FILENAME_MAX, &got) < 0 || !got)
+            return -1;
+        r->filename[got] = '\0';
+        r->filename_len = got;
+        return 0;
+    case F_SIZE:
+        return dec(v, vl, &r->size);
+    case F_SHA:
+        r->has_want = true;
+        return unhex(v, vl, r->want, 32, &got) < 0 || got != 32 ? -1 : 0;
+    case F_CREATED:
+        if (dec(v, vl, &x) < 0) return -1;
+        r->created = (int64_t)x;
+        return 0;
+    case F_EXPIRY:
+        if (dec(v, vl, &x) < 0) return -1;
+        r->token_expiry = (int64_t)x;
+        return 0;
+    case F_BOOT:
+        if (vl == 1 && v[0] == '-') return 0;
+        if (vl != RECORD_BOOT_LEN) return -1;
+        for (size_t i = 0; i < vl; i++)
+            if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f') || v[i] == '-'))
+                return -1;
+        memcpy(r->boot, v, vl);
+        r->boot[vl] = '\0';
+        return 0;
+    case F_DURABLE:
+        return dec(v, vl, &r->durable);
+    case F_STEPS: {
+        /* Names separated by single spaces, each once, in order. */
+        size_t i = 0, next = 0;
+        while (i < vl) {
+            if (v[i] != ' ') return -1;
+            size_t j = ++i;
+            while (j < vl && v[j] != ' ')
+                j++;
+            size_t s = next;
+            while (s < N_STEPS && !is_key(v + i, j - i, step_names[s]))
+                s++;
+            if (s == N_STEPS) return -1;
+            r->steps |= 1u << s;
+            next = s + 1;
+            i = j;
+        }
+        return 0;
+    }
+    case F_DIGEST:
+        return unhex(v, vl, r->digest, 32, &got) < 0 || got != 32 ? -1 : 0;
+    case F_VERDICT:
+        for (int k = RV_CLEAN; k <= RV_UNSCANNED; k++)
+            if (is_key(v, vl, verdict_names[k])) {
+                r->verdict = k;
+                return 0;
+            }
+        return -1;
+    case F_VIRUS:
+        return text(v, vl, r->virus, RECORD_TEXT_MAX);
+    case F_REASON:
+        return text(v, vl, r->reason, RECORD_TEXT_MAX);
+    case F_STORED:
+        return text(v, vl, r->stored, RECORD_NAME_MAX);
+    }
+    return -1;
+}
+
+int record_parse(const char *buf, size_t len, struct record *r)
+{
+    memset(r, 0, sizeof *r);
+    size_t ml = sizeof MAGIC - 1;
+    if (len > RECORD_MAX || len < ml || memcmp(buf, MAGIC, ml) != 0) return -1;
+    unsigned seen = 0;
+    size_t i = ml;
+    while (i < len) {
+        const char *nl = memchr(buf + i, '\n', len - i);
+        if (!nl) return -1;
+        size_t ll = (size_t)(nl - (buf + i));
+        const char *line = buf + i;
+        const char *sp = memchr(line, ' ', ll);
+        size_t kl = sp ? (size_t)(sp - line) : ll;
+        /* "steps" keeps its leading space: an empty list is "steps". */
+        const char *v = sp ? (is_key(line, kl, "steps") ? sp : sp + 1) : line + ll;
+        size_t vl = (size_t)(line + ll - v);
+        int f = 0;
+        while (f < N_FIELDS && !is_key(line, kl, field_names[f]))
+            f++;
+        if (f == N_FIELDS || (seen & (1u << f))) return -1;
+        seen |= 1u << f;
+        if (f == F_END) {
+            if (sp || nl + 1 != buf + len) return -1;
+            break;
+        }
+        if (f != F_STEPS && !sp) return -1;
+        if (field(r, f, v, vl) < 0) return -1;
+        i += ll + 1;
+    }
+    const unsigned need = 1u << F_ID | 1u << F_FILENAME | 1u << F_SIZE | 1u << F_CREATED |
+                          1u << F_EXPIRY | 1u << F_BOOT | 1u << F_DURABLE | 1u << F_STEPS |
+                          1u << F_END;
+    if ((seen & need) != need) return -1;
+    /* Values that contradict each other. */
+    if (r->durable > r->size) return -1;
+    if (!(r->steps & RECORD_HASHED) != !(seen & (1u << F_DIGEST))) return -1;
+    if ((r->steps & ~RECORD_RECEIVED) && !(r->steps & RECORD_RECEIVED)) return -1;
+    if ((r->steps & RECORD_SYNCED) && r->durable != r->size) return -1;
+    if (!(r->steps & RECORD_SCANNED) != (r->verdict == RV_NONE)) return -1;
+    if ((r->steps & RECORD_PLACED) && (!(r->steps & RECORD_SCANNED) || r->reason[0])) return -1;
+    if (!r->virus[0] != (r->verdict != RV_INFECTED)) return -1;
+    return 0;
+}
+
+/* --- files ----------------------------------------------------------------- */
+
+static void names(const char *id, char *state, char *tmp)
+{
+    snprintf(state, 48, "%.32s.state", id);
+    snprintf(tmp, 48, "%.32s.state.tmp", id);
+}
+
+int record_save(int spool_fd, const struct record *r, bool sync)
+{
+    char buf[RECORD_MAX];
+    int n = record_format(r, buf, sizeof buf);
+    if (n < 0) return -EOVERFLOW;
+    char state[48], tmp[48];
+    names(r->id, state, tmp);
+    int fd = openat(spool_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (fd < 0) return -errno;
+    int rc = 0;
+    size_t off = 0;
+    while (off < (size_t)n) {
+        ssize_t w = write(fd, buf + off, (size_t)n - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            rc = w < 0 ? -errno : -EIO;
+            break;
+        }
+        off += (size_t)w;
+    }
+    if (rc == 0 && sync && fdatasync(fd) < 0) rc = -errno;
+    if (close(fd) < 0 && rc == 0) rc = -errno;
+    if (rc == 0 && renameat(spool_fd, tmp, spool_fd, state) < 0) rc = -errno;
+    if (rc < 0) unlinkat(spool_fd, tmp, 0);
+    return rc;
+}
+
+int record_load(int spool_fd, const char *id, struct record *r)
+{
+    char state[48], tmp[48];
+    names(id, state, tmp);
+    int fd = openat(spool_fd, state, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? -ENOENT : -EINVAL;
+    char buf[RECORD_MAX + 1];
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, sizeof buf - len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        len += (size_t)n;
+        if (len == sizeof buf) break;
+    }
+    close(fd);
+    if (record_parse(buf, len, r) < 0 || strcmp(r->id, id) != 0) return -EINVAL;
+    return 0;
+}
+
+void record_remove(int spool_fd, const char *id)
+{
+    char state[48], tmp[48];
+    names(id, state, tmp);
+    unlinkat(spool_fd, state, 0);
+    unlinkat(spool_fd, tmp, 0);
+}
+
+static char boot[RECORD_BOOT_LEN + 1];
+
+static void read_boot_id(void)
+{
+    {
+        int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            char b[64];
+            ssize_t n = read(fd, b, sizeof b);
+            close(fd);
+            if (n >= RECORD_BOOT_LEN) {
+                memcpy(boot, b, RECORD_BOOT_LEN);
+                boot[RECORD_BOOT_LEN] = '\0';
+                for (int i = 0; i < RECORD_BOOT_LEN; i++)
+                    if (!((boot[i] >= '0' && boot[i] <= '9') || (boot[i] >= 'a' && boot[i] <= 'f') ||
+                          boot[i] == '-'))
+                        boot[0] = '\0';
+            }
+        }
+    }
+}
+
+const char *record_boot_id(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, read_boot_id);
+    return boot;
+}

@@ -1,0 +1,78 @@
+/* record: an upload's durable record, the file spool/<id>.state beside its
+ * .part. It is what makes an upload resumable and its verdict askable again
+ * from any worker, after any crash: what the client announced, how many
+ * bytes are known to be on disk, which finishing steps are done, and the
+ * verdict and name they produced.
+ *
+ * The format is line-based text, one "key value" per line between a magic
+ * first line and a final "end" line, every client string hex-encoded, so a
+ * record can never be confused by the bytes it carries and a truncated one
+ * never parses. record_parse is pure (no allocation, I/O or globals) and
+ * bounded by RECORD_MAX; any defect (truncation, unknown version, a
+ * duplicate or malformed field, values that contradict each other) makes it
+ * fail, and the caller treats the upload as unknown. */
+#ifndef INTAKE_RECORD_H
+#define INTAKE_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RECORD_MAX 16384 /* a record file is never larger */
+#define RECORD_ID_LEN 32
+#define RECORD_FILENAME_MAX 4096
+#define RECORD_NAME_MAX 255
+#define RECORD_TEXT_MAX 127 /* virus name, error reason */
+#define RECORD_BOOT_LEN 36  /* /proc/sys/kernel/random/boot_id */
+
+/* Finishing steps, in the order they run (SPEC "Finishing an upload"). */
+enum record_step {
+    RECORD_RECEIVED = 1 << 0, /* every byte is in the .part */
+    RECORD_HASHED = 1 << 1,   /* digest known and checked against the client's */
+    RECORD_SYNCED = 1 << 2,   /* the .part's data is on disk */
+    RECORD_SCANNED = 1 << 3,  /* verdict known (clean, infected, unscanned) */
+    RECORD_PLACED = 1 << 4,   /* moved by verdict: accepted, quarantined, deleted */
+};
+
+/* The scan's verdict, with RECORD_SCANNED (values as enum upload_verdict). */
+enum record_verdict { RV_NONE, RV_CLEAN, RV_INFECTED, RV_UNSCANNED };
+
+struct record {
+    char id[RECORD_ID_LEN + 1];
+    char filename[RECORD_FILENAME_MAX + 1]; /* the client's bytes; may hold NUL */
+    size_t filename_len;
+    uint64_t size;
+    bool has_want;
+    unsigned char want[32]; /* the client's sha256, when it sent one */
+    int64_t created;        /* Unix seconds of the first START */
+    int64_t token_expiry;   /* the token's EXPIRY at the first START; 0: none */
+    char boot[RECORD_BOOT_LEN + 1];
+    uint64_t durable; /* bytes of the .part made durable (fdatasync) on that boot */
+    unsigned steps;   /* enum record_step bits */
+    unsigned char digest[32];         /* with RECORD_HASHED */
+    int verdict;                      /* enum record_verdict, with RECORD_SCANNED */
+    char virus[RECORD_TEXT_MAX + 1];  /* with RV_INFECTED */
+    char reason[RECORD_TEXT_MAX + 1]; /* "": no step failed; else why the first
+                                         step not in steps failed (verdict error) */
+    char stored[RECORD_NAME_MAX + 1]; /* accept_dir/quarantine name; "" none */
+};
+
+/* Formats r into buf. Returns the length, or -1 if it does not fit. */
+int record_format(const struct record *r, char *buf, size_t cap);
+/* Parses a whole record file. 0, or -1 on any defect (r is then garbage). */
+int record_parse(const char *buf, size_t len, struct record *r);
+
+/* Writes spool/<id>.state atomically: a temporary file, fsync (when sync),
+ * rename. Without sync a crash of the machine may lose or garble it, which
+ * reads back as an unknown upload: only used for a record that holds
+ * nothing worth keeping yet. 0 or -errno. */
+int record_save(int spool_fd, const struct record *r, bool sync);
+/* Reads spool/<id>.state. 0, -ENOENT, or -EINVAL (corrupt: treat as unknown). */
+int record_load(int spool_fd, const char *id, struct record *r);
+/* Removes spool/<id>.state (and a temporary left by a crash). */
+void record_remove(int spool_fd, const char *id);
+
+/* This boot's id (cached), or "" if the kernel does not say. */
+const char *record_boot_id(void);
+
+#endif

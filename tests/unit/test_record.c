@@ -1,0 +1,206 @@
+/* Unit tests for record: round trips, truncation at every byte, hostile
+ * contents, and the file round trip in a temporary directory. */
+#define _GNU_SOURCE
+#include "record.h"
+#include "test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void sample(struct record *r)
+{
+    memset(r, 0, sizeof *r);
+    memcpy(r->id, "0123456789abcdef0123456789abcdef", 33);
+    static const char name[] = "a\nb\0c.txt"; /* newline and NUL survive */
+    memcpy(r->filename, name, sizeof name - 1);
+    r->filename_len = sizeof name - 1;
+    r->size = 1000;
+    r->has_want = true;
+    memset(r->want, 0xab, 32);
+    r->created = 1764000000;
+    r->token_expiry = 1764003600;
+    memcpy(r->boot, "2f1c4e0a-1111-4222-8333-944455556666", 37);
+    r->durable = 512;
+    r->steps = RECORD_RECEIVED;
+}
+
+static bool same(const struct record *a, const struct record *b)
+{
+    return strcmp(a->id, b->id) == 0 && a->filename_len == b->filename_len &&
+           memcmp(a->filename, b->filename, a->filename_len) == 0 && a->size == b->size &&
+           a->has_want == b->has_want && (!a->has_want || memcmp(a->want, b->want, 32) == 0) &&
+           a->created == b->created && a->token_expiry == b->token_expiry &&
+           strcmp(a->boot, b->boot) == 0 && a->durable == b->durable && a->steps == b->steps &&
+           (!(a->steps & RECORD_HASHED) || memcmp(a->digest, b->digest, 32) == 0) &&
+           a->verdict == b->verdict && strcmp(a->virus, b->virus) == 0 &&
+           strcmp(a->reason, b->reason) == 0 && strcmp(a->stored, b->stored) == 0;
+}
+
+static void round_trips(void)
+{
+    struct record r, back;
+    char buf[RECORD_MAX];
+    sample(&r);
+    struct record variants[6];
+    variants[0] = r; /* receiving */
+    variants[1] = r;
+    variants[1].has_want = false;
+    variants[1].boot[0] = '\0';
+    variants[1].token_expiry = 0;
+    variants[2] = r; /* hashed and synced, scan failed */
+    variants[2].steps = RECORD_RECEIVED | RECORD_HASHED | RECORD_SYNCED;
+    variants[2].durable = r.size;
+    memset(variants[2].digest, 0x5a, 32);
+    snprintf(variants[2].reason, sizeof variants[2].reason, "scanner unreachable");
+    variants[3] = variants[2]; /* accepted */
+    variants[3].reason[0] = '\0';
+    variants[3].steps |= RECORD_SCANNED | RECORD_PLACED;
+    variants[3].verdict = RV_CLEAN;
+    snprintf(variants[3].stored, sizeof variants[3].stored, "a-1.txt");
+    variants[4] = variants[3]; /* quarantined */
+    variants[4].verdict = RV_INFECTED;
+    snprintf(variants[4].virus, sizeof variants[4].virus, "Eicar-Test-Signature.UNOFFICIAL");
+    variants[5] = variants[2]; /* scanned unscanned, placement failed */
+    variants[5].steps |= RECORD_SCANNED;
+    variants[5].verdict = RV_UNSCANNED;
+    snprintf(variants[5].reason, sizeof variants[5].reason, "cannot store the file");
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+        int n = record_format(&variants[i], buf, sizeof buf);
+        CHECK_MSG(n > 0, "variant %zu formats", i);
+        if (n <= 0) continue;
+        CHECK_MSG(record_parse(buf, (size_t)n, &back) == 0, "variant %zu parses", i);
+        CHECK_MSG(same(&variants[i], &back), "variant %zu round trips", i);
+        /* Truncated anywhere, it never parses. */
+        int bad = 0;
+        for (int cut = 0; cut < n; cut++)
+            if (record_parse(buf, (size_t)cut, &back) == 0) bad++;
+        CHECK_MSG(bad == 0, "variant %zu: %d truncations parsed", i, bad);
+    }
+    /* The longest filename fits a record; a small buffer is refused. */
+    sample(&r);
+    memset(r.filename, 0xff, RECORD_FILENAME_MAX);
+    r.filename_len = RECORD_FILENAME_MAX;
+    int n = record_format(&r, buf, sizeof buf);
+    CHECK(n > 0 && n <= RECORD_MAX);
+    CHECK(record_parse(buf, (size_t)n, &back) == 0 && back.filename_len == RECORD_FILENAME_MAX);
+    CHECK(record_format(&r, buf, 100) == -1);
+}
+
+static const char good_head[] = "intake-record 1\n"
+                                "id 0123456789abcdef0123456789abcdef\n"
+                                "filename 612e747874\n"
+                                "size 10\n"
+                                "created 5\n"
+                                "token_expiry 0\n"
+                                "boot -\n";
+
+static void hostile(void)
+{
+    struct record r;
+    char buf[RECORD_MAX + 64];
+    static const struct {
+        const char *tail; /* after good_head */
+        int ok;
+    } cases[] = {
+        {"durable 0\nsteps\nend\n", 0},
+        {"durable 10\nsteps received\nend\n", 0},
+        {"durable 0\nsteps\nend\nx", -1},                /* bytes after end */
+        {"durable 0\nsteps\nend", -1},                   /* no final newline */
+        {"durable 0\nsteps\nend \n", -1},                /* end with a value */
+        {"durable 0\nsteps\n", -1},                      /* no end */
+        {"durable 11\nsteps\nend\n", -1},                /* durable past size */
+        {"durable 01\nsteps\nend\n", -1},                /* leading zero */
+        {"durable -1\nsteps\nend\n", -1},                /* sign */
+        {"durable 99999999999999999999\nsteps\nend\n", -1},
+        {"durable 0\ndurable 0\nsteps\nend\n", -1},      /* duplicate */
+        {"durable 0\nsteps\nbogus 1\nend\n", -1},        /* unknown key */
+        {"durable 0\nsteps hashed received\nend\n", -1}, /* out of order */
+        {"durable 0\nsteps received received\nend\n", -1},
+        {"durable 0\nsteps  received\nend\n", -1},       /* double space */
+        {"durable 0\nsteps received\ndigest 00\nend\n", -1},
+        {"durable 0\nsteps received hashed\nend\n", -1}, /* hashed without digest */
+        {"durable 0\nsteps hashed\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nend\n",
+         -1},                                            /* hashed without received */
+        {"durable 0\nsteps received hashed synced\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nend\n",
+         -1},                                            /* synced but durable < size */
+        {"durable 0\nsteps received\nverdict clean\nend\n", -1}, /* verdict without scan */
+        {"durable 0\nsteps received\nverdict error\nend\n", -1},
+        {"durable 0\nsteps\nvirus 41\nend\n", -1},
+        {"durable 0\nsteps\nstored 2f\nend\n", 0},       /* "/" is allowed by the format */
+        {"durable 0\nsteps\nstored 00\nend\n", -1},      /* NUL */
+        {"durable 0\nsteps\nstored \nend\n", -1},        /* empty */
+        {"durable 0\nsteps\nreason 4\nend\n", -1},       /* odd hex */
+        {"durable 0\nsteps\nreason 4G\nend\n", -1},
+        {"durable 0\nsteps\nreason 4A\nend\n", -1},      /* uppercase hex */
+        {"durable 0\nsteps\nsha256 ab\nend\n", -1},
+        {"durable 0\nsteps\nend\n\n", -1},
+        {"durable\nsteps\nend\n", -1},
+        {"durable 0\nsteps\0\nend\n", -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t hl = strlen(good_head), tl = strlen(cases[i].tail);
+        if (i == sizeof cases / sizeof cases[0] - 1) tl = 21; /* keeps its NUL */
+        memcpy(buf, good_head, hl);
+        memcpy(buf + hl, cases[i].tail, tl);
+        int rc = record_parse(buf, hl + tl, &r);
+        CHECK_MSG(rc == cases[i].ok, "case %zu (%s): %d", i, cases[i].tail, rc);
+    }
+    /* Head defects. */
+    CHECK(record_parse("intake-record 2\n", 16, &r) == -1);
+    CHECK(record_parse("", 0, &r) == -1);
+    const char *no_id = "intake-record 1\nfilename 61\nsize 1\ncreated 1\ntoken_expiry 0\n"
+                        "boot -\ndurable 0\nsteps\nend\n";
+    CHECK(record_parse(no_id, strlen(no_id), &r) == -1);
+    const char *bad_id = "intake-record 1\nid 0123456789ABCDEF0123456789abcdef\nfilename 61\n"
+                         "size 1\ncreated 1\ntoken_expiry 0\nboot -\ndurable 0\nsteps\nend\n";
+    CHECK(record_parse(bad_id, strlen(bad_id), &r) == -1);
+    /* Over RECORD_MAX, whatever it holds. */
+    memset(buf, 'a', sizeof buf);
+    CHECK(record_parse(buf, RECORD_MAX + 1, &r) == -1);
+}
+
+static void files(void)
+{
+    char dir[] = "/tmp/test_record.XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    struct record r, back;
+    sample(&r);
+    CHECK(record_load(dfd, r.id, &back) == -ENOENT);
+    CHECK(record_save(dfd, &r, true) == 0);
+    CHECK(record_load(dfd, r.id, &back) == 0 && same(&r, &back));
+    r.durable = 1000;
+    CHECK(record_save(dfd, &r, false) == 0);
+    CHECK(record_load(dfd, r.id, &back) == 0 && back.durable == 1000);
+    /* A record truncated by a crash reads as unknown, never as something. */
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s.state", dir, r.id);
+    CHECK(truncate(path, 40) == 0);
+    CHECK(record_load(dfd, r.id, &back) == -EINVAL);
+    /* A record under another id's name is refused. */
+    CHECK(record_save(dfd, &r, false) == 0);
+    char other[256];
+    snprintf(other, sizeof other, "%s/ffffffffffffffffffffffffffffffff.state", dir);
+    CHECK(rename(path, other) == 0);
+    CHECK(record_load(dfd, "ffffffffffffffffffffffffffffffff", &back) == -EINVAL);
+    record_remove(dfd, "ffffffffffffffffffffffffffffffff");
+    record_remove(dfd, r.id);
+    CHECK(record_load(dfd, r.id, &back) == -ENOENT);
+    close(dfd);
+    CHECK(rmdir(dir) == 0);
+    const char *b = record_boot_id();
+    CHECK(strlen(b) == RECORD_BOOT_LEN);
+}
+
+int main(void)
+{
+    round_trips();
+    hostile();
+    files();
+    return test_report("record");
+}
