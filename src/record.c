@@ -13,7 +13,7 @@
 
 static const char *const step_names[] = {"received", "hashed", "synced", "scanned", "placed"};
 #define N_STEPS (sizeof step_names / sizeof step_names[0])
-static const char *const verdict_names[] = {"", "clean", "infected", "unscanned"};
+static const char *const verdict_names[] = {"", "clean", "infected", "unscanned", "error"};
 
 /* --- formatting ------------------------------------------------------------ */
 
@@ -82,7 +82,7 @@ int record_format(const struct record *r, char *buf, size_t cap)
         }
     puts_(&o, "\n");
     if (r->steps & RECORD_HASHED) put_hex(&o, "digest", r->digest, 32);
-    if (r->verdict > RV_NONE && r->verdict <= RV_UNSCANNED) {
+    if (r->verdict > RV_NONE && r->verdict <= RV_ERROR) {
         puts_(&o, "verdict ");
         puts_(&o, verdict_names[r->verdict]);
         puts_(&o, "\n");
@@ -208,7 +208,7 @@ static int field(struct record *r, int f, const char *v, size_t vl)
     case F_DIGEST:
         return unhex(v, vl, r->digest, 32, &got) < 0 || got != 32 ? -1 : 0;
     case F_VERDICT:
-        for (int k = RV_CLEAN; k <= RV_UNSCANNED; k++)
+        for (int k = RV_CLEAN; k <= RV_ERROR; k++)
             if (is_key(v, vl, verdict_names[k])) {
                 r->verdict = k;
                 return 0;
@@ -264,7 +264,8 @@ int record_parse(const char *buf, size_t len, struct record *r)
     if ((r->steps & ~RECORD_RECEIVED) && !(r->steps & RECORD_RECEIVED)) return -1;
     if ((r->steps & RECORD_SYNCED) && r->durable != r->size) return -1;
     if (!(r->steps & RECORD_SCANNED) != (r->verdict == RV_NONE)) return -1;
-    if ((r->steps & RECORD_PLACED) && (!(r->steps & RECORD_SCANNED) || r->reason[0])) return -1;
+    if ((r->steps & RECORD_PLACED) && !(r->steps & RECORD_SCANNED)) return -1;
+    if (r->verdict == RV_ERROR && !r->reason[0]) return -1;
     if (!r->virus[0] != (r->verdict != RV_INFECTED)) return -1;
     return 0;
 }

@@ -34,8 +34,9 @@ enum record_step {
     RECORD_PLACED = 1 << 4,   /* moved by verdict: accepted, quarantined, deleted */
 };
 
-/* The scan's verdict, with RECORD_SCANNED (values as enum upload_verdict). */
-enum record_verdict { RV_NONE, RV_CLEAN, RV_INFECTED, RV_UNSCANNED };
+/* The scan's verdict, with RECORD_SCANNED (values as enum upload_verdict);
+ * RV_ERROR there is a scan error let through by `scan_fail accept`. */
+enum record_verdict { RV_NONE, RV_CLEAN, RV_INFECTED, RV_UNSCANNED, RV_ERROR };
 
 struct record {
     char id[RECORD_ID_LEN + 1];
@@ -52,8 +53,8 @@ struct record {
     unsigned char digest[32];         /* with RECORD_HASHED */
     int verdict;                      /* enum record_verdict, with RECORD_SCANNED */
     char virus[RECORD_TEXT_MAX + 1];  /* with RV_INFECTED */
-    char reason[RECORD_TEXT_MAX + 1]; /* "": no step failed; else why the first
-                                         step not in steps failed (verdict error) */
+    char reason[RECORD_TEXT_MAX + 1]; /* why the first step not in steps failed
+                                         (or, with RV_ERROR, why the scan did) */
     char stored[RECORD_NAME_MAX + 1]; /* accept_dir/quarantine name; "" none */
 };
 

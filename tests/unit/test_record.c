@@ -130,6 +130,14 @@ static void hostile(void)
          -1},                                            /* synced but durable < size */
         {"durable 0\nsteps received\nverdict clean\nend\n", -1}, /* verdict without scan */
         {"durable 0\nsteps received\nverdict error\nend\n", -1},
+        {"durable 10\nsteps received hashed synced scanned\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict error\n"
+         "end\n",
+         -1}, /* a scan error let through needs its reason */
+        {"durable 10\nsteps received hashed synced scanned placed\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict error\n"
+         "reason 78\nend\n",
+         0},
         {"durable 0\nsteps\nvirus 41\nend\n", -1},
         {"durable 0\nsteps\nstored 2f\nend\n", 0},       /* "/" is allowed by the format */
         {"durable 0\nsteps\nstored 00\nend\n", -1},      /* NUL */
