@@ -30,7 +30,7 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 # What every program shares.
-CORE    := src/log.c src/config.c src/store.c src/record.c src/upload.c src/utf8.c src/proxy.c
+CORE    := src/log.c src/config.c src/store.c src/record.c src/upload.c src/resume.c src/utf8.c src/proxy.c
 # Worker modules without I/O loops: linked into the daemon and the unit tests.
 WORKER_LIB := workers/tcp_line.c workers/http.c workers/ws_frame.c workers/scan.c src/metrics.c
 DAEMON  := src/main.c src/master.c src/net.c src/pidfile.c src/proctitle.c \

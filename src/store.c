@@ -204,3 +204,59 @@ int store_place(struct store *s, const char *id, int dir_fd, const char *prefix,
     snprintf(stored, STORE_NAME_MAX + 1, "%s", cand + strlen(prefix));
     return rc;
 }
+
+int store_open_part(struct store *s, const char *id, int flags)
+{
+    char part[STORE_ID_LEN + 8];
+    snprintf(part, sizeof part, "%s.part", id);
+    int fd = openat(s->spool_fd, part, flags | O_NOFOLLOW | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int store_discard_part(struct store *s, const char *id)
+{
+    char part[STORE_ID_LEN + 8];
+    snprintf(part, sizeof part, "%s.part", id);
+    if (unlinkat(s->spool_fd, part, 0) < 0) return -errno;
+    return fsync(s->spool_fd) < 0 ? -errno : 0;
+}
+
+/* Looks for an earlier link of the .part among the candidate names. */
+static bool find_link(const struct stat *part, int dir_fd, const char *prefix, const char *name,
+                      char *found, size_t cap)
+{
+    unsigned misses = 0;
+    for (unsigned n = 0; n < 100000 && misses < 16; n++) {
+        if (candidate(prefix, name, n, found, cap) < 0) return false;
+        struct stat st;
+        if (fstatat(dir_fd, found, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            misses++;
+            continue;
+        }
+        misses = 0;
+        if (st.st_ino == part->st_ino && st.st_dev == part->st_dev) return true;
+    }
+    return false;
+}
+
+int store_link_part(struct store *s, const char *id, int dir_fd, const char *prefix,
+                    const char *name, char *stored, bool *linked)
+{
+    *linked = false;
+    char part[STORE_ID_LEN + 8];
+    snprintf(part, sizeof part, "%s.part", id);
+    char cand[STORE_NAME_MAX + 64];
+    struct stat pst;
+    if (fstatat(s->spool_fd, part, &pst, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
+    bool done = pst.st_nlink > 1 && find_link(&pst, dir_fd, prefix, name, cand, sizeof cand);
+    for (unsigned n = 0; !done && n < 100000; n++) {
+        if (candidate(prefix, name, n, cand, sizeof cand) < 0) return -ENAMETOOLONG;
+        /* linkat fails with EEXIST instead of replacing, unlike renameat. */
+        if (linkat(s->spool_fd, part, dir_fd, cand, 0) == 0) done = true;
+        else if (errno != EEXIST) return -errno;
+    }
+    if (!done) return -EEXIST;
+    *linked = true;
+    snprintf(stored, STORE_NAME_MAX + 1, "%s", cand + strlen(prefix));
+    return fsync(dir_fd) < 0 ? -errno : 0;
+}

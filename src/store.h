@@ -6,6 +6,7 @@
 #ifndef INTAKE_STORE_H
 #define INTAKE_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -49,5 +50,20 @@ int store_check_space(struct store *s, uint64_t need);
  * 0 or -errno. */
 int store_place(struct store *s, const char *id, int dir_fd, const char *prefix, const char *name,
                 char *stored);
+
+/* spool/<id>.part opened with flags (O_NOFOLLOW|O_CLOEXEC added). fd or -errno. */
+int store_open_part(struct store *s, const char *id, int flags);
+/* Removes spool/<id>.part and fsyncs the spool directory. 0 or -errno. */
+int store_discard_part(struct store *s, const char *id);
+/* Links spool/<id>.part into dir_fd under prefix+name, or the first free
+ * name-1, name-2... (link(2) never overwrites), and fsyncs dir_fd; the spool
+ * entry stays (store_discard_part removes it once the placement is
+ * recorded). If a crash came between a link and its record, the .part is
+ * already linked there (same inode): that name is reported, no second link
+ * is made. The final name without prefix goes to stored (STORE_NAME_MAX + 1
+ * bytes). Blocking. 0, or -errno with *linked telling whether the file is
+ * in dir_fd anyway (its directory fsync failed). */
+int store_link_part(struct store *s, const char *id, int dir_fd, const char *prefix,
+                    const char *name, char *stored, bool *linked);
 
 #endif

@@ -158,11 +158,6 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     const char *why = "";
     if (store_sanitize_name(r->filename, r->filename_len, u->name, &why) < 0)
         return err(e, 400, "%s", why);
-    if (r->resume_id[0])
-        return err(e, 404,
-                   "upload %s cannot be resumed: this server does not keep "
-                   "interrupted uploads resumable yet",
-                   r->resume_id);
     if (r->size > lim->max_file_size)
         return err(e, 413, "file of %llu bytes is larger than the limit of %llu bytes",
                    (unsigned long long)r->size, (unsigned long long)lim->max_file_size);
@@ -177,15 +172,17 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
         log_error("upload %s: cannot create spool file: %s", u->id, strerror(-fd));
         return err(e, fd == -ENOSPC ? 507 : 500, "cannot create the spool file");
     }
-    char part[STORE_ID_LEN + 8];
-    snprintf(part, sizeof part, "%s.part", u->id);
-    int rfd = openat(st->spool_fd, part, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* The one writer's lock (see resume.c): new, so nobody else holds it. */
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    int rfd = store_open_part(st, u->id, O_RDONLY);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (rfd < 0 || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+    if (fcntl(fd, F_OFD_SETLK, &fl) < 0 || rfd < 0 || !md ||
+        EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
         EVP_MD_CTX_free(md);
         if (rfd >= 0) close(rfd);
         close(fd);
-        return err(e, 500, "cannot start SHA-256");
+        store_discard_part(st, u->id);
+        return err(e, 500, "cannot start the upload");
     }
     u->fd = fd;
     u->rfd = rfd;
@@ -196,11 +193,65 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     u->received = 0;
     u->has_want = r->has_sha256;
     memcpy(u->want, r->sha256, sizeof u->want);
-    u->verdict = VERDICT_NONE;
-    u->stored[0] = u->virus[0] = u->reason[0] = '\0';
+    u->verdict = u->scanned = VERDICT_NONE;
+    u->stored[0] = u->placed[0] = u->virus[0] = u->reason[0] = '\0';
     clock_gettime(CLOCK_MONOTONIC, &u->started);
+    u->created = (int64_t)time(NULL);
+    u->token_expiry = r->token_expiry;
+    u->durable = 0;
+    u->steps = 0;
+    u->resumed = false;
     u->phase = UPLOAD_RECEIVING;
+    /* Not fsynced: until bytes are made durable there is nothing to lose,
+     * and a record lost with the machine reads as an unknown upload. */
+    if (upload_save_record(u, st, false) < 0) {
+        upload_release(u);
+        store_discard_part(st, u->id);
+        return err(e, 500, "cannot record the upload in the spool");
+    }
     return 0;
+}
+
+void upload_to_record(const struct upload *u, struct record *r)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->id, sizeof r->id, "%s", u->id);
+    r->filename_len = strlen(u->filename);
+    memcpy(r->filename, u->filename, r->filename_len);
+    r->size = u->size;
+    r->has_want = u->has_want;
+    memcpy(r->want, u->want, 32);
+    r->created = u->created;
+    r->token_expiry = u->token_expiry;
+    snprintf(r->boot, sizeof r->boot, "%s", record_boot_id());
+    r->durable = u->durable;
+    r->steps = u->steps;
+    if (u->steps & RECORD_HASHED) memcpy(r->digest, u->digest, 32);
+    if (u->steps & RECORD_SCANNED) r->verdict = (int)u->scanned;
+    if (r->verdict == RV_INFECTED) snprintf(r->virus, sizeof r->virus, "%s", u->virus);
+    snprintf(r->reason, sizeof r->reason, "%s", u->reason);
+    snprintf(r->stored, sizeof r->stored, "%s", u->placed);
+}
+
+int upload_save_record(const struct upload *u, struct store *st, bool sync)
+{
+    static _Thread_local struct record r; /* 4 KiB of filename: not on the stack */
+    upload_to_record(u, &r);
+    int rc = record_save(st->spool_fd, &r, sync);
+    if (rc < 0)
+        log_error("upload %s: cannot write its record in the spool: %s", u->id, strerror(-rc));
+    return rc;
+}
+
+int upload_checkpoint(struct upload *u, struct store *st, uint64_t upto)
+{
+    if (upto < u->durable + UPLOAD_CHECKPOINT) return 0;
+    if (fdatasync(u->fd) < 0) {
+        log_error("upload %s: fdatasync of the spool file failed: %s", u->id, strerror(errno));
+        return -1;
+    }
+    u->durable = upto;
+    return upload_save_record(u, st, true) < 0 ? -1 : 0;
 }
 
 int upload_write(struct upload *u, const void *buf, size_t len, struct upload_error *e)
@@ -270,99 +321,170 @@ int upload_hash(struct upload *u, uint64_t upto)
     return 0;
 }
 
-/* Finishes the checksum and compares it with the client's. */
-static int seal(struct upload *u, struct store *st, struct upload_error *e)
+/* A finishing step failed: verdict error, the file stays in the spool, and
+ * the record says which step to redo when the client asks again. */
+static void step_failed(struct upload *u, struct store *st, const char *reason)
+{
+    u->verdict = VERDICT_ERROR;
+    if (reason != u->reason) snprintf(u->reason, sizeof u->reason, "%s", reason);
+    upload_save_record(u, st, true);
+}
+
+/* Step 1: finishes the checksum and compares it with the client's. 0, 1 if
+ * the step failed (verdict error), or -1 with e (422: the upload ends). */
+static int check_hash(struct upload *u, struct store *st, struct upload_error *e)
 {
     if (upload_hash(u, u->size) < 0) {
-        log_error("upload %s: cannot read back the spool file to hash it: %s", u->id,
-                  strerror(errno));
-        return err(e, 500, "cannot read the spool file back");
+        log_error("upload %s: cannot read back the spool file to hash it: %s; kept in the spool",
+                  u->id, strerror(errno));
+        step_failed(u, st, "cannot read the spool file back");
+        return 1;
     }
     unsigned int dl = 0;
     EVP_DigestFinal_ex(u->md, u->digest, &dl);
     EVP_MD_CTX_free(u->md);
     u->md = NULL;
-    u->phase = UPLOAD_SEALED;
     if (u->has_want && memcmp(u->want, u->digest, 32) != 0) {
         char got[65];
         upload_hex(u->digest, 32, got);
         log_warn("upload %s (%s): checksum mismatch, received sha256 %s; discarded", u->id,
                  u->filename, got);
-        char part[STORE_ID_LEN + 8];
-        snprintf(part, sizeof part, "%s.part", u->id);
-        unlinkat(st->spool_fd, part, 0);
+        store_discard_part(st, u->id);
+        record_remove(st->spool_fd, u->id);
         return err(e, 422, "checksum mismatch: the received data has sha256 %s", got);
     }
+    u->steps |= RECORD_RECEIVED | RECORD_HASHED;
+    return 0;
+}
+
+/* Step 2: the data on disk, recorded with the digest. 0 or 1 (failed). */
+static int sync_data(struct upload *u, struct store *st)
+{
+    if (fsync(u->fd) < 0) {
+        log_error("upload %s: fsync failed: %s; kept in the spool", u->id, strerror(errno));
+        step_failed(u, st, "cannot sync to disk");
+        return 1;
+    }
+    u->steps |= RECORD_SYNCED;
+    u->durable = u->size;
+    if (upload_save_record(u, st, true) < 0) {
+        step_failed(u, st, "cannot record the upload");
+        return 1;
+    }
+    return 0;
+}
+
+/* Step 3: the verdict. Recorded with the placement that follows it: a crash
+ * between the two scans again, which changes nothing outside. 0 or 1. */
+static int scan(struct upload *u, struct store *st, const struct upload_policy *p)
+{
+    u->virus[0] = '\0';
+    if (!p->scan) {
+        u->verdict = VERDICT_UNSCANNED;
+    } else {
+        /* The spool fd is write-only: the scanner gets the read-only one. */
+        u->verdict = p->scan(p->scan_ctx, u->rfd, u->id, u->virus, sizeof u->virus, u->reason,
+                             sizeof u->reason);
+    }
+    u->scanned = u->verdict;
+    if (u->verdict == VERDICT_ERROR) {
+        if (!p->scan_fail_accept) {
+            log_error("upload %s (%s): scan failed (%s); kept in the spool as %s.part", u->id,
+                      u->filename, u->reason, u->id);
+            step_failed(u, st, u->reason);
+            return 1;
+        }
+        log_error("upload %s (%s): scan failed (%s) and scan_fail is accept: ACCEPTING "
+                  "UNSCANNED FILE",
+                  u->id, u->filename, u->reason);
+    } else {
+        u->reason[0] = '\0';
+    }
+    u->steps |= RECORD_SCANNED;
+    return 0;
+}
+
+/* Step 4: placement by verdict, recorded before the spool entry goes, so a
+ * crash anywhere in it never places the file twice. 0 or 1. */
+static int place(struct upload *u, struct store *st, const struct upload_policy *p)
+{
+    const char *where = "accept_dir";
+    int rc = 0;
+    bool linked = true;
+    u->placed[0] = '\0';
+    u->verdict = u->scanned;
+    if (u->scanned == VERDICT_INFECTED && p->infected_delete) {
+        where = "deletion";
+    } else if (u->scanned == VERDICT_INFECTED) {
+        where = "quarantine_dir";
+        char prefix[STORE_ID_LEN + 2];
+        snprintf(prefix, sizeof prefix, "%s-", u->id);
+        rc = store_link_part(st, u->id, st->quarantine_fd, prefix, u->name, u->placed, &linked);
+    } else {
+        rc = store_link_part(st, u->id, st->accept_fd, "", u->name, u->placed, &linked);
+    }
+    if (rc < 0 && !linked) {
+        log_error("upload %s (%s): cannot move it into %s: %s; kept in the spool", u->id,
+                  u->filename, where, strerror(-rc));
+        u->placed[0] = '\0';
+        step_failed(u, st, "cannot store the file");
+        return 1;
+    }
+    if (rc < 0) {
+        /* Linked, but its directory could not be made durable: the file is
+         * there now, and a crash could lose the name. Not durable: not
+         * acknowledged; a re-query finds the link and syncs again. */
+        log_error("upload %s (%s): placed in %s as %s, but syncing that directory failed: %s; "
+                  "answering error until a retry succeeds",
+                  u->id, u->filename, where, u->placed, strerror(-rc));
+        u->placed[0] = '\0';
+        step_failed(u, st, "cannot sync the accept directory");
+        return 1;
+    }
+    u->steps |= RECORD_PLACED;
+    if (upload_save_record(u, st, true) < 0) {
+        /* The link stays; a re-query finds it (same inode) and records it. */
+        u->steps &= ~(unsigned)RECORD_PLACED;
+        step_failed(u, st, "cannot record the placement");
+        return 1;
+    }
+    rc = store_discard_part(st, u->id);
+    if (rc < 0 && rc != -ENOENT)
+        log_warn("upload %s: placed, but removing its spool entry failed: %s (the sweep will)",
+                 u->id, strerror(-rc));
     return 0;
 }
 
 int upload_finalize(struct upload *u, struct store *st, const struct upload_policy *p,
                     struct upload_error *e)
 {
-    if (seal(u, st, e) < 0) {
+    int rc = 0;
+    u->reason[0] = '\0';
+    if (!(u->steps & RECORD_HASHED)) rc = check_hash(u, st, e);
+    if (rc < 0) {
         upload_release(u);
         u->phase = UPLOAD_DONE;
         return -1;
     }
-    char hex[65];
-    upload_hex(u->digest, 32, hex);
-    if (fsync(u->fd) < 0) {
-        u->verdict = VERDICT_ERROR;
-        snprintf(u->reason, sizeof u->reason, "cannot sync to disk");
-        log_error("upload %s: fsync failed: %s; kept in the spool", u->id, strerror(errno));
-        goto out;
-    }
-    if (p->scan) {
-        /* The spool fd is write-only: the scanner gets the read-only one. */
-        u->verdict = p->scan(p->scan_ctx, u->rfd, u->id, u->virus, sizeof u->virus, u->reason,
-                             sizeof u->reason);
-    } else {
-        u->verdict = VERDICT_UNSCANNED;
-    }
-    int rc = 0;
-    switch (u->verdict) {
-    case VERDICT_CLEAN:
-    case VERDICT_UNSCANNED:
-        rc = store_place(st, u->id, st->accept_fd, "", u->name, u->stored);
-        break;
-    case VERDICT_INFECTED:
-        if (p->infected_delete) {
-            char part[STORE_ID_LEN + 8];
-            snprintf(part, sizeof part, "%s.part", u->id);
-            if (unlinkat(st->spool_fd, part, 0) < 0) rc = -errno;
+    if (rc == 0 && !(u->steps & RECORD_SYNCED)) rc = sync_data(u, st);
+    if (rc == 0 && !(u->steps & RECORD_SCANNED)) rc = scan(u, st, p);
+    if (rc == 0 && !(u->steps & RECORD_PLACED)) rc = place(u, st, p);
+    if (rc == 0) u->verdict = u->scanned;
+    bool accepted = rc == 0 && u->verdict != VERDICT_INFECTED;
+    snprintf(u->stored, sizeof u->stored, "%s", accepted ? u->placed : "");
+    if (rc == 0) {
+        char hex[65];
+        upload_hex(u->digest, 32, hex);
+        if (u->verdict == VERDICT_INFECTED && !u->placed[0])
             log_warn("upload %s (%s): infected with %s; deleted", u->id, u->filename, u->virus);
-        } else {
-            char prefix[STORE_ID_LEN + 2];
-            snprintf(prefix, sizeof prefix, "%s-", u->id);
-            char q[STORE_NAME_MAX + 1];
-            rc = store_place(st, u->id, st->quarantine_fd, prefix, u->name, q);
-            log_warn("upload %s (%s): infected with %s; quarantined as %s%s", u->id, u->filename,
-                     u->virus, prefix, q);
-        }
-        break;
-    case VERDICT_ERROR:
-    default:
-        if (p->scan_fail_accept) {
-            log_error("upload %s (%s): scan failed (%s) and scan_fail is accept: ACCEPTING "
-                      "UNSCANNED FILE",
-                      u->id, u->filename, u->reason);
-            rc = store_place(st, u->id, st->accept_fd, "", u->name, u->stored);
-        } else {
-            log_error("upload %s (%s): scan failed (%s); kept in the spool as %s.part", u->id,
-                      u->filename, u->reason, u->id);
-        }
-        break;
+        else if (u->verdict == VERDICT_INFECTED)
+            log_warn("upload %s (%s): infected with %s; quarantined as %s-%s", u->id, u->filename,
+                     u->virus, u->id, u->placed);
+        else
+            log_info("upload %s (%s): %llu bytes, sha256 %s, %s; stored as %s", u->id,
+                     u->filename, (unsigned long long)u->size, hex,
+                     upload_verdict_name(u->verdict), u->stored);
     }
-    if (rc < 0) {
-        log_error("upload %s: cannot store the file: %s; kept in the spool", u->id, strerror(-rc));
-        u->verdict = VERDICT_ERROR;
-        u->stored[0] = '\0';
-        snprintf(u->reason, sizeof u->reason, "cannot store the file");
-    } else if (u->stored[0]) {
-        log_info("upload %s (%s): %llu bytes, sha256 %s, %s; stored as %s", u->id, u->filename,
-                 (unsigned long long)u->size, hex, upload_verdict_name(u->verdict), u->stored);
-    }
-out:
     upload_release(u);
     u->phase = UPLOAD_DONE;
     return 0;

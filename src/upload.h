@@ -12,6 +12,7 @@
 #ifndef INTAKE_UPLOAD_H
 #define INTAKE_UPLOAD_H
 
+#include "record.h"
 #include "store.h"
 
 #include <stdbool.h>
@@ -36,6 +37,7 @@ struct upload_request {
     bool has_sha256;
     unsigned char sha256[32];
     char token[UPLOAD_TOKEN_MAX + 1];
+    int64_t token_expiry; /* the checked token's EXPIRY, 0: none */
     char resume_id[STORE_ID_LEN + 1];
 };
 
@@ -70,7 +72,8 @@ struct upload {
     char id[STORE_ID_LEN + 1];
     char filename[UPLOAD_FILENAME_MAX + 1]; /* as the client sent it */
     char name[STORE_NAME_MAX + 1];          /* sanitized */
-    char stored[STORE_NAME_MAX + 1];        /* final name, "" when not stored */
+    char stored[STORE_NAME_MAX + 1];        /* stored_as: name in accept_dir, or "" */
+    char placed[STORE_NAME_MAX + 1];        /* name in accept_dir or quarantine_dir */
     uint64_t size, received;
     int fd;   /* the spool file, write-only */
     int rfd;  /* the same file, read-only: hashing and scanning */
@@ -78,10 +81,16 @@ struct upload {
     uint64_t hashed;
     bool has_want;
     unsigned char want[32], digest[32];
-    enum upload_verdict verdict;
+    enum upload_verdict verdict; /* the outcome told to the client */
+    enum upload_verdict scanned; /* the scan's verdict, with RECORD_SCANNED */
     char virus[128];
     char reason[128];
     struct timespec started;
+    /* What the durable record (record.h) says, kept in step with it. */
+    int64_t created, token_expiry;
+    uint64_t durable; /* bytes made durable on this boot */
+    unsigned steps;   /* enum record_step bits */
+    bool resumed;     /* picked up again by START with its id */
 };
 
 /* Parses a START JSON object. 0, or -1 with e filled (400). */
@@ -127,6 +136,32 @@ int upload_finalize(struct upload *u, struct store *st, const struct upload_poli
 /* Drops the session: closes the spool fd; the .part stays (resumable). */
 void upload_abort(struct upload *u);
 void upload_release(struct upload *u);
+
+/* The upload's durable record: fills r from u. */
+void upload_to_record(const struct upload *u, struct record *r);
+/* Saves it (sync: fsynced before the rename). 0 or -errno, logged. */
+int upload_save_record(const struct upload *u, struct store *st, bool sync);
+/* Blocking (a job thread), while receiving: makes the bytes written before
+ * upto durable (fdatasync) and records that, at most every
+ * UPLOAD_CHECKPOINT bytes. 0 or -1. */
+#define UPLOAD_CHECKPOINT (32u << 20)
+int upload_checkpoint(struct upload *u, struct store *st, uint64_t upto);
+
+/* What START with an id found (resume.c). */
+enum upload_found {
+    FOUND_ERROR,     /* e says why: 404 unknown, 409 mismatch or in use, 500 */
+    FOUND_FINISHING, /* complete and being finished elsewhere: ask again shortly */
+    FOUND_RECEIVING, /* u holds it (locked, hashed up to u->received): send the rest */
+    FOUND_COMPLETE,  /* u holds it, every byte in: run upload_finalize */
+    FOUND_FINAL,     /* u describes its final STATUS (phase UPLOAD_DONE) */
+};
+/* Blocking (a job thread): finds the upload r->resume_id in the spool, checks
+ * that r matches what its first START announced, takes it over (an OFD lock
+ * on its .part: one writer across all workers, dropped by the kernel if this
+ * process dies), cuts a .part written before a reboot back to what was made
+ * durable, and rehashes what is kept. */
+enum upload_found upload_find(struct upload *u, struct store *st, const struct upload_request *r,
+                              struct upload_error *e);
 
 /* Server messages, NUL-terminated into buf. Return the length, or -1 if it
  * does not fit. */
