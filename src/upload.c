@@ -158,6 +158,8 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     const char *why = "";
     if (store_sanitize_name(r->filename, r->filename_len, u->name, &why) < 0)
         return err(e, 400, "%s", why);
+    if (r->resume_id[0]) /* START with an id goes to upload_find */
+        return err(e, 404, "upload %s is unknown or expired", r->resume_id);
     if (r->size > lim->max_file_size)
         return err(e, 413, "file of %llu bytes is larger than the limit of %llu bytes",
                    (unsigned long long)r->size, (unsigned long long)lim->max_file_size);
