@@ -20,6 +20,7 @@
 #include "proctitle.h"
 #include "scan.h"
 #include "store.h"
+#include "sweep.h"
 #include "worker.h"
 
 #include <dirent.h>
@@ -332,34 +333,6 @@ static void restart_scanner(struct master *m)
             kill(m->procs[i].pid, SIGTERM);
         }
     if (m->cfg->scanner == SCANNER_BUILTIN) spawn_scanner(m);
-}
-
-/* Removes spool files untouched for resume_timeout: interrupted uploads and
- * those kept after a scan error stop being resumable then, and must not
- * fill the disk over months. An upload in progress is written to, so it
- * is never that old (idle_timeout closes a silent one long before). */
-static void sweep_spool(struct master *m)
-{
-    const struct config *c = m->cfg;
-    DIR *d = opendir(c->spool_dir);
-    if (!d) return;
-    time_t now = time(NULL);
-    time_t limit = (time_t)(c->resume_timeout_ms / 1000);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t n = strlen(e->d_name);
-        if (n != STORE_ID_LEN + 5 || strcmp(e->d_name + STORE_ID_LEN, ".part") != 0) continue;
-        struct stat st;
-        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
-            continue;
-        if (now - st.st_mtime < limit) continue;
-        if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
-            log_info("upload %.*s: not resumed within resume_timeout (%llu s); %lld bytes "
-                     "removed from the spool",
-                     STORE_ID_LEN, e->d_name, (unsigned long long)limit, (long long)st.st_size);
-        }
-    }
-    closedir(d);
 }
 
 /* --- listeners --------------------------------------------------------------------- */
@@ -724,9 +697,10 @@ int master_run(struct config *cfg, const struct master_args *args)
                 m->procs[i].kill_at = 0;
             }
         if (m->state == RUNNING && t >= m->next_sweep) {
-            sweep_spool(m);
-            double every = (double)c->resume_timeout_ms / 2e3;
-            m->next_sweep = t + (every < 60 ? (every < 0.5 ? 0.5 : every) : 60);
+            sweep_spool(c->spool_dir, time(NULL), (time_t)(c->resume_timeout_ms / 1000));
+            /* Often enough that an upload goes within seconds of its deadline. */
+            double every = (double)c->resume_timeout_ms / 4e3;
+            m->next_sweep = t + (every < 1 ? (every < 0.25 ? 0.25 : every) : 1);
         }
         if (c->scanner != SCANNER_OFF && m->state == RUNNING && t >= m->next_probe) {
             const char *path = c->scanner == SCANNER_BUILTIN ? c->scanner_socket : c->scanner_path;

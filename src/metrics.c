@@ -37,6 +37,16 @@ void metrics_received(struct metrics_slot *s, enum metrics_transport t, uint64_t
     if (s) ADD(s->received[t], n);
 }
 
+void metrics_resume(struct metrics_slot *s, enum metrics_transport t)
+{
+    if (s) ADD(s->resumes[t], 1);
+}
+
+void metrics_requery(struct metrics_slot *s, enum metrics_transport t)
+{
+    if (s) ADD(s->requeries[t], 1);
+}
+
 void metrics_connection(struct metrics_slot *s, enum metrics_transport t, int delta)
 {
     if (s) ADD(s->connections[t], delta);
@@ -100,6 +110,8 @@ int metrics_render(const struct metrics *m, char *buf, size_t cap)
             for (int v = 0; v < MV_COUNT; v++)
                 sum.uploads[t][v] += GET(s->uploads[t][v]);
             sum.received[t] += GET(s->received[t]);
+            sum.resumes[t] += GET(s->resumes[t]);
+            sum.requeries[t] += GET(s->requeries[t]);
             sum.connections[t] += GET(s->connections[t]);
         }
         for (size_t c = 0; c < N_CODES; c++)
@@ -121,6 +133,16 @@ int metrics_render(const struct metrics *m, char *buf, size_t cap)
     for (int t = 0; t < MT_COUNT; t++)
         put(&o, "intake_received_bytes_total{transport=\"%s\"} %llu\n", tnames[t],
             (unsigned long long)sum.received[t]);
+    put(&o, "# HELP intake_resumes_total Interrupted uploads taken up again (START with an id).\n"
+            "# TYPE intake_resumes_total counter\n");
+    for (int t = 0; t < MT_COUNT; t++)
+        put(&o, "intake_resumes_total{transport=\"%s\"} %llu\n", tnames[t],
+            (unsigned long long)sum.resumes[t]);
+    put(&o, "# HELP intake_requeries_total Complete uploads asked for again (START with an id).\n"
+            "# TYPE intake_requeries_total counter\n");
+    for (int t = 0; t < MT_COUNT; t++)
+        put(&o, "intake_requeries_total{transport=\"%s\"} %llu\n", tnames[t],
+            (unsigned long long)sum.requeries[t]);
     put(&o, "# HELP intake_connections Open client connections.\n"
             "# TYPE intake_connections gauge\n");
     for (int t = 0; t < MT_COUNT; t++)

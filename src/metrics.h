@@ -19,6 +19,8 @@ enum metrics_scanner { MS_OFF, MS_UP, MS_DOWN };
 struct metrics_slot {
     uint64_t uploads[MT_COUNT][MV_COUNT];
     uint64_t received[MT_COUNT];
+    uint64_t resumes[MT_COUNT];  /* START with an id that went on receiving */
+    uint64_t requeries[MT_COUNT]; /* START with an id of a complete upload */
     int64_t connections[MT_COUNT];
     uint64_t errors[16]; /* indexed by metrics_code_index */
     uint64_t scan_bucket[METRICS_BUCKETS];
@@ -42,6 +44,8 @@ struct metrics *metrics_create(void);
 
 void metrics_upload(struct metrics_slot *s, enum metrics_transport t, enum metrics_verdict v);
 void metrics_received(struct metrics_slot *s, enum metrics_transport t, uint64_t n);
+void metrics_resume(struct metrics_slot *s, enum metrics_transport t);
+void metrics_requery(struct metrics_slot *s, enum metrics_transport t);
 void metrics_connection(struct metrics_slot *s, enum metrics_transport t, int delta);
 void metrics_error(struct metrics_slot *s, int code);
 void metrics_scan(struct metrics_slot *s, uint64_t micros);

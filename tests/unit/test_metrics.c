@@ -36,6 +36,9 @@ int main(void)
     metrics_scan(a, 3000);                  /* 3 ms: the 0.005 bucket */
     metrics_scan(b, 700000);                /* 0.7 s: the 1 s bucket */
     metrics_scan(b, 99000000);              /* 99 s: only +Inf */
+    metrics_resume(a, MT_TCP);
+    metrics_resume(b, MT_TCP);
+    metrics_requery(b, MT_WS);
     metrics_upload(NULL, MT_TCP, MV_CLEAN); /* no slot: ignored, not a crash */
     CHECK(metrics_slot_connections(b) == 0 && metrics_slot_connections(a) == 1);
 
@@ -47,6 +50,9 @@ int main(void)
     CHECK(value(buf, "intake_uploads_total{transport=\"ws\",verdict=\"unscanned\"}") == 0);
     CHECK(value(buf, "intake_received_bytes_total{transport=\"tcp\"}") == 1024);
     CHECK(value(buf, "intake_connections{transport=\"ws\"}") == 1);
+    CHECK(value(buf, "intake_resumes_total{transport=\"tcp\"}") == 2);
+    CHECK(value(buf, "intake_resumes_total{transport=\"ws\"}") == 0);
+    CHECK(value(buf, "intake_requeries_total{transport=\"ws\"}") == 1);
     CHECK(value(buf, "intake_errors_total{code=\"413\"}") == 2);
     CHECK(value(buf, "intake_errors_total{code=\"other\"}") == 1);
     CHECK(value(buf, "intake_scan_duration_seconds_bucket{le=\"0.005\"}") == 1);

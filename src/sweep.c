@@ -1,0 +1,106 @@
+/* sweep: see sweep.h. */
+#define _GNU_SOURCE
+#include "sweep.h"
+
+#include "log.h"
+#include "record.h"
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The upload id an entry belongs to, and its kind, or NULL. */
+static const char *kind_of(const char *name)
+{
+    size_t n = strlen(name);
+    if (n <= STORE_ID_LEN || name[STORE_ID_LEN] != '.') return NULL;
+    for (int i = 0; i < STORE_ID_LEN; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f'))) return NULL;
+    const char *k = name + STORE_ID_LEN;
+    if (strcmp(k, ".part") == 0 || strcmp(k, ".state") == 0 || strcmp(k, ".state.tmp") == 0)
+        return k;
+    return NULL;
+}
+
+static bool mtime_of(int dfd, const char *name, time_t *t, off_t *size)
+{
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) return false;
+    *t = st.st_mtime;
+    if (size) *size = st.st_size;
+    return true;
+}
+
+/* Expires one upload if all its files are older than limit and no worker
+ * holds it. 1 if removed. */
+static int expire(int dfd, const char *id, time_t now, time_t limit)
+{
+    char part[48], state[48], tmp[48];
+    snprintf(part, sizeof part, "%.32s.part", id);
+    snprintf(state, sizeof state, "%.32s.state", id);
+    snprintf(tmp, sizeof tmp, "%.32s.state.tmp", id);
+    time_t newest = 0, t;
+    off_t size = -1;
+    bool has_part = mtime_of(dfd, part, &t, &size);
+    if (has_part && t > newest) newest = t;
+    if (mtime_of(dfd, state, &t, NULL) && t > newest) newest = t;
+    if (mtime_of(dfd, tmp, &t, NULL) && t > newest) newest = t;
+    if (newest == 0 || now - newest < limit) return 0;
+    int fd = -1;
+    if (has_part) {
+        /* A worker holding it keeps it, however old its files look; our
+         * own lock keeps a worker from taking it while it goes. */
+        fd = openat(dfd, part, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+        if (fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+            close(fd);
+            return 0;
+        }
+    }
+    static struct record rec;
+    bool known = record_load(dfd, id, &rec) == 0;
+    unlinkat(dfd, part, 0);
+    unlinkat(dfd, state, 0);
+    unlinkat(dfd, tmp, 0);
+    if (fd >= 0) close(fd);
+    unsigned long long secs = (unsigned long long)limit;
+    if (known && (rec.steps & RECORD_PLACED))
+        log_debug("upload %.32s: verdict kept for resume_timeout (%llu s); forgotten", id, secs);
+    else if (known && rec.reason[0])
+        log_warn("upload %.32s: kept in the spool after verdict error (%s) and not asked for again "
+                 "within resume_timeout (%llu s); %lld bytes removed",
+                 id, rec.reason, secs, (long long)(size < 0 ? 0 : size));
+    else
+        log_info("upload %.32s: not resumed within resume_timeout (%llu s); %lld bytes removed "
+                 "from the spool",
+                 id, secs, (long long)(size < 0 ? 0 : size));
+    return 1;
+}
+
+int sweep_spool(const char *spool_dir, time_t now, time_t limit)
+{
+    DIR *d = opendir(spool_dir);
+    if (!d) return -errno;
+    int dfd = dirfd(d);
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *k = kind_of(e->d_name);
+        /* Each upload once: by its record, or by a file that has none. */
+        if (!k) continue;
+        if (strcmp(k, ".state") != 0) {
+            char state[48];
+            snprintf(state, sizeof state, "%.32s.state", e->d_name);
+            if (faccessat(dfd, state, F_OK, AT_SYMLINK_NOFOLLOW) == 0) continue;
+        }
+        removed += expire(dfd, e->d_name, now, limit);
+    }
+    closedir(d);
+    return removed;
+}
