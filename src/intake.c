@@ -134,6 +134,17 @@ static int take_line(struct link *l, char *out, size_t cap)
     return 1;
 }
 
+/* How long "upload in use" is retried: the server drops the connection
+ * still holding the upload after its idle_timeout (60 s by default). */
+#define IN_USE_PATIENCE 150.0
+
+/* Sleeps *backoff seconds, then doubles it (0.5 s, 1 s, 2 s... up to 30 s). */
+static void pause_for(double *backoff)
+{
+    usleep((useconds_t)(*backoff * 1e6));
+    *backoff = *backoff * 2 > 30 ? 30 : *backoff * 2;
+}
+
 static const char *msg_type(cJSON *o)
 {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "type");
@@ -210,7 +221,12 @@ static void attempt(struct link *l, int fd, uint64_t size, const char *name, con
                 const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
                 const cJSON *k = cJSON_GetObjectItemCaseSensitive(m, "offset");
                 if (cJSON_IsString(id)) snprintf(out->id, sizeof out->id, "%s", id->valuestring);
-                if (!ready && cJSON_IsNumber(k)) off = (uint64_t)k->valuedouble;
+                if (!ready && cJSON_IsNumber(k) && k->valuedouble >= 0 &&
+                    k->valuedouble <= (double)size) {
+                    /* The bar goes on from what the server already has. */
+                    off = (uint64_t)k->valuedouble;
+                    progress_update(&pb, off);
+                }
                 ready = sending = true;
             } else if (strcmp(t, "STATUS") == 0 || strcmp(t, "ERROR") == 0) {
                 snprintf(out->line, sizeof out->line, "%s", line);
@@ -470,15 +486,18 @@ int main(int argc, char **argv)
         unsigned char sha[32];
         bool have_sha = o.sha256 && sha256_file(fd, sha) == 0;
         /* attempt_no counts lost connections; a refused resume (the server
-         * kept nothing) restarts the file without using one up. */
+         * kept nothing) restarts the file without using one up, and an
+         * upload still held by the server's end of a dead connection is
+         * asked for again until the server lets it go (its idle_timeout). */
         int restarts = 0;
+        double backoff = 0.5, in_use_waited = 0;
         for (int attempt_no = 0;; attempt_no++) {
             if (l.fd < 0) {
                 l.fd = dial(target, err, sizeof err);
                 l.len = 0;
                 if (l.fd < 0) {
                     if (attempt_no < o.retries && out.id[0]) {
-                        sleep(1);
+                        pause_for(&backoff);
                         continue;
                     }
                     fprintf(stderr, "intake: cannot connect to %s: %s\n", target, err);
@@ -488,12 +507,16 @@ int main(int argc, char **argv)
                 }
             }
             attempt(&l, fd, size, name, name, &o, have_sha ? sha : NULL, &out);
-            bool resume_refused = false;
+            bool resume_refused = false, in_use = false;
             if (out.line[0]) {
                 cJSON *m = cJSON_Parse(out.line);
                 const cJSON *code = m ? cJSON_GetObjectItemCaseSensitive(m, "code") : NULL;
-                resume_refused = out.id[0] && strcmp(msg_type(m), "ERROR") == 0 &&
-                                 cJSON_IsNumber(code) &&
+                const cJSON *msg = m ? cJSON_GetObjectItemCaseSensitive(m, "message") : NULL;
+                bool refused = out.id[0] && strcmp(msg_type(m), "ERROR") == 0 &&
+                               cJSON_IsNumber(code);
+                in_use = refused && code->valueint == 409 && cJSON_IsString(msg) &&
+                         strncmp(msg->valuestring, "upload in use", 13) == 0;
+                resume_refused = refused && !in_use &&
                                  (code->valueint == 404 || code->valueint == 409);
                 if (strcmp(msg_type(m), "ERROR") == 0) {
                     close(l.fd); /* the server closes after ERROR */
@@ -503,7 +526,21 @@ int main(int argc, char **argv)
             }
             if (resume_refused && restarts++ <= o.retries) {
                 /* The server cannot resume it: start the file over. */
+                if (!o.quiet)
+                    fprintf(stderr, "intake: %s: the server cannot resume it; starting over\n",
+                            path);
                 out.id[0] = '\0';
+                attempt_no--;
+                continue;
+            }
+            if (in_use && o.retries > 0 && in_use_waited < IN_USE_PATIENCE) {
+                if (!o.quiet && in_use_waited == 0)
+                    fprintf(stderr,
+                            "intake: %s: the server still holds the broken connection's upload; "
+                            "waiting for it to let go\n",
+                            path);
+                in_use_waited += 2;
+                usleep(2000000);
                 attempt_no--;
                 continue;
             }
@@ -511,6 +548,7 @@ int main(int argc, char **argv)
             close(l.fd);
             l.fd = -1;
             if (!o.quiet) fprintf(stderr, "intake: %s: %s; retrying\n", path, out.message);
+            pause_for(&backoff);
         }
         if (out.lost && l.fd >= 0) {
             close(l.fd);
