@@ -33,7 +33,7 @@ endif
 CORE    := src/log.c src/config.c src/store.c src/record.c src/upload.c src/resume.c src/utf8.c src/proxy.c
 # Worker modules without I/O loops: linked into the daemon and the unit tests.
 WORKER_LIB := workers/tcp_line.c workers/http.c workers/ws_frame.c workers/scan.c src/metrics.c
-DAEMON  := src/main.c src/master.c src/sweep.c src/net.c src/pidfile.c src/proctitle.c \
+DAEMON  := src/main.c src/master.c src/sweep.c src/net.c src/notify.c src/pidfile.c src/proctitle.c \
            workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/page.S workers/jobs.c $(WORKER_LIB)
 CLI     := src/intake.c src/cli_progress.c
 SCAND   := workers/scand.c src/log.c src/proctitle.c src/config.c
@@ -54,8 +54,10 @@ CLAMAV_LIBS := $(shell pkg-config --libs libclamav 2>/dev/null || echo -lclamav)
 $(BUILD)/intake-scand: $(call obj,$(SCAND))
 	$(CC) $(LDFLAGS) -o $@ $^ $(CLAMAV_LIBS) -lpthread
 
+# Only intaked talks to systemd (sd_notify, src/notify.c).
+SYSTEMD_LIBS := $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
 $(BUILD)/intaked: $(call obj,$(CORE) $(DAEMON))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SYSTEMD_LIBS)
 
 $(BUILD)/intake: $(call obj,$(CORE) $(CLI))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
+#include "notify.h"
 #include "pidfile.h"
 #include "proctitle.h"
 #include "scan.h"
@@ -90,6 +91,8 @@ struct master {
     double next_sweep; /* spool files past resume_timeout */
     pid_t upgrade_pid; /* the new binary's master after USR2 */
     char oldbin[PATH_MAX + 8];
+    bool told_ready;     /* systemd has READY=1 from this master */
+    pid_t upgraded_from; /* the old binary's master, while it may roll back to it */
 };
 
 static double now_s(void)
@@ -274,6 +277,8 @@ static void reap(struct master *m)
                      m->cfg->pid_file);
             if (rename(m->oldbin, m->cfg->pid_file) < 0)
                 log_error("cannot restore %s: %s", m->cfg->pid_file, strerror(errno));
+            notify_silence(false);
+            m->told_ready = false; /* READY=1 again, with MAINPID= this master */
             /* Its scanner may have taken over the scanner socket path. */
             if (m->state == RUNNING) restart_scanner(m);
             continue;
@@ -604,6 +609,7 @@ static void upgrade(struct master *m)
         _exit(127);
     }
     m->upgrade_pid = pid;
+    notify_silence(true); /* systemd hears from the new master now */
     log_info("USR2: started the new binary %s as pid %d; %s renamed to %s. Send WINCH then QUIT "
              "to this master (pid %d) to finish, or TERM to the new one to roll back",
              m->self, (int)pid, m->cfg->pid_file, m->oldbin, (int)getpid());
@@ -619,6 +625,33 @@ static void find_binaries(struct master *m)
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", m->self);
     snprintf(m->scand, sizeof m->scand, "%s/intake-scand", dirname(dir));
+}
+
+/* systemd (Type=notify): READY=1 once the workers run and the builtin
+ * scanner answers (or at once with ready), else STATUS= when it changes. */
+static void report(struct master *m, bool ready)
+{
+    static const char *const sc[] = {"off", "up", "down"};
+    int s = m->metrics->scanner;
+    char status[160];
+    snprintf(status, sizeof status, "%d workers (generation %u), scanner %s",
+             count_workers(m, true), m->gen, sc[s >= 0 && s <= 2 ? s : 2]);
+    if (ready || (!m->told_ready && (m->cfg->scanner != SCANNER_BUILTIN || s == MS_UP))) {
+        m->told_ready = true;
+        notify_ready(status);
+    } else if (m->told_ready) {
+        notify_status(status);
+    }
+}
+
+/* TERM, INT, QUIT. A new binary stopped while its old master is still there
+ * is a roll back: the old master is the service's main process again. */
+static void report_stopping(const struct master *m)
+{
+    if (m->upgraded_from && getppid() == m->upgraded_from)
+        notify_mainpid(m->upgraded_from);
+    else
+        notify_stopping();
 }
 
 int master_run(struct config *cfg, const struct master_args *args)
@@ -659,6 +692,7 @@ int master_run(struct config *cfg, const struct master_args *args)
     for (int j = 0; j < n_inh; j++)
         if (inherited[j].fd >= 0) close(inherited[j].fd);
     if (n_inh) log_info("binary upgrade: inherited %d listening sockets", n_inh);
+    if (n_inh) m->upgraded_from = getppid();
     if (cfg->daemon && daemon(1, 0) < 0) {
         log_error("cannot detach (daemon on): %s", strerror(errno));
         goto out;
@@ -681,6 +715,7 @@ int master_run(struct config *cfg, const struct master_args *args)
 
     for (;;) {
         reap(m); /* also catches exits whose SIGCHLD merged with another */
+        if (m->state == RUNNING) report(m, false);
         double t = now_s();
         respawn_due(m, t);
         struct config *c = m->cfg;
@@ -745,6 +780,7 @@ int master_run(struct config *cfg, const struct master_args *args)
             m->state = TERMINATING;
             m->deadline = now_s() + TERM_GRACE_S;
             m->killed = false;
+            report_stopping(m);
             close_listeners(m);
             signal_procs(m, ALL, SIGTERM);
             break;
@@ -753,6 +789,7 @@ int master_run(struct config *cfg, const struct master_args *args)
             log_info("SIGQUIT: graceful shutdown, draining uploads for up to %llu ms",
                      (unsigned long long)c->shutdown_timeout_ms);
             m->state = QUITTING;
+            report_stopping(m);
             m->deadline = now_s() + (double)c->shutdown_timeout_ms / 1e3 + QUIT_GRACE_S;
             close_listeners(m);
             signal_procs(m, WORKERS, SIGQUIT);
@@ -760,7 +797,9 @@ int master_run(struct config *cfg, const struct master_args *args)
         case SIGHUP:
             if (m->state != RUNNING) break;
             log_info("SIGHUP: reloading %s", c->file);
+            notify_reloading();
             reload(m);
+            report(m, true);
             break;
         case SIGUSR1:
             if (log_reopen() < 0) log_error("cannot reopen the error log: %s", strerror(errno));
