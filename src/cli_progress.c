@@ -34,38 +34,48 @@ void progress_begin(struct progress *p, bool on, const char *label, uint64_t tot
     p->total = total;
     p->start = now();
     p->last_draw = 0;
+    /* An empty file has no bytes to count: it goes straight to the scan. */
+    if (total == 0) progress_update(p, 0);
 }
 
 void progress_update(struct progress *p, uint64_t done)
 {
     if (!p->on) return;
     double t = now();
-    if (done < p->total && t - p->last_draw < 0.1) return;
+    bool sent = done >= p->total;
+    if (!sent && t - p->last_draw < 0.1) return;
     p->last_draw = t;
     struct winsize ws;
     int cols = ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20 ? ws.ws_col : 80;
     double el = t - p->start;
-    /* The first socket buffer fills at memory speed: no rate until it means something. */
-    double rate = el > 0.25 ? (double)done / el : 0;
-    char d[16], tot[16], r[16], eta[48] = "--:--";
+    char d[16], tot[16], r[16], tail[160];
     progress_bytes((double)done, d, sizeof d);
     progress_bytes((double)p->total, tot, sizeof tot);
-    if (rate > 0)
-        progress_bytes(rate, r, sizeof r);
-    else
-        snprintf(r, sizeof r, "--");
-    if (rate > 0 && done <= p->total) {
-        long left = (long)((double)(p->total - done) / rate + 0.5);
-        snprintf(eta, sizeof eta, "%ld:%02ld", left / 60, left % 60);
+    int tl;
+    if (sent) {
+        /* Every byte is out: the average over the whole file (never "--"),
+         * and what the wait is for now (a big archive can take a while). */
+        progress_bytes((double)done / (el > 0.001 ? el : 0.001), r, sizeof r);
+        tl = snprintf(tail, sizeof tail, " 100%% %s %s/s avg, scanning...", tot, r);
+    } else {
+        /* The first socket buffer fills at memory speed: no rate until it means something. */
+        double rate = el > 0.25 ? (double)done / el : 0;
+        char eta[48] = "--:--";
+        if (rate > 0) {
+            progress_bytes(rate, r, sizeof r);
+            long left = (long)((double)(p->total - done) / rate + 0.5);
+            snprintf(eta, sizeof eta, "%ld:%02ld", left / 60, left % 60);
+        } else {
+            snprintf(r, sizeof r, "--");
+        }
+        int pct = (int)(done * 100 / p->total);
+        tl = snprintf(tail, sizeof tail, " %3d%% %s/%s %s/s %s left", pct, d, tot, r, eta);
     }
-    int pct = p->total ? (int)(done * 100 / p->total) : 100;
-    char tail[160];
-    int tl = snprintf(tail, sizeof tail, " %3d%% %s/%s %s/s %s left", pct, d, tot, r, eta);
     int name_w = cols / 4;
     int bar_w = cols - name_w - tl - 4;
     if (bar_w < 5) bar_w = 5;
     char bar[512];
-    int fill = p->total ? (int)((double)done / (double)p->total * bar_w) : bar_w;
+    int fill = sent ? bar_w : (int)((double)done / (double)p->total * bar_w);
     for (int i = 0; i < bar_w && i < (int)sizeof bar - 1; i++)
         bar[i] = i < fill ? '#' : (i == fill ? '>' : '.');
     bar[bar_w < (int)sizeof bar ? bar_w : (int)sizeof bar - 1] = '\0';

@@ -1,5 +1,6 @@
 /* cli_progress: the intake CLI's per-file progress bar on a terminal: bytes,
- * rate and time left, redrawn in place at most 10 times a second. */
+ * rate and time left, redrawn in place at most 10 times a second; once the
+ * last byte is sent, the average rate and "scanning..." until the verdict. */
 #ifndef INTAKE_CLI_PROGRESS_H
 #define INTAKE_CLI_PROGRESS_H
 

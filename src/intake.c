@@ -50,18 +50,24 @@ struct link {
 
 static void usage(FILE *f)
 {
-    fputs("usage: intake [OPTIONS] HOST:PORT FILE...   (FILE may be - for stdin)\n"
+    fputs("usage: intake [OPTIONS] HOST:PORT FILE...    (FILE - reads stdin)\n"
           "       intake token --secret-file FILE [--ttl DURATION] [--max-size SIZE]\n"
-          "  -n, --name NAME    stored name (with a single FILE)\n"
+          "Sends each FILE to intaked and prints one line per file when it is scanned:\n"
+          "FILE: OK, FILE: VIRUS FOUND, or FILE: REASON ERROR.\n"
+          "  -n, --name NAME    store as NAME (one FILE only; stdin is stored as stdin)\n"
           "  -t, --token TOKEN  upload token (default $INTAKE_TOKEN)\n"
-          "  --sha256           send the file's SHA-256 for the server to verify\n"
-          "  --retries N        reconnect and resume after a lost connection (default 3)\n"
-          "  --tls, --cacert FILE, --insecure   TLS to the server\n"
-          "  --json             print the server's STATUS object per file\n"
+          "      --sha256       send the SHA-256 for the server to check (422 if not equal)\n"
+          "      --retries N    send a file again after a lost connection (default 3)\n"
+          "      --json         print the server's STATUS (or ERROR) object per file\n"
           "  -q, --quiet        no progress bar; print only infected files and errors\n"
-          "  -V                 version    -h  this help\n"
-          "HOST:PORT is host:port, [v6]:port or unix:/path. Exit status: 0 all clean or\n"
-          "unscanned, 1 any infected, 2 any error.\n",
+          "      --tls          TLS to the server (not supported yet)\n"
+          "      --cacert FILE  CA certificates for --tls (not supported yet)\n"
+          "      --insecure     do not check the certificate (not supported yet)\n"
+          "  -V, --version      print the version\n"
+          "  -h, --help         this help\n"
+          "HOST:PORT is host:port, [v6]:port or unix:/path. intake token is not supported\n"
+          "yet. Exit status: 0 all clean or unscanned, 1 any infected, 2 any error.\n"
+          "See intake(1).\n",
           f);
 }
 

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import pty
+import re
 import subprocess
 
 from conftest import INTAKE, sha256
@@ -151,3 +152,43 @@ def test_retries_after_the_worker_dies(daemon_factory, tmp_path):
     assert b"retrying" in err
     with open(os.path.join(d.accept_dir, "big.bin"), "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == hashlib.sha256(big.read_bytes()).hexdigest()
+
+
+def _frames_on_a_terminal(args):
+    """Runs intake with stderr on a pty; returns (result, the bar's frames)."""
+    master, slave = pty.openpty()
+    r = subprocess.run([INTAKE] + args, stdout=subprocess.PIPE, stderr=slave, timeout=60)
+    os.close(slave)
+    out = b""
+    try:
+        while True:
+            chunk = os.read(master, 65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    os.close(master)
+    return r, out.split(b"\r")
+
+
+def test_progress_bar_says_scanning_with_the_average_rate(daemon, tmp_path):
+    # Small enough to be sent before any running rate exists (that showed
+    # "--/s" on the last frame), and an empty file that has no bytes at all.
+    small = make(tmp_path, "small.bin", os.urandom(64 << 10))
+    empty = make(tmp_path, "empty.bin", b"")
+    for path, size in ((small, "64.0 KiB"), (empty, "0 B")):
+        r, frames = _frames_on_a_terminal(["127.0.0.1:%d" % daemon.tcp_port, path])
+        assert r.returncode == 0
+        assert frames[-1] == b"\x1b[K"  # erased before the result line
+        last = frames[-2].decode()
+        assert "100%" in last and "scanning..." in last and size in last, last
+        assert "--/s" not in last and "left" not in last, last
+        assert re.search(r" [0-9.]+ (B|KiB|MiB|GiB|TiB)/s avg, scanning\.\.\.", last), last
+
+
+def test_help_fits_one_screen():
+    r = run(["-h"])
+    assert r.returncode == 0
+    lines = r.stdout.decode().splitlines()
+    assert len(lines) <= 24 and max(len(l) for l in lines) <= 80
