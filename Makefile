@@ -144,7 +144,8 @@ bench: deps all $(BUILD)/wsbench
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
 	    $(DESTDIR)$(PREFIX)/etc/intake/signatures $(DESTDIR)$(PREFIX)/share/intake \
-	    $(DESTDIR)$(PREFIX)/share/doc/intake
+	    $(DESTDIR)$(PREFIX)/share/doc/intake $(DESTDIR)$(PREFIX)/share/man/man1 \
+	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8
 	install -m 755 $(BUILD)/intaked $(BUILD)/intake-scand $(DESTDIR)$(PREFIX)/sbin/
 	install -m 755 $(BUILD)/intake $(DESTDIR)$(PREFIX)/bin/intake
 	install -m 644 etc/signatures/*.hdb etc/signatures/*.ndb etc/signatures/README.md \
@@ -164,6 +165,10 @@ install: all
 	    etc/systemd/intaked.service $(DESTDIR)$(PREFIX)/share/intake/
 	install -m 644 etc/logrotate.d/intake $(DESTDIR)$(PREFIX)/share/intake/intake.logrotate
 	install -m 644 README.md LICENSE $(DESTDIR)$(PREFIX)/share/doc/intake/
+	install -m 644 docs/protocol.md docs/configuration.md $(DESTDIR)$(PREFIX)/share/doc/intake/
+	install -m 644 man/intake.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 man/intake.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 man/intaked.8 man/intake-scand.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 
 clean:
 	rm -rf build
