@@ -57,7 +57,7 @@ static void usage(FILE *f)
           "  -n, --name NAME    store as NAME (one FILE only; stdin is stored as stdin)\n"
           "  -t, --token TOKEN  upload token (default $INTAKE_TOKEN)\n"
           "      --sha256       send the SHA-256 for the server to check (422 if not equal)\n"
-          "      --retries N    send a file again after a lost connection (default 3)\n"
+          "      --retries N    after a lost connection resume, or start over (default 3)\n"
           "      --json         print the server's STATUS (or ERROR) object per file\n"
           "  -q, --quiet        no progress bar; print only infected files and errors\n"
           "      --tls          TLS to the server (not supported yet)\n"
