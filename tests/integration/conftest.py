@@ -187,6 +187,14 @@ class Daemon:
         return sorted(os.listdir(self.accept_dir)) if os.path.isdir(self.accept_dir) else []
 
     def spooled(self):
+        """Upload data in the spool: everything but the records (<id>.state)
+        that keep an upload resumable and its verdict askable."""
+        return [f for f in self._spool() if not f.endswith(".state")]
+
+    def records(self):
+        return [f for f in self._spool() if f.endswith(".state")]
+
+    def _spool(self):
         return sorted(os.listdir(self.spool_dir)) if os.path.isdir(self.spool_dir) else []
 
     def stop(self):
