@@ -34,7 +34,8 @@ CORE    := src/log.c src/config.c src/store.c src/record.c src/upload.c src/resu
 # Worker modules without I/O loops: linked into the daemon and the unit tests.
 WORKER_LIB := workers/tcp_line.c workers/http.c workers/ws_frame.c workers/scan.c src/metrics.c
 DAEMON  := src/main.c src/master.c src/sweep.c src/net.c src/notify.c src/pidfile.c src/proctitle.c \
-           workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/page.S workers/jobs.c $(WORKER_LIB)
+           workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/tls.c workers/page.S \
+           workers/jobs.c $(WORKER_LIB)
 CLI     := src/intake.c src/cli_progress.c
 SCAND   := workers/scand.c src/log.c src/proctitle.c src/config.c
 

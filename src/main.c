@@ -5,6 +5,7 @@
 #include "master.h"
 #include "pidfile.h"
 #include "proctitle.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -114,6 +115,12 @@ int main(int argc, char **argv)
         goto out;
     }
     if (test) {
+        SSL_CTX *tls; /* -t also loads the certificate and key */
+        if (tls_server_load(c, &tls, err, sizeof err) < 0) {
+            fprintf(stderr, "intaked: %s\n", err);
+            goto out;
+        }
+        SSL_CTX_free(tls);
         printf("configuration ok\n");
         rc = 0;
         goto out;

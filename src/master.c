@@ -22,6 +22,7 @@
 #include "scan.h"
 #include "store.h"
 #include "sweep.h"
+#include "tls.h"
 #include "worker.h"
 
 #include <dirent.h>
@@ -399,12 +400,6 @@ static int build_listeners(struct master *m, const struct config *cfg, struct ma
     int n = 0;
     for (int i = 0; i < cfg->n_listen; i++) {
         const struct listen_addr *want = &cfg->listen[i];
-        if (want->tls) {
-            log_error("%s: TLS listeners are not available in this version of intaked; remove "
-                      "\"tls\" or terminate TLS in nginx",
-                      want->text);
-            goto fail;
-        }
         int j = 0;
         while (j < n_pool && (taken[j] || !same_address(&pool[j].addr, want)))
             j++;
@@ -522,6 +517,15 @@ static void reload(struct master *m)
         config_free(nc);
         return;
     }
+    /* The certificate and key are re-read at every reload. */
+    SSL_CTX *tls = NULL;
+    if (tls_server_load(nc, &tls, err, sizeof err) < 0) {
+        log_error("reload failed: %s; still running with the previous configuration and "
+                  "certificate",
+                  err);
+        config_free(nc);
+        return;
+    }
     struct config *old = m->cfg;
     m->cfg = nc; /* prepare_* and spawn_* read m->cfg */
     struct master_listener next[CONFIG_MAX_LISTEN];
@@ -533,6 +537,7 @@ static void reload(struct master *m)
         m->cfg = old;
         prepare_user(m, old);
         config_free(nc);
+        SSL_CTX_free(tls);
         log_error("reload failed (see above); still running with the previous configuration");
         return;
     }
@@ -559,6 +564,10 @@ static void reload(struct master *m)
         if (nc->scanner == SCANNER_OFF) m->metrics->scanner = MS_OFF;
     }
     config_free(old);
+    tls_server_use(tls); /* the new workers inherit it */
+    char what[512];
+    tls_server_describe(what, sizeof what);
+    if (what[0]) log_info("reload: %s", what);
     spawn_workers(m);
     int retired = 0;
     for (int i = 0; i < m->n_procs; i++)
@@ -672,6 +681,13 @@ int master_run(struct config *cfg, const struct master_args *args)
                   "intaked; remove the directive (uploads would not be protected)");
         goto out;
     }
+    SSL_CTX *tls = NULL;
+    char err[1024];
+    if (tls_server_load(cfg, &tls, err, sizeof err) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    tls_server_use(tls);
     if (prepare_user(m, cfg) < 0 || prepare_dirs(m, cfg) < 0) goto out;
     if (cfg->scanner == SCANNER_BUILTIN && access(m->scand, X_OK) < 0) {
         log_error("scanner builtin: %s not found or not executable; install intake-scand "
@@ -709,8 +725,11 @@ int master_run(struct config *cfg, const struct master_args *args)
     if (cfg->scanner == SCANNER_BUILTIN) spawn_scanner(m);
     spawn_workers(m);
     for (int i = 0; i < m->n_ls; i++)
-        log_info("listening on %s (%s)", m->ls[i].addr.text,
-                 m->ls[i].addr.kind == LISTEN_WS ? "WebSocket/HTTP" : "raw TCP");
+        log_info("listening on %s (%s%s)", m->ls[i].addr.text,
+                 m->ls[i].addr.kind == LISTEN_WS ? "WebSocket/HTTP" : "raw TCP",
+                 m->ls[i].addr.tls ? " over TLS" : "");
+    tls_server_describe(err, sizeof err);
+    if (err[0]) log_info("%s", err);
     log_info("master ready: %d workers", m->n_workers);
 
     for (;;) {

@@ -3,6 +3,7 @@
 #include "conn.h"
 
 #include "log.h"
+#include "tls.h"
 
 #include <cjson/cJSON.h>
 #include <sys/time.h>
@@ -132,16 +133,18 @@ struct conn *conn_new(struct worker *w, int fd, const struct listen_addr *addr)
 static void update_io(struct conn *c)
 {
     int ev = 0;
-    if (c->out_len > c->out_off) ev |= EV_WRITE;
+    if (c->out_len > c->out_off || tls_read_wants_write(c)) ev |= EV_WRITE;
     /* Backpressure: no reading while a reply waits for the client or a job
      * owns the upload. Lingering reads whatever comes, to discard it. */
     else if (c->state == CONN_HEADER || c->state == CONN_BODY)
         ev |= EV_READ;
-    if (c->state == CONN_LINGER) ev |= EV_READ;
-    if ((c->io.events & (EV_READ | EV_WRITE)) == ev && ev_is_active(&c->io)) return;
-    ev_io_stop(c->w->loop, &c->io);
-    ev_io_set(&c->io, c->fd, ev);
-    if (ev) ev_io_start(c->w->loop, &c->io);
+    if (c->state == CONN_LINGER && !tls_read_wants_write(c)) ev |= EV_READ;
+    if ((c->io.events & (EV_READ | EV_WRITE)) != ev || !ev_is_active(&c->io)) {
+        ev_io_stop(c->w->loop, &c->io);
+        ev_io_set(&c->io, c->fd, ev);
+        if (ev) ev_io_start(c->w->loop, &c->io);
+    }
+    tls_kick(c);
 }
 
 static double state_timeout(struct conn *c)
@@ -179,7 +182,7 @@ void conn_set_state(struct conn *c, enum conn_state s)
 static int flush(struct conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = conn_xmit(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
         if (n < 0) return -1;
@@ -197,7 +200,7 @@ static int flush(struct conn *c)
 
 static void after_flush(struct conn *c)
 {
-    if (c->out_len == 0 && c->state == CONN_LINGER) shutdown(c->fd, SHUT_WR);
+    if (c->out_len == 0 && c->state == CONN_LINGER) conn_shutdown_write(c);
     update_io(c);
 }
 
@@ -443,6 +446,7 @@ void conn_close(struct conn *c)
     conn_abort_upload(c, 499);
     ev_io_stop(w->loop, &c->io);
     ev_timer_stop(w->loop, &c->timer);
+    tls_conn_free(c);
     close(c->fd);
     c->fd = -1;
     c->state = CONN_CLOSED;
@@ -485,7 +489,7 @@ void conn_drain(struct conn *c)
 static void linger_read(struct conn *c)
 {
     for (int i = 0; i < 16; i++) {
-        ssize_t n = read(c->fd, c->w->rbuf, c->w->rbuf_size);
+        ssize_t n = conn_recv(c, c->w->rbuf, c->w->rbuf_size);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (n <= 0) {
@@ -506,17 +510,19 @@ static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         after_flush(c);
-        /* Readable input waits for the next round: the reply went first. */
-        return;
+        /* Readable input waits for the next round: the reply went first
+         * (unless a TLS read was waiting for the socket to take its records). */
+        if (!tls_resume_read(c)) return;
+        revents |= EV_READ;
     }
     if (!(revents & EV_READ)) return;
-    if (c->state == CONN_LINGER) {
+    if (c->state == CONN_LINGER)
         linger_read(c);
-        return;
-    }
-    /* A few reads per wakeup, so one fast client cannot starve the others. */
-    for (int i = 0; i < READS_PER_WAKEUP; i++)
-        if ((c->state != CONN_HEADER && c->state != CONN_BODY) || !c->t->read_step(c)) return;
+    else /* A few reads per wakeup, so one fast client cannot starve the others. */
+        for (int i = 0; i < READS_PER_WAKEUP; i++)
+            if ((c->state != CONN_HEADER && c->state != CONN_BODY) || !c->t->read_step(c)) break;
+    /* TLS: a read may wait to write, or leave decrypted input behind. */
+    if (c->tls && c->state != CONN_CLOSED) update_io(c);
 }
 
 static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
@@ -527,6 +533,7 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     const struct config *cfg = c->w->cfg;
     switch (c->state) {
     case CONN_HEADER:
+        if (tls_handshake_timeout(c)) break;
         if (c->uploads > 0 && c->carry_len == 0)
             conn_fail(c, 408, "no new upload for %llu ms; closing",
                       (unsigned long long)cfg->idle_timeout_ms);

@@ -26,6 +26,7 @@
 struct worker;
 struct conn;
 struct ws;
+struct tls;
 
 enum conn_state {
     CONN_HEADER,    /* waiting for a header line / HTTP request head */
@@ -71,7 +72,8 @@ struct conn {
     size_t carry_len;
     struct tcp_line line;
     struct http_parser http;
-    struct ws *ws; /* after a WebSocket upgrade */
+    struct ws *ws;   /* after a WebSocket upgrade */
+    struct tls *tls; /* on a tls listener (tls.c) */
 
     char *out;
     size_t out_len, out_off, out_cap;

@@ -1,11 +1,12 @@
 /* tcp: see tcp.h. Reads are sized so that they never run past the current
  * body: body bytes go from the socket to the spool file through the worker's
- * pipe (splice, no copy) or, failing that, its shared buffer, and only
- * header-line bytes are ever kept per connection. */
+ * pipe (splice, no copy) or, over TLS or failing that, its shared buffer
+ * (decrypted there), and only header-line bytes are ever kept per connection. */
 #define _GNU_SOURCE
 #include "tcp.h"
 
 #include "log.h"
+#include "tls.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -110,7 +111,7 @@ static int read_header(struct conn *c)
         return 0;
     }
     bool was_empty = c->carry_len == 0;
-    ssize_t n = read(c->fd, c->carry + c->carry_len, CARRY_CAP - c->carry_len);
+    ssize_t n = conn_recv(c, c->carry + c->carry_len, CARRY_CAP - c->carry_len);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
         log_debug("%s: read failed: %s", c->peer, strerror(errno));
@@ -138,7 +139,7 @@ static int read_body(struct conn *c)
 {
     struct worker *w = c->w;
     uint64_t rem = upload_remaining(&c->up);
-    if (w->pipe[0] >= 0) {
+    if (w->pipe[0] >= 0 && !c->tls) {
         /* Zero copy: socket -> pipe -> spool file, never through user space. */
         size_t want = rem < w->pipe_size ? (size_t)rem : w->pipe_size;
         ssize_t n = splice(c->fd, NULL, w->pipe[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -162,7 +163,7 @@ static int read_body(struct conn *c)
         /* This socket cannot splice: copy. */
     }
     size_t want = rem < w->rbuf_size ? (size_t)rem : w->rbuf_size;
-    ssize_t n = read(c->fd, w->rbuf, want);
+    ssize_t n = conn_recv(c, w->rbuf, want);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
         log_info("upload %s (%s) from %s: read failed: %s", c->up.id, c->up.filename, c->peer,

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "proctitle.h"
 #include "scan.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -150,6 +151,10 @@ static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
         }
         peer_name(fd, c->peer, sizeof c->peer, c->remote, sizeof c->remote);
         log_debug("%s: connected to %s", c->peer, l->addr->text);
+        if (l->addr->tls && tls_conn_start(c) < 0) {
+            conn_close(c);
+            continue;
+        }
         set_accepting(w, true);
     }
 }

@@ -7,6 +7,7 @@
 #include "ws.h"
 
 #include "log.h"
+#include "tls.h"
 #include "utf8.h"
 #include "worker.h"
 #include "ws_frame.h"
@@ -706,7 +707,7 @@ static int read_head(struct conn *c)
         http_error(c, 431, "request head over 8 KiB", NULL);
         return 0;
     }
-    ssize_t n = read(c->fd, c->carry + c->carry_len, HEAD_CAP - c->carry_len);
+    ssize_t n = conn_recv(c, c->carry + c->carry_len, HEAD_CAP - c->carry_len);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
         conn_close(c);
@@ -744,7 +745,7 @@ static int read_head(struct conn *c)
 static int read_frames(struct conn *c)
 {
     struct worker *w = c->w;
-    ssize_t n = read(c->fd, w->rbuf, w->rbuf_size);
+    ssize_t n = conn_recv(c, w->rbuf, w->rbuf_size);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
         conn_close(c);
