@@ -36,7 +36,7 @@ WORKER_LIB := workers/tcp_line.c workers/http.c workers/ws_frame.c workers/scan.
 DAEMON  := src/main.c src/master.c src/sweep.c src/net.c src/notify.c src/pidfile.c src/proctitle.c \
            workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/tls.c workers/page.S \
            workers/jobs.c $(WORKER_LIB)
-CLI     := src/intake.c src/cli_progress.c
+CLI     := src/intake.c src/cli_progress.c src/cli_tls.c
 SCAND   := workers/scand.c src/log.c src/proctitle.c src/config.c
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))

@@ -5,6 +5,7 @@
  * 2 error. */
 #define _GNU_SOURCE
 #include "cli_progress.h"
+#include "cli_tls.h"
 #include "config.h"
 #include "upload.h"
 
@@ -44,6 +45,7 @@ struct opts {
 
 struct link {
     int fd;
+    SSL *ssl; /* with --tls */
     char buf[LINE_CAP];
     size_t len;
 };
@@ -111,16 +113,24 @@ static int dial(const char *target, char *err, size_t errlen)
     return fd;
 }
 
+static void link_close(struct link *l)
+{
+    cli_tls_close(l->ssl);
+    l->ssl = NULL;
+    close(l->fd);
+    l->fd = -1;
+}
+
 /* Reads what is there (or waits when block) into the line buffer. 1 if bytes
  * came, 0 on EOF, -1 on error. */
 static int fill(struct link *l, int timeout_ms)
 {
     struct pollfd p = {.fd = l->fd, .events = POLLIN};
-    int pr = poll(&p, 1, timeout_ms);
+    int pr = cli_tls_poll(l->ssl, &p, timeout_ms);
     if (pr <= 0) return pr < 0 ? -1 : 2; /* 2: nothing yet */
     if (l->len == sizeof l->buf) return -1;
-    ssize_t n = read(l->fd, l->buf + l->len, sizeof l->buf - l->len);
-    if (n < 0) return errno == EINTR ? 2 : -1;
+    ssize_t n = cli_tls_read(l->ssl, l->fd, l->buf + l->len, sizeof l->buf - l->len);
+    if (n < 0) return errno == EINTR || errno == EAGAIN ? 2 : -1;
     if (n == 0) return 0;
     l->len += (size_t)n;
     return 1;
@@ -206,7 +216,7 @@ static void attempt(struct link *l, int fd, uint64_t size, const char *name, con
     size_t hl = strlen(hdr);
     hdr = realloc(hdr, hl + 2);
     hdr[hl++] = '\n';
-    ssize_t w = send(l->fd, hdr, hl, MSG_NOSIGNAL);
+    ssize_t w = cli_tls_send(l->ssl, l->fd, hdr, hl);
     free(hdr);
     if (w != (ssize_t)hl) {
         out->lost = true;
@@ -254,7 +264,7 @@ static void attempt(struct link *l, int fd, uint64_t size, const char *name, con
         }
         struct pollfd p = {.fd = l->fd, .events = POLLIN};
         if (sending && off < size) p.events |= POLLOUT;
-        if (poll(&p, 1, -1) < 0) {
+        if (cli_tls_poll(l->ssl, &p, -1) < 0) {
             if (errno == EINTR) continue;
             break;
         }
@@ -270,7 +280,7 @@ static void attempt(struct link *l, int fd, uint64_t size, const char *name, con
         if (p.revents & POLLOUT) {
             off_t pos = (off_t)off;
             size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
-            ssize_t s = sendfile(l->fd, fd, &pos, n);
+            ssize_t s = cli_tls_sendfile(l->ssl, l->fd, fd, &pos, n);
             if (s < 0 && errno == EINTR) continue;
             if (s <= 0) {
                 snprintf(out->message, sizeof out->message, "connection lost: %s",
@@ -387,7 +397,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1 && strcmp(argv[1], "token") == 0) return cmd_token(argc - 1, argv + 1);
     struct opts o = {.retries = 3, .token = getenv("INTAKE_TOKEN")};
-    bool tls = false;
+    bool tls = false, insecure = false;
+    const char *cacert = NULL;
     static const struct option longs[] = {
         {"name", required_argument, 0, 'n'},    {"token", required_argument, 0, 't'},
         {"tls", no_argument, 0, 'T'},           {"cacert", required_argument, 0, 'C'},
@@ -404,10 +415,15 @@ int main(int argc, char **argv)
         case 't':
             o.token = optarg;
             break;
-        case 'T':
-        case 'C':
-        case 'I':
+        case 'T': /* --cacert and --insecure imply --tls */
             tls = true;
+            break;
+        case 'C':
+            tls = true;
+            cacert = optarg;
+            break;
+        case 'I':
+            tls = insecure = true;
             break;
         case 'S':
             o.sha256 = true;
@@ -443,8 +459,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (tls) {
-        fprintf(stderr, "intake: TLS is not supported by this version of intake\n");
+    SSL_CTX *tls_ctx = NULL;
+    char err[256];
+    if (tls && !(tls_ctx = cli_tls_context(cacert, insecure, err, sizeof err))) {
+        fprintf(stderr, "intake: %s\n", err);
         return 2;
     }
     const char *target = argv[optind++];
@@ -457,7 +475,6 @@ int main(int argc, char **argv)
 
     static struct link l;
     l.fd = -1;
-    char err[256];
     int worst = R_CLEAN;
     for (int i = optind; i < argc; i++) {
         const char *path = argv[i];
@@ -501,6 +518,9 @@ int main(int argc, char **argv)
             if (l.fd < 0) {
                 l.fd = dial(target, err, sizeof err);
                 l.len = 0;
+                if (l.fd >= 0 && tls_ctx &&
+                    !(l.ssl = cli_tls_connect(tls_ctx, l.fd, target, err, sizeof err)))
+                    link_close(&l);
                 if (l.fd < 0) {
                     if (attempt_no < o.retries && out.id[0]) {
                         pause_for(&backoff);
@@ -525,8 +545,7 @@ int main(int argc, char **argv)
                 resume_refused = refused && !in_use &&
                                  (code->valueint == 404 || code->valueint == 409);
                 if (strcmp(msg_type(m), "ERROR") == 0) {
-                    close(l.fd); /* the server closes after ERROR */
-                    l.fd = -1;
+                    link_close(&l); /* the server closes after ERROR */
                 }
                 cJSON_Delete(m);
             }
@@ -551,21 +570,18 @@ int main(int argc, char **argv)
                 continue;
             }
             if (!out.lost || attempt_no >= o.retries) break;
-            close(l.fd);
-            l.fd = -1;
+            link_close(&l);
             if (!o.quiet) fprintf(stderr, "intake: %s: %s; retrying\n", path, out.message);
             pause_for(&backoff);
         }
-        if (out.lost && l.fd >= 0) {
-            close(l.fd);
-            l.fd = -1;
-        }
+        if (out.lost && l.fd >= 0) link_close(&l);
         print_result(path, &out, &o);
         if ((int)out.r > worst) worst = (int)out.r;
         free(pathcopy);
         close(fd);
     }
-    if (l.fd >= 0) close(l.fd);
+    if (l.fd >= 0) link_close(&l);
+    SSL_CTX_free(tls_ctx);
     return worst;
 }
 

@@ -30,8 +30,8 @@ struct tls {
     bool more;             /* the last read filled its buffer: TLS may hold more input */
     bool failed;           /* a TLS error: no more I/O */
     bool eof;
-    bool shut; /* close_notify sent */
-    bool up;   /* handshake done (and logged) */
+    bool shut;  /* close_notify sent */
+    bool up;    /* handshake done (and logged) */
     bool hello; /* the first byte looked like a TLS handshake record */
 };
 
@@ -80,8 +80,9 @@ int tls_server_load(const struct config *cfg, SSL_CTX **out, char *err, size_t e
     if (!wanted) return 0;
     const char *cert = cfg->tls_certificate, *key = cfg->tls_certificate_key;
     if (!cert || !key) {
-        snprintf(err, errlen, "a listener says \"tls\" but tls_certificate and "
-                              "tls_certificate_key are not both set");
+        snprintf(err, errlen,
+                 "a listener says \"tls\" but tls_certificate and "
+                 "tls_certificate_key are not both set");
         return -1;
     }
     if (readable("tls_certificate", cert, err, errlen) < 0 ||
