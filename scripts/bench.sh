@@ -1,13 +1,16 @@
 #!/bin/sh
 # bench.sh: one large raw TCP upload through intaked next to socat receiving
-# the same file into a file, measured in the same run on the same disk.
-#   scripts/bench.sh [SIZE_MIB] [RUNS]     (defaults: 1024 MiB, 3 runs)
+# the same file into a file, measured in the same run on the same disk, and
+# the same upload over TLS (listen_tcp ... tls, intake --tls) next to plain.
+#   scripts/bench.sh [SIZE_MIB] [RUNS] [tcp]   (defaults: 1024 MiB, 3 runs;
+#                                              tcp: stop after the raw TCP table)
 # Both sides end with the data fsynced: intake only answers STATUS after
 # fsync + rename + directory fsync, so the baseline runs `sync FILE` too.
 set -eu
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 RUNS=${2:-3}
+ONLY=${3:-}
 BUILD=${BUILD:-build}
 command -v socat >/dev/null || { echo "bench: socat missing (make deps)" >&2; exit 1; }
 [ -x "$BUILD/intaked" ] || { echo "bench: run make first" >&2; exit 1; }
@@ -24,10 +27,22 @@ rate() { awk -v s="$SIZE_MIB" -v a="$1" -v b="$2" 'BEGIN{printf "%.0f", s/(b-a)}
 echo "bench: writing a ${SIZE_MIB} MiB test file in $TMP"
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$TMP/src.bin"
 
-TCP=$(port); WS=$(port)
+# A throwaway CA and server certificate (P-256) for the TLS listener.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj "/CN=intake bench CA" -keyout "$TMP/ca.key" -out "$TMP/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$TMP/srv.key" -out "$TMP/srv.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > "$TMP/srv.ext"
+openssl x509 -req -in "$TMP/srv.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca.key" -set_serial 1 \
+    -days 1 -extfile "$TMP/srv.ext" -out "$TMP/srv.pem" 2>/dev/null
+
+TCP=$(port); WS=$(port); TLS=$(port)
 cat > "$TMP/intake.conf" <<CONF
 workers 1
 listen_tcp 127.0.0.1:$TCP
+listen_tcp 127.0.0.1:$TLS tls
+tls_certificate $TMP/srv.pem
+tls_certificate_key $TMP/srv.key
 listen_ws 127.0.0.1:$WS
 scanner off
 max_file_size 64G
@@ -66,13 +81,24 @@ for i in $(seq "$RUNS"); do
     t1=$(now)
     ours=$(rate "$t0" "$t1")
     rm -f "$TMP/accepted/"*
+
+    # The same over TLS (AES-GCM): decrypted into the worker's buffer, no splice.
+    sync
+    t0=$(now)
+    "$BUILD/intake" -q --cacert "$TMP/ca.pem" "127.0.0.1:$TLS" "$TMP/src.bin"
+    t1=$(now)
+    tls=$(rate "$t0" "$t1")
+    rm -f "$TMP/accepted/"*
     printf '%-34s %10s\n' "socat -b256K into a file (+fsync) #$i" "$base"
     printf '%-34s %10s %9s%%\n' "intaked raw TCP (intake CLI) #$i" "$ours" \
         "$(awk -v a="$ours" -v b="$base" 'BEGIN{printf "%.0f", 100*a/b}')"
+    printf '%-34s %10s %9s%%  of raw TCP (goal >= 70%%)\n' "intaked raw TCP over TLS #$i" "$tls" \
+        "$(awk -v a="$tls" -v b="$ours" 'BEGIN{printf "%.0f", 100*a/b}')"
 done
 HWM=$(awk '/VmHWM/{print $2" "$3}' "/proc/$WORKER/status")
 echo
 echo "worker peak RSS (VmHWM) after $RUNS uploads of ${SIZE_MIB} MiB: $HWM"
+[ "$ONLY" = tcp ] && exit 0
 
 # WebSocket next to raw TCP through the same kind of daemon.
 kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; PID=""

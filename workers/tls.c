@@ -103,8 +103,10 @@ int tls_server_load(const struct config *cfg, SSL_CTX **out, char *err, size_t e
                                  SSL_OP_PRIORITIZE_CHACHA);
     /* Partial writes and a moving buffer: conn.c's output buffer may grow
      * (realloc) between a write that waited and its retry. Read-ahead: one
-     * read(2) takes several records. */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+     * read(2) takes several records. Released buffers: an idle connection
+     * (between uploads, waiting for a verdict) holds no TLS buffers. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
