@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 import websockets
 
-from conftest import INTAKE, INTAKED, ROOT, file_sha256, wait_for
+from conftest import INTAKE, INTAKED, ROOT, file_sha256, free_ports, wait_for
 
 SERIAL_A, SERIAL_B = "1001", "2002"
 
@@ -408,3 +408,75 @@ def test_upload_page_over_https(daemon_factory, tmp_path, pki):
                               "state": page["items"][0]["state"]}]
     assert "stored as secure.bin" in page["items"][0]["state"]
     assert file_sha256(os.path.join(d.accept_dir, "secure.bin")) == file_sha256(str(f))
+
+
+def test_tls_at_nginx_in_front_of_plain_intaked(daemon_factory, tmp_path, pki):
+    """The shipped samples etc/nginx/intake-{http,stream}-tls.conf with real
+    nginx: HTTPS page and wss upload, and intake --tls through the stream
+    block, to a plain intaked."""
+    nginx_bin = "/usr/sbin/nginx"
+    assert os.path.exists(nginx_bin), "nginx missing: run scripts/deps.sh"
+    d = daemon_factory()
+    https_port, http_port, stream_port = free_ports(3)
+    cert, key = pki["a"]
+
+    def sample(name, repl):
+        with open(os.path.join(ROOT, "etc", "nginx", name)) as f:
+            text = f.read()
+        repl = dict(repl, **{"/etc/ssl/intake/fullchain.pem": cert,
+                             "/etc/ssl/intake/privkey.pem": key})
+        for a, b in repl.items():
+            assert a in text, a
+            text = text.replace(a, b)
+        return text
+
+    http_conf = sample("intake-http-tls.conf", {
+        "127.0.0.1:8080": "127.0.0.1:%d" % d.ws_port,
+        "listen 443 ssl;": "listen 127.0.0.1:%d ssl;" % https_port,
+        "listen 80;": "listen 127.0.0.1:%d;" % http_port})
+    stream_conf = sample("intake-stream-tls.conf", {
+        "127.0.0.1:9090": "127.0.0.1:%d" % d.tcp_port,
+        "listen 9443 ssl;": "listen 127.0.0.1:%d ssl;" % stream_port})
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
+                    "pid %s/nginx.pid;\nerror_log %s/nginx-error.log;\nuser root;\n"
+                    "events {}\n%s\nhttp {\n access_log off;\n client_body_temp_path %s;\n"
+                    " proxy_temp_path %s;\n%s\n}\n"
+                    % (tmp_path, tmp_path, stream_conf, tmp_path, tmp_path, http_conf))
+    nginx = subprocess.Popen([nginx_bin, "-c", str(conf), "-g", "daemon off;"],
+                             stderr=subprocess.PIPE)
+    try:
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", stream_port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(lambda: up() or nginx.poll() is not None, 10, what="nginx")
+        assert nginx.poll() is None, nginx.stderr.read().decode()
+        ctx = client_ctx(pki)
+        with urllib.request.urlopen("https://localhost:%d/" % https_port, context=ctx,
+                                    timeout=10) as r:
+            assert r.status == 200 and b"<title>intake: upload files</title>" in r.read()
+        data = os.urandom(2 << 20)
+
+        async def wss():
+            async with websockets.connect("wss://localhost:%d/upload" % https_port, ssl=ctx,
+                                          max_size=None) as w:
+                await w.send(json.dumps({"type": "START", "filename": "via-nginx.bin",
+                                         "size": len(data)}))
+                await w.recv()
+                await w.send(data)
+                await w.recv()
+                await w.send('{"type":"DONE"}')
+                return json.loads(await w.recv())
+        st = asyncio.run(asyncio.wait_for(wss(), 60))
+        assert st["verdict"] == "unscanned" and st["sha256"] == hashlib.sha256(data).hexdigest()
+        f = tmp_path / "cli.txt"
+        f.write_bytes(b"through the stream block over TLS\n")
+        r = run_cli("--cacert", pki["ca"], "localhost:%d" % stream_port, str(f))
+        assert r.returncode == 0 and r.stdout == "%s: OK (not scanned)\n" % f, r
+        assert sorted(d.accepted()) == ["cli.txt", "via-nginx.bin"]
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
