@@ -119,6 +119,13 @@ def test_raw_tcp_uploads_and_a_resumed_session(daemon_factory, tmp_path, pki, ve
         read = lines(s2)
         assert read()["type"] == "READY" and read()["verdict"] == "unscanned"
     assert open(os.path.join(d.accept_dir, "again.txt"), "rb").read() == b"abc"
+    # An ERROR goes out before the close (and TLS's close_notify after it).
+    with connect(d, ctx) as s3:
+        s3.sendall(b"not a header\n")
+        f = s3.makefile("rb")
+        err = json.loads(f.readline())
+        assert err["type"] == "ERROR" and err["code"] == 400
+        assert f.read() == b""
 
 
 def test_https_page_healthz_and_metrics(daemon_factory, tmp_path, pki):
@@ -254,6 +261,21 @@ def test_cli_verifies_the_server(daemon_factory, tmp_path, pki):
     assert "not a TLS client on 127.0.0.1:%d" % d.tcp_port in d.logs()
     r = run_cli("--cacert", str(tmp_path / "missing.pem"), "127.0.0.1:%d" % d.tcp_port, str(f))
     assert r.returncode == 2 and "missing.pem: No such file or directory" in r.stderr
+
+
+def test_cli_resumes_its_session_after_an_error(daemon_factory, tmp_path, pki):
+    """The server closes after an ERROR; the CLI reconnects for the next file
+    and resumes its TLS session."""
+    d = tls_daemon(daemon_factory, tmp_path, pki["a"], max_file_size="1M", log_level="debug")
+    big, small = tmp_path / "big.bin", tmp_path / "small.txt"
+    big.write_bytes(b"x" * (2 << 20))
+    small.write_text("fits\n")
+    r = run_cli("--cacert", pki["ca"], "localhost:%d" % d.tcp_port, str(big), str(small))
+    assert r.returncode == 2
+    assert r.stdout.splitlines()[1] == "%s: OK (not scanned)" % small, r
+    log = d.logs()
+    assert log.count(": TLSv1.3 TLS_AES_128_GCM_SHA256") == 2
+    assert log.count(": TLSv1.3 TLS_AES_128_GCM_SHA256, session resumed") == 1
 
 
 def test_cli_refuses_a_certificate_for_another_name(daemon_factory, tmp_path, pki):
