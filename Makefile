@@ -30,7 +30,7 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 # What every program shares.
-CORE    := src/log.c src/config.c src/store.c src/record.c src/upload.c src/resume.c src/utf8.c src/proxy.c
+CORE    := src/log.c src/config.c src/store.c src/record.c src/upload.c src/resume.c src/utf8.c src/proxy.c src/token.c
 # Worker modules without I/O loops: linked into the daemon and the unit tests.
 WORKER_LIB := workers/tcp_line.c workers/http.c workers/ws_frame.c workers/scan.c src/metrics.c
 DAEMON  := src/main.c src/master.c src/sweep.c src/net.c src/notify.c src/pidfile.c src/proctitle.c \
@@ -41,7 +41,7 @@ SCAND   := workers/scand.c src/log.c src/proctitle.c src/config.c
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
-UNIT_TESTS := config store record upload tcp_line http ws_frame scan proxy metrics
+UNIT_TESTS := config store record upload tcp_line http ws_frame scan proxy metrics token
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
@@ -131,6 +131,17 @@ build/fuzz/fuzz_record: tests/fuzz/fuzz_record.c src/record.c
 	@mkdir -p build/fuzz
 	clang -g -O1 -std=c11 -Isrc -fsanitize=fuzzer,address,undefined -o $@ $^
 FUZZ_TARGETS += record
+
+# Targets with a file of their own (tests/fuzz/fuzz_<name>.c).
+FUZZ_TARGETS += token origin
+FUZZ_OWN_CFLAGS = -g -O1 -std=c11 -D_GNU_SOURCE -Isrc -Iworkers $(PKG_CFLAGS) \
+    -fsanitize=fuzzer,address,undefined
+build/fuzz/fuzz_token: tests/fuzz/fuzz_token.c src/token.c
+	@mkdir -p build/fuzz
+	clang $(FUZZ_OWN_CFLAGS) -o $@ $^ $(PKG_LIBS)
+build/fuzz/fuzz_origin: tests/fuzz/fuzz_origin.c src/origin.c
+	@mkdir -p build/fuzz
+	clang $(FUZZ_OWN_CFLAGS) -o $@ $^
 
 fuzz: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
 	@set -e; for t in $(FUZZ_TARGETS); do \
