@@ -8,11 +8,13 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define LINE_MAX_BYTES 4096
@@ -191,6 +193,101 @@ toolong:
     return -1;
 }
 
+/* --- the secret file -------------------------------------------------------- */
+
+void config_secrets_free(struct config_secrets *s)
+{
+    if (s->buf) {
+        explicit_bzero(s->buf, s->buf_len);
+        free(s->buf);
+    }
+    memset(s, 0, sizeof *s);
+}
+
+static int read_all(int fd, unsigned char *buf, size_t cap, size_t *len)
+{
+    *len = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + *len, cap - *len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return -errno;
+        if (r == 0) return 0;
+        *len += (size_t)r;
+        if (*len == cap) return -EFBIG;
+    }
+}
+
+int config_read_secrets(const char *path, struct config_secrets *out, char *why, size_t whylen)
+{
+    memset(out, 0, sizeof *out);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(why, whylen, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    /* Checked on the open file, so what is checked is what is read. */
+    struct stat st;
+    int rc = -1;
+    if (fstat(fd, &st) < 0) {
+        snprintf(why, whylen, "cannot stat: %s", strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, whylen, "not a regular file");
+        goto out;
+    }
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        snprintf(why, whylen,
+                 "group or others may access it (mode %04o); allow only its owner "
+                 "(chmod 600), as sshd requires of private keys",
+                 (unsigned)(st.st_mode & 07777));
+        goto out;
+    }
+    /* One byte more than allowed, to tell "at the limit" from "over it". */
+    out->buf = malloc(CONFIG_SECRET_FILE_MAX + 1);
+    if (!out->buf) abort();
+    int r = read_all(fd, out->buf, CONFIG_SECRET_FILE_MAX + 1, &out->buf_len);
+    if (r == -EFBIG) {
+        snprintf(why, whylen, "larger than %d KiB", CONFIG_SECRET_FILE_MAX / 1024);
+        goto out;
+    }
+    if (r < 0) {
+        snprintf(why, whylen, "read error: %s", strerror(-r));
+        goto out;
+    }
+    size_t pos = 0;
+    for (int line = 1; pos < out->buf_len; line++) {
+        const unsigned char *p = out->buf + pos;
+        const unsigned char *nl = memchr(p, '\n', out->buf_len - pos);
+        size_t len = nl ? (size_t)(nl - p) : out->buf_len - pos;
+        pos += len + (nl ? 1 : 0);
+        if (len && p[len - 1] == '\r') len--;
+        if (len == 0) continue;
+        if (len < TOKEN_SECRET_MIN) {
+            snprintf(why, whylen, "line %d: a secret of %zu bytes; each needs at least %d", line,
+                     len, TOKEN_SECRET_MIN);
+            goto out;
+        }
+        if (out->n == CONFIG_MAX_SECRETS) {
+            snprintf(why, whylen, "more than %d secrets", CONFIG_MAX_SECRETS);
+            goto out;
+        }
+        out->keys[out->n].bytes = p;
+        out->keys[out->n].len = len;
+        out->n++;
+    }
+    if (out->n == 0) {
+        snprintf(why, whylen, "holds no secret (one per line, at least %d bytes each)",
+                 TOKEN_SECRET_MIN);
+        goto out;
+    }
+    rc = 0;
+out:
+    close(fd);
+    if (rc < 0) config_secrets_free(out);
+    return rc;
+}
+
 /* --- directives ------------------------------------------------------------ */
 
 struct ctx {
@@ -203,6 +300,7 @@ struct ctx {
     bool from_override;
     bool tcp_off;        /* "listen_tcp off" was given */
     char tls_where[320]; /* where the first "tls" listener was declared */
+    char secret_where[320]; /* where auth_secret_file was set */
 };
 
 static int fail(struct ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -342,7 +440,14 @@ static int h_scanner_socket(struct ctx *x, char **v, int n)
     return 0;
 }
 PATH_HANDLER(signature_dir, signature_dir)
-PATH_HANDLER(auth_secret_file, auth_secret_file)
+static int h_auth_secret_file(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    if (!*v[0]) return fail(x, "empty path");
+    set_str(&x->c->auth_secret_file, abs_path(x, v[0]));
+    snprintf(x->secret_where, sizeof x->secret_where, "%s", x->where);
+    return 0;
+}
 
 static int choose(struct ctx *x, char **v, int n, const char *a, const char *b, int *out);
 
@@ -673,6 +778,15 @@ static int finish(struct ctx *x)
                     (unsigned long long)c->resume_timeout_ms,
                     (unsigned long long)c->idle_timeout_ms,
                     c->scanner != SCANNER_OFF ? " and scan_timeout" : "");
+    /* Read now, by the master (before it forks or drops privileges), so that
+     * -t, start and HUP all fail on a secret file that would not do. */
+    if (c->auth_secret_file) {
+        char reason[256];
+        if (config_read_secrets(c->auth_secret_file, &c->auth, reason, sizeof reason) < 0) {
+            x->where = x->secret_where;
+            return fail(x, "auth_secret_file %s: %s", c->auth_secret_file, reason);
+        }
+    }
     if (wants_tls && (!c->tls_certificate || !c->tls_certificate_key)) {
         x->where = x->tls_where;
         return fail(x, "a listener says \"tls\" but tls_certificate and tls_certificate_key "
@@ -786,5 +900,6 @@ void config_free(struct config *c)
         free(*strs[i]);
     free_list(c->allowed_origins, &c->n_allowed_origins);
     free_list(c->trusted_proxies, &c->n_trusted_proxies);
+    config_secrets_free(&c->auth);
     free(c);
 }

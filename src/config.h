@@ -5,6 +5,8 @@
 #ifndef INTAKE_CONFIG_H
 #define INTAKE_CONFIG_H
 
+#include "token.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,6 +14,8 @@
 
 #define CONFIG_MAX_LISTEN 16
 #define CONFIG_MAX_LIST 64
+#define CONFIG_MAX_SECRETS 64
+#define CONFIG_SECRET_FILE_MAX (64 * 1024)
 
 enum listen_kind { LISTEN_WS, LISTEN_TCP };
 
@@ -23,6 +27,14 @@ struct listen_addr {
     char host[128]; /* without brackets; empty = any */
     char port[8];
     char path[108]; /* unix socket path, absolute */
+};
+
+/* The secrets of auth_secret_file: keys[] point into buf. */
+struct config_secrets {
+    unsigned char *buf;
+    size_t buf_len;
+    struct token_key keys[CONFIG_MAX_SECRETS];
+    int n;
 };
 
 enum scanner_mode { SCANNER_BUILTIN, SCANNER_UNIX, SCANNER_OFF };
@@ -53,11 +65,13 @@ struct config {
     int max_connections;
     uint64_t header_timeout_ms, idle_timeout_ms, shutdown_timeout_ms;
     char *allowed_origins[CONFIG_MAX_LIST];
-    int n_allowed_origins; /* 0 with allow_any_origin */
-    bool allow_any_origin;
+    int n_allowed_origins;
+    bool allow_any_origin;  /* "*" */
+    bool allow_same_origin; /* "same" (the default) */
     char *trusted_proxies[CONFIG_MAX_LIST];
     int n_trusted_proxies;
     char *auth_secret_file;
+    struct config_secrets auth; /* read by config_load: workers never open the file */
     bool ws_echo;
 };
 
@@ -72,6 +86,14 @@ void config_free(struct config *c);
 int config_parse_size(const char *s, uint64_t *out);    /* 10, 4K, 1M, 1G */
 int config_parse_duration(const char *s, uint64_t *ms); /* 10, 10s, 500ms, 5m, 1h */
 int config_parse_listen(const char *s, struct listen_addr *out, const char **why);
+
+/* Reads a secret file: one secret per line, the line's bytes (without "\n",
+ * or "\r\n") are the key; empty lines are skipped; each secret has at least
+ * TOKEN_SECRET_MIN bytes; the file is regular, at most CONFIG_SECRET_FILE_MAX
+ * bytes, and gives group and others no access at all. 0, or -1 with a reason
+ * in why (never a secret's bytes). Free with config_secrets_free (which wipes). */
+int config_read_secrets(const char *path, struct config_secrets *out, char *why, size_t whylen);
+void config_secrets_free(struct config_secrets *s);
 
 /* Splits one configuration line into at most `max` tokens (whitespace
  * separated, "double quotes" group, # starts a comment). Tokens are written

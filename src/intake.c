@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef INTAKE_VERSION
@@ -585,11 +586,70 @@ int main(int argc, char **argv)
     return worst;
 }
 
-/* intake token: v1.EXPIRY.MAXSIZE.SIG (SPEC "intake"). */
+/* intake token: prints v1.EXPIRY.MAXSIZE.SIG signed with the secret file's
+ * first secret (SPEC "intake"): EXPIRY = now + ttl (default 1h). */
 static int cmd_token(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "intake: tokens are not supported by this version of intake\n");
-    return 2;
+    static const struct option longs[] = {{"secret-file", required_argument, 0, 'f'},
+                                          {"ttl", required_argument, 0, 't'},
+                                          {"max-size", required_argument, 0, 'm'},
+                                          {"help", no_argument, 0, 'h'},
+                                          {0, 0, 0, 0}};
+    const char *file = NULL;
+    uint64_t ttl_ms = 3600 * 1000, max_size = 0;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            file = optarg;
+            break;
+        case 't':
+            if (config_parse_duration(optarg, &ttl_ms) < 0 || ttl_ms == 0) {
+                fprintf(stderr, "intake token: invalid --ttl \"%s\" (more than 0: a "
+                                "number with ms, s, m or h)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'm':
+            if (config_parse_size(optarg, &max_size) < 0) {
+                fprintf(stderr, "intake token: invalid --max-size \"%s\" (bytes, or with K, M, "
+                                "G; 0 = no limit)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'h':
+            puts("usage: intake token --secret-file FILE [--ttl DURATION] [--max-size SIZE]\n"
+                 "Prints an upload token signed with FILE's first secret (the file intaked's\n"
+                 "auth_secret_file names): valid for --ttl (default 1h; ms, s, m, h) at an\n"
+                 "upload's start, for files of at most --max-size (default 0: no limit).");
+            return 0;
+        default:
+            return 2;
+        }
+    }
+    if (!file || optind != argc) {
+        fprintf(stderr, "usage: intake token --secret-file FILE [--ttl DURATION] [--max-size SIZE]\n");
+        return 2;
+    }
+    struct config_secrets s;
+    char why[256];
+    if (config_read_secrets(file, &s, why, sizeof why) < 0) {
+        fprintf(stderr, "intake token: %s: %s\n", file, why);
+        return 2;
+    }
+    /* Rounded up to whole seconds: a token never lives shorter than asked. */
+    uint64_t now = (uint64_t)time(NULL), ttl = (ttl_ms + 999) / 1000;
+    uint64_t expiry = ttl > UINT64_MAX - now ? UINT64_MAX : now + ttl;
+    char tok[TOKEN_TEXT_MAX + 1];
+    int n = token_sign(&s.keys[0], expiry, max_size, tok, sizeof tok);
+    config_secrets_free(&s);
+    if (n < 0) {
+        fprintf(stderr, "intake token: cannot compute the signature (OpenSSL)\n");
+        return 2;
+    }
+    printf("%s\n", tok);
+    return fflush(stdout) == 0 ? 0 : 2;
 }

@@ -511,12 +511,6 @@ static void reload(struct master *m)
         log_error("reload failed: %s; still running with the previous configuration", err);
         return;
     }
-    if (nc->auth_secret_file) {
-        log_error("reload failed: auth_secret_file: upload tokens are not available in this "
-                  "version; still running with the previous configuration");
-        config_free(nc);
-        return;
-    }
     /* The certificate and key are re-read at every reload. */
     SSL_CTX *tls = NULL;
     if (tls_server_load(nc, &tls, err, sizeof err) < 0) {
@@ -576,6 +570,9 @@ static void reload(struct master *m)
             retire(m, &m->procs[i]);
             retired++;
         }
+    if (nc->auth_secret_file)
+        log_info("reload: upload tokens required: %d secrets from %s", nc->auth.n,
+                 nc->auth_secret_file);
     log_info("reload: configuration %s applied: %d new workers (generation %u), %d old ones "
              "draining",
              nc->file, m->n_workers, m->gen, retired);
@@ -675,12 +672,6 @@ int master_run(struct config *cfg, const struct master_args *args)
     log_set_role("master");
     find_binaries(m);
     int rc = 1;
-    if (cfg->auth_secret_file) {
-        /* Never pretend to protect uploads: refuse rather than ignore it. */
-        log_error("auth_secret_file: upload tokens are not available in this version of "
-                  "intaked; remove the directive (uploads would not be protected)");
-        goto out;
-    }
     SSL_CTX *tls = NULL;
     char err[1024];
     if (tls_server_load(cfg, &tls, err, sizeof err) < 0) {
@@ -716,6 +707,8 @@ int master_run(struct config *cfg, const struct master_args *args)
     if (pidfile_write(cfg->pid_file) < 0) goto out;
     if (cfg->scanner == SCANNER_OFF)
         log_warn("scanner off: uploads are accepted without a malware scan (verdict unscanned)");
+    if (cfg->auth_secret_file)
+        log_info("upload tokens required: %d secrets from %s", cfg->auth.n, cfg->auth_secret_file);
 
     sigset_t set;
     fill_sigset(&set);

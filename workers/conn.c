@@ -273,6 +273,17 @@ void conn_fail(struct conn *c, int code, const char *fmt, ...)
 int conn_begin_upload(struct conn *c, const struct upload_request *r)
 {
     struct upload_error e = {0};
+    /* Tokens first: nothing about the server is told to a client without one.
+     * Expiry counts at an upload's first START only (no id). */
+    const struct config *cfg = c->w->cfg;
+    if (cfg->auth_secret_file &&
+        (e.code = token_check(cfg->auth.keys, (size_t)cfg->auth.n, r->token, strlen(r->token),
+                              (uint64_t)time(NULL), !r->resume_id[0], r->size, e.message,
+                              sizeof e.message)) != 0) {
+        access_line(c, e.code, r);
+        conn_fail_with(c, &e);
+        return -1;
+    }
     /* A draining worker still serves connections it has accepted: a reload
      * must not fail an upload that arrives on one of them. */
     if (upload_begin(&c->up, &c->w->store, &c->w->limits, r, &e) < 0) {

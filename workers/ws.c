@@ -52,6 +52,11 @@ struct ws {
 
     uint8_t *stash; /* input read while the upload was finishing */
     size_t stash_len;
+
+    /* ?token= of the handshake URL, percent-decoded: used by STARTs without
+     * one. Longer than any token: kept one byte too long, so it fails. */
+    char url_token[TOKEN_TEXT_MAX + 2];
+    size_t url_token_len;
 };
 
 /* --- plain HTTP ------------------------------------------------------------ */
@@ -162,7 +167,48 @@ static bool origin_allowed(const struct config *cfg, const struct http_header *o
     return false;
 }
 
-static void start_ws(struct conn *c, const struct http_header *key, bool echo)
+static int hex_value(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    ch = (char)(ch | 0x20);
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* The first "token" parameter of the request's query, percent-decoded into
+ * out (at most cap bytes kept). A bad escape, or one for a byte no token
+ * holds (NUL, a control character, a space), yields "%", which no token is. */
+static size_t url_token(const char *path, size_t len, char *out, size_t cap)
+{
+    const char *q = memchr(path, '?', len);
+    if (!q) return 0;
+    const char *end = path + len, *p = q + 1;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pe = amp ? amp : end;
+        if (pe - p >= 6 && memcmp(p, "token=", 6) == 0) {
+            size_t n = 0;
+            for (const char *v = p + 6; v < pe && n < cap; n++) {
+                if (*v != '%') {
+                    out[n] = *v++;
+                    continue;
+                }
+                int hi = pe - v >= 3 ? hex_value(v[1]) : -1, lo = hi >= 0 ? hex_value(v[2]) : -1;
+                if (lo < 0 || (hi << 4 | lo) < 0x21 || (hi << 4 | lo) > 0x7e) {
+                    out[0] = '%';
+                    return 1;
+                }
+                out[n] = (char)(hi << 4 | lo);
+                v += 3;
+            }
+            return n;
+        }
+        p = pe + 1;
+    }
+    return 0;
+}
+
+static void start_ws(struct conn *c, const struct http_request *req, const struct http_header *key,
+                     bool echo)
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     unsigned char in[24 + sizeof guid], digest[SHA_DIGEST_LENGTH];
@@ -177,6 +223,8 @@ static void start_ws(struct conn *c, const struct http_header *key, bool echo)
         return;
     }
     c->ws->echo = echo;
+    c->ws->url_token_len = url_token(req->path, req->path_len, c->ws->url_token,
+                                     sizeof c->ws->url_token);
     char resp[256];
     int n = snprintf(resp, sizeof resp,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -252,7 +300,7 @@ static void route(struct conn *c, const struct http_request *req)
         return;
     }
     bool echo = cfg->ws_echo && pl == 5 && memcmp(req->path, "/echo", 5) == 0;
-    start_ws(c, key, echo);
+    start_ws(c, req, key, echo);
 }
 
 /* --- frames out --------------------------------------------------------------- */
@@ -336,7 +384,12 @@ static void on_control_message(struct conn *c)
             conn_fail(c, 500, "out of memory");
             return;
         }
-        if (upload_parse_start(ws->ctrl, ws->ctrl_len, r, &e) < 0)
+        int prc = upload_parse_start(ws->ctrl, ws->ctrl_len, r, &e);
+        if (prc == 0 && !r->token[0] && ws->url_token_len) { /* a START's own token wins */
+            memcpy(r->token, ws->url_token, ws->url_token_len);
+            r->token[ws->url_token_len] = '\0';
+        }
+        if (prc < 0)
             conn_fail_with(c, &e);
         else if (conn_begin_upload(c, r) == 0) {
             char msg[256];

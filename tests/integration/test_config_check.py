@@ -63,19 +63,3 @@ def test_start_refuses_port_in_use(tmp_path):
     assert r.returncode == 1
     assert "cannot listen on 127.0.0.1:%d (listen_tcp)" % port in r.stderr
     assert "Address already in use" in r.stderr
-
-
-def test_refuses_what_it_cannot_enforce(tmp_path):
-    """upload tokens are not implemented yet: intaked must refuse to start
-    rather than run unprotected."""
-    base = ("scanner off\npid_file %s/p.pid\nspool_dir %s/s\naccept_dir %s/a\nquarantine_dir %s/q\n"
-            "listen_ws 127.0.0.1:%d\n" % (tmp_path, tmp_path, tmp_path, tmp_path, free_port()))
-    secret = tmp_path / "secret"
-    secret.write_text("s3cret\n")
-    for extra, words in [("auth_secret_file %s\nlisten_tcp 127.0.0.1:%d\n" % (secret, free_port()),
-                          "upload tokens are not available")]:
-        conf = tmp_path / "c.conf"
-        conf.write_text(base + extra)
-        assert run(["-c", str(conf), "-t"]).returncode == 0  # valid syntax
-        r = run(["-c", str(conf)])
-        assert r.returncode == 1 and words in r.stderr, r.stderr
