@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "log.h"
+#include "origin.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -298,8 +299,8 @@ struct ctx {
     size_t errlen;
     unsigned seen[64];
     bool from_override;
-    bool tcp_off;        /* "listen_tcp off" was given */
-    char tls_where[320]; /* where the first "tls" listener was declared */
+    bool tcp_off;           /* "listen_tcp off" was given */
+    char tls_where[320];    /* where the first "tls" listener was declared */
     char secret_where[320]; /* where auth_secret_file was set */
 };
 
@@ -615,15 +616,22 @@ static int h_allowed_origins(struct ctx *x, char **v, int n)
     struct config *c = x->c;
     if (n < 1) return fail(x, "allowed_origins needs at least one value");
     free_list(c->allowed_origins, &c->n_allowed_origins);
-    c->allow_any_origin = false;
+    c->allow_any_origin = c->allow_same_origin = false;
     for (int i = 0; i < n; i++) {
+        struct origin o;
         if (strcmp(v[i], "*") == 0) {
             c->allow_any_origin = true;
             continue;
         }
-        if (strncmp(v[i], "http://", 7) != 0 && strncmp(v[i], "https://", 8) != 0 &&
-            strcmp(v[i], "null") != 0)
-            return fail(x, "invalid origin \"%s\" (like https://example.com, or *)", v[i]);
+        if (strcmp(v[i], "same") == 0) {
+            c->allow_same_origin = true;
+            continue;
+        }
+        if (strcmp(v[i], "null") != 0 && origin_parse(v[i], strlen(v[i]), &o) < 0)
+            return fail(x,
+                        "invalid origin \"%s\" (scheme://host[:port] and nothing after it, like "
+                        "https://example.com; or same, *, null)",
+                        v[i]);
         if (c->n_allowed_origins == CONFIG_MAX_LIST) return fail(x, "too many origins");
         c->allowed_origins[c->n_allowed_origins++] = strdup(v[i]);
     }
@@ -742,7 +750,7 @@ static void set_defaults(struct config *c, struct ctx *x)
     c->header_timeout_ms = 10 * 1000;
     c->idle_timeout_ms = 60 * 1000;
     c->shutdown_timeout_ms = 30 * 1000;
-    c->allow_any_origin = true;
+    c->allow_same_origin = true;
     c->trusted_proxies[0] = strdup("127.0.0.1");
     c->trusted_proxies[1] = strdup("::1");
     c->n_trusted_proxies = 2;

@@ -606,16 +606,18 @@ static int cmd_token(int argc, char **argv)
             break;
         case 't':
             if (config_parse_duration(optarg, &ttl_ms) < 0 || ttl_ms == 0) {
-                fprintf(stderr, "intake token: invalid --ttl \"%s\" (more than 0: a "
-                                "number with ms, s, m or h)\n",
+                fprintf(stderr,
+                        "intake token: invalid --ttl \"%s\" (more than 0: a "
+                        "number with ms, s, m or h)\n",
                         optarg);
                 return 2;
             }
             break;
         case 'm':
             if (config_parse_size(optarg, &max_size) < 0) {
-                fprintf(stderr, "intake token: invalid --max-size \"%s\" (bytes, or with K, M, "
-                                "G; 0 = no limit)\n",
+                fprintf(stderr,
+                        "intake token: invalid --max-size \"%s\" (bytes, or with K, M, "
+                        "G; 0 = no limit)\n",
                         optarg);
                 return 2;
             }
@@ -631,7 +633,8 @@ static int cmd_token(int argc, char **argv)
         }
     }
     if (!file || optind != argc) {
-        fprintf(stderr, "usage: intake token --secret-file FILE [--ttl DURATION] [--max-size SIZE]\n");
+        fprintf(stderr,
+                "usage: intake token --secret-file FILE [--ttl DURATION] [--max-size SIZE]\n");
         return 2;
     }
     struct config_secrets s;

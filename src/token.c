@@ -160,7 +160,8 @@ int token_check(const struct token_key *keys, size_t n, const char *tok, size_t 
         return 401;
     }
     if (t.max_size && size > t.max_size) {
-        snprintf(msg, msglen, "file of %llu bytes is larger than the upload token allows (%llu bytes)",
+        snprintf(msg, msglen,
+                 "file of %llu bytes is larger than the upload token allows (%llu bytes)",
                  (unsigned long long)size, (unsigned long long)t.max_size);
         return 413;
     }

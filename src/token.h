@@ -11,9 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TOKEN_SIG_LEN 32     /* HMAC-SHA256 */
+#define TOKEN_SIG_LEN 32      /* HMAC-SHA256 */
 #define TOKEN_SIG_TEXT_LEN 43 /* its base64url, without padding */
-#define TOKEN_DEC_MAX 20     /* digits of UINT64_MAX */
+#define TOKEN_DEC_MAX 20      /* digits of UINT64_MAX */
 /* The longest well-formed token: "v1." EXPIRY "." MAXSIZE "." SIG. */
 #define TOKEN_TEXT_MAX (3 + TOKEN_DEC_MAX + 1 + TOKEN_DEC_MAX + 1 + TOKEN_SIG_TEXT_LEN)
 #define TOKEN_SECRET_MIN 32 /* bytes of a secret */

@@ -7,6 +7,7 @@
 #include "ws.h"
 
 #include "log.h"
+#include "origin.h"
 #include "tls.h"
 #include "utf8.h"
 #include "worker.h"
@@ -157,12 +158,18 @@ static bool key_valid(const struct http_header *h)
     return true;
 }
 
-static bool origin_allowed(const struct config *cfg, const struct http_header *o)
+/* allowed_origins: no Origin (not a browser) passes; "same" compares it with
+ * Host; listed origins match by scheme, host and port. */
+static bool origin_allowed(const struct config *cfg, const struct http_header *o,
+                           const struct http_header *host)
 {
     if (!o || cfg->allow_any_origin) return true;
+    if (cfg->allow_same_origin && host &&
+        origin_same(o->value, o->value_len, host->value, host->value_len))
+        return true;
     for (int i = 0; i < cfg->n_allowed_origins; i++)
-        if (strlen(cfg->allowed_origins[i]) == o->value_len &&
-            strncasecmp(cfg->allowed_origins[i], o->value, o->value_len) == 0)
+        if (origin_match(cfg->allowed_origins[i], strlen(cfg->allowed_origins[i]), o->value,
+                         o->value_len))
             return true;
     return false;
 }
@@ -223,8 +230,8 @@ static void start_ws(struct conn *c, const struct http_request *req, const struc
         return;
     }
     c->ws->echo = echo;
-    c->ws->url_token_len = url_token(req->path, req->path_len, c->ws->url_token,
-                                     sizeof c->ws->url_token);
+    c->ws->url_token_len =
+        url_token(req->path, req->path_len, c->ws->url_token, sizeof c->ws->url_token);
     char resp[256];
     int n = snprintf(resp, sizeof resp,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -295,7 +302,7 @@ static void route(struct conn *c, const struct http_request *req)
         http_error(c, 400, "missing or malformed Sec-WebSocket-Key", NULL);
         return;
     }
-    if (!origin_allowed(cfg, http_header_get(req, "origin"))) {
+    if (!origin_allowed(cfg, http_header_get(req, "origin"), http_header_get(req, "host"))) {
         http_error(c, 403, "origin not allowed (allowed_origins)", NULL);
         return;
     }

@@ -389,7 +389,8 @@ def test_real_nginx_in_front(daemon_factory, tmp_path):
     http_port, stream_port = free_ports(2)
     with open(os.path.join(ROOT, "etc", "nginx", "intake-http.conf")) as f:
         http_conf = f.read().replace("127.0.0.1:8080", "127.0.0.1:%d" % d.ws_port) \
-            .replace("listen 80;", "listen 127.0.0.1:%d;" % http_port)
+            .replace("listen 80;", "listen 127.0.0.1:%d;" % http_port) \
+            .replace("/var/log/nginx/", "%s/nginx-" % tmp_path)
     with open(os.path.join(ROOT, "etc", "nginx", "intake-stream.conf")) as f:
         stream_conf = f.read().replace("127.0.0.1:9090", "127.0.0.1:%d" % d.tcp_port) \
             .replace("listen 9000;", "listen 127.0.0.1:%d;" % stream_port)

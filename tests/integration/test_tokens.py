@@ -378,3 +378,30 @@ def test_bad_secret_file_on_hup_is_a_failed_reload(daemon_factory, tmp_path):
         assert tcp_start(d, token=token(K1))["type"] == "READY"
         assert tcp_start(d, token=token(K2))["code"] == 401
     assert "reload: configuration" not in d.logs()
+
+
+# --- the upload page ---------------------------------------------------------------
+
+
+def page_items(d, tmp_path, query, f):
+    """Uploads f through the page at /QUERY in headless Chromium: its items."""
+    browser_dir = os.path.join(os.path.dirname(INTAKE), "..", "tests", "browser")
+    assert os.path.exists("/usr/bin/chromium"), "chromium missing: run scripts/deps.sh"
+    r = subprocess.run(["node", "upload_page.mjs", "http://127.0.0.1:%d/%s" % (d.ws_port, query),
+                        str(f)], cwd=browser_dir, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, HOME=str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["items"]
+
+
+def test_upload_link_through_the_page(authed, tmp_path):
+    """An upload link: the page passes its own ?token= on to its WebSocket,
+    and its same-origin handshake passes the default allowed_origins."""
+    f = tmp_path / "linked.txt"
+    f.write_bytes(b"sent through an upload link\n")
+    items = page_items(authed, tmp_path, "?token=" + token(K2), f)
+    assert items[0]["verdict"] == "unscanned", items
+    assert authed.accepted() == ["linked.txt"]
+    items = page_items(authed, tmp_path, "", f)
+    assert items[0]["verdict"] == "error" and "token" in items[0]["state"], items
+    assert_no_tokens_logged(authed, tmp_path)

@@ -6,9 +6,19 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-static char path[64];
+static char path[64], secret_path[64];
+
+/* Writes the secret file with len bytes of text and the given mode. */
+static void write_secret(const char *text, size_t len, mode_t mode)
+{
+    FILE *f = fopen(secret_path, "w");
+    fwrite(text, 1, len, f);
+    fclose(f);
+    chmod(secret_path, mode);
+}
 
 static struct config *load(const char *text, char *const *ov, int nov, char *err, size_t el)
 {
@@ -139,6 +149,95 @@ static void test_tokenize(void)
     CHECK(config_tokenize("a b c d e f g h i", 17, scratch, 64, tok, 4, &why) == -1);
 }
 
+/* auth_secret_file: modes, line rules, limits; the error names the
+ * directive's line and never a secret's bytes. */
+static void test_secret_file(void)
+{
+    static const char k1[] = "first-secret-first-secret-first-secret";
+    static const char k2[] = "second-secret-second-secret-0002";
+    struct {
+        const char *text;
+        mode_t mode;
+        int n;            /* secrets, or -1 for an error */
+        const char *frag; /* in the error */
+    } cases[] = {
+        {"first-secret-first-secret-first-secret\n", 0600, 1, NULL},
+        {"first-secret-first-secret-first-secret", 0400, 1, NULL}, /* no final newline */
+        {"first-secret-first-secret-first-secret\r\nsecond-secret-second-secret-0002\r\n", 0600, 2,
+         NULL},
+        {"\n\nfirst-secret-first-secret-first-secret\n\r\n\nsecond-secret-second-secret-0002\n",
+         0600, 2, NULL},
+        {"first-secret-first-secret-first-secret\n", 0640, -1, "group or others"},
+        {"first-secret-first-secret-first-secret\n", 0604, -1, "(mode 0604)"},
+        {"first-secret-first-secret-first-secret\n", 0602, -1, "(mode 0602)"},
+        {"first-secret-first-secret-first-secret\n", 0610, -1, "(mode 0610)"},
+        {"0123456789abcdef0123456789abcde\n", 0600, -1, "line 1: a secret of 31 bytes"},
+        {"first-secret-first-secret-first-secret\nshort\n", 0600, -1, "line 2: a secret of 5"},
+        {"first-secret-first-secret-first-secret\n\n0123456789abcdef0123456789abcde\r\n", 0600, -1,
+         "line 3: a secret of 31"},
+        {"", 0600, -1, "holds no secret"},
+        {"\n\r\n\n", 0600, -1, "holds no secret"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        struct config_secrets s;
+        char why[256] = "";
+        write_secret(cases[i].text, strlen(cases[i].text), cases[i].mode);
+        int rc = config_read_secrets(secret_path, &s, why, sizeof why);
+        if (cases[i].n >= 0) {
+            CHECK_MSG(rc == 0 && s.n == cases[i].n, "case %zu: %s", i, why);
+            if (rc == 0) {
+                CHECK(s.keys[0].len == strlen(k1) && memcmp(s.keys[0].bytes, k1, strlen(k1)) == 0);
+                if (s.n == 2)
+                    CHECK(s.keys[1].len == strlen(k2) &&
+                          memcmp(s.keys[1].bytes, k2, strlen(k2)) == 0);
+            }
+            config_secrets_free(&s);
+            CHECK(s.buf == NULL && s.n == 0);
+        } else {
+            CHECK_MSG(rc < 0 && strstr(why, cases[i].frag), "case %zu: \"%s\"", i, why);
+            CHECK(!strstr(why, "secret-first") && !strstr(why, "0123456789"));
+        }
+    }
+    /* 64 secrets are fine, 65 are not; the file may not exceed 64 KiB. */
+    static char many[80 * 66];
+    size_t len = 0;
+    for (int i = 0; i < 65; i++)
+        len += (size_t)snprintf(many + len, sizeof many - len,
+                                "secret-number-%02d-padded-to-32-bytes\n", i);
+    struct config_secrets s;
+    char why[256];
+    write_secret(many, len - 36, 0600); /* each line is 36 bytes */
+    CHECK(config_read_secrets(secret_path, &s, why, sizeof why) == 0 && s.n == 64);
+    config_secrets_free(&s);
+    write_secret(many, len, 0600);
+    CHECK(config_read_secrets(secret_path, &s, why, sizeof why) < 0 && strstr(why, "more than 64"));
+    static char big[CONFIG_SECRET_FILE_MAX + 1];
+    memset(big, 'k', sizeof big);
+    write_secret(big, CONFIG_SECRET_FILE_MAX, 0600);
+    CHECK(config_read_secrets(secret_path, &s, why, sizeof why) == 0 && s.n == 1 &&
+          s.keys[0].len == CONFIG_SECRET_FILE_MAX);
+    config_secrets_free(&s);
+    write_secret(big, sizeof big, 0600);
+    CHECK(config_read_secrets(secret_path, &s, why, sizeof why) < 0 && strstr(why, "larger than"));
+    CHECK(config_read_secrets("/", &s, why, sizeof why) < 0 && strstr(why, "not a regular file"));
+    CHECK(config_read_secrets("/nonexistent", &s, why, sizeof why) < 0 &&
+          strstr(why, "cannot open"));
+
+    /* Through config_load: the error names the directive's line. */
+    char err[1024], text[256];
+    write_secret("short\n", 6, 0600);
+    snprintf(text, sizeof text, "workers 1\nauth_secret_file %s\n", secret_path);
+    expect_error(text, 2, "a secret of 5 bytes");
+    write_secret(k1, strlen(k1), 0644);
+    expect_error(text, 2, "(mode 0644)");
+    write_secret(k1, strlen(k1), 0600);
+    struct config *c = load(text, NULL, 0, err, sizeof err);
+    CHECK_MSG(c && c->auth.n == 1, "%s", err);
+    config_free(c);
+    unlink(secret_path);
+    expect_error(text, 2, "cannot open");
+}
+
 static void test_files(void)
 {
     char err[1024];
@@ -154,14 +253,18 @@ static void test_files(void)
         CHECK(c->shutdown_timeout_ms == 30000 && c->resume_timeout_ms == 3600000);
         CHECK(c->scanner == SCANNER_BUILTIN && c->scan_fail == SCAN_FAIL_REJECT);
         CHECK(c->max_connections == 10000);
-        CHECK(c->allow_any_origin && c->n_trusted_proxies == 2);
+        CHECK(c->allow_same_origin && !c->allow_any_origin && c->n_allowed_origins == 0);
+        CHECK(c->n_trusted_proxies == 2 && c->auth_secret_file == NULL && c->auth.n == 0);
         CHECK_STR(c->spool_dir, "/base/var/spool");
         CHECK_STR(c->pid_file, "/base/run/intaked.pid");
         CHECK(!c->daemon && !c->ws_echo && c->access_log == NULL);
     }
     config_free(c);
     /* Every directive at once. */
-    c = load("workers 3\nlisten_ws [::1]:8081\nlisten_ws unix:sock/ws.sock\nlisten_tcp off\n"
+    write_secret("0123456789abcdef0123456789abcdef\n", 33, 0600);
+    char all[2048];
+    snprintf(all, sizeof all,
+             "workers 3\nlisten_ws [::1]:8081\nlisten_ws unix:sock/ws.sock\nlisten_tcp off\n"
              "tls_certificate /c.pem\ntls_certificate_key k.pem\nuser nobody\ndaemon on\n"
              "pid_file /run/x.pid\nerror_log logs/e.log\nlog_level debug\naccess_log a.log\n"
              "spool_dir /s\naccept_dir /a\nquarantine_dir /q\nmax_file_size 10M\n"
@@ -169,8 +272,9 @@ static void test_files(void)
              "scanner_socket s.sock\nsignature_dir /sig\nscan_timeout 500ms\nscan_fail accept\n"
              "on_infected delete\nmax_connections 7\nheader_timeout 1s\nidle_timeout 2m\n"
              "shutdown_timeout 0\nallowed_origins https://a.example http://b.example\n"
-             "trusted_proxies 10.0.0.0/8 ::1 192.168.1.1\nauth_secret_file /secret\nws_echo on\n",
-             NULL, 0, err, sizeof err);
+             "trusted_proxies 10.0.0.0/8 ::1 192.168.1.1\nauth_secret_file %s\nws_echo on\n",
+             secret_path);
+    c = load(all, NULL, 0, err, sizeof err);
     CHECK_MSG(c != NULL, "%s", err);
     if (c) {
         CHECK(c->workers == 3);
@@ -185,7 +289,9 @@ static void test_files(void)
         CHECK_STR(c->scanner_path, "/run/clamd.sock");
         CHECK(c->scan_timeout_ms == 500 && c->scan_fail == SCAN_FAIL_ACCEPT);
         CHECK(c->on_infected == ON_INFECTED_DELETE && c->max_connections == 7);
-        CHECK(!c->allow_any_origin && c->n_allowed_origins == 2);
+        CHECK(!c->allow_any_origin && !c->allow_same_origin && c->n_allowed_origins == 2);
+        CHECK(c->auth.n == 1 && c->auth.keys[0].len == 32 &&
+              memcmp(c->auth.keys[0].bytes, "0123456789abcdef", 16) == 0);
         CHECK(c->n_trusted_proxies == 3);
     }
     config_free(c);
@@ -247,6 +353,21 @@ static void test_files(void)
     expect_error("on_infected keep\n", 1, "quarantine or delete");
     expect_error("max_connections 0\n", 1, "max_connections");
     expect_error("allowed_origins example.com\n", 1, "invalid origin");
+    expect_error("allowed_origins https://example.com/\n", 1, "invalid origin");
+    expect_error("allowed_origins same https://a.example:0\n", 1, "invalid origin");
+    expect_error("allowed_origins\n", 1, "at least one value");
+    {
+        c = load("allowed_origins same https://A.example:8443 null\n", NULL, 0, err, sizeof err);
+        CHECK_MSG(c && c->allow_same_origin && !c->allow_any_origin && c->n_allowed_origins == 2,
+                  "%s", err);
+        config_free(c);
+        c = load("allowed_origins *\n", NULL, 0, err, sizeof err);
+        CHECK(c && c->allow_any_origin && !c->allow_same_origin && c->n_allowed_origins == 0);
+        config_free(c);
+        c = load("allowed_origins https://a.example\n", NULL, 0, err, sizeof err);
+        CHECK(c && !c->allow_any_origin && !c->allow_same_origin && c->n_allowed_origins == 1);
+        config_free(c);
+    }
     expect_error("trusted_proxies 10.0.0.0/33\n", 1, "invalid proxy");
     expect_error("trusted_proxies not-an-ip\n", 1, "invalid proxy");
     expect_error("ws_echo\n", 1, "exactly one value");
@@ -256,6 +377,8 @@ static void test_files(void)
     longline[sizeof longline - 2] = '\n';
     expect_error(longline, 1, "longer than");
 
+    test_secret_file();
+
     c = config_load("/nonexistent/intake.conf", NULL, 0, "/", err, sizeof err);
     CHECK(c == NULL && strstr(err, "/nonexistent/intake.conf: cannot open"));
 }
@@ -263,9 +386,11 @@ static void test_files(void)
 int main(void)
 {
     snprintf(path, sizeof path, "/tmp/intake-test-config-%d.conf", (int)getpid());
+    snprintf(secret_path, sizeof secret_path, "/tmp/intake-test-secret-%d", (int)getpid());
     test_values();
     test_tokenize();
     test_files();
     unlink(path);
+    unlink(secret_path);
     return test_report("test_config");
 }

@@ -71,12 +71,12 @@ int main(void)
         "v1.99999999999999999999.0." SIG,  /* 20 digits, too big */
         "v1.100000000000000000000.0." SIG, /* 21 digits */
         "v1.1.18446744073709551616." SIG,
-        "v1.1700000000.0." SIG "=",                                   /* padding */
-        "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2tzk", /* 42 */
+        "v1.1700000000.0." SIG "=",                                     /* padding */
+        "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2tzk",   /* 42 */
         "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2tzkEA", /* 44 */
-        "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2tzkF", /* low bits set */
-        "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2tzk=", /* '=' in place */
-        "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2tz+E", /* base64, not url */
+        "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2tzkF",  /* low bits set */
+        "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2tzk=",  /* '=' in place */
+        "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2tz+E",  /* base64, not url */
         "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2tz/E",
         "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2t.kE",
         "v1.1700000000.0.f9ZZ1l4lH5aAbeVBb6Pt8FuChMNLB6elMX7HiB2t%2E",
@@ -141,7 +141,7 @@ int main(void)
     CHECK_MSG(survived == 0, "%d altered tokens verified", survived);
 
     /* Round trips over awkward values. */
-    static const uint64_t vals[] = {0, 1, 9, 10, 4294967295u, 4294967296u, UINT64_MAX - 1,
+    static const uint64_t vals[] = {0,         1, 9, 10, 4294967295u, 4294967296u, UINT64_MAX - 1,
                                     UINT64_MAX};
     for (size_t i = 0; i < sizeof vals / sizeof *vals; i++)
         for (size_t j = 0; j < sizeof vals / sizeof *vals; j++) {
