@@ -68,8 +68,9 @@ static void usage(FILE *f)
           "      --insecure     TLS without verifying the certificate\n"
           "  -V, --version      print the version\n"
           "  -h, --help         this help\n"
-          "HOST:PORT is host:port, [v6]:port or unix:/path. intake token is not supported\n"
-          "yet. Exit status: 0 all clean or unscanned, 1 any infected, 2 any error.\n"
+          "HOST:PORT is host:port, [v6]:port or unix:/path. intake token prints a token\n"
+          "signed with FILE's first secret (--ttl default 1h, --max-size default 0: no\n"
+          "limit). Exit status: 0 all clean or unscanned, 1 any infected, 2 any error.\n"
           "See intake(1).\n",
           f);
 }
