@@ -455,7 +455,8 @@ def test_tls_at_nginx_in_front_of_plain_intaked(daemon_factory, tmp_path, pki):
     http_conf = sample("intake-http-tls.conf", {
         "127.0.0.1:8080": "127.0.0.1:%d" % d.ws_port,
         "listen 443 ssl;": "listen 127.0.0.1:%d ssl;" % https_port,
-        "listen 80;": "listen 127.0.0.1:%d;" % http_port})
+        "listen 80;": "listen 127.0.0.1:%d;" % http_port,
+        "/var/log/nginx/": "%s/nginx-" % tmp_path})
     stream_conf = sample("intake-stream-tls.conf", {
         "127.0.0.1:9090": "127.0.0.1:%d" % d.tcp_port,
         "listen 9443 ssl;": "listen 127.0.0.1:%d ssl;" % stream_port})
