@@ -37,11 +37,11 @@ DAEMON  := src/main.c src/master.c src/sweep.c src/net.c src/notify.c src/pidfil
            workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/tls.c workers/page.S \
            workers/jobs.c $(WORKER_LIB)
 CLI     := src/intake.c src/cli_progress.c src/cli_tls.c
-SCAND   := workers/scand.c src/log.c src/proctitle.c src/config.c src/origin.c
+SCAND   := workers/scand.c src/log.c src/utf8.c src/proctitle.c src/config.c src/origin.c
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
-UNIT_TESTS := config store record upload tcp_line http ws_frame scan proxy metrics token origin
+UNIT_TESTS := config log store record upload tcp_line http ws_frame scan proxy metrics token origin
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:

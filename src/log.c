@@ -2,9 +2,13 @@
 #define _GNU_SOURCE
 #include "log.h"
 
+#include "utf8.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -91,17 +95,57 @@ int log_reopen(void)
     return 0;
 }
 
+/* Characters that are valid UTF-8 but still unfit for a log line. */
+static bool unfit(const uint8_t *p, size_t k)
+{
+    if (k == 1) return p[0] < 0x20 || p[0] == 0x7F;
+    if (k == 2) return p[0] == 0xC2 && p[1] <= 0x9F; /* C1: U+0080..U+009F */
+    if (k == 3 && p[0] == 0xE2 && p[1] == 0x80) return p[2] >= 0xA8 && p[2] <= 0xAE;
+    if (k == 3 && p[0] == 0xE2 && p[1] == 0x81) return p[2] >= 0xA6 && p[2] <= 0xA9;
+    return false;
+}
+
+size_t log_escape(char *out, size_t cap, const void *in, size_t n, size_t *used)
+{
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *p = in;
+    size_t i = 0, o = 0;
+    while (i < n) {
+        size_t k = utf8_seq_len(p + i, n - i);
+        if (k && !unfit(p + i, k)) {
+            if (o + k > cap) break;
+            memcpy(out + o, p + i, k);
+            o += k;
+        } else {
+            if (k == 0) k = 1; /* not UTF-8: this byte alone */
+            if (o + 4 * k > cap) break;
+            for (size_t j = 0; j < k; j++, o += 4) {
+                out[o] = '\\';
+                out[o + 1] = 'x';
+                out[o + 2] = hex[p[i + j] >> 4];
+                out[o + 3] = hex[p[i + j] & 15];
+            }
+        }
+        i += k;
+    }
+    if (used) *used = i;
+    return o;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     if (level > log_min) return;
     int saved = errno;
-    char line[2048];
+    char msg[4096], line[8192];
     va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t ml = m < 0 ? 0 : (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
     if (log_syslog) {
         static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
-        va_start(ap, fmt);
-        vsnprintf(line, sizeof line, fmt, ap);
-        va_end(ap);
+        size_t n = log_escape(line, sizeof line - 1, msg, ml, NULL);
+        line[n] = '\0';
         syslog(prio[level], "%s%s%s", log_role, log_role[0] ? ": " : "", line);
         errno = saved;
         return;
@@ -114,11 +158,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      (int)(tv.tv_usec / 1000), level_names[level], (int)getpid(), log_role,
                      log_role[0] ? ": " : "");
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2) len = sizeof line - 2;
+    size_t len = (size_t)n + log_escape(line + n, sizeof line - (size_t)n - 1, msg, ml, NULL);
     line[len++] = '\n';
     ssize_t w = write(log_out, line, len);
     (void)w;

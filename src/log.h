@@ -1,8 +1,14 @@
 /* log: the error log shared by every intake process.
  * Lines look like `2026-11-22T18:45:14.123Z [info] 1234: message`. One write(2)
- * per line on an O_APPEND fd, so lines from several processes never interleave. */
+ * per line on an O_APPEND fd, so lines from several processes never interleave.
+ * Every message goes through log_escape before it is written: whatever a
+ * client managed to get into it (a filename, a header, a scanner's reply),
+ * one event stays one line and no control byte reaches the operator's
+ * terminal. */
 #ifndef INTAKE_LOG_H
 #define INTAKE_LOG_H
+
+#include <stddef.h>
 
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
@@ -18,6 +24,14 @@ void log_set_role(const char *role);
 int log_level_parse(const char *s, enum log_level *out);
 /* The fd lines are written to (2 for stderr, -1 for syslog). */
 int log_fd(void);
+
+/* Copies n bytes for a log line: control characters (C0, DEL, C1), line and
+ * paragraph separators (U+2028/9), bidi controls and bytes that are not UTF-8
+ * become \xNN, one per byte; the rest (printable UTF-8, backslash included)
+ * is kept. Never writes past cap and never splits a character or an escape.
+ * Returns the bytes written (no NUL); *used (may be NULL) gets the input
+ * bytes consumed, less than n when out was too small. */
+size_t log_escape(char *out, size_t cap, const void *in, size_t n, size_t *used);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -22,5 +22,9 @@ static inline bool utf8_complete(const struct utf8_state *st)
     return st->need == 0;
 }
 bool utf8_valid(const uint8_t *p, size_t n);
+/* The length (1-4) of the valid UTF-8 sequence p starts with, 0 if p[0..n)
+ * does not start with one. */
+size_t utf8_seq_len(const uint8_t *p, size_t n);
+
 
 #endif
