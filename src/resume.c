@@ -51,8 +51,7 @@ static int from_record(struct upload *u, const struct record *rec, struct upload
         return -1;
     }
     snprintf(u->id, sizeof u->id, "%s", rec->id);
-    memcpy(u->filename, rec->filename, rec->filename_len);
-    u->filename[rec->filename_len] = '\0';
+    upload_set_filename(u, rec->filename, rec->filename_len);
     u->size = rec->size;
     u->has_want = rec->has_want;
     memcpy(u->want, rec->want, 32);

@@ -3,6 +3,7 @@
 #include "upload.h"
 
 #include "log.h"
+#include "utf8.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -11,6 +12,7 @@
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -36,9 +38,9 @@ void upload_hex(const unsigned char *bin, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int unhex(const char *s, unsigned char *out, size_t n)
+static int unhex(const char *s, size_t len, unsigned char *out, size_t n)
 {
-    if (strlen(s) != 2 * n) return -1;
+    if (len != 2 * n) return -1;
     for (size_t i = 0; i < 2 * n; i++) {
         char c = s[i];
         int v = c >= '0' && c <= '9'   ? c - '0'
@@ -54,69 +56,299 @@ static int unhex(const char *s, unsigned char *out, size_t n)
     return 0;
 }
 
+/* --- control messages: a strict JSON reader ---------------------------------
+ * cJSON takes bytes after the object, treats every byte below '!' as
+ * whitespace and ends a string at an escaped NUL. A control message must be
+ * exactly one JSON object (RFC 8259) with only JSON whitespace around it, and
+ * its strings are read here with their real length. No allocation; nesting
+ * is bounded; a member given twice is refused rather than guessed at. */
+
+#define JSON_DEPTH_MAX 32
+enum { J_ABSENT = -1, J_BAD = -2 };
+
+struct jtext {
+    const char *p;
+    size_t n, i;
+};
+
+static void jws(struct jtext *t)
+{
+    while (t->i < t->n &&
+           (t->p[t->i] == ' ' || t->p[t->i] == '\t' || t->p[t->i] == '\n' || t->p[t->i] == '\r'))
+        t->i++;
+}
+
+static int jhex(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+static int jstring(struct jtext *t)
+{
+    t->i++; /* the opening quote */
+    while (t->i < t->n) {
+        unsigned char c = (unsigned char)t->p[t->i++];
+        if (c == '"') return 0;
+        if (c < 0x20) return -1; /* raw control characters are not JSON */
+        if (c != '\\') continue;
+        if (t->i >= t->n) return -1;
+        c = (unsigned char)t->p[t->i++];
+        if (c == 'u') {
+            if (t->n - t->i < 4) return -1;
+            for (int k = 0; k < 4; k++)
+                if (jhex(t->p[t->i++]) < 0) return -1;
+        } else if (!memchr("\"\\/bfnrt", c, 8)) {
+            return -1;
+        }
+    }
+    return -1;
+}
+
+static int jdigits(struct jtext *t)
+{
+    size_t s = t->i;
+    while (t->i < t->n && t->p[t->i] >= '0' && t->p[t->i] <= '9')
+        t->i++;
+    return t->i > s ? 0 : -1;
+}
+
+static int jnumber(struct jtext *t)
+{
+    if (t->p[t->i] == '-') t->i++;
+    if (t->i < t->n && t->p[t->i] == '0')
+        t->i++;
+    else if (jdigits(t) < 0)
+        return -1;
+    if (t->i < t->n && t->p[t->i] == '.') {
+        t->i++;
+        if (jdigits(t) < 0) return -1;
+    }
+    if (t->i < t->n && (t->p[t->i] == 'e' || t->p[t->i] == 'E')) {
+        t->i++;
+        if (t->i < t->n && (t->p[t->i] == '+' || t->p[t->i] == '-')) t->i++;
+        if (jdigits(t) < 0) return -1;
+    }
+    return 0;
+}
+
+static int jvalue(struct jtext *t, int depth)
+{
+    jws(t);
+    if (t->i >= t->n || depth > JSON_DEPTH_MAX) return -1;
+    char c = t->p[t->i];
+    if (c == '"') return jstring(t);
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        t->i++;
+        jws(t);
+        if (t->i < t->n && t->p[t->i] == close) {
+            t->i++;
+            return 0;
+        }
+        for (;;) {
+            if (c == '{') {
+                jws(t);
+                if (t->i >= t->n || t->p[t->i] != '"' || jstring(t) < 0) return -1;
+                jws(t);
+                if (t->i >= t->n || t->p[t->i++] != ':') return -1;
+            }
+            if (jvalue(t, depth + 1) < 0) return -1;
+            jws(t);
+            if (t->i >= t->n) return -1;
+            char d = t->p[t->i++];
+            if (d == close) return 0;
+            if (d != ',') return -1;
+        }
+    }
+    static const char *const words[] = {"true", "false", "null"};
+    for (int k = 0; k < 3; k++) {
+        size_t wl = strlen(words[k]);
+        if (t->n - t->i >= wl && memcmp(t->p + t->i, words[k], wl) == 0) {
+            t->i += wl;
+            return 0;
+        }
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) return jnumber(t);
+    return -1;
+}
+
+/* 0 if p[0..n) is one JSON object and nothing else but whitespace. */
+static int json_check_object(const char *p, size_t n)
+{
+    struct jtext t = {p, n, 0};
+    jws(&t);
+    if (t.i >= n || p[t.i] != '{' || jvalue(&t, 0) < 0) return -1;
+    jws(&t);
+    return t.i == n ? 0 : -1;
+}
+
+static void put_utf8(char *out, size_t *o, uint32_t cp)
+{
+    if (cp < 0x80) {
+        out[(*o)++] = (char)cp;
+    } else if (cp < 0x800) {
+        out[(*o)++] = (char)(0xC0 | cp >> 6);
+        out[(*o)++] = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        out[(*o)++] = (char)(0xE0 | cp >> 12);
+        out[(*o)++] = (char)(0x80 | (cp >> 6 & 0x3F));
+        out[(*o)++] = (char)(0x80 | (cp & 0x3F));
+    } else {
+        out[(*o)++] = (char)(0xF0 | cp >> 18);
+        out[(*o)++] = (char)(0x80 | (cp >> 12 & 0x3F));
+        out[(*o)++] = (char)(0x80 | (cp >> 6 & 0x3F));
+        out[(*o)++] = (char)(0x80 | (cp & 0x3F));
+    }
+}
+
+static uint32_t jhex4(const char *p)
+{
+    return (uint32_t)(jhex(p[0]) << 12 | jhex(p[1]) << 8 | jhex(p[2]) << 4 | jhex(p[3]));
+}
+
+/* Decodes the checked string token raw[0..n) (quotes included) into out,
+ * cap bytes, with its real length: "\u0000" is a NUL byte like any other.
+ * Returns the length, or -1 if it does not fit or holds a lone surrogate. */
+static ssize_t jdecode(const char *raw, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 1; i + 1 < n;) {
+        if (raw[i] != '\\' || raw[i + 1] != 'u') {
+            if (o == cap) return -1;
+            if (raw[i] != '\\') {
+                out[o++] = raw[i++];
+                continue;
+            }
+            static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+            out[o++] = to[(const char *)memchr(from, raw[i + 1], 8) - from];
+            i += 2;
+            continue;
+        }
+        i += 2;
+        uint32_t cp = jhex4(raw + i);
+        i += 4;
+        if (cp >= 0xDC00 && cp <= 0xDFFF) return -1;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            if (i + 6 > n - 1 || raw[i] != '\\' || raw[i + 1] != 'u') return -1;
+            uint32_t lo = jhex4(raw + i + 2);
+            if (lo < 0xDC00 || lo > 0xDFFF) return -1;
+            i += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        size_t need = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+        if (cap - o < need) return -1;
+        put_utf8(out, &o, cp);
+    }
+    return (ssize_t)o;
+}
+
+/* The raw value of the member key of the checked object p[0..n): 0 with
+ * *v, *vl set; J_ABSENT; J_BAD when key occurs twice. */
+static int jmember(const char *p, size_t n, const char *key, const char **v, size_t *vl)
+{
+    struct jtext t = {p, n, 0};
+    jws(&t);
+    t.i++; /* '{' */
+    int found = J_ABSENT;
+    for (;;) {
+        jws(&t);
+        if (p[t.i] == '}') break;
+        size_t ks = t.i;
+        jstring(&t);
+        char kbuf[32];
+        ssize_t kl = jdecode(p + ks, t.i - ks, kbuf, sizeof kbuf);
+        jws(&t);
+        t.i++; /* ':' */
+        jws(&t);
+        size_t vs = t.i;
+        jvalue(&t, 1);
+        if (kl == (ssize_t)strlen(key) && memcmp(kbuf, key, (size_t)kl) == 0) {
+            if (found == 0) return J_BAD;
+            found = 0;
+            *v = p + vs;
+            *vl = t.i - vs;
+        }
+        jws(&t);
+        if (p[t.i++] == '}') break;
+    }
+    return found;
+}
+
+/* A string member, decoded into out (cap bytes): its length; J_ABSENT when
+ * missing or null; J_BAD when not a string, longer than cap or repeated. */
+static ssize_t jget_string(const char *p, size_t n, const char *key, char *out, size_t cap)
+{
+    const char *v;
+    size_t vl;
+    int rc = jmember(p, n, key, &v, &vl);
+    if (rc < 0) return rc;
+    if (vl == 4 && memcmp(v, "null", 4) == 0) return J_ABSENT;
+    if (v[0] != '"') return J_BAD;
+    ssize_t l = jdecode(v, vl, out, cap);
+    return l < 0 ? J_BAD : l;
+}
+
 int upload_parse_start(const char *json, size_t len, struct upload_request *r,
                        struct upload_error *e)
 {
     memset(r, 0, sizeof *r);
-    int rc = -1;
-    cJSON *o = cJSON_ParseWithLength(json, len);
-    if (!o || !cJSON_IsObject(o)) {
-        err(e, 400, "malformed header: expected a JSON START object");
-        goto out;
-    }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
-    if (!cJSON_IsString(type) || strcmp(type->valuestring, "START") != 0) {
-        err(e, 400, "expected {\"type\":\"START\",...}");
-        goto out;
-    }
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "filename");
-    if (!cJSON_IsString(name)) {
-        err(e, 400, "START needs a \"filename\" string");
-        goto out;
-    }
-    size_t nl = strlen(name->valuestring);
-    if (nl > UPLOAD_FILENAME_MAX) {
-        err(e, 400, "filename is longer than %d bytes", UPLOAD_FILENAME_MAX);
-        goto out;
-    }
-    memcpy(r->filename, name->valuestring, nl + 1);
-    r->filename_len = nl;
-    const cJSON *size = cJSON_GetObjectItemCaseSensitive(o, "size");
+    if (json_check_object(json, len) < 0)
+        return err(e, 400, "malformed header: expected one JSON START object");
+    char buf[80];
+    ssize_t l = jget_string(json, len, "type", buf, sizeof buf);
+    if (l != 5 || memcmp(buf, "START", 5) != 0)
+        return err(e, 400, "expected {\"type\":\"START\",...}");
+    l = jget_string(json, len, "filename", r->filename, UPLOAD_FILENAME_MAX);
+    if (l < 0)
+        return err(e, 400, "START needs one \"filename\" string of at most %d bytes",
+                   UPLOAD_FILENAME_MAX);
+    r->filename[l] = '\0';
+    r->filename_len = (size_t)l;
+    const char *v;
+    size_t vl;
     /* JSON numbers are doubles here: integers are exact up to 2^53. */
-    if (!cJSON_IsNumber(size) || size->valuedouble < 0 || size->valuedouble > 9007199254740992.0 ||
-        floor(size->valuedouble) != size->valuedouble) {
-        err(e, 400, "START needs \"size\": a whole number of bytes");
-        goto out;
-    }
-    r->size = (uint64_t)size->valuedouble;
-    const cJSON *sha = cJSON_GetObjectItemCaseSensitive(o, "sha256");
-    if (sha && !cJSON_IsNull(sha)) {
-        if (!cJSON_IsString(sha) || unhex(sha->valuestring, r->sha256, 32) < 0) {
-            err(e, 400, "\"sha256\" must be 64 hexadecimal characters");
-            goto out;
-        }
+    if (jmember(json, len, "size", &v, &vl) != 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) ||
+        vl >= sizeof buf)
+        return err(e, 400, "START needs \"size\": a whole number of bytes");
+    memcpy(buf, v, vl);
+    buf[vl] = '\0';
+    double size = strtod(buf, NULL);
+    if (!(size >= 0) || size > 9007199254740992.0 || floor(size) != size)
+        return err(e, 400, "START needs \"size\": a whole number of bytes");
+    r->size = (uint64_t)size;
+    l = jget_string(json, len, "sha256", buf, sizeof buf);
+    if (l != J_ABSENT) {
+        if (l < 0 || unhex(buf, (size_t)l, r->sha256, 32) < 0)
+            return err(e, 400, "\"sha256\" must be 64 hexadecimal characters");
         r->has_sha256 = true;
     }
-    const cJSON *token = cJSON_GetObjectItemCaseSensitive(o, "token");
-    if (token && !cJSON_IsNull(token)) {
-        if (!cJSON_IsString(token) || strlen(token->valuestring) > UPLOAD_TOKEN_MAX) {
-            err(e, 400, "\"token\" must be a string of at most %d bytes", UPLOAD_TOKEN_MAX);
-            goto out;
-        }
-        snprintf(r->token, sizeof r->token, "%s", token->valuestring);
+    l = jget_string(json, len, "token", r->token, UPLOAD_TOKEN_MAX);
+    if (l != J_ABSENT) {
+        if (l < 0 || memchr(r->token, '\0', (size_t)l))
+            return err(e, 400, "\"token\" must be a string of at most %d bytes, without NUL",
+                       UPLOAD_TOKEN_MAX);
+        r->token[l] = '\0';
     }
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
-    if (id && !cJSON_IsNull(id)) {
-        if (!cJSON_IsString(id) || !store_id_valid(id->valuestring)) {
-            err(e, 400, "\"id\" must be an upload id (32 lowercase hex characters)");
-            goto out;
-        }
-        snprintf(r->resume_id, sizeof r->resume_id, "%s", id->valuestring);
+    l = jget_string(json, len, "id", buf, sizeof buf);
+    if (l != J_ABSENT) {
+        buf[l < 0 ? 0 : l] = '\0';
+        if (l != STORE_ID_LEN || !store_id_valid(buf))
+            return err(e, 400, "\"id\" must be an upload id (32 lowercase hex characters)");
+        memcpy(r->resume_id, buf, STORE_ID_LEN + 1);
     }
-    rc = 0;
-out:
-    cJSON_Delete(o);
-    return rc;
+    return 0;
+}
+
+int upload_parse_type(const char *json, size_t len, char *type, size_t cap)
+{
+    if (json_check_object(json, len) < 0) return -1;
+    ssize_t l = jget_string(json, len, "type", type, cap - 1);
+    if (l < 0) return -1;
+    type[l] = '\0';
+    return 0;
 }
 
 int upload_parse_plain(const char *line, size_t len, struct upload_request *r,
@@ -190,7 +422,7 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     u->rfd = rfd;
     u->md = md;
     u->hashed = 0;
-    snprintf(u->filename, sizeof u->filename, "%s", r->filename);
+    upload_set_filename(u, r->filename, r->filename_len);
     u->size = r->size;
     u->received = 0;
     u->has_want = r->has_sha256;
@@ -214,11 +446,25 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     return 0;
 }
 
+void upload_set_filename(struct upload *u, const char *name, size_t len)
+{
+    memcpy(u->filename, name, len);
+    u->filename[len] = '\0';
+    u->filename_len = len;
+    size_t used;
+    size_t ll = log_escape(u->logname, UPLOAD_LOGNAME_MAX - 3, name, len, &used);
+    if (used < len) {
+        memcpy(u->logname + ll, "...", 3);
+        ll += 3;
+    }
+    u->logname[ll] = '\0';
+}
+
 void upload_to_record(const struct upload *u, struct record *r)
 {
     memset(r, 0, sizeof *r);
     snprintf(r->id, sizeof r->id, "%s", u->id);
-    r->filename_len = strlen(u->filename);
+    r->filename_len = u->filename_len;
     memcpy(r->filename, u->filename, r->filename_len);
     r->size = u->size;
     r->has_want = u->has_want;
@@ -350,7 +596,7 @@ static int check_hash(struct upload *u, struct store *st, struct upload_error *e
         char got[65];
         upload_hex(u->digest, 32, got);
         log_warn("upload %s (%s): checksum mismatch, received sha256 %s; discarded", u->id,
-                 u->filename, got);
+                 u->logname, got);
         store_discard_part(st, u->id);
         record_remove(st->spool_fd, u->id);
         return err(e, 422, "checksum mismatch: the received data has sha256 %s", got);
@@ -392,13 +638,13 @@ static int scan(struct upload *u, struct store *st, const struct upload_policy *
     if (u->verdict == VERDICT_ERROR) {
         if (!p->scan_fail_accept) {
             log_error("upload %s (%s): scan failed (%s); kept in the spool as %s.part", u->id,
-                      u->filename, u->reason, u->id);
+                      u->logname, u->reason, u->id);
             step_failed(u, st, u->reason);
             return 1;
         }
         log_error("upload %s (%s): scan failed (%s) and scan_fail is accept: ACCEPTING "
                   "UNSCANNED FILE",
-                  u->id, u->filename, u->reason);
+                  u->id, u->logname, u->reason);
     } else {
         u->reason[0] = '\0';
     }
@@ -427,7 +673,7 @@ static int place(struct upload *u, struct store *st, const struct upload_policy 
     }
     if (rc < 0 && !linked) {
         log_error("upload %s (%s): cannot move it into %s: %s; kept in the spool", u->id,
-                  u->filename, where, strerror(-rc));
+                  u->logname, where, strerror(-rc));
         u->placed[0] = '\0';
         step_failed(u, st, "cannot store the file");
         return 1;
@@ -438,7 +684,7 @@ static int place(struct upload *u, struct store *st, const struct upload_policy 
          * acknowledged; a re-query finds the link and syncs again. */
         log_error("upload %s (%s): placed in %s as %s, but syncing that directory failed: %s; "
                   "answering error until a retry succeeds",
-                  u->id, u->filename, where, u->placed, strerror(-rc));
+                  u->id, u->logname, where, u->placed, strerror(-rc));
         u->placed[0] = '\0';
         step_failed(u, st, "cannot sync the accept directory");
         return 1;
@@ -478,13 +724,13 @@ int upload_finalize(struct upload *u, struct store *st, const struct upload_poli
         char hex[65];
         upload_hex(u->digest, 32, hex);
         if (u->verdict == VERDICT_INFECTED && !u->placed[0])
-            log_warn("upload %s (%s): infected with %s; deleted", u->id, u->filename, u->virus);
+            log_warn("upload %s (%s): infected with %s; deleted", u->id, u->logname, u->virus);
         else if (u->verdict == VERDICT_INFECTED)
-            log_warn("upload %s (%s): infected with %s; quarantined as %s-%s", u->id, u->filename,
+            log_warn("upload %s (%s): infected with %s; quarantined as %s-%s", u->id, u->logname,
                      u->virus, u->id, u->placed);
         else
             log_info("upload %s (%s): %llu bytes, sha256 %s, %s; stored as %s", u->id,
-                     u->filename, (unsigned long long)u->size, hex,
+                     u->logname, (unsigned long long)u->size, hex,
                      upload_verdict_name(u->verdict), u->stored);
     }
     upload_release(u);
@@ -496,7 +742,7 @@ void upload_abort(struct upload *u)
 {
     if (u->phase == UPLOAD_RECEIVING)
         log_info("upload %s (%s): interrupted after %llu of %llu bytes; kept in the spool", u->id,
-                 u->filename, (unsigned long long)u->received, (unsigned long long)u->size);
+                 u->logname, (unsigned long long)u->received, (unsigned long long)u->size);
     upload_release(u);
 }
 
@@ -524,65 +770,89 @@ const char *upload_verdict_name(enum upload_verdict v)
     }
 }
 
-static int print(cJSON *o, char *buf, size_t cap)
+int upload_json_add(struct cJSON *o, const char *key, const void *s, size_t n, bool *replaced)
 {
-    int rc = -1;
-    if (o && cJSON_PrintPreallocated(o, buf, (int)cap, 0)) rc = (int)strlen(buf);
-    cJSON_Delete(o);
+    bool dummy = false;
+    char *q = malloc(UTF8_JSON_MAX(n) + 3);
+    if (!q) return -1;
+    size_t l = utf8_json_escape(q + 1, s, n, replaced ? replaced : &dummy);
+    q[0] = '"';
+    q[l + 1] = '"';
+    q[l + 2] = '\0';
+    int rc = cJSON_AddRawToObject(o, key, q) ? 0 : -1;
+    free(q);
     return rc;
 }
 
-int upload_msg_ready(const struct upload *u, char *buf, size_t cap)
+static char *print(cJSON *o, bool ok, size_t *len)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", "READY");
-    cJSON_AddStringToObject(o, "id", u->id);
-    cJSON_AddNumberToObject(o, "offset", (double)u->received);
-    return print(o, buf, cap);
+    char *s = o && ok ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    *len = s ? strlen(s) : 0;
+    return s;
 }
 
-int upload_msg_status(const struct upload *u, char *buf, size_t cap)
+char *upload_msg_ready(const struct upload *u, size_t *len)
 {
-    char hex[65], status[UPLOAD_FILENAME_MAX + 200];
+    cJSON *o = cJSON_CreateObject();
+    bool ok = cJSON_AddStringToObject(o, "type", "READY") && cJSON_AddStringToObject(o, "id", u->id) &&
+              cJSON_AddNumberToObject(o, "offset", (double)u->received);
+    return print(o, ok, len);
+}
+
+char *upload_msg_status(const struct upload *u, size_t *len)
+{
+    char hex[65];
     upload_hex(u->digest, 32, hex);
+    /* clamscan's form: "./NAME: ..." with the client's name, NULs and all. */
+    const char *tail;
+    char more[300];
     switch (u->verdict) {
     case VERDICT_CLEAN:
-        snprintf(status, sizeof status, "./%s: OK", u->filename);
+        tail = ": OK";
         break;
     case VERDICT_UNSCANNED:
-        snprintf(status, sizeof status, "./%s: OK (not scanned)", u->filename);
+        tail = ": OK (not scanned)";
         break;
     case VERDICT_INFECTED:
-        snprintf(status, sizeof status, "./%s: %s FOUND", u->filename, u->virus);
+        snprintf(more, sizeof more, ": %s FOUND", u->virus);
+        tail = more;
         break;
     default:
-        snprintf(status, sizeof status, "./%s: %s ERROR", u->filename, u->reason);
+        snprintf(more, sizeof more, ": %s ERROR", u->reason);
+        tail = more;
         break;
     }
+    size_t tl = strlen(tail), sl = 2 + u->filename_len + tl;
+    char *status = malloc(sl);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", "STATUS");
-    cJSON_AddStringToObject(o, "id", u->id);
-    cJSON_AddStringToObject(o, "filename", u->filename);
-    if (u->stored[0])
-        cJSON_AddStringToObject(o, "stored_as", u->stored);
-    else
-        cJSON_AddNullToObject(o, "stored_as");
-    cJSON_AddNumberToObject(o, "size", (double)u->size);
-    cJSON_AddStringToObject(o, "sha256", hex);
-    cJSON_AddStringToObject(o, "verdict", upload_verdict_name(u->verdict));
-    if (u->verdict == VERDICT_INFECTED)
-        cJSON_AddStringToObject(o, "virus", u->virus);
-    else
-        cJSON_AddNullToObject(o, "virus");
-    cJSON_AddStringToObject(o, "status", status);
-    return print(o, buf, cap);
+    bool ok = status && o;
+    if (ok) {
+        memcpy(status, "./", 2);
+        memcpy(status + 2, u->filename, u->filename_len);
+        memcpy(status + 2 + u->filename_len, tail, tl);
+        ok = cJSON_AddStringToObject(o, "type", "STATUS") &&
+             cJSON_AddStringToObject(o, "id", u->id) &&
+             upload_json_add(o, "filename", u->filename, u->filename_len, NULL) == 0 &&
+             (u->stored[0] ? upload_json_add(o, "stored_as", u->stored, strlen(u->stored), NULL) == 0
+                           : cJSON_AddNullToObject(o, "stored_as") != NULL) &&
+             cJSON_AddNumberToObject(o, "size", (double)u->size) &&
+             cJSON_AddStringToObject(o, "sha256", hex) &&
+             cJSON_AddStringToObject(o, "verdict", upload_verdict_name(u->verdict)) &&
+             (u->verdict == VERDICT_INFECTED
+                  ? upload_json_add(o, "virus", u->virus, strlen(u->virus), NULL) == 0
+                  : cJSON_AddNullToObject(o, "virus") != NULL) &&
+             upload_json_add(o, "status", status, sl, NULL) == 0;
+    }
+    free(status);
+    return print(o, ok, len);
 }
 
-int upload_msg_error(const struct upload_error *e, char *buf, size_t cap)
+char *upload_msg_error(const struct upload_error *e, size_t *len)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", "ERROR");
-    cJSON_AddNumberToObject(o, "code", e->code);
-    cJSON_AddStringToObject(o, "message", e->message);
-    return print(o, buf, cap);
+    bool ok = cJSON_AddStringToObject(o, "type", "ERROR") &&
+              cJSON_AddNumberToObject(o, "code", e->code) &&
+              upload_json_add(o, "message", e->message, strlen(e->message), NULL) == 0;
+    return print(o, ok, len);
 }

@@ -23,6 +23,7 @@
 #define UPLOAD_FILENAME_MAX 4096
 #define UPLOAD_TOKEN_MAX 1024
 #define UPLOAD_CONTROL_MAX 8192 /* a header line / control message: 431 beyond */
+#define UPLOAD_LOGNAME_MAX 512
 
 struct upload_error {
     int code;
@@ -31,7 +32,7 @@ struct upload_error {
 
 /* What a client asked for in START (or the raw TCP plain form). */
 struct upload_request {
-    char filename[UPLOAD_FILENAME_MAX + 1];
+    char filename[UPLOAD_FILENAME_MAX + 1]; /* filename_len bytes (NULs included), then NUL */
     size_t filename_len;
     uint64_t size;
     bool has_sha256;
@@ -70,7 +71,9 @@ struct upload_policy {
 struct upload {
     enum upload_phase phase;
     char id[STORE_ID_LEN + 1];
-    char filename[UPLOAD_FILENAME_MAX + 1]; /* as the client sent it */
+    char filename[UPLOAD_FILENAME_MAX + 1]; /* as the client sent it: may hold NULs */
+    size_t filename_len;
+    char logname[UPLOAD_LOGNAME_MAX + 1]; /* the same, escaped and shortened for the log */
     char name[STORE_NAME_MAX + 1];          /* sanitized */
     char stored[STORE_NAME_MAX + 1];        /* stored_as: name in accept_dir, or "" */
     char placed[STORE_NAME_MAX + 1];        /* name in accept_dir or quarantine_dir */
@@ -96,6 +99,11 @@ struct upload {
 /* Parses a START JSON object. 0, or -1 with e filled (400). */
 int upload_parse_start(const char *json, size_t len, struct upload_request *r,
                        struct upload_error *e);
+/* The "type" of a control message that must be one JSON object: 0 with type
+ * (cap bytes) NUL-terminated, or -1 (not one object, no "type" string, or a
+ * type longer than cap - 1). The type may hold NUL bytes: compare it with
+ * strcmp, which then never matches "START" or "DONE". */
+int upload_parse_type(const char *json, size_t len, char *type, size_t cap);
 /* Parses the raw TCP plain form "SIZE NAME" (no line end). 0 or -1 (400). */
 int upload_parse_plain(const char *line, size_t len, struct upload_request *r,
                        struct upload_error *e);
@@ -137,6 +145,9 @@ int upload_finalize(struct upload *u, struct store *st, const struct upload_poli
 void upload_abort(struct upload *u);
 void upload_release(struct upload *u);
 
+/* Sets the client's filename (len bytes, NULs and all; at most
+ * UPLOAD_FILENAME_MAX) and its log form. */
+void upload_set_filename(struct upload *u, const char *name, size_t len);
 /* The upload's durable record: fills r from u. */
 void upload_to_record(const struct upload *u, struct record *r);
 /* Saves it (sync: fsynced before the rename). 0 or -errno, logged. */
@@ -163,11 +174,18 @@ enum upload_found {
 enum upload_found upload_find(struct upload *u, struct store *st, const struct upload_request *r,
                               struct upload_error *e);
 
-/* Server messages, NUL-terminated into buf. Return the length, or -1 if it
- * does not fit. */
-int upload_msg_ready(const struct upload *u, char *buf, size_t cap);
-int upload_msg_status(const struct upload *u, char *buf, size_t cap);
-int upload_msg_error(const struct upload_error *e, char *buf, size_t cap);
+/* Server messages: one JSON object (no line end), NUL-terminated, sized from
+ * its content; the caller frees it. Every string is written with its real
+ * length, escaped, and valid UTF-8 (bytes that are not become U+FFFD). NULL
+ * only when out of memory. *len gets the length. */
+char *upload_msg_ready(const struct upload *u, size_t *len);
+char *upload_msg_status(const struct upload *u, size_t *len);
+char *upload_msg_error(const struct upload_error *e, size_t *len);
+/* Adds a string member holding s[0..n) to a cJSON object as above (through
+ * a raw item: cJSON's own strings end at a NUL and copy invalid UTF-8).
+ * *replaced (may be NULL) is set when bytes were not UTF-8. 0 or -1. */
+struct cJSON;
+int upload_json_add(struct cJSON *o, const char *key, const void *s, size_t n, bool *replaced);
 
 const char *upload_verdict_name(enum upload_verdict v);
 void upload_hex(const unsigned char *bin, size_t n, char *out);

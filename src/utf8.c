@@ -64,3 +64,39 @@ size_t utf8_seq_len(const uint8_t *p, size_t n)
     if (len == 0 || len > n) return 0;
     return utf8_valid(p, len) ? len : 0;
 }
+
+size_t utf8_json_escape(char *out, const uint8_t *p, size_t n, bool *replaced)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        uint8_t c = p[i];
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+            i++;
+        } else if (c < 0x20) {
+            memcpy(out + o, "\\u00", 4);
+            out[o + 4] = hex[c >> 4];
+            out[o + 5] = hex[c & 15];
+            o += 6;
+            i++;
+        } else if (c < 0x80) {
+            out[o++] = (char)c;
+            i++;
+        } else {
+            size_t k = utf8_seq_len(p + i, n - i);
+            if (k == 0) {
+                memcpy(out + o, "\xef\xbf\xbd", 3); /* U+FFFD */
+                o += 3;
+                *replaced = true;
+                i++;
+            } else {
+                memcpy(out + o, p + i, k);
+                o += k;
+                i += k;
+            }
+        }
+    }
+    return o;
+}

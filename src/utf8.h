@@ -1,7 +1,8 @@
 /* utf8: strict, incremental UTF-8 validation (RFC 3629: no overlongs, no
  * surrogates, nothing above U+10FFFF). The state carries a sequence cut
  * between two calls, so WebSocket text can be checked fragment by fragment
- * and fail as soon as the first bad byte arrives. */
+ * and fail as soon as the first bad byte arrives. Also turns any bytes into
+ * a JSON string body that is always valid JSON and valid UTF-8. */
 #ifndef INTAKE_UTF8_H
 #define INTAKE_UTF8_H
 
@@ -26,5 +27,13 @@ bool utf8_valid(const uint8_t *p, size_t n);
  * does not start with one. */
 size_t utf8_seq_len(const uint8_t *p, size_t n);
 
+/* Worst-case output of utf8_json_escape for n input bytes. */
+#define UTF8_JSON_MAX(n) (6 * (n))
+/* Writes p[0..n) as the inside of a JSON string (no quotes, no NUL) to out,
+ * which holds UTF8_JSON_MAX(n) bytes: '"', backslash and control characters
+ * escaped, bytes that are not UTF-8 replaced by U+FFFD (*replaced set then,
+ * untouched otherwise). NUL bytes become \u0000: the length is p's, never
+ * strlen. Returns the bytes written. */
+size_t utf8_json_escape(char *out, const uint8_t *p, size_t n, bool *replaced);
 
 #endif

@@ -242,19 +242,20 @@ void conn_fail_with(struct conn *c, const struct upload_error *e)
 {
     if (c->state == CONN_CLOSED || c->state == CONN_LINGER) return;
     if (c->up.phase == UPLOAD_RECEIVING)
-        log_info("upload %s (%s) from %s: %d %s", c->up.id, c->up.filename, c->peer, e->code,
+        log_info("upload %s (%s) from %s: %d %s", c->up.id, c->up.logname, c->peer, e->code,
                  e->message);
     else
         log_info("%s: refused with %d: %s", c->peer, e->code, e->message);
     metrics_error(c->w->mslot, e->code);
     conn_abort_upload(c, e->code);
-    char msg[512];
-    int n = upload_msg_error(e, msg, sizeof msg);
-    if (n < 0) {
+    size_t n;
+    char *msg = upload_msg_error(e, &n);
+    if (!msg) {
         conn_close(c);
         return;
     }
-    c->t->send_msg(c, msg, (size_t)n);
+    c->t->send_msg(c, msg, n);
+    free(msg);
     if (c->state == CONN_CLOSED) return;
     if (c->t->after_error) c->t->after_error(c, e->code);
     conn_linger(c);
@@ -293,7 +294,7 @@ int conn_begin_upload(struct conn *c, const struct upload_request *r)
     }
     c->logged = false;
     c->abort_code = 0;
-    log_debug("upload %s (%s) from %s: started, %llu bytes", c->up.id, c->up.filename, c->peer,
+    log_debug("upload %s (%s) from %s: started, %llu bytes", c->up.id, c->up.logname, c->peer,
               (unsigned long long)c->up.size);
     return 0;
 }
@@ -419,14 +420,17 @@ static void finalize_done(struct job *j)
         return;
     }
     access_line(c, 200, NULL);
-    char *msg = malloc(UPLOAD_FILENAME_MAX * 3 + 1024);
-    int n = msg ? upload_msg_status(&c->up, msg, UPLOAD_FILENAME_MAX * 3 + 1024) : -1;
+    size_t n;
+    char *msg = upload_msg_status(&c->up, &n);
     c->uploads++;
     conn_set_state(c, c->t->idle_state);
-    if (n < 0)
+    if (!msg) {
+        log_error("upload %s: out of memory for its STATUS message; closing (the file is %s)",
+                  c->up.id, c->up.stored[0] ? "stored" : "not stored");
         conn_close(c);
-    else
-        c->t->send_msg(c, msg, (size_t)n);
+    } else {
+        c->t->send_msg(c, msg, n);
+    }
     free(msg);
     if (c->state == CONN_CLOSED) return;
     c->t->after_status(c);

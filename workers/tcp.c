@@ -58,13 +58,14 @@ static void start(struct conn *c, const char *line, size_t len)
     if (rc < 0)
         conn_fail_with(c, &e);
     else if (conn_begin_upload(c, r) == 0) {
-        char msg[256];
+        size_t n;
+        char *msg = upload_msg_ready(&c->up, &n);
         conn_set_state(c, CONN_BODY);
-        int n = upload_msg_ready(&c->up, msg, sizeof msg);
-        if (n < 0)
+        if (!msg)
             conn_close(c);
         else
-            tcp_send_msg(c, msg, (size_t)n);
+            tcp_send_msg(c, msg, n);
+        free(msg);
     }
     free(r);
 }
@@ -155,7 +156,7 @@ static int read_body(struct conn *c)
             return 0;
         }
         if (errno != EINVAL && errno != ENOSYS) {
-            log_info("upload %s (%s) from %s: read failed: %s", c->up.id, c->up.filename, c->peer,
+            log_info("upload %s (%s) from %s: read failed: %s", c->up.id, c->up.logname, c->peer,
                      strerror(errno));
             conn_close(c);
             return 0;
@@ -166,7 +167,7 @@ static int read_body(struct conn *c)
     ssize_t n = conn_recv(c, w->rbuf, want);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
-        log_info("upload %s (%s) from %s: read failed: %s", c->up.id, c->up.filename, c->peer,
+        log_info("upload %s (%s) from %s: read failed: %s", c->up.id, c->up.logname, c->peer,
                  strerror(errno));
         conn_close(c);
         return 0;

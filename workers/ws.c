@@ -13,7 +13,6 @@
 #include "worker.h"
 #include "ws_frame.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -325,7 +324,7 @@ static void ws_close(struct conn *c, unsigned code, const char *reason)
 {
     if (c->state == CONN_CLOSED || c->state == CONN_LINGER) return;
     if (c->up.phase == UPLOAD_RECEIVING)
-        log_info("upload %s (%s) from %s: WebSocket closed with %u (%s)", c->up.id, c->up.filename,
+        log_info("upload %s (%s) from %s: WebSocket closed with %u (%s)", c->up.id, c->up.logname,
                  c->peer, code, reason);
     else if (code != 1000 && code != 1001)
         log_info("%s: WebSocket closed with %u (%s)", c->peer, code, reason);
@@ -371,16 +370,12 @@ static void ack(struct conn *c, uint64_t n)
 static void on_control_message(struct conn *c)
 {
     struct ws *ws = c->ws;
-    cJSON *o = cJSON_ParseWithLength(ws->ctrl, ws->ctrl_len);
-    const cJSON *type = o ? cJSON_GetObjectItemCaseSensitive(o, "type") : NULL;
-    const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
-    if (!t) {
-        cJSON_Delete(o);
-        conn_fail(c, 400, "malformed control message: expected a JSON object with \"type\"");
+    char t[64];
+    if (upload_parse_type(ws->ctrl, ws->ctrl_len, t, sizeof t) < 0) {
+        conn_fail(c, 400, "malformed control message: expected one JSON object with a \"type\"");
         return;
     }
     if (strcmp(t, "START") == 0) {
-        cJSON_Delete(o);
         if (c->up.phase == UPLOAD_RECEIVING) {
             conn_fail(c, 400, "START while upload %s is in progress (send DONE first)", c->up.id);
             return;
@@ -410,7 +405,6 @@ static void on_control_message(struct conn *c)
         return;
     }
     if (strcmp(t, "DONE") == 0) {
-        cJSON_Delete(o);
         if (c->up.phase != UPLOAD_RECEIVING) {
             conn_fail(c, 400, "DONE without an upload in progress");
             return;
@@ -423,10 +417,7 @@ static void on_control_message(struct conn *c)
         conn_complete_upload(c);
         return;
     }
-    char shown[48];
-    snprintf(shown, sizeof shown, "%.40s", t);
-    cJSON_Delete(o);
-    conn_fail(c, 400, "unknown message type \"%s\" (START or DONE)", shown);
+    conn_fail(c, 400, "unknown message type \"%.40s\" (START or DONE)", t);
 }
 
 static const int8_t *b64_table(void)
@@ -573,7 +564,7 @@ static void on_control_frame(struct conn *c)
         if (c->up.phase == UPLOAD_RECEIVING)
             log_info("upload %s (%s) from %s: client closed the WebSocket after %llu of %llu "
                      "bytes; kept in the spool",
-                     c->up.id, c->up.filename, c->peer, (unsigned long long)c->up.received,
+                     c->up.id, c->up.logname, c->peer, (unsigned long long)c->up.received,
                      (unsigned long long)c->up.size);
         conn_abort_upload(c, 499);
         /* Echo the code (not the reason) and close. */
@@ -815,7 +806,7 @@ static int read_frames(struct conn *c)
         if (c->up.phase == UPLOAD_RECEIVING)
             log_info("upload %s (%s) from %s: connection lost after %llu of %llu bytes; kept in "
                      "the spool",
-                     c->up.id, c->up.filename, c->peer, (unsigned long long)c->up.received,
+                     c->up.id, c->up.logname, c->peer, (unsigned long long)c->up.received,
                      (unsigned long long)c->up.size);
         conn_close(c);
         return 0;

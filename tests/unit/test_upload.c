@@ -48,6 +48,40 @@ static void test_parse_start(void)
          400},
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"id\":\"../../etc\"}", 400},
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"token\":7}", 400},
+        /* One JSON object and only whitespace around it (issue 10, item 2). */
+        {" \t\r\n{\"type\":\"START\",\"filename\":\"a\",\"size\":1} \t\r\n", 0},
+        {"{ \"type\" : \"START\" , \"filename\" : \"a\" , \"size\" : 1 }", 0},
+        {"{\"ty\\u0070e\":\"START\",\"file\\u006eame\":\"a\",\"size\":1}", 0},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1} trailing", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1}{\"type\":\"START\"}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1},", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1}\x01", 400},
+        {"{\"type\":\"START\",\x01\"filename\":\"a\",\"size\":1}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\tb\",\"size\":1}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":01}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1.}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":+1}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"x\":tru}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\\x\",\"size\":1}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\\u12\",\"size\":1}", 400},
+        {"{\"type\":\"START\",\"filename\":\"\\ud800\",\"size\":1}", 400},
+        {"{\"type\":\"START\",\"filename\":\"\\udc00\\ud800\",\"size\":1}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"filename\":\"b\",\"size\":1}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"x\":[[[[[[[[[[[[[[[[[[[[[["
+         "[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+         400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"x\":[{\"y\":[true,false,null,-0.5e+3]}]}",
+         0},
+        /* An escaped NUL is part of the string, never its end (item 1). */
+        {"{\"type\":\"START\\u0000x\",\"filename\":\"a\",\"size\":1}", 400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"id\":"
+         "\"0123456789abcdef0123456789abcdef\\u0000\"}",
+         400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":0,\"sha256\":"
+         "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\\u0000\"}",
+         400},
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"token\":\"t\\u0000u\"}", 400},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         struct upload_request r;
@@ -58,6 +92,17 @@ static void test_parse_start(void)
         else
             CHECK_MSG(rc < 0 && e.code == cases[i].code && e.message[0], "%s", cases[i].json);
     }
+    /* A NUL inside the filename is kept, with the real length. */
+    const char *nul = "{\"type\":\"START\",\"filename\":\"shell.php\\u0000.jpg\",\"size\":1}";
+    struct upload_request rn;
+    struct upload_error en;
+    CHECK(upload_parse_start(nul, strlen(nul), &rn, &en) == 0);
+    CHECK(rn.filename_len == 14 && memcmp(rn.filename, "shell.php\0.jpg", 14) == 0);
+    const char *esc = "{\"type\":\"START\",\"filename\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9"
+                      "\\u20ac\\ud83d\\ude00\",\"size\":1}";
+    CHECK(upload_parse_start(esc, strlen(esc), &rn, &en) == 0);
+    CHECK(rn.filename_len == 17 &&
+          memcmp(rn.filename, "\"\\/\b\f\n\r\t\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 17) == 0);
     /* Parsing stops at len: bytes after it are not part of the object. */
     const char *s = "{\"type\":\"START\",\"filename\":\"a\",\"size\":5}garbage";
     struct upload_request r;
@@ -175,9 +220,11 @@ static void test_session(void)
     CHECK(upload_finalize(&u, &st, &pol, &e) == 0);
     CHECK(u.verdict == VERDICT_UNSCANNED);
     CHECK_STR(u.stored, "hello.txt");
-    char msg[2048];
-    CHECK(upload_msg_status(&u, msg, sizeof msg) > 0);
+    size_t ml;
+    char *msg = upload_msg_status(&u, &ml);
+    CHECK(msg && ml == strlen(msg));
     cJSON *o = cJSON_Parse(msg);
+    free(msg);
     CHECK(o != NULL);
     CHECK_STR(cJSON_GetObjectItem(o, "status")->valuestring, "./dir/hello.txt: OK (not scanned)");
     CHECK_STR(cJSON_GetObjectItem(o, "sha256")->valuestring,
@@ -238,9 +285,47 @@ static void test_session(void)
     close(pf[1]);
     /* ERROR and READY messages. */
     struct upload_error ee = {.code = 413, .message = "too \"big\""};
-    CHECK(upload_msg_error(&ee, msg, sizeof msg) > 0);
+    msg = upload_msg_error(&ee, &ml);
     CHECK_STR(msg, "{\"type\":\"ERROR\",\"code\":413,\"message\":\"too \\\"big\\\"\"}");
-    CHECK(upload_msg_error(&ee, msg, 10) < 0);
+    free(msg);
+    /* A message cut in the middle of a character is still UTF-8 (a WebSocket
+     * text frame must be). */
+    struct upload_error eu = {.code = 400, .message = "type \"\xe2\x82\" bad \x01"};
+    msg = upload_msg_error(&eu, &ml);
+    CHECK_STR(msg, "{\"type\":\"ERROR\",\"code\":400,\"message\":\"type \\\"\xef\xbf\xbd\xef\xbf\xbd\\\" bad "
+                   "\\u0001\"}");
+    free(msg);
+
+    /* STATUS echoes the client's whole name, NULs included (item 1), and is
+     * sized from its content: a long name of control characters sanitizes to
+     * a short one but is escaped six-fold, twice (item 9). */
+    struct upload_request rq = {.size = 1};
+    memcpy(rq.filename, "shell.php\0.jpg", 14);
+    rq.filename_len = 14;
+    struct upload_limits lim = {.max_file_size = 100};
+    CHECK(upload_begin(&u, &st, &lim, &rq, &e) == 0);
+    CHECK(upload_write(&u, "x", 1, &e) == 0);
+    CHECK(upload_finalize(&u, &st, &pol, &e) == 0);
+    CHECK_STR(u.stored, "shell.php.jpg");
+    CHECK_STR(u.logname, "shell.php\\x00.jpg");
+    msg = upload_msg_status(&u, &ml);
+    CHECK(msg && strstr(msg, "\"filename\":\"shell.php\\u0000.jpg\"") &&
+          strstr(msg, "\"status\":\"./shell.php\\u0000.jpg: OK (not scanned)\""));
+    free(msg);
+    rq.filename[0] = 'a';
+    memset(rq.filename + 1, 1, UPLOAD_FILENAME_MAX - 1);
+    rq.filename_len = UPLOAD_FILENAME_MAX;
+    CHECK(upload_begin(&u, &st, &lim, &rq, &e) == 0);
+    CHECK(upload_write(&u, "x", 1, &e) == 0);
+    CHECK(upload_finalize(&u, &st, &pol, &e) == 0);
+    CHECK_STR(u.stored, "a");
+    CHECK(strlen(u.logname) <= UPLOAD_LOGNAME_MAX && strstr(u.logname, "...") != NULL);
+    msg = upload_msg_status(&u, &ml);
+    CHECK(msg && ml > 2 * 6 * (UPLOAD_FILENAME_MAX - 1));
+    o = msg ? cJSON_Parse(msg) : NULL;
+    CHECK(o && strlen(cJSON_GetObjectItem(o, "filename")->valuestring) == UPLOAD_FILENAME_MAX);
+    cJSON_Delete(o);
+    free(msg);
     store_close(&st);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);

