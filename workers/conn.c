@@ -23,7 +23,25 @@
 
 static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents);
 
-/* One access log line: the upload in c (r == NULL) or a refused request. */
+/* The client's filename in an access log line: JSON-escaped with its real
+ * length; a name that is not UTF-8 (refused, but logged) has its bad bytes
+ * replaced by U+FFFD and, so that nothing is lost, the exact bytes in hex as
+ * "filename_hex". */
+static void add_filename(cJSON *o, const char *name, size_t len)
+{
+    bool replaced = false;
+    upload_json_add(o, "filename", name, len, &replaced);
+    if (!replaced) return;
+    char *hex = malloc(2 * len + 1);
+    if (!hex) return;
+    upload_hex((const unsigned char *)name, len, hex);
+    cJSON_AddStringToObject(o, "filename_hex", hex);
+    free(hex);
+}
+
+/* One access log line: the upload in c (r == NULL) or a refused request.
+ * Every string goes through upload_json_add: the line is JSON whatever the
+ * client sent. */
 static void access_line(struct conn *c, int code, const struct upload_request *r)
 {
     if (c->w->access_fd < 0) return;
@@ -37,11 +55,11 @@ static void access_line(struct conn *c, int code, const struct upload_request *r
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "time", when);
-    cJSON_AddStringToObject(o, "remote", c->remote);
+    upload_json_add(o, "remote", c->remote, strlen(c->remote), NULL);
     cJSON_AddStringToObject(o, "transport", c->t->kind == MT_TCP ? "tcp" : "ws");
     if (r) {
         cJSON_AddNullToObject(o, "id");
-        cJSON_AddStringToObject(o, "filename", r->filename);
+        add_filename(o, r->filename, r->filename_len);
         cJSON_AddNullToObject(o, "stored_as");
         cJSON_AddNumberToObject(o, "size", (double)r->size);
         cJSON_AddNumberToObject(o, "received", 0);
@@ -57,9 +75,9 @@ static void access_line(struct conn *c, int code, const struct upload_request *r
                     (double)(now.tv_nsec - u->started.tv_nsec) / 1e6;
         bool sealed = u->phase == UPLOAD_SEALED || u->phase == UPLOAD_DONE;
         cJSON_AddStringToObject(o, "id", u->id);
-        cJSON_AddStringToObject(o, "filename", u->filename);
+        add_filename(o, u->filename, u->filename_len);
         if (u->stored[0])
-            cJSON_AddStringToObject(o, "stored_as", u->stored);
+            upload_json_add(o, "stored_as", u->stored, strlen(u->stored), NULL);
         else
             cJSON_AddNullToObject(o, "stored_as");
         cJSON_AddNumberToObject(o, "size", (double)u->size);
@@ -75,7 +93,7 @@ static void access_line(struct conn *c, int code, const struct upload_request *r
         else
             cJSON_AddNullToObject(o, "verdict");
         if (u->verdict == VERDICT_INFECTED)
-            cJSON_AddStringToObject(o, "virus", u->virus);
+            upload_json_add(o, "virus", u->virus, strlen(u->virus), NULL);
         else
             cJSON_AddNullToObject(o, "virus");
         cJSON_AddNumberToObject(o, "code", code);

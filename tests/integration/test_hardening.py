@@ -44,6 +44,8 @@ def test_nul_in_json_filename_is_removed_not_a_string_end(daemon_factory, tmp_pa
     assert st["filename"] == "shell.php\x00.jpg"
     assert st["status"] == "./shell.php\x00.jpg: OK (not scanned)"
     assert d.accepted() == ["shell.php.jpg"]
+    line = wait_for(lambda: access_lines(log), what="the access log line")[0]
+    assert line["filename"] == "shell.php\x00.jpg" and line["stored_as"] == "shell.php.jpg"
     assert "shell.php\\x00.jpg" in d.logs()
 
 
@@ -115,6 +117,24 @@ def test_filename_cannot_forge_error_log_lines(daemon):
     for line in text.split(b"\n"):
         assert b"FORGED" not in line or not line.startswith(b"2030-"), line
     assert b"\\x0a2030-01-01T00:00:00.000Z [error] 1: master: FORGED\\x1b[31m.txt" in text
+
+
+# --- item 4: the access log stays JSON for names that are not UTF-8 -------------
+
+def test_access_log_is_json_for_a_refused_non_utf8_name(daemon_factory, tmp_path):
+    log = tmp_path / "access.log"
+    d = daemon_factory(access_log=str(log))
+    c = Client(d.tcp_port)
+    c.send(b"3 caf\xe9\x01\"\\.txt\n")
+    assert c.line()["code"] == 400
+    line = wait_for(lambda: access_lines(log), what="the access log line")[0]
+    assert line["code"] == 400
+    assert line["filename"] == "caf\ufffd\x01\"\\.txt"
+    assert bytes.fromhex(line["filename_hex"]) == b"caf\xe9\x01\"\\.txt"
+    # A good name has no filename_hex.
+    Client(d.tcp_port).upload("fine.txt", b"ok")
+    wait_for(lambda: len(access_lines(log)) == 2, what="the second line")
+    assert "filename_hex" not in access_lines(log)[1]
 
 
 # --- item 9: STATUS fits whatever the name ---------------------------------------
