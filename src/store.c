@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -153,7 +154,10 @@ static int fs_has_room(int dir_fd, uint64_t need, uint64_t keep)
 int store_check_space(struct store *s, uint64_t need)
 {
     int rc = fs_has_room(s->spool_fd, need, s->min_free_space);
-    if (rc == 0) rc = fs_has_room(s->accept_fd, 0, s->min_free_space);
+    /* On another filesystem, accept_dir gets a copy: it needs the room too. */
+    struct stat a, b;
+    bool same = fstat(s->spool_fd, &a) == 0 && fstat(s->accept_fd, &b) == 0 && a.st_dev == b.st_dev;
+    if (rc == 0) rc = fs_has_room(s->accept_fd, same ? 0 : need, s->min_free_space);
     return rc;
 }
 
@@ -239,6 +243,67 @@ static bool find_link(const struct stat *part, int dir_fd, const char *prefix, c
     return false;
 }
 
+/* Copies spool/<part> into a new unnamed file (O_TMPFILE) in dir_fd and
+ * fsyncs it: a file that can be linked to its final name but never has a
+ * name of its own meanwhile. Returns its fd or -errno. */
+static int copy_unnamed(struct store *s, const char *part, int dir_fd)
+{
+    int in = openat(s->spool_fd, part, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (in < 0) return -errno;
+    int out = openat(dir_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0640);
+    int rc = out < 0 ? -errno : 0;
+    enum { BUF = 256 * 1024 };
+    char *buf = NULL;
+    bool plain = false; /* copy_file_range refused: read and write */
+    while (rc == 0) {
+        ssize_t n;
+        if (!plain) {
+            n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+                          errno == EOPNOTSUPP)) {
+                plain = true;
+                continue;
+            }
+        } else {
+            if (!buf && !(buf = malloc(BUF))) {
+                rc = -ENOMEM;
+                break;
+            }
+            n = read(in, buf, BUF);
+            for (ssize_t off = 0, w; n > 0 && off < n; off += w) {
+                w = write(out, buf + off, (size_t)(n - off));
+                if (w < 0 && errno == EINTR) w = 0;
+                if (w < 0) {
+                    n = -1;
+                    break;
+                }
+            }
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) rc = -errno;
+        if (n <= 0) break;
+    }
+    if (rc == 0 && fsync(out) < 0) rc = -errno;
+    free(buf);
+    close(in);
+    if (rc < 0 && out >= 0) close(out);
+    return rc < 0 ? rc : out;
+}
+
+/* Gives the file (spool/<part>, or the unnamed copy tmp_fd) the name cand in
+ * dir_fd; linkat fails with EEXIST instead of replacing, unlike renameat.
+ * 0, or -1 with errno. */
+static int link_as(struct store *s, const char *part, int tmp_fd, int dir_fd, const char *cand)
+{
+    if (tmp_fd < 0) return linkat(s->spool_fd, part, dir_fd, cand, 0);
+    if (linkat(tmp_fd, "", dir_fd, cand, AT_EMPTY_PATH) == 0) return 0;
+    if (errno != ENOENT && errno != EPERM) return -1;
+    /* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc works for anyone. */
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", tmp_fd);
+    return linkat(AT_FDCWD, proc, dir_fd, cand, AT_SYMLINK_FOLLOW);
+}
+
 int store_link_part(struct store *s, const char *id, int dir_fd, const char *prefix,
                     const char *name, char *stored, bool *linked)
 {
@@ -249,13 +314,26 @@ int store_link_part(struct store *s, const char *id, int dir_fd, const char *pre
     struct stat pst;
     if (fstatat(s->spool_fd, part, &pst, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
     bool done = pst.st_nlink > 1 && find_link(&pst, dir_fd, prefix, name, cand, sizeof cand);
+    int tmp = -1, rc = -EEXIST;
     for (unsigned n = 0; !done && n < 100000; n++) {
-        if (candidate(prefix, name, n, cand, sizeof cand) < 0) return -ENAMETOOLONG;
-        /* linkat fails with EEXIST instead of replacing, unlike renameat. */
-        if (linkat(s->spool_fd, part, dir_fd, cand, 0) == 0) done = true;
-        else if (errno != EEXIST) return -errno;
+        if (candidate(prefix, name, n, cand, sizeof cand) < 0) {
+            rc = -ENAMETOOLONG;
+            break;
+        }
+        if (link_as(s, part, tmp, dir_fd, cand) == 0) {
+            done = true;
+        } else if (errno == EXDEV && tmp < 0) {
+            /* dir_fd is on another filesystem than the spool: link a
+             * complete, synced copy instead, under the same name rules. */
+            if ((tmp = copy_unnamed(s, part, dir_fd)) < 0) return tmp;
+            n--; /* the same candidate again */
+        } else if (errno != EEXIST) {
+            rc = -errno;
+            break;
+        }
     }
-    if (!done) return -EEXIST;
+    if (tmp >= 0) close(tmp);
+    if (!done) return rc;
     *linked = true;
     snprintf(stored, STORE_NAME_MAX + 1, "%s", cand + strlen(prefix));
     return fsync(dir_fd) < 0 ? -errno : 0;

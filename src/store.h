@@ -60,7 +60,11 @@ int store_discard_part(struct store *s, const char *id);
  * entry stays (store_discard_part removes it once the placement is
  * recorded). If a crash came between a link and its record, the .part is
  * already linked there (same inode): that name is reported, no second link
- * is made. The final name without prefix goes to stored (STORE_NAME_MAX + 1
+ * is made. When dir_fd is on another filesystem (EXDEV), a complete fsynced
+ * copy made as an unnamed O_TMPFILE in dir_fd is linked instead: no partial
+ * or temporary name ever appears there (such a copy is not the .part's
+ * inode: after a crash between its link and its record it is not found
+ * again). The final name without prefix goes to stored (STORE_NAME_MAX + 1
  * bytes). Blocking. 0, or -errno with *linked telling whether the file is
  * in dir_fd anyway (its directory fsync failed). */
 int store_link_part(struct store *s, const char *id, int dir_fd, const char *prefix,

@@ -149,3 +149,45 @@ def test_status_of_a_long_control_character_name(daemon):
     assert st["type"] == "STATUS" and st["stored_as"] == "a.txt"
     assert st["filename"] == name.decode()
     assert st["status"] == "./" + name.decode() + ": OK (not scanned)"
+
+
+# --- item 6: spool and accept/quarantine on different filesystems ----------------
+
+@pytest.fixture
+def other_fs(tmp_path):
+    """A small tmpfs: another filesystem than tmp_path's (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "otherfs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_placing_across_filesystems(daemon_factory, other_fs):
+    from conftest import EICAR
+    d = daemon_factory(start=False, accept_dir=str(other_fs / "accepted"),
+                       quarantine_dir=str(other_fs / "quarantine"))
+    d.scanning().start()
+    try:
+        assert os.stat(d.spool_dir).st_dev != os.stat(d.accept_dir).st_dev
+        data = os.urandom(3 << 20)
+        st = Client(d.tcp_port).upload("big.bin", data, sha=True)[1]
+        assert st["verdict"] == "clean" and st["stored_as"] == "big.bin", st
+        st = Client(d.tcp_port).upload("big.bin", b"second")[1]
+        assert st["stored_as"] == "big-1.bin"
+        from conftest import file_sha256
+        assert file_sha256(os.path.join(d.accept_dir, "big.bin")) == sha256(data)
+        st = Client(d.tcp_port).upload("eicar.com", EICAR)[1]
+        assert st["verdict"] == "infected", st
+        q = os.listdir(other_fs / "quarantine")
+        assert len(q) == 1 and q[0].endswith("-eicar.com")
+        # Only final names, nothing left in the spool.
+        assert d.accepted() == ["big-1.bin", "big.bin"]
+        assert d.spooled() == []
+    finally:
+        d.stop()

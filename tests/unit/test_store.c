@@ -5,6 +5,7 @@
 #include "test.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -156,10 +157,63 @@ static void test_place(void)
     CHECK(system(cmd) == 0);
 }
 
+/* accept_dir on another filesystem (issue 10, item 6): a synced copy is
+ * linked from an unnamed O_TMPFILE, under the same never-overwrite rules. */
+static void test_place_across(void)
+{
+    struct stat a, b;
+    if (stat("/tmp", &a) < 0 || stat("/dev/shm", &b) < 0 || a.st_dev == b.st_dev) {
+        printf("test_store: /tmp and /dev/shm share a filesystem; cross-filesystem case skipped\n");
+        return;
+    }
+    char root[] = "/tmp/intake-test-store-XXXXXX", other[] = "/dev/shm/intake-test-store-XXXXXX";
+    CHECK(mkdtemp(root) != NULL && mkdtemp(other) != NULL);
+    char sp[128], ac[128], q[128];
+    snprintf(sp, sizeof sp, "%s/spool", root);
+    snprintf(ac, sizeof ac, "%s/accepted", other);
+    snprintf(q, sizeof q, "%s/q", other);
+    struct store s;
+    const char *which = "";
+    CHECK(store_open(&s, sp, ac, q, &which) == 0);
+    s.min_free_space = 0;
+    static char big[3 << 20];
+    for (size_t i = 0; i < sizeof big - 1; i++)
+        big[i] = (char)('a' + i % 23);
+    const char *want[] = {"x.bin", "x-1.bin"};
+    for (int i = 0; i < 2; i++) {
+        char id[STORE_ID_LEN + 1], stored[STORE_NAME_MAX + 1], part[64];
+        store_new_id(id);
+        CHECK(write_part(&s, id, i ? "small" : big) == 0);
+        bool linked = false;
+        CHECK(store_link_part(&s, id, s.accept_fd, "", "x.bin", stored, &linked) == 0 && linked);
+        CHECK_STR(stored, want[i]);
+        CHECK(store_discard_part(&s, id) == 0);
+        snprintf(part, sizeof part, "%s.part", id);
+        CHECK(faccessat(s.spool_fd, part, F_OK, 0) < 0);
+    }
+    struct stat st;
+    CHECK(fstatat(s.accept_fd, "x.bin", &st, 0) == 0 && st.st_size == (off_t)strlen(big));
+    int fd = openat(s.accept_fd, "x.bin", O_RDONLY);
+    static char back[3 << 20];
+    CHECK(fd >= 0 && read(fd, back, sizeof back) == (ssize_t)strlen(big));
+    CHECK(memcmp(back, big, strlen(big)) == 0);
+    close(fd);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "ls -A %s | wc -l", ac);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    CHECK(p && fscanf(p, "%d", &n) == 1 && n == 2); /* nothing else, ever */
+    if (p) pclose(p);
+    store_close(&s);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", root, other);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
     test_sanitize();
     test_ids();
     test_place();
+    test_place_across();
     return test_report("test_store");
 }
