@@ -91,6 +91,9 @@ run: deps all
 	@echo "intake: try: $(BUILD)/intake 127.0.0.1:9090 README.md"
 	./$(BUILD)/intaked -c etc/intake.conf
 
+# Fault injection: test_upload makes SHA-256 fail.
+$(BUILD)/tests/test_upload: LDFLAGS += -Wl,--wrap=EVP_DigestUpdate
+
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do $$t; done
 

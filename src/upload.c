@@ -563,7 +563,11 @@ int upload_hash(struct upload *u, uint64_t upto)
         ssize_t n = pread(u->rfd, buf, want, (off_t)u->hashed);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return -1;
-        EVP_DigestUpdate(u->md, buf, (size_t)n);
+        if (EVP_DigestUpdate(u->md, buf, (size_t)n) != 1) {
+            log_error("upload %s: SHA-256 update failed", u->id);
+            errno = EIO;
+            return -1;
+        }
         u->hashed += (uint64_t)n;
     }
     return 0;
@@ -582,14 +586,13 @@ static void step_failed(struct upload *u, struct store *st, const char *reason)
  * the step failed (verdict error), or -1 with e (422: the upload ends). */
 static int check_hash(struct upload *u, struct store *st, struct upload_error *e)
 {
-    if (upload_hash(u, u->size) < 0) {
-        log_error("upload %s: cannot read back the spool file to hash it: %s; kept in the spool",
-                  u->id, strerror(errno));
+    unsigned int dl = 0;
+    if (upload_hash(u, u->size) < 0 || EVP_DigestFinal_ex(u->md, u->digest, &dl) != 1) {
+        log_error("upload %s: cannot hash the spool file: %s; kept in the spool", u->id,
+                  strerror(errno));
         step_failed(u, st, "cannot read the spool file back");
         return 1;
     }
-    unsigned int dl = 0;
-    EVP_DigestFinal_ex(u->md, u->digest, &dl);
     EVP_MD_CTX_free(u->md);
     u->md = NULL;
     if (u->has_want && memcmp(u->want, u->digest, 32) != 0) {

@@ -323,7 +323,7 @@ int conn_begin_upload(struct conn *c, const struct upload_request *r)
 static void hash_run(struct job *j)
 {
     struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
-    upload_hash(&c->up, c->hash_to);
+    c->hash_failed = upload_hash(&c->up, c->hash_to) < 0;
 }
 
 static void start_finalize(struct conn *c);
@@ -339,6 +339,12 @@ static void hash_done(struct job *j)
             c->next = c->w->dead;
             c->w->dead = c;
         }
+        return;
+    }
+    if (c->hash_failed) {
+        /* Finishing would fail the same way: stop receiving now. */
+        c->hash_failed = c->finish_pending = false;
+        conn_fail(c, 500, "cannot read the spool file back");
         return;
     }
     if (c->finish_pending) {

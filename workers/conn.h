@@ -83,6 +83,7 @@ struct conn {
     bool in_job;
     bool finish_pending; /* complete while a hash job ran: finalize after it */
     uint64_t hash_to;    /* what the running hash job covers */
+    bool hash_failed;    /* the last hash job could not read or hash */
     struct upload_error job_err;
     int abort_code;   /* the upload failed while a job held it */
     bool logged;      /* the current upload has its access log line */
