@@ -88,7 +88,7 @@ static void access_line(struct conn *c, int code, const struct upload_request *r
         } else {
             cJSON_AddNullToObject(o, "sha256");
         }
-        if (u->verdict != VERDICT_NONE && code == 200)
+        if (u->verdict != VERDICT_NONE)
             cJSON_AddStringToObject(o, "verdict", upload_verdict_name(u->verdict));
         else
             cJSON_AddNullToObject(o, "verdict");
@@ -429,6 +429,7 @@ static void finalize_done(struct job *j)
     if (c->job_err.code) {
         /* The checksum did not match (422): nothing was accepted. */
         if (c->state == CONN_CLOSED) {
+            if (!c->logged) access_line(c, c->job_err.code, NULL);
             c->next = w->dead;
             w->dead = c;
             return;
@@ -438,7 +439,12 @@ static void finalize_done(struct job *j)
     }
     metrics_upload(w->mslot, c->t->kind, mverdict(c->up.verdict));
     if (c->state == CONN_CLOSED) {
-        /* The client went away (or TERM) while we finished: only the memory is left. */
+        /* The client went away while we finished: the upload is done all
+         * the same (its line has verdict and stored_as); 499 says the client
+         * never heard its STATUS. */
+        log_info("upload %s (%s): finished as %s after its client had gone", c->up.id,
+                 c->up.logname, upload_verdict_name(c->up.verdict));
+        access_line(c, 499, NULL);
         c->next = w->dead;
         w->dead = c;
         return;

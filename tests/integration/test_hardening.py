@@ -191,3 +191,118 @@ def test_placing_across_filesystems(daemon_factory, other_fs):
         assert d.spooled() == []
     finally:
         d.stop()
+
+
+# --- item 10: an upload finished after its client left still gets its line -------
+
+class FakeScanner:
+    """A scanner on a UNIX socket that answers PING at once and holds each
+    FILDES scan until release() (clamd's protocol, as scan.c speaks it)."""
+
+    def __init__(self, path):
+        self.srv = socket.socket(socket.AF_UNIX)
+        self.srv.bind(path)
+        self.srv.listen(16)
+        self.scanning = threading.Event()
+        self.go = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                s, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(s,), daemon=True).start()
+
+    def _one(self, s):
+        with s:
+            data, fds, _, _ = socket.recv_fds(s, 64, 1)
+            for fd in fds:
+                os.close(fd)
+            if data.startswith(b"zPING"):
+                s.sendall(b"PONG\0")
+            elif data.startswith(b"zFILDES"):
+                self.scanning.set()
+                self.go.wait(30)
+                s.sendall(b"fd[1]: OK\0")
+
+    def release(self):
+        self.go.set()
+
+    def close(self):
+        self.go.set()
+        self.srv.close()
+
+
+def unix_ws(path):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(path)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    ws = WS.__new__(WS)
+    ws.sock, ws.buf = s, b""
+    return ws
+
+
+def ws_connections(sockpath):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(sockpath)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    body = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    s.close()
+    for line in body.decode().splitlines():
+        if line.startswith('intake_connections{transport="ws"}'):
+            return int(float(line.split()[-1]))
+    return None
+
+
+def test_upload_finished_after_its_client_left_has_one_access_line(daemon_factory, tmp_path):
+    from conftest import short_dir
+    sd = short_dir()
+    scanner = FakeScanner(os.path.join(sd, "scan.sock"))
+    log = tmp_path / "access.log"
+    wsock = os.path.join(sd, "ws.sock")
+    d = daemon_factory(start=False, workers=1, access_log=str(log),
+                       scanner="unix:" + os.path.join(sd, "scan.sock"))
+    with open(d.conf, "a") as f:
+        f.write("listen_ws unix:%s\n" % wsock)
+    try:
+        d.start()
+        ws = unix_ws(wsock)
+        ws.send(OP_TEXT, json.dumps({"type": "START", "filename": "late.txt", "size": 1}).encode())
+        uid = json.loads(ws.recv()[2])["id"]
+        # Many empty data messages, each acknowledged, and never read: over
+        # a UNIX socket a few hundred acks fill the server's send buffer, so
+        # the worker still has output queued when DONE starts the job.
+        batch = b"".join(ws.frame(OP_BINARY, b"") for _ in range(5000))
+        batch += ws.frame(OP_BINARY, b"x") + ws.frame(OP_TEXT, b'{"type":"DONE"}')
+        ws.sock.sendall(batch)
+        assert scanner.scanning.wait(20), "DONE was not processed"
+        ws.sock.close()  # the client leaves while its file is being scanned
+        wait_for(lambda: ws_connections(wsock) == 1, 10,
+                 what="the worker to notice the client left")  # (1: this request)
+        scanner.release()
+        wait_for(lambda: d.accepted() == ["late.txt"], what="the file placed")
+        lines = wait_for(lambda: [l for l in access_lines(log) if l["id"] == uid], 10,
+                         what="the upload's access log line")
+        assert len(lines) == 1, lines
+        assert lines[0]["code"] == 499 and lines[0]["stored_as"] == "late.txt"
+        assert lines[0]["verdict"] == "clean"
+        assert "after its client had gone" in d.logs()
+        d.stop()
+        assert len([l for l in access_lines(log) if l["id"] == uid]) == 1
+    finally:
+        scanner.close()
+        subprocess.run(["rm", "-rf", sd])
