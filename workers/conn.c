@@ -570,12 +570,47 @@ static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
     if (c->tls && c->state != CONN_CLOSED) update_io(c);
 }
 
+/* The timer ran out while our messages waited for the client: we stopped
+ * reading (backpressure) because it does not read its acknowledgements, not
+ * because it sent nothing. Says so, and closes at once: lingering would
+ * read and discard what such a client keeps sending. */
+static void fail_unread(struct conn *c)
+{
+    unsigned long long ms = (unsigned long long)c->w->cfg->idle_timeout_ms;
+    size_t queued = c->out_len - c->out_off;
+    if (c->up.phase == UPLOAD_RECEIVING)
+        log_info("upload %s (%s) from %s: the client has not read the server's messages for %llu "
+                 "ms (%zu bytes waiting; a client must read its acknowledgements); upload "
+                 "interrupted, closing",
+                 c->up.id, c->up.logname, c->peer, ms, queued);
+    else
+        log_info("%s: the client has not read the server's messages for %llu ms (%zu bytes "
+                 "waiting); closing",
+                 c->peer, ms, queued);
+    metrics_error(c->w->mslot, 408);
+    conn_abort_upload(c, 408);
+    /* Best effort: queued behind what it has not read, it may never see it. */
+    struct upload_error e = {.code = 408};
+    snprintf(e.message, sizeof e.message,
+             "the client has not read the server's messages for %llu ms; closing", ms);
+    size_t n;
+    char *msg = upload_msg_error(&e, &n);
+    if (msg) c->t->send_msg(c, msg, n);
+    free(msg);
+    if (c->state != CONN_CLOSED && c->t->after_error) c->t->after_error(c, 408);
+    conn_close(c);
+}
+
 static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
     struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
     const struct config *cfg = c->w->cfg;
+    if ((c->state == CONN_HEADER || c->state == CONN_BODY) && c->out_len > c->out_off) {
+        fail_unread(c);
+        return;
+    }
     switch (c->state) {
     case CONN_HEADER:
         if (tls_handshake_timeout(c)) break;

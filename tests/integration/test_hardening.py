@@ -306,3 +306,50 @@ def test_upload_finished_after_its_client_left_has_one_access_line(daemon_factor
     finally:
         scanner.close()
         subprocess.run(["rm", "-rf", sd])
+
+
+# --- item 8: a WebSocket client that sends but never reads ----------------------
+
+def test_client_that_never_reads_its_acks(daemon_factory):
+    d = daemon_factory(workers=1, idle_timeout="1s", max_file_size="2G")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    s.settimeout(30)
+    s.connect(("127.0.0.1", d.ws_port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    ws = WS.__new__(WS)
+    ws.sock, ws.buf = s, b""
+    ws.send(OP_TEXT, json.dumps({"type": "START", "filename": "flood.bin", "size": 1 << 30}).encode())
+    assert json.loads(ws.recv()[2])["code"] == 200
+    batch = b"".join(ws.frame(OP_BINARY, b"") for _ in range(2000))
+    sent = [0]
+
+    def flood():  # keeps sending, never reads, until the server lets go
+        try:
+            while True:
+                s.sendall(batch)
+                sent[0] += len(batch)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    wait_for(lambda: "has not read the server's messages" in d.logs(), 20,
+             what="the stalled client noticed")
+    logs = d.logs()
+    assert "a client must read its acknowledgements" in logs
+    assert "no data received" not in logs
+    # Closed at once, not lingering over what it keeps sending: only the
+    # metrics request itself is left.
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.ws_port, timeout=5) as r:
+        text = r.read().decode()
+    assert 'intake_connections{transport="ws"} 1' in text, [
+        l for l in text.splitlines() if l.startswith("intake_connections")]
+    t.join(20)
+    assert not t.is_alive()
+    s.close()
