@@ -46,7 +46,7 @@ UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
 
-.PHONY: all run test unit unit-asan integration integration-asan deps bench fuzz install clean
+.PHONY: all run test unit unit-asan integration integration-asan deps bench fuzz fuzz-smoke install clean
 
 all: $(BUILD)/intaked $(BUILD)/intake $(BUILD)/intake-scand
 
@@ -115,12 +115,16 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory integration-asan
 	@$(MAKE) --no-print-directory integration
 
 # libFuzzer targets (clang): build/fuzz/fuzz_<parser>. `make fuzz` runs each
-# for FUZZ_SECONDS on its seed corpus.
-FUZZ_TARGETS := http ws_frame tcp_line upload_header config_line
+# for FUZZ_SECONDS on its seed corpus; `make fuzz-smoke` (part of `make test`)
+# runs each for a fixed FUZZ_RUNS inputs from its seed corpus with a fixed
+# seed, so a change that crashes a parser on its corpus fails the tests.
+FUZZ_TARGETS := http ws_frame tcp_line upload_header config_line escape
+FUZZ_RUNS ?= 200000
 FUZZ_SECONDS ?= 20
 FUZZ_SRCS := tests/fuzz/fuzz_parsers.c $(CORE) workers/tcp_line.c workers/http.c workers/ws_frame.c
 build/fuzz/fuzz_%: $(FUZZ_SRCS)
@@ -152,6 +156,16 @@ fuzz: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
 	    build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=16384 \
 	        $$( [ $$t = http ] && echo -dict=tests/fuzz/http.dict ) \
 	        build/fuzz/corpus-$$t tests/fuzz/corpus/$$t 2>&1 | tail -1; done
+
+fuzz-smoke: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    rm -rf build/fuzz/smoke-$$t; mkdir -p build/fuzz/smoke-$$t; \
+	    build/fuzz/fuzz_$$t -runs=$(FUZZ_RUNS) -seed=1 -max_len=16384 \
+	        $$( [ $$t = http ] && echo -dict=tests/fuzz/http.dict ) \
+	        build/fuzz/smoke-$$t tests/fuzz/corpus/$$t > build/fuzz/smoke-$$t.log 2>&1 \
+	        || { tail -40 build/fuzz/smoke-$$t.log; echo "fuzz_$$t failed"; exit 1; }; \
+	    echo "fuzz_$$t: $$(tail -1 build/fuzz/smoke-$$t.log)"; \
+	done
 
 bench: deps all $(BUILD)/wsbench
 	./scripts/bench.sh

@@ -3,11 +3,13 @@
  * same bytes in two pieces it must reach the same verdict as in one. */
 #include "config.h"
 #include "http.h"
+#include "log.h"
 #include "tcp_line.h"
 #include "upload.h"
 #include "utf8.h"
 #include "ws_frame.h"
 
+#include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +63,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct upload_request *r = malloc(sizeof *r);
     struct upload_error e;
     if (upload_parse_start((const char *)data, size, r, &e) == 0) {
-        if (r->filename_len > UPLOAD_FILENAME_MAX) abort();
+        if (r->filename_len > UPLOAD_FILENAME_MAX || r->filename[r->filename_len]) abort();
+        if (strlen(r->token) > UPLOAD_TOKEN_MAX) abort();
+        /* One object only: anything after it but whitespace is refused. */
+        char type[16];
+        if (upload_parse_type((const char *)data, size, type, sizeof type) < 0) abort();
     } else if (e.code != 400) {
         abort();
     }
@@ -74,6 +80,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!utf8_valid((const uint8_t *)name, strlen(name))) abort();
     }
     free(r);
+#elif defined(TARGET_ESCAPE)
+    /* The access log's and the messages' JSON strings: always JSON, always
+     * UTF-8, exact for UTF-8 input. The error log's escaping: one line, no
+     * control bytes, never cut. */
+    char *q = malloc(UTF8_JSON_MAX(size) + 3);
+    bool replaced = false;
+    size_t n = utf8_json_escape(q + 1, data, size, &replaced);
+    if (n > UTF8_JSON_MAX(size)) abort();
+    q[0] = '"';
+    q[n + 1] = '"';
+    q[n + 2] = '\0';
+    if (replaced == utf8_valid(data, size)) abort();
+    if (!utf8_valid((const uint8_t *)q, n + 2) || memchr(q, '\0', n + 2)) abort();
+    cJSON *o = cJSON_ParseWithLength(q, n + 2);
+    if (!cJSON_IsString(o)) abort();
+    if (!replaced && !memchr(data, '\0', size) &&
+        (strlen(o->valuestring) != size || memcmp(o->valuestring, data, size) != 0))
+        abort();
+    cJSON_Delete(o);
+    free(q);
+    char *l = malloc(4 * size + 1);
+    size_t used = 0, m = log_escape(l, 4 * size, data, size, &used);
+    if (used != size || m > 4 * size || !utf8_valid((const uint8_t *)l, m)) abort();
+    for (size_t i = 0; i < m; i++) {
+        unsigned char c = (unsigned char)l[i];
+        if (c < 0x20 || c == 0x7F || (c == 0xC2 && i + 1 < m && (unsigned char)l[i + 1] <= 0x9F))
+            abort();
+    }
+    size_t cut = size ? data[0] % (4 * size) : 0; /* a short buffer: never past it */
+    if (log_escape(l, cut, data, size, &used) > cut || used > size) abort();
+    free(l);
 #elif defined(TARGET_CONFIG_LINE)
     char scratch[4200];
     char *tok[66];
