@@ -732,9 +732,8 @@ int upload_finalize(struct upload *u, struct store *st, const struct upload_poli
             log_warn("upload %s (%s): infected with %s; quarantined as %s-%s", u->id, u->logname,
                      u->virus, u->id, u->placed);
         else
-            log_info("upload %s (%s): %llu bytes, sha256 %s, %s; stored as %s", u->id,
-                     u->logname, (unsigned long long)u->size, hex,
-                     upload_verdict_name(u->verdict), u->stored);
+            log_info("upload %s (%s): %llu bytes, sha256 %s, %s; stored as %s", u->id, u->logname,
+                     (unsigned long long)u->size, hex, upload_verdict_name(u->verdict), u->stored);
     }
     upload_release(u);
     u->phase = UPLOAD_DONE;
@@ -798,7 +797,8 @@ static char *print(cJSON *o, bool ok, size_t *len)
 char *upload_msg_ready(const struct upload *u, size_t *len)
 {
     cJSON *o = cJSON_CreateObject();
-    bool ok = cJSON_AddStringToObject(o, "type", "READY") && cJSON_AddStringToObject(o, "id", u->id) &&
+    bool ok = cJSON_AddStringToObject(o, "type", "READY") &&
+              cJSON_AddStringToObject(o, "id", u->id) &&
               cJSON_AddNumberToObject(o, "offset", (double)u->received);
     return print(o, ok, len);
 }
@@ -834,18 +834,19 @@ char *upload_msg_status(const struct upload *u, size_t *len)
         memcpy(status, "./", 2);
         memcpy(status + 2, u->filename, u->filename_len);
         memcpy(status + 2 + u->filename_len, tail, tl);
-        ok = cJSON_AddStringToObject(o, "type", "STATUS") &&
-             cJSON_AddStringToObject(o, "id", u->id) &&
-             upload_json_add(o, "filename", u->filename, u->filename_len, NULL) == 0 &&
-             (u->stored[0] ? upload_json_add(o, "stored_as", u->stored, strlen(u->stored), NULL) == 0
-                           : cJSON_AddNullToObject(o, "stored_as") != NULL) &&
-             cJSON_AddNumberToObject(o, "size", (double)u->size) &&
-             cJSON_AddStringToObject(o, "sha256", hex) &&
-             cJSON_AddStringToObject(o, "verdict", upload_verdict_name(u->verdict)) &&
-             (u->verdict == VERDICT_INFECTED
-                  ? upload_json_add(o, "virus", u->virus, strlen(u->virus), NULL) == 0
-                  : cJSON_AddNullToObject(o, "virus") != NULL) &&
-             upload_json_add(o, "status", status, sl, NULL) == 0;
+        ok =
+            cJSON_AddStringToObject(o, "type", "STATUS") &&
+            cJSON_AddStringToObject(o, "id", u->id) &&
+            upload_json_add(o, "filename", u->filename, u->filename_len, NULL) == 0 &&
+            (u->stored[0] ? upload_json_add(o, "stored_as", u->stored, strlen(u->stored), NULL) == 0
+                          : cJSON_AddNullToObject(o, "stored_as") != NULL) &&
+            cJSON_AddNumberToObject(o, "size", (double)u->size) &&
+            cJSON_AddStringToObject(o, "sha256", hex) &&
+            cJSON_AddStringToObject(o, "verdict", upload_verdict_name(u->verdict)) &&
+            (u->verdict == VERDICT_INFECTED
+                 ? upload_json_add(o, "virus", u->virus, strlen(u->virus), NULL) == 0
+                 : cJSON_AddNullToObject(o, "virus") != NULL) &&
+            upload_json_add(o, "status", status, sl, NULL) == 0;
     }
     free(status);
     return print(o, ok, len);

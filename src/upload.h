@@ -74,9 +74,9 @@ struct upload {
     char filename[UPLOAD_FILENAME_MAX + 1]; /* as the client sent it: may hold NULs */
     size_t filename_len;
     char logname[UPLOAD_LOGNAME_MAX + 1]; /* the same, escaped and shortened for the log */
-    char name[STORE_NAME_MAX + 1];          /* sanitized */
-    char stored[STORE_NAME_MAX + 1];        /* stored_as: name in accept_dir, or "" */
-    char placed[STORE_NAME_MAX + 1];        /* name in accept_dir or quarantine_dir */
+    char name[STORE_NAME_MAX + 1];        /* sanitized */
+    char stored[STORE_NAME_MAX + 1];      /* stored_as: name in accept_dir, or "" */
+    char placed[STORE_NAME_MAX + 1];      /* name in accept_dir or quarantine_dir */
     uint64_t size, received;
     int fd;   /* the spool file, write-only */
     int rfd;  /* the same file, read-only: hashing and scanning */

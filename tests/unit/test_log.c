@@ -17,7 +17,8 @@ static void test_escape(void)
         const char *want;
     } cases[] = {
         {"plain name.txt", 0, "plain name.txt"},
-        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 0, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 0,
+         "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
         {"back\\slash", 0, "back\\slash"},
         {"a\nb\rc\td", 0, "a\\x0ab\\x0dc\\x09d"},
         {"x\n2026-01-01T00:00:00.000Z [error] 1: master: forged", 0,
@@ -60,8 +61,8 @@ static void test_lines(void)
     close(fd);
     CHECK(log_open(path, LOG_INFO) == 0);
     log_set_role("worker 1");
-    log_info("upload x (%s) from %s: refused", "evil\n2026-01-01T00:00:00.000Z [error] 1: forged\x1b",
-             "1.2.3.4:5");
+    log_info("upload x (%s) from %s: refused",
+             "evil\n2026-01-01T00:00:00.000Z [error] 1: forged\x1b", "1.2.3.4:5");
     char big[6000];
     memset(big, '\n', sizeof big - 1);
     big[sizeof big - 1] = '\0';

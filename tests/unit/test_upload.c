@@ -72,7 +72,8 @@ static void test_parse_start(void)
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"x\":[[[[[[[[[[[[[[[[[[[[[["
          "[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
          400},
-        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"x\":[{\"y\":[true,false,null,-0.5e+3]}]}",
+        {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1,\"x\":[{\"y\":[true,false,null,-0.5e+3]"
+         "}]}",
          0},
         /* An escaped NUL is part of the string, never its end (item 1). */
         {"{\"type\":\"START\\u0000x\",\"filename\":\"a\",\"size\":1}", 400},
@@ -312,8 +313,10 @@ static void test_session(void)
      * text frame must be). */
     struct upload_error eu = {.code = 400, .message = "type \"\xe2\x82\" bad \x01"};
     msg = upload_msg_error(&eu, &ml);
-    CHECK_STR(msg, "{\"type\":\"ERROR\",\"code\":400,\"message\":\"type \\\"\xef\xbf\xbd\xef\xbf\xbd\\\" bad "
-                   "\\u0001\"}");
+    CHECK_STR(
+        msg,
+        "{\"type\":\"ERROR\",\"code\":400,\"message\":\"type \\\"\xef\xbf\xbd\xef\xbf\xbd\\\" bad "
+        "\\u0001\"}");
     free(msg);
 
     /* STATUS echoes the client's whole name, NULs included (item 1), and is
