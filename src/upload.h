@@ -96,18 +96,6 @@ struct upload {
     bool resumed;     /* picked up again by START with its id */
 };
 
-/* Parses a START JSON object. 0, or -1 with e filled (400). */
-int upload_parse_start(const char *json, size_t len, struct upload_request *r,
-                       struct upload_error *e);
-/* The "type" of a control message that must be one JSON object: 0 with type
- * (cap bytes) NUL-terminated, or -1 (not one object, no "type" string, or a
- * type longer than cap - 1). The type may hold NUL bytes: compare it with
- * strcmp, which then never matches "START" or "DONE". */
-int upload_parse_type(const char *json, size_t len, char *type, size_t cap);
-/* Parses the raw TCP plain form "SIZE NAME" (no line end). 0 or -1 (400). */
-int upload_parse_plain(const char *line, size_t len, struct upload_request *r,
-                       struct upload_error *e);
-
 void upload_init(struct upload *u);
 /* Validates the request, checks limits and free space, creates the spool file.
  * 0, or -1 with e filled; the session stays IDLE then. */
@@ -173,19 +161,6 @@ enum upload_found {
  * durable, and rehashes what is kept. */
 enum upload_found upload_find(struct upload *u, struct store *st, const struct upload_request *r,
                               struct upload_error *e);
-
-/* Server messages: one JSON object (no line end), NUL-terminated, sized from
- * its content; the caller frees it. Every string is written with its real
- * length, escaped, and valid UTF-8 (bytes that are not become U+FFFD). NULL
- * only when out of memory. *len gets the length. */
-char *upload_msg_ready(const struct upload *u, size_t *len);
-char *upload_msg_status(const struct upload *u, size_t *len);
-char *upload_msg_error(const struct upload_error *e, size_t *len);
-/* Adds a string member holding s[0..n) to a cJSON object as above (through
- * a raw item: cJSON's own strings end at a NUL and copy invalid UTF-8).
- * *replaced (may be NULL) is set when bytes were not UTF-8. 0 or -1. */
-struct cJSON;
-int upload_json_add(struct cJSON *o, const char *key, const void *s, size_t n, bool *replaced);
 
 const char *upload_verdict_name(enum upload_verdict v);
 void upload_hex(const unsigned char *bin, size_t n, char *out);

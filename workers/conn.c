@@ -2,7 +2,10 @@
 #define _GNU_SOURCE
 #include "conn.h"
 
+#include "container.h"
 #include "log.h"
+#include "message.h"
+#include "session.h"
 #include "tls.h"
 
 #include <cjson/cJSON.h>
@@ -30,7 +33,7 @@ static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents);
 static void add_filename(cJSON *o, const char *name, size_t len)
 {
     bool replaced = false;
-    upload_json_add(o, "filename", name, len, &replaced);
+    message_json_add(o, "filename", name, len, &replaced);
     if (!replaced) return;
     char *hex = malloc(2 * len + 1);
     if (!hex) return;
@@ -39,10 +42,9 @@ static void add_filename(cJSON *o, const char *name, size_t len)
     free(hex);
 }
 
-/* One access log line: the upload in c (r == NULL) or a refused request.
- * Every string goes through upload_json_add: the line is JSON whatever the
+/* Every string goes through message_json_add: the line is JSON whatever the
  * client sent. */
-static void access_line(struct conn *c, int code, const struct upload_request *r)
+void conn_log_access(struct conn *c, int code, const struct upload_request *r)
 {
     if (c->w->access_fd < 0) return;
     const struct upload *u = &c->up;
@@ -55,7 +57,7 @@ static void access_line(struct conn *c, int code, const struct upload_request *r
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "time", when);
-    upload_json_add(o, "remote", c->remote, strlen(c->remote), NULL);
+    message_json_add(o, "remote", c->remote, strlen(c->remote), NULL);
     cJSON_AddStringToObject(o, "transport", c->t->kind == MT_TCP ? "tcp" : "ws");
     if (r) {
         cJSON_AddNullToObject(o, "id");
@@ -77,7 +79,7 @@ static void access_line(struct conn *c, int code, const struct upload_request *r
         cJSON_AddStringToObject(o, "id", u->id);
         add_filename(o, u->filename, u->filename_len);
         if (u->stored[0])
-            upload_json_add(o, "stored_as", u->stored, strlen(u->stored), NULL);
+            message_json_add(o, "stored_as", u->stored, strlen(u->stored), NULL);
         else
             cJSON_AddNullToObject(o, "stored_as");
         cJSON_AddNumberToObject(o, "size", (double)u->size);
@@ -93,7 +95,7 @@ static void access_line(struct conn *c, int code, const struct upload_request *r
         else
             cJSON_AddNullToObject(o, "verdict");
         if (u->verdict == VERDICT_INFECTED)
-            upload_json_add(o, "virus", u->virus, strlen(u->virus), NULL);
+            message_json_add(o, "virus", u->virus, strlen(u->virus), NULL);
         else
             cJSON_AddNullToObject(o, "virus");
         cJSON_AddNumberToObject(o, "code", code);
@@ -123,10 +125,16 @@ void conn_abort_upload(struct conn *c, int code)
     if ((c->up.phase == UPLOAD_RECEIVING || c->up.phase == UPLOAD_SEALED ||
          (c->up.phase == UPLOAD_DONE && !c->up.stored[0])) &&
         !c->logged)
-        access_line(c, code, NULL);
+        conn_log_access(c, code, NULL);
     upload_abort(&c->up);
 }
 static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents);
+
+void conn_park(struct conn *c)
+{
+    c->next = c->w->dead;
+    c->w->dead = c;
+}
 
 struct conn *conn_new(struct worker *w, int fd, const struct listen_addr *addr)
 {
@@ -267,7 +275,7 @@ void conn_fail_with(struct conn *c, const struct upload_error *e)
     metrics_error(c->w->mslot, e->code);
     conn_abort_upload(c, e->code);
     size_t n;
-    char *msg = upload_msg_error(e, &n);
+    char *msg = message_error(e, &n);
     if (!msg) {
         conn_close(c);
         return;
@@ -292,21 +300,10 @@ void conn_fail(struct conn *c, int code, const char *fmt, ...)
 int conn_begin_upload(struct conn *c, const struct upload_request *r)
 {
     struct upload_error e = {0};
-    /* Tokens first: nothing about the server is told to a client without one.
-     * Expiry counts at an upload's first START only (no id). */
-    const struct config *cfg = c->w->cfg;
-    if (cfg->auth_secret_file &&
-        (e.code = token_check(cfg->auth.keys, (size_t)cfg->auth.n, r->token, strlen(r->token),
-                              (uint64_t)time(NULL), !r->resume_id[0], r->size, e.message,
-                              sizeof e.message)) != 0) {
-        access_line(c, e.code, r);
-        conn_fail_with(c, &e);
-        return -1;
-    }
     /* A draining worker still serves connections it has accepted: a reload
      * must not fail an upload that arrives on one of them. */
     if (upload_begin(&c->up, &c->w->store, &c->w->limits, r, &e) < 0) {
-        access_line(c, e.code, r);
+        conn_log_access(c, e.code, r);
         conn_fail_with(c, &e);
         return -1;
     }
@@ -322,29 +319,30 @@ int conn_begin_upload(struct conn *c, const struct upload_request *r)
 
 static void hash_run(struct job *j)
 {
-    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
+    struct conn *c = container_of(j, struct conn, job);
+    /* Hash what was written, and every UPLOAD_CHECKPOINT bytes make it
+     * durable and record that: what a resume after a crash may count on. */
     c->hash_failed = upload_hash(&c->up, c->hash_to) < 0;
+    if (!c->hash_failed && upload_checkpoint(&c->up, &c->w->store, c->hash_to) < 0)
+        c->hash_failed = true;
 }
 
 static void start_finalize(struct conn *c);
 
 static void hash_done(struct job *j)
 {
-    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
+    struct conn *c = container_of(j, struct conn, job);
     c->in_job = false;
     if (c->state == CONN_CLOSED || c->state == CONN_LINGER) {
         /* It failed, or the client went away, meanwhile: now drop the upload. */
         conn_abort_upload(c, c->abort_code ? c->abort_code : 499);
-        if (c->state == CONN_CLOSED) {
-            c->next = c->w->dead;
-            c->w->dead = c;
-        }
+        if (c->state == CONN_CLOSED) conn_park(c);
         return;
     }
     if (c->hash_failed) {
         /* Finishing would fail the same way: stop receiving now. */
         c->hash_failed = c->finish_pending = false;
-        conn_fail(c, 500, "cannot read the spool file back");
+        conn_fail(c, 500, "cannot read the spool file back or make it durable");
         return;
     }
     if (c->finish_pending) {
@@ -401,7 +399,7 @@ static void after_body(struct conn *c, size_t len)
 
 static void finalize_run(struct job *j)
 {
-    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
+    struct conn *c = container_of(j, struct conn, job);
     c->job_err.code = 0;
     if (upload_finalize(&c->up, &c->w->store, &c->w->policy, &c->job_err) < 0 && !c->job_err.code)
         c->job_err.code = 500;
@@ -423,15 +421,14 @@ static enum metrics_verdict mverdict(enum upload_verdict v)
 
 static void finalize_done(struct job *j)
 {
-    struct conn *c = (struct conn *)((char *)j - offsetof(struct conn, job));
+    struct conn *c = container_of(j, struct conn, job);
     struct worker *w = c->w;
     c->in_job = false;
     if (c->job_err.code) {
         /* The checksum did not match (422): nothing was accepted. */
         if (c->state == CONN_CLOSED) {
-            if (!c->logged) access_line(c, c->job_err.code, NULL);
-            c->next = w->dead;
-            w->dead = c;
+            if (!c->logged) conn_log_access(c, c->job_err.code, NULL);
+            conn_park(c);
             return;
         }
         conn_fail_with(c, &c->job_err);
@@ -444,26 +441,11 @@ static void finalize_done(struct job *j)
          * never heard its STATUS. */
         log_info("upload %s (%s): finished as %s after its client had gone", c->up.id,
                  c->up.logname, upload_verdict_name(c->up.verdict));
-        access_line(c, 499, NULL);
-        c->next = w->dead;
-        w->dead = c;
+        conn_log_access(c, 499, NULL);
+        conn_park(c);
         return;
     }
-    access_line(c, 200, NULL);
-    size_t n;
-    char *msg = upload_msg_status(&c->up, &n);
-    c->uploads++;
-    conn_set_state(c, c->t->idle_state);
-    if (!msg) {
-        log_error("upload %s: out of memory for its STATUS message; closing (the file is %s)",
-                  c->up.id, c->up.stored[0] ? "stored" : "not stored");
-        conn_close(c);
-    } else {
-        c->t->send_msg(c, msg, n);
-    }
-    free(msg);
-    if (c->state == CONN_CLOSED) return;
-    c->t->after_status(c);
+    session_send_status(c);
 }
 
 static void start_finalize(struct conn *c)
@@ -505,14 +487,16 @@ void conn_close(struct conn *c)
     /* Freed later by the reaper (or when its job is done), never on the stack
      * of one of its own callbacks. */
     if (!c->in_job) {
-        c->next = w->dead;
-        w->dead = c;
+        /* Waiting to look an upload up again: nothing holds it. */
+        session_release(c);
+        conn_park(c);
     }
     worker_conn_closed(w);
 }
 
 void conn_free(struct conn *c)
 {
+    session_release(c);
     upload_release(&c->up);
     if (c->t->release) c->t->release(c);
     free(c->carry);
@@ -522,7 +506,9 @@ void conn_free(struct conn *c)
 
 void conn_drain(struct conn *c)
 {
-    if (c->state == CONN_LINGER || c->state == CONN_CLOSED || c->state == CONN_FINISHING) return;
+    if (c->state == CONN_LINGER || c->state == CONN_CLOSED || c->state == CONN_FINISHING ||
+        c->state == CONN_LOOKUP)
+        return;
     if (c->up.phase == UPLOAD_RECEIVING) return; /* in flight: let it finish */
     /* A connection that has not had its first upload yet was accepted for
      * one: it gets it (header_timeout bounds a silent one). One idle between
@@ -548,7 +534,7 @@ static void linger_read(struct conn *c)
 static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
-    struct conn *c = (struct conn *)io; /* io is the first member */
+    struct conn *c = container_of(io, struct conn, io);
     if (revents & EV_WRITE) {
         if (flush(c) < 0) {
             conn_close(c);
@@ -594,7 +580,7 @@ static void fail_unread(struct conn *c)
     snprintf(e.message, sizeof e.message,
              "the client has not read the server's messages for %llu ms; closing", ms);
     size_t n;
-    char *msg = upload_msg_error(&e, &n);
+    char *msg = message_error(&e, &n);
     if (msg) c->t->send_msg(c, msg, n);
     free(msg);
     if (c->state != CONN_CLOSED && c->t->after_error) c->t->after_error(c, 408);
@@ -605,7 +591,7 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
-    struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
+    struct conn *c = container_of(t, struct conn, timer);
     const struct config *cfg = c->w->cfg;
     if ((c->state == CONN_HEADER || c->state == CONN_BODY) && c->out_len > c->out_off) {
         fail_unread(c);
@@ -617,15 +603,8 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         if (c->uploads > 0 && c->carry_len == 0)
             conn_fail(c, 408, "no new upload for %llu ms; closing",
                       (unsigned long long)cfg->idle_timeout_ms);
-        else if (c->t == &tcp_transport)
-            conn_fail(c, 408, "header line not received within %llu ms",
-                      (unsigned long long)cfg->header_timeout_ms);
-        else {
-            /* Not yet WebSocket: a plain HTTP answer. */
-            log_info("%s: request head not received within %llu ms", c->peer,
-                     (unsigned long long)cfg->header_timeout_ms);
-            c->t->after_error(c, 408);
-        }
+        else
+            c->t->header_timeout(c);
         break;
     case CONN_BODY:
         if (c->up.phase == UPLOAD_RECEIVING)
@@ -637,6 +616,9 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         break;
     case CONN_LINGER:
         conn_close(c);
+        break;
+    case CONN_LOOKUP:
+        session_on_timer(c);
         break;
     default:
         break;

@@ -31,6 +31,8 @@ struct tls;
 enum conn_state {
     CONN_HEADER,    /* waiting for a header line / HTTP request head */
     CONN_BODY,      /* receiving: file bytes (TCP) or frames (WebSocket) */
+    CONN_LOOKUP,    /* START with an id: finding the upload (a job), or waiting for
+                       another worker to finish it (the timer) */
     CONN_FINISHING, /* upload complete; a job is syncing, scanning, placing */
     CONN_LINGER,    /* last words sent: discard input until EOF, then close */
     CONN_CLOSED,
@@ -47,8 +49,11 @@ struct transport {
     void (*send_msg)(struct conn *c, const char *json, size_t len);
     /* After an ERROR message: any closing words (WebSocket close frame). */
     void (*after_error)(struct conn *c, int code);
-    /* After STATUS was queued: go on with the input already buffered. */
-    void (*after_status)(struct conn *c);
+    /* After STATUS was queued, or a resumed upload was found: go on with the
+     * input already buffered. */
+    void (*go_on)(struct conn *c);
+    /* header_timeout ran out before a header line / request head. */
+    void (*header_timeout)(struct conn *c);
     /* QUIT: let an idle connection go. */
     void (*drain)(struct conn *c);
     void (*release)(struct conn *c);
@@ -79,7 +84,9 @@ struct conn {
     size_t out_len, out_off, out_cap;
 
     struct upload up;
-    struct job job; /* finalize, or hash: never both at once */
+    struct job job; /* hash, finalize or lookup: one at a time */
+    struct upload_request *req; /* START with an id, while it is looked up */
+    enum upload_found found;    /* what the lookup found */
     bool in_job;
     bool finish_pending; /* complete while a hash job ran: finalize after it */
     uint64_t hash_to;    /* what the running hash job covers */
@@ -122,5 +129,9 @@ void conn_free(struct conn *c);
 /* Drops the upload in progress (its .part stays, resumable), writing its
  * access log line with code (499: the client went away). */
 void conn_abort_upload(struct conn *c, int code);
+/* One access log line: the upload in c (r == NULL) or a refused request r. */
+void conn_log_access(struct conn *c, int code, const struct upload_request *r);
+/* Hands a closed connection whose jobs are done to the worker's reaper. */
+void conn_park(struct conn *c);
 
 #endif

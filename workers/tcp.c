@@ -6,6 +6,7 @@
 #include "tcp.h"
 
 #include "log.h"
+#include "session.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -25,7 +26,7 @@ static void tcp_send_msg(struct conn *c, const char *json, size_t len)
     if (conn_send(c, json, len) == 0) conn_send(c, "\n", 1);
 }
 
-static void tcp_after_status(struct conn *c)
+static void tcp_go_on(struct conn *c)
 {
     if (c->w->draining && c->carry_len == 0) {
         conn_drain(c);
@@ -39,35 +40,10 @@ static void tcp_drain(struct conn *c)
     if (c->state == CONN_HEADER && c->carry_len == 0 && c->out_len == 0) conn_close(c);
 }
 
-static void start(struct conn *c, const char *line, size_t len)
+static void tcp_header_timeout(struct conn *c)
 {
-    struct upload_request *r = malloc(sizeof *r);
-    struct upload_error e = {0};
-    if (!r) {
-        conn_fail(c, 500, "out of memory");
-        return;
-    }
-    int rc;
-    size_t i = 0;
-    while (i < len && (line[i] == ' ' || line[i] == '\t'))
-        i++;
-    if (i < len && line[i] == '{')
-        rc = upload_parse_start(line, len, r, &e);
-    else
-        rc = upload_parse_plain(line, len, r, &e);
-    if (rc < 0)
-        conn_fail_with(c, &e);
-    else if (conn_begin_upload(c, r) == 0) {
-        size_t n;
-        char *msg = upload_msg_ready(&c->up, &n);
-        conn_set_state(c, CONN_BODY);
-        if (!msg)
-            conn_close(c);
-        else
-            tcp_send_msg(c, msg, n);
-        free(msg);
-    }
-    free(r);
+    conn_fail(c, 408, "header line not received within %llu ms",
+              (unsigned long long)c->w->cfg->header_timeout_ms);
 }
 
 /* Consumes what the carry buffer holds: header lines and the body bytes that
@@ -85,7 +61,7 @@ static void process(struct conn *c)
                 conn_fail(c, 431, "header line longer than %d bytes", TCP_LINE_MAX);
                 return;
             }
-            start(c, c->carry, ll);
+            session_on_line(c, c->carry, ll);
             used = (size_t)n;
         } else {
             if (c->carry_len == 0 && !upload_complete(&c->up)) return;
@@ -193,7 +169,8 @@ const struct transport tcp_transport = {
     .read_step = tcp_read_step,
     .send_msg = tcp_send_msg,
     .after_error = NULL,
-    .after_status = tcp_after_status,
+    .go_on = tcp_go_on,
+    .header_timeout = tcp_header_timeout,
     .drain = tcp_drain,
     .release = NULL,
 };

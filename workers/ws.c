@@ -6,8 +6,11 @@
 #define _GNU_SOURCE
 #include "ws.h"
 
+#include "web.h"
+
 #include "log.h"
 #include "origin.h"
+#include "session.h"
 #include "tls.h"
 #include "utf8.h"
 #include "worker.h"
@@ -59,178 +62,26 @@ struct ws {
     size_t url_token_len;
 };
 
-/* --- plain HTTP ------------------------------------------------------------ */
+/* --- the upgrade -------------------------------------------------------------- */
 
-static const char *reason_phrase(int code)
-{
-    switch (code) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 426:
-        return "Upgrade Required";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return code >= 500 ? "Internal Server Error" : "Bad Request";
-    }
-}
-
-/* Sends a complete response and closes (lingering). */
-static void http_respond(struct conn *c, int code, const char *ctype, const char *body, size_t blen,
-                         const char *extra)
-{
-    char head[1024];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\nX-Content-Type-Options: nosniff\r\n%s\r\n",
-                     code, reason_phrase(code), ctype, blen, extra ? extra : "");
-    if (code >= 400) metrics_error(c->w->mslot, code);
-    if (conn_send(c, head, (size_t)n) < 0) return;
-    if (blen && conn_send(c, body, blen) < 0) return;
-    conn_linger(c);
-}
-
-static void http_error(struct conn *c, int code, const char *why, const char *extra)
-{
-    char body[512];
-    int n = snprintf(body, sizeof body, "%d %s: %s\n", code, reason_phrase(code), why);
-    log_info("%s: HTTP %d: %s", c->peer, code, why);
-    http_respond(c, code, "text/plain; charset=utf-8", body, (size_t)n, extra);
-}
-
-static void serve_healthz(struct conn *c)
-{
-    static const char *const states[] = {"off", "up", "down"};
-    const struct metrics *m = c->w->metrics;
-    int sc = m ? m->scanner : 0;
-    char body[128];
-    int n = snprintf(body, sizeof body, "{\"status\":\"ok\",\"workers\":%d,\"scanner\":\"%s\"}",
-                     m ? m->workers : 1, states[sc >= 0 && sc <= 2 ? sc : 0]);
-    http_respond(c, 200, "application/json", body, (size_t)n, "Cache-Control: no-store\r\n");
-}
-
-static void serve_metrics(struct conn *c)
-{
-    size_t cap = 64 * 1024;
-    char *buf = malloc(cap);
-    int n = buf && c->w->metrics ? metrics_render(c->w->metrics, buf, cap) : -1;
-    if (n < 0)
-        http_error(c, 500, "cannot render metrics", NULL);
-    else
-        http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", buf, (size_t)n,
-                     "Cache-Control: no-store\r\n");
-    free(buf);
-}
-
-static void serve_page(struct conn *c)
-{
-    http_respond(c, 200, "text/html; charset=utf-8", page_html, (size_t)(page_html_end - page_html),
-                 "Cache-Control: no-cache\r\n"
-                 "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
-                 "style-src 'unsafe-inline'; img-src data:; connect-src 'self'\r\n");
-}
-
-/* --- the handshake ---------------------------------------------------------- */
-
-static bool key_valid(const struct http_header *h)
-{
-    /* 16 random bytes in base64: 22 characters and "==". */
-    if (!h || h->value_len != 24 || memcmp(h->value + 22, "==", 2) != 0) return false;
-    for (int i = 0; i < 22; i++) {
-        char ch = h->value[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-              ch == '+' || ch == '/'))
-            return false;
-    }
-    return true;
-}
-
-/* allowed_origins: no Origin (not a browser) passes; "same" compares it with
- * Host; listed origins match by scheme, host and port. */
-static bool origin_allowed(const struct config *cfg, const struct http_header *o,
-                           const struct http_header *host)
-{
-    if (!o || cfg->allow_any_origin) return true;
-    if (cfg->allow_same_origin && host &&
-        origin_same(o->value, o->value_len, host->value, host->value_len))
-        return true;
-    for (int i = 0; i < cfg->n_allowed_origins; i++)
-        if (origin_match(cfg->allowed_origins[i], strlen(cfg->allowed_origins[i]), o->value,
-                         o->value_len))
-            return true;
-    return false;
-}
-
-static int hex_value(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    ch = (char)(ch | 0x20);
-    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/* The first "token" parameter of the request's query, percent-decoded into
- * out (at most cap bytes kept). A bad escape, or one for a byte no token
- * holds (NUL, a control character, a space), yields "%", which no token is. */
-static size_t url_token(const char *path, size_t len, char *out, size_t cap)
-{
-    const char *q = memchr(path, '?', len);
-    if (!q) return 0;
-    const char *end = path + len, *p = q + 1;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *pe = amp ? amp : end;
-        if (pe - p >= 6 && memcmp(p, "token=", 6) == 0) {
-            size_t n = 0;
-            for (const char *v = p + 6; v < pe && n < cap; n++) {
-                if (*v != '%') {
-                    out[n] = *v++;
-                    continue;
-                }
-                int hi = pe - v >= 3 ? hex_value(v[1]) : -1, lo = hi >= 0 ? hex_value(v[2]) : -1;
-                if (lo < 0 || (hi << 4 | lo) < 0x21 || (hi << 4 | lo) > 0x7e) {
-                    out[0] = '%';
-                    return 1;
-                }
-                out[n] = (char)(hi << 4 | lo);
-                v += 3;
-            }
-            return n;
-        }
-        p = pe + 1;
-    }
-    return 0;
-}
-
-static void start_ws(struct conn *c, const struct http_request *req, const struct http_header *key,
-                     bool echo)
+void ws_upgrade(struct conn *c, const char *key, bool echo, const char *token, size_t token_len)
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     unsigned char in[24 + sizeof guid], digest[SHA_DIGEST_LENGTH];
-    memcpy(in, key->value, 24);
+    memcpy(in, key, 24);
     memcpy(in + 24, guid, sizeof guid - 1);
     SHA1(in, 24 + sizeof guid - 1, digest);
     char accept[32];
     EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
     c->ws = calloc(1, sizeof *c->ws);
     if (!c->ws) {
-        http_error(c, 503, "out of memory", NULL);
+        web_error(c, 503, "out of memory", NULL);
         return;
     }
     c->ws->echo = echo;
-    c->ws->url_token_len =
-        url_token(req->path, req->path_len, c->ws->url_token, sizeof c->ws->url_token);
+    if (token_len > sizeof c->ws->url_token) token_len = sizeof c->ws->url_token;
+    memcpy(c->ws->url_token, token, token_len);
+    c->ws->url_token_len = token_len;
     char resp[256];
     int n = snprintf(resp, sizeof resp,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -239,74 +90,6 @@ static void start_ws(struct conn *c, const struct http_request *req, const struc
     conn_set_state(c, CONN_BODY);
     conn_send(c, resp, (size_t)n);
     log_debug("%s: WebSocket %s", c->peer, echo ? "echo" : "upload connection");
-}
-
-static void route(struct conn *c, const struct http_request *req)
-{
-    const struct config *cfg = c->w->cfg;
-    /* Behind a trusted proxy, the client is whom it names. */
-    const struct http_header *xff = http_header_get(req, "x-forwarded-for");
-    const struct http_header *xri = http_header_get(req, "x-real-ip");
-    char peer_ip[64];
-    snprintf(peer_ip, sizeof peer_ip, "%s", c->remote);
-    proxy_client(c->w->proxies, c->w->n_proxies, peer_ip, xff ? xff->value : NULL,
-                 xff ? xff->value_len : 0, xri ? xri->value : NULL, xri ? xri->value_len : 0,
-                 c->remote, sizeof c->remote);
-    size_t pl = req->path_len;
-    const char *q = memchr(req->path, '?', pl);
-    if (q) pl = (size_t)(q - req->path);
-    if (!http_eq_nocase(req->method, req->method_len, "GET") ||
-        memcmp(req->method, "GET", 3) != 0) {
-        http_error(c, 405, "only GET is served here", "Allow: GET\r\n");
-        return;
-    }
-    if (pl == 8 && memcmp(req->path, "/healthz", 8) == 0) {
-        serve_healthz(c);
-        return;
-    }
-    if (pl == 8 && memcmp(req->path, "/metrics", 8) == 0) {
-        serve_metrics(c);
-        return;
-    }
-    const struct http_header *up = http_header_get(req, "upgrade");
-    if (!up || !http_has_token(up->value, up->value_len, "websocket")) {
-        if ((pl == 1 && req->path[0] == '/') ||
-            (pl == 11 && memcmp(req->path, "/index.html", 11) == 0))
-            serve_page(c);
-        else
-            http_error(c, 404, "no such page (the upload page is /)", NULL);
-        return;
-    }
-    const struct http_header *conn_h = http_header_get(req, "connection");
-    const struct http_header *ver = http_header_get(req, "sec-websocket-version");
-    const struct http_header *key = http_header_get(req, "sec-websocket-key");
-    if (req->minor_version < 1) {
-        http_error(c, 400, "WebSocket needs HTTP/1.1", NULL);
-        return;
-    }
-    if (!conn_h || !http_has_token(conn_h->value, conn_h->value_len, "upgrade")) {
-        http_error(c, 400, "WebSocket handshake without \"Connection: Upgrade\"", NULL);
-        return;
-    }
-    if (!http_header_get(req, "host")) {
-        http_error(c, 400, "WebSocket handshake without Host", NULL);
-        return;
-    }
-    if (!ver || ver->value_len != 2 || memcmp(ver->value, "13", 2) != 0) {
-        http_error(c, 426, "only WebSocket version 13 is supported",
-                   "Sec-WebSocket-Version: 13\r\n");
-        return;
-    }
-    if (!key_valid(key)) {
-        http_error(c, 400, "missing or malformed Sec-WebSocket-Key", NULL);
-        return;
-    }
-    if (!origin_allowed(cfg, http_header_get(req, "origin"), http_header_get(req, "host"))) {
-        http_error(c, 403, "origin not allowed (allowed_origins)", NULL);
-        return;
-    }
-    bool echo = cfg->ws_echo && pl == 5 && memcmp(req->path, "/echo", 5) == 0;
-    start_ws(c, req, key, echo);
 }
 
 /* --- frames out --------------------------------------------------------------- */
@@ -348,7 +131,7 @@ static void ws_after_error(struct conn *c, int code)
 {
     if (!c->ws) {
         /* Still plain HTTP: answer as HTTP. */
-        http_error(c, code, code == 408 ? "request head not received in time" : "refused", NULL);
+        web_error(c, code, code == 408 ? "request head not received in time" : "refused", NULL);
         return;
     }
     unsigned wc = code == 413 ? 1009 : code >= 500 ? 1011 : 1008;
@@ -358,66 +141,10 @@ static void ws_after_error(struct conn *c, int code)
 
 /* --- the upload protocol over messages ---------------------------------------- */
 
-static void ack(struct conn *c, uint64_t n)
-{
-    char msg[160];
-    int len = snprintf(msg, sizeof msg,
-                       "{\"type\":\"DATA\",\"code\":200,\"bytesRead\":%llu,\"offset\":%llu}",
-                       (unsigned long long)n, (unsigned long long)c->up.received);
-    send_frame(c, WS_OP_TEXT, msg, (size_t)len);
-}
-
 static void on_control_message(struct conn *c)
 {
     struct ws *ws = c->ws;
-    char t[64];
-    if (upload_parse_type(ws->ctrl, ws->ctrl_len, t, sizeof t) < 0) {
-        conn_fail(c, 400, "malformed control message: expected one JSON object with a \"type\"");
-        return;
-    }
-    if (strcmp(t, "START") == 0) {
-        if (c->up.phase == UPLOAD_RECEIVING) {
-            conn_fail(c, 400, "START while upload %s is in progress (send DONE first)", c->up.id);
-            return;
-        }
-        struct upload_request *r = malloc(sizeof *r);
-        struct upload_error e;
-        if (!r) {
-            conn_fail(c, 500, "out of memory");
-            return;
-        }
-        int prc = upload_parse_start(ws->ctrl, ws->ctrl_len, r, &e);
-        if (prc == 0 && !r->token[0] && ws->url_token_len) { /* a START's own token wins */
-            memcpy(r->token, ws->url_token, ws->url_token_len);
-            r->token[ws->url_token_len] = '\0';
-        }
-        if (prc < 0)
-            conn_fail_with(c, &e);
-        else if (conn_begin_upload(c, r) == 0) {
-            char msg[256];
-            int n = snprintf(msg, sizeof msg,
-                             "{\"type\":\"DATA\",\"code\":200,\"message\":\"Upload initialized. "
-                             "Wait for data\",\"id\":\"%s\",\"offset\":%llu}",
-                             c->up.id, (unsigned long long)c->up.received);
-            send_frame(c, WS_OP_TEXT, msg, (size_t)n);
-        }
-        free(r);
-        return;
-    }
-    if (strcmp(t, "DONE") == 0) {
-        if (c->up.phase != UPLOAD_RECEIVING) {
-            conn_fail(c, 400, "DONE without an upload in progress");
-            return;
-        }
-        if (!upload_complete(&c->up)) {
-            conn_fail(c, 400, "DONE after %llu of %llu bytes", (unsigned long long)c->up.received,
-                      (unsigned long long)c->up.size);
-            return;
-        }
-        conn_complete_upload(c);
-        return;
-    }
-    conn_fail(c, 400, "unknown message type \"%.40s\" (START or DONE)", t);
+    session_on_message(c, ws->ctrl, ws->ctrl_len, ws->url_token, ws->url_token_len);
 }
 
 static const int8_t *b64_table(void)
@@ -530,10 +257,10 @@ static void on_message_end(struct conn *c)
             conn_fail(c, 400, "base64 chunk length is not a multiple of 4");
             return;
         }
-        ack(c, ws->data_bytes);
+        session_send_ack(c, ws->data_bytes);
         break;
     case M_BINARY:
-        ack(c, ws->data_bytes);
+        session_send_ack(c, ws->data_bytes);
         break;
     }
 }
@@ -655,6 +382,13 @@ static void on_frame_end(struct conn *c)
     }
 }
 
+/* The connection left CONN_BODY for a while (an upload finishing, a
+ * resume being looked up): what follows waits in the stash. */
+static bool waits(const struct conn *c)
+{
+    return c->state == CONN_FINISHING || c->state == CONN_LOOKUP;
+}
+
 /* Runs the frame machine over p[0..n) (writable: unmasked in place). Returns
  * the bytes used; it stops early when the connection leaves CONN_BODY. */
 static size_t ws_process(struct conn *c, uint8_t *p, size_t n)
@@ -692,7 +426,7 @@ static size_t ws_process(struct conn *c, uint8_t *p, size_t n)
         ws->f_done += k;
         on_payload(c, p + i, k);
         i += k;
-        if (c->state != CONN_BODY) return c->state == CONN_FINISHING ? i : n;
+        if (c->state != CONN_BODY) return waits(c) ? i : n;
         if (ws->f_done == ws->f.len) on_frame_end(c);
     }
     return i;
@@ -702,7 +436,7 @@ static size_t ws_process(struct conn *c, uint8_t *p, size_t n)
 static void consume(struct conn *c, uint8_t *p, size_t n)
 {
     size_t used = ws_process(c, p, n);
-    if (used >= n || c->state != CONN_FINISHING) return;
+    if (used >= n || !waits(c)) return;
     struct ws *ws = c->ws;
     uint8_t *s = realloc(ws->stash, ws->stash_len + (n - used));
     if (!s) {
@@ -714,7 +448,7 @@ static void consume(struct conn *c, uint8_t *p, size_t n)
     ws->stash_len += n - used;
 }
 
-static void ws_after_status(struct conn *c)
+static void ws_go_on(struct conn *c)
 {
     struct ws *ws = c->ws;
     while (ws->stash_len && c->state == CONN_BODY) {
@@ -748,51 +482,6 @@ static void ws_release(struct conn *c)
 
 /* --- reading ------------------------------------------------------------------ */
 
-static int read_head(struct conn *c)
-{
-    if (!c->carry && !(c->carry = malloc(HEAD_CAP))) {
-        conn_close(c);
-        return 0;
-    }
-    if (c->carry_len == HEAD_CAP) {
-        http_error(c, 431, "request head over 8 KiB", NULL);
-        return 0;
-    }
-    ssize_t n = conn_recv(c, c->carry + c->carry_len, HEAD_CAP - c->carry_len);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
-        conn_close(c);
-        return 0;
-    }
-    if (n == 0) {
-        conn_close(c);
-        return 0;
-    }
-    c->carry_len += (size_t)n;
-    struct http_request req;
-    ssize_t h = http_parse_request(&c->http, c->carry, c->carry_len, &req);
-    if (h == HTTP_AGAIN) return 1;
-    if (h == HTTP_TOO_LARGE) {
-        http_error(c, 431, "request head over 8 KiB or too many headers", NULL);
-        return 0;
-    }
-    if (h == HTTP_BAD) {
-        http_error(c, 400, "malformed HTTP request", NULL);
-        return 0;
-    }
-    route(c, &req);
-    if (c->ws && c->state == CONN_BODY && c->carry_len > (size_t)h) {
-        /* Frames that came right behind the handshake. */
-        consume(c, (uint8_t *)c->carry + h, c->carry_len - (size_t)h);
-    }
-    if (c->state != CONN_CLOSED) {
-        free(c->carry);
-        c->carry = NULL;
-        c->carry_len = 0;
-    }
-    return 1;
-}
-
 static int read_frames(struct conn *c)
 {
     struct worker *w = c->w;
@@ -816,9 +505,19 @@ static int read_frames(struct conn *c)
     return 1;
 }
 
+void ws_feed(struct conn *c, uint8_t *p, size_t n)
+{
+    consume(c, p, n);
+}
+
+static void ws_header_timeout(struct conn *c)
+{
+    web_header_timeout(c);
+}
+
 static int ws_read_step(struct conn *c)
 {
-    if (!c->ws) return c->state == CONN_HEADER ? read_head(c) : 0;
+    if (!c->ws) return c->state == CONN_HEADER ? web_read_head(c) : 0;
     return c->state == CONN_BODY ? read_frames(c) : 0;
 }
 
@@ -828,7 +527,8 @@ const struct transport ws_transport = {
     .read_step = ws_read_step,
     .send_msg = ws_send_msg,
     .after_error = ws_after_error,
-    .after_status = ws_after_status,
+    .go_on = ws_go_on,
+    .header_timeout = ws_header_timeout,
     .drain = ws_drain,
     .release = ws_release,
 };

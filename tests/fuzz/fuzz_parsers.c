@@ -5,6 +5,7 @@
 #include "http.h"
 #include "log.h"
 #include "tcp_line.h"
+#include "message.h"
 #include "upload.h"
 #include "utf8.h"
 #include "ws_frame.h"
@@ -62,16 +63,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #elif defined(TARGET_UPLOAD_HEADER)
     struct upload_request *r = malloc(sizeof *r);
     struct upload_error e;
-    if (upload_parse_start((const char *)data, size, r, &e) == 0) {
+    if (message_parse_start((const char *)data, size, r, &e) == 0) {
         if (r->filename_len > UPLOAD_FILENAME_MAX || r->filename[r->filename_len]) abort();
         if (strlen(r->token) > UPLOAD_TOKEN_MAX) abort();
-        /* One object only: anything after it but whitespace is refused. */
-        char type[16];
-        if (upload_parse_type((const char *)data, size, type, sizeof type) < 0) abort();
+        /* One object only: as a whole message it is a START. */
+        struct upload_request *r2 = malloc(sizeof *r2);
+        if (message_parse((const char *)data, size, false, r2, &e) != MSG_START) abort();
+        if (r2->size != r->size || r2->filename_len != r->filename_len) abort();
+        free(r2);
     } else if (e.code != 400) {
         abort();
     }
-    if (upload_parse_plain((const char *)data, size, r, &e) < 0 && e.code != 400 && e.code != 413)
+    if (message_parse_plain((const char *)data, size, r, &e) < 0 && e.code != 400 && e.code != 413)
         abort();
     char name[STORE_NAME_MAX + 1];
     const char *why;
