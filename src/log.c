@@ -40,11 +40,6 @@ int log_level_parse(const char *s, enum log_level *out)
     return -EINVAL;
 }
 
-void log_set_level(enum log_level level)
-{
-    log_min = level;
-}
-
 int log_fd(void)
 {
     return log_syslog ? -1 : log_out;

@@ -17,7 +17,6 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 int log_open(const char *target, enum log_level level);
 /* Reopens the current file target (USR1). Returns 0 or -errno. */
 int log_reopen(void);
-void log_set_level(enum log_level level);
 /* Names the process in every line: "1234: worker 1: message" (STYLE: an
  * operator must be able to follow a process and an upload with grep). */
 void log_set_role(const char *role);

@@ -107,7 +107,7 @@ static void fill_sigset(sigset_t *s)
 {
     sigemptyset(s);
     int sigs[] = {SIGCHLD, SIGTERM,  SIGINT,  SIGQUIT, SIGHUP, SIGUSR1,
-                  SIGUSR2, SIGWINCH, SIGTTIN, SIGTTOU, SIGALRM};
+                  SIGUSR2, SIGWINCH, SIGTTIN, SIGTTOU};
     for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
         sigaddset(s, sigs[i]);
 }

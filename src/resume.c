@@ -79,9 +79,7 @@ static enum upload_found final(struct upload *u, struct store *st, const struct 
     if (from_record(u, rec, e) < 0) return FOUND_ERROR;
     /* A crash between recording the placement and removing the spool
      * entry leaves the .part behind: it is no longer needed. */
-    char part[STORE_ID_LEN + 8];
-    snprintf(part, sizeof part, "%s.part", rec->id);
-    unlinkat(st->spool_fd, part, 0);
+    store_discard_part(st, rec->id);
     u->phase = UPLOAD_DONE;
     return FOUND_FINAL;
 }
@@ -91,8 +89,6 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
 {
     upload_release(u);
     const char *id = r->resume_id;
-    char part[STORE_ID_LEN + 8];
-    snprintf(part, sizeof part, "%s.part", id);
     static _Thread_local struct record rec; /* 4 KiB of filename: not on the stack */
     /* A few rounds: the holder may finish (and remove the .part) between
      * our reading its record and opening or locking the .part. */
@@ -107,10 +103,10 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
                         "size or sha256",
                         id);
         if (rec.steps & RECORD_PLACED) return final(u, st, &rec, e);
-        int fd = openat(st->spool_fd, part, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        int fd = store_open_part(st, id, O_WRONLY);
         if (fd < 0) {
-            if (errno == ENOENT) continue; /* finished meanwhile, or gone */
-            log_error("upload %s: cannot open its spool file: %s", id, strerror(errno));
+            if (fd == -ENOENT) continue; /* finished meanwhile, or gone */
+            log_error("upload %s: cannot open its spool file: %s", id, strerror(-fd));
             return fail(e, 500, "cannot open the spool file");
         }
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
@@ -172,7 +168,7 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
             return fail(e, 404, "upload %s is unknown or expired", id);
         }
         u->fd = fd;
-        u->rfd = openat(st->spool_fd, part, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        u->rfd = store_open_part(st, id, O_RDONLY);
         if (u->rfd < 0 || lseek(fd, (off_t)have, SEEK_SET) < 0) {
             upload_release(u);
             return fail(e, 500, "cannot reopen the spool file");

@@ -499,7 +499,7 @@ void conn_free(struct conn *c)
     session_release(c);
     upload_release(&c->up);
     if (c->t->release) c->t->release(c);
-    free(c->carry);
+    free(c->head);
     free(c->out);
     free(c);
 }

@@ -1,5 +1,5 @@
 /* conn: one client connection inside a worker, whatever its transport. It owns
- * its socket, its small carry buffer (bytes of a header line or HTTP head not
+ * its socket, its small head buffer (bytes of a header line or HTTP head not
  * yet complete), its pending output and its upload session. State changes go
  * through conn_set_state, which also re-arms the io watcher and the one
  * timer. A conn is freed in one place only, the worker's reaper, after
@@ -13,10 +13,8 @@
 #define INTAKE_CONN_H
 
 #include "config.h"
-#include "http.h"
 #include "jobs.h"
 #include "metrics.h"
-#include "tcp_line.h"
 #include "upload.h"
 
 #include <ev.h>
@@ -73,10 +71,10 @@ struct conn {
     char peer[64];   /* address:port of the socket peer, for the error log */
     char remote[64]; /* the client: the peer, or whom a trusted proxy names */
 
-    char *carry; /* header line / HTTP head bytes while in use */
-    size_t carry_len;
-    struct tcp_line line;
-    struct http_parser http;
+    /* A header line / HTTP head in progress: the transport's own struct
+     * (its bytes and its parser's state), allocated only while in use. */
+    void *head;
+    size_t carry_len; /* bytes it holds */
     struct ws *ws;   /* after a WebSocket upgrade */
     struct tls *tls; /* on a tls listener (tls.c) */
 
@@ -112,8 +110,8 @@ void conn_fail_with(struct conn *c, const struct upload_error *e);
 /* Shuts the write side once the output is flushed and closes after EOF or
  * a few seconds: the client reads our last words instead of a reset. */
 void conn_linger(struct conn *c);
-/* Starts a session from a parsed request: 503 while draining, limits,
- * spool file. 0, or -1 after conn_fail. */
+/* Starts a new upload from a parsed START: limits, free space, spool file
+ * and record (a draining worker still serves the connections it accepted). 0, or -1 after conn_fail. */
 int conn_begin_upload(struct conn *c, const struct upload_request *r);
 /* Every byte is in: checksum, then fsync/scan/place on a job thread, then
  * STATUS through the transport. */

@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "session.h"
+#include "tcp_line.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -18,6 +19,13 @@
 #include <unistd.h>
 
 #define CARRY_CAP (TCP_LINE_MAX + 1)
+
+/* A header line in progress (and the body bytes that came with it). */
+struct tcp_head {
+    struct tcp_line line;
+    char buf[CARRY_CAP];
+};
+#define HEAD(c) ((struct tcp_head *)(c)->head)
 
 static void process(struct conn *c);
 
@@ -55,22 +63,22 @@ static void process(struct conn *c)
         if (c->state == CONN_HEADER) {
             if (c->carry_len == 0) return;
             size_t ll;
-            ssize_t n = tcp_line_parse(&c->line, c->carry, c->carry_len, &ll);
+            ssize_t n = tcp_line_parse(&HEAD(c)->line, HEAD(c)->buf, c->carry_len, &ll);
             if (n == TCP_LINE_AGAIN) return;
             if (n == TCP_LINE_TOO_LONG) {
                 conn_fail(c, 431, "header line longer than %d bytes", TCP_LINE_MAX);
                 return;
             }
-            session_on_line(c, c->carry, ll);
+            session_on_line(c, HEAD(c)->buf, ll);
             used = (size_t)n;
         } else {
             if (c->carry_len == 0 && !upload_complete(&c->up)) return;
             uint64_t rem = upload_remaining(&c->up);
             used = c->carry_len < rem ? c->carry_len : (size_t)rem;
-            if (used && conn_write_body(c, c->carry, used) < 0) return;
+            if (used && conn_write_body(c, HEAD(c)->buf, used) < 0) return;
         }
         if (c->state == CONN_CLOSED || c->state == CONN_LINGER) return;
-        memmove(c->carry, c->carry + used, c->carry_len - used);
+        memmove(HEAD(c)->buf, HEAD(c)->buf + used, c->carry_len - used);
         c->carry_len -= used;
         if (c->state == CONN_BODY && upload_complete(&c->up)) conn_complete_upload(c);
     }
@@ -79,7 +87,7 @@ static void process(struct conn *c)
 /* Returns 1 if bytes came in, 0 otherwise. */
 static int read_header(struct conn *c)
 {
-    if (!c->carry && !(c->carry = malloc(CARRY_CAP))) {
+    if (!c->head && !(c->head = calloc(1, sizeof(struct tcp_head)))) {
         conn_fail(c, 500, "out of memory");
         return 0;
     }
@@ -88,7 +96,7 @@ static int read_header(struct conn *c)
         return 0;
     }
     bool was_empty = c->carry_len == 0;
-    ssize_t n = conn_recv(c, c->carry + c->carry_len, CARRY_CAP - c->carry_len);
+    ssize_t n = conn_recv(c, HEAD(c)->buf + c->carry_len, CARRY_CAP - c->carry_len);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
         log_debug("%s: read failed: %s", c->peer, strerror(errno));
@@ -106,8 +114,8 @@ static int read_header(struct conn *c)
     process(c);
     /* Keep the carry buffer only while it holds something. */
     if (c->state != CONN_CLOSED && c->carry_len == 0) {
-        free(c->carry);
-        c->carry = NULL;
+        free(c->head);
+        c->head = NULL;
     }
     return 1;
 }

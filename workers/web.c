@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "web.h"
 
+#include "http.h"
 #include "log.h"
 #include "origin.h"
 #include "tls.h"
@@ -15,6 +16,13 @@
 #include <string.h>
 
 #define HEAD_CAP (HTTP_HEAD_MAX + 1)
+
+/* A request head in progress. */
+struct web_head {
+    struct http_parser http;
+    char buf[HEAD_CAP];
+};
+#define HEAD(c) ((struct web_head *)(c)->head)
 
 
 static const char *reason_phrase(int code)
@@ -248,7 +256,7 @@ void web_header_timeout(struct conn *c)
 
 int web_read_head(struct conn *c)
 {
-    if (!c->carry && !(c->carry = malloc(HEAD_CAP))) {
+    if (!c->head && !(c->head = calloc(1, sizeof(struct web_head)))) {
         conn_close(c);
         return 0;
     }
@@ -256,7 +264,7 @@ int web_read_head(struct conn *c)
         web_error(c, 431, "request head over 8 KiB", NULL);
         return 0;
     }
-    ssize_t n = conn_recv(c, c->carry + c->carry_len, HEAD_CAP - c->carry_len);
+    ssize_t n = conn_recv(c, HEAD(c)->buf + c->carry_len, HEAD_CAP - c->carry_len);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
         conn_close(c);
@@ -268,7 +276,7 @@ int web_read_head(struct conn *c)
     }
     c->carry_len += (size_t)n;
     struct http_request req;
-    ssize_t h = http_parse_request(&c->http, c->carry, c->carry_len, &req);
+    ssize_t h = http_parse_request(&HEAD(c)->http, HEAD(c)->buf, c->carry_len, &req);
     if (h == HTTP_AGAIN) return 1;
     if (h == HTTP_TOO_LARGE) {
         web_error(c, 431, "request head over 8 KiB or too many headers", NULL);
@@ -281,11 +289,11 @@ int web_read_head(struct conn *c)
     route(c, &req);
     if (c->ws && c->state == CONN_BODY && c->carry_len > (size_t)h) {
         /* Frames that came right behind the handshake. */
-        ws_feed(c, (uint8_t *)c->carry + h, c->carry_len - (size_t)h);
+        ws_feed(c, (uint8_t *)HEAD(c)->buf + h, c->carry_len - (size_t)h);
     }
     if (c->state != CONN_CLOSED) {
-        free(c->carry);
-        c->carry = NULL;
+        free(c->head);
+        c->head = NULL;
         c->carry_len = 0;
     }
     return 1;
