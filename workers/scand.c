@@ -254,8 +254,16 @@ static ssize_t fill(struct client *cl)
     do
         n = recvmsg(cl->fd, &m, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
+    /* A failed recvmsg (the read timeout, a reset) leaves m and cbuf as they
+     * were: cbuf is uninitialized, and walking it would close whatever
+     * descriptors its garbage names, other threads' included. */
+    if (n < 0) return -1;
+    if (m.msg_flags & MSG_CTRUNC)
+        log_warn("a client passed more descriptors than fit; the extra ones were dropped");
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+            c->cmsg_len < CMSG_LEN(0))
+            continue;
         size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         int *p = (int *)CMSG_DATA(c);
         for (size_t i = 0; i < k; i++) {

@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -202,6 +203,50 @@ def test_garbage_and_half_sent_instream_hurt_nobody(scand):
     for c in stalled:
         c.close()
     assert s.proc.poll() is None
+
+
+def test_failed_fd_read_closes_nothing(tmp_path):
+    """FILDES whose descriptor never comes and whose client resets the
+    connection: the failed recvmsg must not walk its (uninitialized) control
+    buffer, which could close other threads' descriptors. Under valgrind,
+    which flags the read of uninitialized memory deterministically."""
+    d = short_dir()
+    sock = os.path.join(d, "s.sock")
+    vglog = os.path.join(d, "valgrind.log")
+    proc = subprocess.Popen(["valgrind", "-q", "--error-exitcode=99", "--log-file=" + vglog,
+                             SCAND, "--socket", sock, "--signatures", SIGNATURES],
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(sock) or proc.poll() is not None, 120,
+                 what="intake-scand under valgrind")
+        assert proc.poll() is None
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(sock)
+        c.sendall(b"zIDSESSION\0zPING\0")
+        wait_for(lambda: select.select([c], [], [], 0)[0], 30, what="PONG")
+        # The PONG stays unread: closing now makes the scanner's next read
+        # fail with ECONNRESET while it waits for the descriptor.
+        c.sendall(b"zFILDES\0")
+        time.sleep(0.5)  # let the scanner reach its read (the bug needs no more)
+        c.close()
+        # It still answers, and its descriptors are intact.
+        wait_for(lambda: ask(sock, b"zPING\0") == b"PONG\0", 30, what="PONG after the reset")
+    finally:
+        proc.terminate()
+        rc = proc.wait(60)
+        report = open(vglog).read()
+        subprocess.run(["rm", "-rf", d])
+    assert rc == 0 and "uninitialised" not in report, report
+
+
+def ask(sock, data):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(sock)
+    s.sendall(data)
+    out = s.recv(4096)
+    s.close()
+    return out
 
 
 def test_refuses_to_start_without_signatures(tmp_path):
