@@ -698,6 +698,15 @@ int main(int argc, char **argv)
     if (load_engine(sigdir) < 0) goto out;
     if (selftest() < 0) goto out;
     log_info("self-test passed: the EICAR test file is detected");
+    /* Without its periodic self-test the scanner could silently stop finding
+     * malware: no thread, no scanner. */
+    pthread_t st;
+    int perr = pthread_create(&st, NULL, selftest_thread, NULL);
+    if (perr != 0) {
+        log_error("cannot start the self-test thread: %s", strerror(perr));
+        goto out;
+    }
+    pthread_detach(st);
     lfd = listen_unix(sock);
     if (lfd < 0) goto out;
     struct sigaction sa = {.sa_handler = on_stop};
@@ -707,9 +716,6 @@ int main(int argc, char **argv)
     struct sigaction su = {.sa_handler = on_usr1};
     sigaction(SIGUSR1, &su, NULL);
     signal(SIGHUP, SIG_IGN);
-    pthread_t st;
-    pthread_create(&st, NULL, selftest_thread, NULL);
-    pthread_detach(st);
     log_info("intake-scand ready on %s (%ld scan threads, files up to %llu bytes)", sock, threads,
              (unsigned long long)max_size);
     while (!stopping) {
@@ -745,7 +751,12 @@ int main(int argc, char **argv)
         pthread_attr_t a;
         pthread_attr_init(&a);
         pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-        if (!cl || (cl->fd = cfd, pthread_create(&t, &a, client_thread, cl)) != 0) {
+        int terr = cl ? (cl->fd = cfd, pthread_create(&t, &a, client_thread, cl)) : ENOMEM;
+        if (terr != 0) {
+            log_error("cannot start a thread for a connection: %s", strerror(terr));
+            static const char nothread[] = "CANNOT START A THREAD ERROR\n";
+            ssize_t w = send(cfd, nothread, sizeof nothread - 1, MSG_NOSIGNAL);
+            (void)w;
             close(cfd);
             free(cl);
             pthread_mutex_lock(&conn_mu);

@@ -265,6 +265,30 @@ def test_refuses_unusable_temp_dir(tmp_path):
     assert r.returncode != 0 and "temp directory" in r.stderr
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unused uid needs root")
+def test_refuses_to_run_without_its_self_test_thread():
+    """No thread can be created (RLIMIT_NPROC 1 for a uid nobody else uses):
+    intake-scand must not run without its periodic self-test."""
+    d = short_dir()
+    os.chmod(d, 0o777)
+
+    def no_threads():
+        import resource
+        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+        os.setgroups([])
+        os.setgid(65123)
+        os.setuid(65123)
+    try:
+        r = subprocess.run([SCAND, "--socket", os.path.join(d, "s"), "--signatures", SIGNATURES],
+                           preexec_fn=no_threads, capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, TMPDIR=d))
+    finally:
+        leftovers = os.listdir(d)
+        subprocess.run(["rm", "-rf", d])
+    assert r.returncode != 0 and "cannot start the self-test thread" in r.stderr, r.stderr
+    assert leftovers == []  # no socket, no temp dir
+
+
 def test_refuses_database_without_eicar(tmp_path):
     db = tmp_path / "db"
     db.mkdir()
