@@ -215,8 +215,20 @@ static void attempt(struct link *l, int fd, uint64_t size, const char *name, con
     if (resuming) cJSON_AddStringToObject(start, "id", out->id);
     char *hdr = cJSON_PrintUnformatted(start);
     cJSON_Delete(start);
+    if (!hdr) {
+        out->r = R_ERROR;
+        snprintf(out->message, sizeof out->message, "out of memory");
+        return;
+    }
     size_t hl = strlen(hdr);
-    hdr = realloc(hdr, hl + 2);
+    char *grown = realloc(hdr, hl + 2);
+    if (!grown) {
+        free(hdr);
+        out->r = R_ERROR;
+        snprintf(out->message, sizeof out->message, "out of memory");
+        return;
+    }
+    hdr = grown;
     hdr[hl++] = '\n';
     ssize_t w = cli_tls_send(l->ssl, l->fd, hdr, hl);
     free(hdr);
