@@ -170,15 +170,19 @@ static int spawn_scanner(struct master *m)
 {
     if (m->n_procs == MAX_PROCS) return -1;
     struct config *c = m->cfg;
+    pid_t master = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         log_error("cannot fork the scanner: %s; will retry", strerror(errno));
         return -1;
     }
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (log_fd() > 2) dup2(log_fd(), 2);
         drop_privileges(m);
+        /* After setuid, which clears it; and if the master is already gone,
+         * do not start at all. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != master) _exit(0);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);

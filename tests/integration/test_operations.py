@@ -267,6 +267,26 @@ def test_user_nobody(daemon_factory):
         subprocess.run(["rm", "-rf", base])
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_nobody_processes_die_with_the_master(daemon_factory):
+    """setuid clears PR_SET_PDEATHSIG: the scanner must set it afterwards."""
+    base = short_dir()
+    os.chmod(base, 0o755)
+    try:
+        d = daemon_factory(start=False, user="nobody", spool_dir=base + "/spool",
+                           accept_dir=base + "/accepted", quarantine_dir=base + "/q")
+        d.scanning(scanner_socket=base + "/run/scand.sock")
+        d.start()
+        scanner, workers = d.scanner(), d.workers()
+        assert scanner and workers
+        os.kill(d.pid, signal.SIGKILL)
+        wait_for(lambda: not any(alive(p) for p in workers + [scanner]), 10,
+                 what="the workers and the scanner to follow the master")
+    finally:
+        d.stop()
+        subprocess.run(["rm", "-rf", base])
+
+
 def test_daemon_on_and_s_stop(tmp_path):
     tcp, ws = free_ports(2)
     conf = tmp_path / "d.conf"
