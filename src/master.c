@@ -79,9 +79,10 @@ struct master {
     double deadline; /* QUITTING/TERMINATING: SIGKILL what is left then */
     bool killed;
     double last_crash_respawn;
-    int pending_respawn[MAX_PROCS];
+    int pending_respawn[MAX_PROCS]; /* worker slots to respawn */
     int n_pending;
     double respawn_at;
+    double scanner_next_start; /* a scanner starts at most once a second */
     uid_t uid;
     gid_t gid;
     bool drop;
@@ -315,8 +316,32 @@ static void reap(struct master *m)
                   p.slot == SCANNER_SLOT ? " (uploads wait for it, up to scan_timeout)"
                   : clean                ? ""
                                          : " (its open connections were lost)");
-        m->pending_respawn[m->n_pending++] = p.slot;
+        /* A missing scanner is not an event to remember: reconcile_scanner
+         * sees it on every turn of the loop. */
+        if (p.slot != SCANNER_SLOT) m->pending_respawn[m->n_pending++] = p.slot;
     }
+}
+
+/* "A scanner is wanted" is state, not an event: whatever happened (a crash,
+ * a reload, WINCH, a failed fork), every turn of the loop starts one when
+ * it is wanted and none is running. */
+static bool scanner_wanted(const struct master *m)
+{
+    if (m->cfg->scanner != SCANNER_BUILTIN) return false;
+    /* While draining, the scanner still serves the uploads in flight. */
+    return m->state == RUNNING || (m->state == QUITTING && count_workers(m, false) > 0);
+}
+
+/* Returns when it wants to be called again (0: not before something changes). */
+static double reconcile_scanner(struct master *m, double t)
+{
+    if (!scanner_wanted(m)) return 0;
+    for (int i = 0; i < m->n_procs; i++)
+        if (m->procs[i].slot == SCANNER_SLOT && !m->procs[i].stopping) return 0;
+    /* First crash: at once. A crash loop: once a second. */
+    if (t < m->scanner_next_start) return m->scanner_next_start;
+    m->scanner_next_start = t + 1.0;
+    return spawn_scanner(m) < 0 ? m->scanner_next_start : 0;
 }
 
 static void respawn_due(struct master *m, double t)
@@ -330,7 +355,7 @@ static void respawn_due(struct master *m, double t)
     int slot = m->pending_respawn[0];
     memmove(m->pending_respawn, m->pending_respawn + 1, (size_t)--m->n_pending * sizeof(int));
     m->last_crash_respawn = t;
-    int rc = slot == SCANNER_SLOT ? spawn_scanner(m) : spawn_worker(m, slot);
+    int rc = spawn_worker(m, slot);
     if (rc < 0) m->pending_respawn[m->n_pending++] = slot;
     m->respawn_at = m->n_pending ? t + 1.0 : 0;
 }
@@ -342,7 +367,8 @@ static void restart_scanner(struct master *m)
             m->procs[i].stopping = true;
             kill(m->procs[i].pid, SIGTERM);
         }
-    if (m->cfg->scanner == SCANNER_BUILTIN) spawn_scanner(m);
+    m->scanner_next_start = 0; /* asked for: at once */
+    reconcile_scanner(m, now_s());
 }
 
 /* --- listeners --------------------------------------------------------------------- */
@@ -555,7 +581,7 @@ static void reload(struct master *m)
     unsigned old_gen = m->gen++;
     m->n_workers = worker_count(nc);
     m->no_workers = false;
-    m->n_pending = 0; /* pending respawns belonged to the old generation */
+    m->n_pending = 0; /* pending worker respawns belonged to the old generation */
     if (scanner_changed(old, nc)) {
         log_info("reload: scanner settings changed; restarting the scanner");
         restart_scanner(m);
@@ -719,7 +745,7 @@ int master_run(struct config *cfg, const struct master_args *args)
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (cfg->scanner == SCANNER_BUILTIN) spawn_scanner(m);
+    reconcile_scanner(m, now_s()); /* before the workers: they wait for it */
     spawn_workers(m);
     for (int i = 0; i < m->n_ls; i++)
         log_info("listening on %s (%s%s)", m->ls[i].addr.text,
@@ -734,6 +760,7 @@ int master_run(struct config *cfg, const struct master_args *args)
         if (m->state == RUNNING) report(m, false);
         double t = now_s();
         respawn_due(m, t);
+        double scanner_at = reconcile_scanner(m, t);
         struct config *c = m->cfg;
         if (m->state == QUITTING && count_workers(m, false) == 0 && m->n_procs > 0) {
             /* The last upload is finished: the scanner can go now. */
@@ -778,6 +805,7 @@ int master_run(struct config *cfg, const struct master_args *args)
         if (c->scanner != SCANNER_OFF && m->state == RUNNING && m->next_probe - t < wait)
             wait = m->next_probe - t;
         if (m->respawn_at > 0 && m->respawn_at - t < wait) wait = m->respawn_at - t;
+        if (scanner_at > 0 && scanner_at - t < wait) wait = scanner_at - t;
         if (m->state != RUNNING && !m->killed && m->deadline - t < wait) wait = m->deadline - t;
         if (wait < 0.001) wait = 0.001;
         struct timespec ts = {.tv_sec = (time_t)wait,

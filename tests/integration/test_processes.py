@@ -2,13 +2,16 @@
 dying with the master, TERM and QUIT with uploads in flight, -t, -s, pid file."""
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import INTAKED, Client, alive, sha256, wait_for
+from conftest import (INTAKED, SIGNATURES, Client, alive, children, sha256, title,
+                      wait_for)
 
 
 def cmdline(pid):
@@ -100,6 +103,54 @@ def test_repeated_crashes_are_rate_limited(daemon_factory):
     # First respawn at once, then at most one a second.
     assert d.logs().count("respawning it") >= 4
     assert starts[-1] - starts[1] >= 1.5
+
+
+def ping(path):
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(path)
+            s.sendall(b"zPING\0")
+            return s.recv(16) == b"PONG\0"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGWINCH], ids=["HUP", "WINCH"])
+def test_scanner_respawn_survives_hup_and_winch(daemon_factory, tmp_path, sig):
+    """A scanner respawn that is due when HUP or WINCH arrives still happens:
+    "a scanner is wanted" is state the master reconciles, not an event."""
+    sigdir = tmp_path / "signatures"
+    shutil.copytree(SIGNATURES, sigdir)
+    d = daemon_factory(start=False, workers=1)
+    d.scanning(signature_dir=str(sigdir))
+    d.start()
+    # A scanner that cannot start: every respawn fails at once (no signatures),
+    # and the next one is due a second later.
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for f in os.listdir(sigdir):
+        os.rename(sigdir / f, aside / f)
+    os.kill(d.scanner(), signal.SIGKILL)
+    # Freeze the master at a moment when the scanner is dead and reaped: no
+    # child but the worker (a starting scanner, or a zombie, is another child).
+    for _ in range(500):
+        d.signal(signal.SIGSTOP)
+        kids = children(d.pid)
+        if kids and all(title(k).startswith("intaked: worker") and alive(k) for k in kids):
+            break
+        d.signal(signal.SIGCONT)
+        time.sleep(0.01)
+    else:
+        raise AssertionError("never caught the master between two scanner respawns")
+    # The respawn is pending. Repair the signatures, and signal the master.
+    for f in os.listdir(aside):
+        os.rename(aside / f, sigdir / f)
+    d.signal(sig)
+    d.signal(signal.SIGCONT)
+    wait_for(lambda: d.scanner() and ping(d.dir["scanner_socket"]), 15,
+             what="the scanner to come back")
+    assert "respawning it (uploads wait for it" in d.logs()
 
 
 def test_workers_exit_when_master_dies(daemon):
