@@ -198,8 +198,20 @@ static int spawn_scanner(struct master *m)
         unsetenv(MASTER_INHERIT_ENV);
         char maxsize[32];
         snprintf(maxsize, sizeof maxsize, "%llu", (unsigned long long)c->max_file_size);
-        char *argv[] = {"intake-scand",   "--socket",   c->scanner_socket, "--signatures",
-                        c->signature_dir, "--max-size", maxsize,           NULL};
+        /* What the engine extracts goes on the spool's disk (not a tmpfs),
+         * where the next scanner sweeps what a killed one left. */
+        char tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s/intake-scand", c->spool_dir);
+        char *argv[] = {"intake-scand",
+                        "--socket",
+                        c->scanner_socket,
+                        "--signatures",
+                        c->signature_dir,
+                        "--max-size",
+                        maxsize,
+                        "--tmpdir",
+                        tmp,
+                        NULL};
         execv(m->scand, argv);
         log_error("cannot run %s: %s", m->scand, strerror(errno));
         _exit(127);

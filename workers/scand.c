@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -56,6 +57,8 @@ static const char EICAR[] = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIR
 static struct cl_engine *engine;
 static unsigned int signatures;
 static char tmpdir[PATH_MAX];
+static const char *tmpbase; /* --tmpdir, or $TMPDIR, or /tmp */
+static int tmplock = -1;    /* flock held on tmpdir/lock while this scanner lives */
 static uint64_t max_size = 1ULL << 30;
 static sem_t scan_slots;
 static int active_connections;
@@ -181,6 +184,82 @@ static int check_tmpdir(void)
     return 0;
 }
 
+/* rm -r of parent/name, not following symlinks (libclamav leaves a
+ * directory per scan, with what it extracted, when it is killed mid-scan). */
+static void remove_tree_at(int parent, const char *name, int depth)
+{
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            if (unlinkat(fd, e->d_name, 0) < 0 && errno == EISDIR && depth < 32)
+                remove_tree_at(fd, e->d_name, depth + 1);
+        }
+        closedir(d);
+    } else if (fd >= 0) {
+        close(fd);
+    }
+    unlinkat(parent, name, AT_REMOVEDIR);
+}
+
+/* Temp directories of scanners that are gone (kill -9, a crash): every live
+ * scanner holds an flock on its directory's "lock" file, which the kernel
+ * drops when it dies. A directory without that file (being created, or not
+ * ours) is left alone. */
+static void sweep_stale_tmpdirs(void)
+{
+    DIR *d = opendir(tmpbase);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "intake-scand.", 13) != 0) continue;
+        int dfd = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0) continue;
+        int lfd = openat(dfd, "lock", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) == 0) {
+            remove_tree_at(dirfd(d), e->d_name, 0);
+            log_info("removed %s/%s, the temp directory of a scanner that is gone", tmpbase,
+                     e->d_name);
+        }
+        if (lfd >= 0) close(lfd);
+        close(dfd);
+    }
+    closedir(d);
+}
+
+/* A fresh temp directory, marked as in use by this process. */
+static int make_tmpdir(void)
+{
+    if (mkdir(tmpbase, 0700) < 0 && errno != EEXIST) {
+        log_error("cannot create the temp directory %s: %s", tmpbase, strerror(errno));
+        return -1;
+    }
+    sweep_stale_tmpdirs();
+    snprintf(tmpdir, sizeof tmpdir, "%s/intake-scand.XXXXXX", tmpbase);
+    if (!mkdtemp(tmpdir)) {
+        log_error("cannot create a temp directory under %s: %s", tmpbase, strerror(errno));
+        tmpdir[0] = '\0';
+        return -1;
+    }
+    /* Locked before it gets its final name: a sweeper never sees it unlocked. */
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/lock.new", tmpdir);
+    tmplock = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (tmplock < 0 || flock(tmplock, LOCK_EX | LOCK_NB) < 0) {
+        log_error("cannot lock the temp directory %s: %s", tmpdir, strerror(errno));
+        return -1;
+    }
+    char final[PATH_MAX + 16];
+    snprintf(final, sizeof final, "%s/lock", tmpdir);
+    if (rename(path, final) < 0) {
+        log_error("cannot lock the temp directory %s: %s", tmpdir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int load_engine(const char *sigdir)
 {
     cl_set_clcb_msg(on_clamav_msg);
@@ -189,13 +268,7 @@ static int load_engine(const char *sigdir)
         log_error("libclamav init failed: %s", cl_strerror(rc));
         return -1;
     }
-    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(tmpdir, sizeof tmpdir, "%s/intake-scand.XXXXXX", base);
-    if (!mkdtemp(tmpdir)) {
-        log_error("cannot create a temp directory under %s: %s", base, strerror(errno));
-        return -1;
-    }
-    if (check_tmpdir() < 0) return -1;
+    if (make_tmpdir() < 0 || check_tmpdir() < 0) return -1;
     engine = cl_engine_new();
     if (!engine) return -1;
     cl_engine_set_str(engine, CL_ENGINE_TMPDIR, tmpdir);
@@ -261,8 +334,7 @@ static ssize_t fill(struct client *cl)
     if (m.msg_flags & MSG_CTRUNC)
         log_warn("a client passed more descriptors than fit; the extra ones were dropped");
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
-            c->cmsg_len < CMSG_LEN(0))
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
             continue;
         size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         int *p = (int *)CMSG_DATA(c);
@@ -612,21 +684,18 @@ static void on_usr1(int sig)
 static void cleanup_tmpdir(void)
 {
     if (!tmpdir[0]) return;
-    DIR *d = opendir(tmpdir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)))
-            if (e->d_name[0] != '.') unlinkat(dirfd(d), e->d_name, 0);
-        closedir(d);
-    }
-    rmdir(tmpdir);
+    remove_tree_at(AT_FDCWD, tmpdir, 0);
 }
 
 static void usage(FILE *f)
 {
     fputs("usage: intake-scand --socket PATH --signatures DIR [--threads N] [--max-size SIZE]\n"
+          "                    [--tmpdir DIR]\n"
           "  --socket PATH      UNIX socket to listen on (clamd protocol)\n"
           "  --signatures DIR   ClamAV databases (.cvd/.cld/.hdb/.ndb/...), loaded once\n"
+          "  --tmpdir DIR       where the engine's temp directory goes (default $TMPDIR or\n"
+          "                     /tmp; intaked passes spool_dir/intake-scand); those of\n"
+          "                     scanners that are gone are removed at start\n"
           "  --threads N        concurrent scans (default: online CPUs)\n"
           "  --max-size SIZE    largest file scanned in full and largest INSTREAM (default 1G;\n"
           "                     bigger files alert Heuristics.Limits.Exceeded, never pass)\n"
@@ -638,13 +707,11 @@ int main(int argc, char **argv)
 {
     const char *sock = NULL, *sigdir = NULL;
     long threads = sysconf(_SC_NPROCESSORS_ONLN);
-    static const struct option longs[] = {{"socket", required_argument, 0, 's'},
-                                          {"signatures", required_argument, 0, 'd'},
-                                          {"threads", required_argument, 0, 't'},
-                                          {"max-size", required_argument, 0, 'm'},
-                                          {"version", no_argument, 0, 'V'},
-                                          {"help", no_argument, 0, 'h'},
-                                          {0, 0, 0, 0}};
+    static const struct option longs[] = {
+        {"socket", required_argument, 0, 's'},  {"signatures", required_argument, 0, 'd'},
+        {"threads", required_argument, 0, 't'}, {"max-size", required_argument, 0, 'm'},
+        {"tmpdir", required_argument, 0, 'T'},  {"version", no_argument, 0, 'V'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int c;
     proctitle_init(argc, argv);
     while ((c = getopt_long(argc, argv, "Vh", longs, NULL)) != -1) {
@@ -668,6 +735,9 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'T':
+            tmpbase = optarg;
+            break;
         case 'V':
             printf("intake-scand %s (libclamav %s)\n", INTAKE_VERSION, cl_retver());
             return 0;
@@ -683,6 +753,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (!tmpbase) tmpbase = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
     proctitle_set("intake-scand");
     /* intaked passes its log_level; run by hand, the default is info. */
     enum log_level level = LOG_INFO;

@@ -389,6 +389,47 @@ def test_kill9_scanner_idle_then_mid_scan(daemon_factory):
     assert "retrying" in d.logs()
 
 
+def ping(path):
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(path)
+            s.sendall(b"zPING\0")
+            return s.recv(16) == b"PONG\0"
+    except OSError:
+        return False
+
+
+def test_killed_scanner_leaves_no_temp_dir(daemon_factory, scand):
+    """The engine's temp dir lives under the spool; one left by a scanner
+    killed with -9 (with what libclamav had extracted) is removed by the
+    next scanner, and one in use by a live scanner never is."""
+    d = daemon_factory(scan=True)
+    base = os.path.join(d.spool_dir, "intake-scand")
+    first = os.listdir(base)
+    assert len(first) == 1 and first[0].startswith("intake-scand.")
+    assert "temp dir %s/%s)" % (base, first[0]) in d.logs()
+    # Another scanner sharing the place: both directories stay.
+    other = scand("--tmpdir", base).ready()
+    assert len(os.listdir(base)) == 2 and first[0] in os.listdir(base)
+    other.stop()
+    assert os.listdir(base) == first
+    # What a scan in progress would leave, then kill -9.
+    os.makedirs(os.path.join(base, first[0], "clamav-0123.tmp", "sub"))
+    with open(os.path.join(base, first[0], "clamav-0123.tmp", "sub", "member"), "wb") as f:
+        f.write(EICAR)
+    old = d.scanner()
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: d.scanner() not in (None, old) and ping(d.dir["scanner_socket"]), 15,
+             what="the respawned scanner")
+    now = os.listdir(base)
+    assert len(now) == 1 and now != first, now
+    assert "removed %s/%s, the temp directory of a scanner that is gone" % (base, first[0]) \
+        in d.logs()
+    assert Client(d.tcp_port).upload("bundle.zip", eicar_zip())[1]["verdict"] == "infected"
+    assert os.listdir(os.path.join(base, now[0])) == ["lock"]  # scans clean up after themselves
+
+
 @pytest.mark.parametrize("policy", ["reject", "accept"])
 def test_unreachable_scanner(daemon_factory, policy):
     sock = os.path.join(short_dir(), "nobody-here.sock")
