@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #define LIMITS_PREFIX "Heuristics.Limits.Exceeded"
+#define ENCRYPTED_PREFIX "Heuristics.Encrypted."
 
 static int64_t now_us(void)
 {
@@ -45,9 +46,16 @@ enum upload_verdict scan_parse_reply(const char *reply, char *virus, size_t viru
     size_t n = strlen(r);
     if (strcmp(r, "OK") == 0) return VERDICT_CLEAN;
     if (n > 6 && strcmp(r + n - 6, " FOUND") == 0) {
+        /* Not fully scanned is never clean, nor proof of malware: past a
+         * limit, or encrypted (an archive or document the engine cannot
+         * decrypt, e.g. a password-protected zip). */
         if (strncmp(r, LIMITS_PREFIX, strlen(LIMITS_PREFIX)) == 0) {
-            /* Not fully scanned is never clean, nor proof of malware. */
             snprintf(reason, reason_len, "file could not be fully scanned (%.*s)", (int)(n - 6), r);
+            return VERDICT_ERROR;
+        }
+        if (strncmp(r, ENCRYPTED_PREFIX, strlen(ENCRYPTED_PREFIX)) == 0) {
+            snprintf(reason, reason_len, "file is encrypted and could not be scanned (%.*s)",
+                     (int)(n - 6), r);
             return VERDICT_ERROR;
         }
         snprintf(virus, virus_len, "%.*s", (int)(n - 6), r);

@@ -110,7 +110,11 @@ static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
     memset(&opts, 0, sizeof opts);
     opts.general = CL_SCAN_GENERAL_HEURISTICS | (allmatch ? CL_SCAN_GENERAL_ALLMATCHES : 0);
     opts.parse = ~0u;
-    opts.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX;
+    /* What the engine cannot look into is reported, never passed: files past
+     * a limit, archives and documents it cannot decrypt (intaked makes
+     * Heuristics.Limits.Exceeded.* and Heuristics.Encrypted.* verdict error). */
+    opts.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX | CL_SCAN_HEURISTIC_ENCRYPTED_ARCHIVE |
+                     CL_SCAN_HEURISTIC_ENCRYPTED_DOC;
     struct scan_ctx *sc = calloc(1, sizeof *sc);
     if (!sc) {
         snprintf(out, outlen, "out of memory");

@@ -195,7 +195,10 @@ class Daemon:
         return [f for f in self._spool() if f.endswith(".state")]
 
     def _spool(self):
-        return sorted(os.listdir(self.spool_dir)) if os.path.isdir(self.spool_dir) else []
+        """The spool's entries but the builtin scanner's temp directory."""
+        if not os.path.isdir(self.spool_dir):
+            return []
+        return sorted(n for n in os.listdir(self.spool_dir) if n != "intake-scand")
 
     def stop(self):
         if self.proc is None:

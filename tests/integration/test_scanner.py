@@ -31,6 +31,20 @@ def eicar_zip():
     return b.getvalue()
 
 
+def encrypted_zip(tmp_path, *members):
+    """A password-protected zip (ZipCrypto, Debian's zip -P) of (name, data)."""
+    work = tmp_path / "zip-work"
+    work.mkdir(exist_ok=True)
+    for name, data in members:
+        (work / name).write_bytes(data)
+    out = tmp_path / "encrypted.zip"
+    if out.exists():
+        out.unlink()
+    subprocess.run(["zip", "-q", "-P", "secret", str(out), *[n for n, _ in members]], cwd=work,
+                   check=True)
+    return out.read_bytes()
+
+
 class Scand:
     """intake-scand on its own, as an operator would run it."""
 
@@ -176,6 +190,23 @@ def test_over_limit_never_clean(scand, tmp_path):
     assert b"Heuristics.Limits.Exceeded" in r, r
 
 
+def test_encrypted_archive_is_never_clean(scand, tmp_path):
+    s = scand().ready()
+    zp = tmp_path / "e.zip"
+    zp.write_bytes(encrypted_zip(tmp_path, ("eicar.com", EICAR)))
+    with open(zp, "rb") as f:
+        assert s.ask(b"zFILDES\0\0", fds=[f.fileno()]).endswith(
+            b": Heuristics.Encrypted.Zip FOUND\0")
+    assert s.ask(instream(zp.read_bytes())) == b"stream: Heuristics.Encrypted.Zip FOUND\0"
+    # Malware beside the encrypted member is still found as such.
+    plain = io.BytesIO()
+    with zipfile.ZipFile(plain, "w") as z:
+        z.writestr("eicar.com", EICAR)
+    mixed = encrypted_zip(tmp_path, ("readme.txt", b"hello\n"))
+    assert s.ask(instream(plain.getvalue())) == ("stream: %s FOUND\0" % EICAR_NAME).encode()
+    assert s.ask(instream(mixed)) == b"stream: Heuristics.Encrypted.Zip FOUND\0"
+
+
 def test_garbage_and_half_sent_instream_hurt_nobody(scand):
     s = scand().ready()
     # Garbage: an answer, then the connection closes.
@@ -314,6 +345,12 @@ def test_verdicts_over_raw_tcp_and_cli(daemon_factory, tmp_path):
     assert st["verdict"] == "clean" and st["status"] == "./fine.txt: OK"
     ready, st = c.upload("bundle.zip", eicar_zip())
     assert st["verdict"] == "infected" and st["virus"] == EICAR_NAME
+    # Password-protected: not scanned, so neither clean nor infected.
+    ready, st = c.upload("locked.zip", encrypted_zip(tmp_path, ("eicar.com", EICAR)))
+    assert st["verdict"] == "error" and st["stored_as"] is None, st
+    assert st["status"] == ("./locked.zip: file is encrypted and could not be scanned "
+                            "(Heuristics.Encrypted.Zip) ERROR"), st
+    assert d.spooled() == [ready["id"] + ".part"]
     assert d.accepted() == ["fine.txt"]
     q = sorted(os.listdir(d.dir["quarantine_dir"]))
     assert sorted(n.split("-", 1)[1] for n in q) == ["bundle.zip", "eicar.com"]
@@ -452,21 +489,71 @@ def test_unreachable_scanner(daemon_factory, policy):
     assert r.returncode == 2 and r.stdout.strip() == "/etc/hostname: scanner unavailable ERROR"
 
 
-def test_real_clamd_as_scanner(daemon_factory, tmp_path):
-    """Debian's clamd, started here in the foreground on etc/signatures."""
-    sd = short_dir()
-    sock = os.path.join(sd, "clamd.sock")
-    conf = tmp_path / "clamd.conf"
-    conf.write_text("Foreground yes\nLocalSocket %s\nDatabaseDirectory %s\nTemporaryDirectory %s\n"
-                    "LogFile %s/clamd.log\nPidFile %s/clamd.pid\nAlertExceedsMax yes\n"
-                    "MaxFileSize 1M\nMaxScanSize 1M\n" % (sock, SIGNATURES, sd, sd, sd))
-    if os.geteuid() == 0:
-        conf.write_text(conf.read_text() + "User root\n")
-    clamd = subprocess.Popen(["clamd", "--config-file", str(conf)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+class Clamd:
+    """Debian's clamd, started here in the foreground on etc/signatures with
+    the given clamd.conf lines (LocalSocket is set here)."""
+
+    def __init__(self, tmp_path, settings):
+        self.dir = short_dir()
+        self.sock = os.path.join(self.dir, "clamd.sock")
+        conf = tmp_path / "clamd.conf"
+        lines = [l for l in settings.splitlines() if l and not l.startswith("LocalSocket ")]
+        lines += ["Foreground yes", "LocalSocket " + self.sock, "DatabaseDirectory " + SIGNATURES,
+                  "TemporaryDirectory " + self.dir, "LogFile %s/clamd.log" % self.dir,
+                  "PidFile %s/clamd.pid" % self.dir]
+        if os.geteuid() == 0:
+            lines.append("User root")
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen(["clamd", "--config-file", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def ready(self):
+        wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None, 60,
+                 what="clamd")
+        assert self.proc.poll() is None, open(os.path.join(self.dir, "clamd.log")).read()
+        return self
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+def readme_clamd_conf():
+    """The clamd.conf lines README.md says an external clamd needs."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    block = text.split("Its\nclamd.conf needs these", 1)[1].split("```\n", 2)[1]
+    assert "AlertEncrypted yes" in block and "AlertExceedsMax yes" in block, block
+    return block
+
+
+def test_real_clamd_with_the_readme_settings(daemon_factory, tmp_path):
+    """An external clamd configured as README says: nothing it could not
+    scan comes back clean, encrypted archives included."""
+    clamd = Clamd(tmp_path, readme_clamd_conf()).ready()
     try:
-        wait_for(lambda: os.path.exists(sock) or clamd.poll() is not None, 60, what="clamd")
-        assert clamd.poll() is None, open(os.path.join(sd, "clamd.log")).read()
+        d = daemon_factory(scanner="unix:" + clamd.sock, max_file_size="1G")
+        wait_for(lambda: d.health()["scanner"] == "up", 10, what="clamd up in /healthz")
+        c = Client(d.tcp_port)
+        st = c.upload("locked.zip", encrypted_zip(tmp_path, ("eicar.com", EICAR)))[1]
+        assert st["verdict"] == "error", st
+        assert st["status"] == ("./locked.zip: file is encrypted and could not be scanned "
+                                "(Heuristics.Encrypted.Zip) ERROR"), st
+        assert c.upload("e.com", EICAR)[1]["verdict"] == "infected"
+        # 30 MB: past stock clamd's 25M, within these limits: scanned, clean.
+        assert c.upload("big.bin", os.urandom(30 << 20))[1]["verdict"] == "clean"
+        assert d.accepted() == ["big.bin"]
+    finally:
+        clamd.stop()
+
+
+def test_real_clamd_as_scanner(daemon_factory, tmp_path):
+    """Debian's clamd with limits below max_file_size: over them, never clean."""
+    clamd = Clamd(tmp_path, "AlertExceedsMax yes\nAlertEncrypted yes\nMaxFileSize 1M\n"
+                            "MaxScanSize 1M\n").ready()
+    sock = clamd.sock
+    try:
         d = daemon_factory(scanner="unix:" + sock)
         wait_for(lambda: d.health()["scanner"] == "up", 10, what="clamd up in /healthz")
         c = Client(d.tcp_port)
@@ -477,11 +564,11 @@ def test_real_clamd_as_scanner(daemon_factory, tmp_path):
         # Over clamd's MaxFileSize: never clean.
         st = c.upload("big.bin", b"\0" * (2 << 20))[1]
         assert st["verdict"] == "error" and "could not be fully scanned" in st["status"]
+        st = c.upload("locked.zip", encrypted_zip(tmp_path, ("eicar.com", EICAR)))[1]
+        assert st["verdict"] == "error" and "Heuristics.Encrypted.Zip" in st["status"], st
         assert d.accepted() == ["ok.txt"]
     finally:
-        clamd.terminate()
-        clamd.wait(10)
-        subprocess.run(["rm", "-rf", sd])
+        clamd.stop()
 
 
 def test_builtin_scanner_in_ps_and_quit_order(daemon_factory):
