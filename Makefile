@@ -32,10 +32,11 @@ endif
 # What every program shares.
 CORE    := src/log.c src/config.c src/store.c src/record.c src/upload.c src/resume.c src/message.c src/utf8.c src/proxy.c src/token.c src/origin.c
 # Worker modules without I/O loops: linked into the daemon and the unit tests.
-WORKER_LIB := workers/tcp_line.c workers/http.c workers/ws_frame.c workers/scan.c src/metrics.c
+WORKER_LIB := workers/tcp_line.c workers/http.c workers/ws_frame.c workers/scan.c workers/jobs.c \
+              src/metrics.c
 DAEMON  := src/main.c src/master.c src/sweep.c src/net.c src/notify.c src/pidfile.c src/proctitle.c \
            workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/web.c workers/session.c workers/tls.c workers/page.S \
-           workers/jobs.c $(WORKER_LIB)
+           $(WORKER_LIB)
 CLI     := src/intake.c src/cli_progress.c src/cli_tls.c
 SCAND   := workers/scand.c src/log.c src/utf8.c src/proctitle.c src/config.c src/origin.c
 

@@ -365,20 +365,9 @@ static int place(struct upload *u, struct store *st, const struct upload_policy 
     return 0;
 }
 
-int upload_finalize(struct upload *u, struct store *st, const struct upload_policy *p,
-                    struct upload_error *e)
+/* The end of every finalize: what STATUS says, the log line, the fds. */
+static void finish(struct upload *u, int rc)
 {
-    int rc = 0;
-    u->reason[0] = '\0';
-    if (!(u->steps & RECORD_HASHED)) rc = check_hash(u, st, e);
-    if (rc < 0) {
-        upload_release(u);
-        u->phase = UPLOAD_DONE;
-        return -1;
-    }
-    if (rc == 0 && !(u->steps & RECORD_SYNCED)) rc = sync_data(u, st);
-    if (rc == 0 && !(u->steps & RECORD_SCANNED)) rc = scan(u, st, p);
-    if (rc == 0 && !(u->steps & RECORD_PLACED)) rc = place(u, st, p);
     if (rc == 0) u->verdict = u->scanned;
     bool accepted = rc == 0 && u->verdict != VERDICT_INFECTED;
     snprintf(u->stored, sizeof u->stored, "%s", accepted ? u->placed : "");
@@ -396,7 +385,41 @@ int upload_finalize(struct upload *u, struct store *st, const struct upload_poli
     }
     upload_release(u);
     u->phase = UPLOAD_DONE;
+}
+
+int upload_seal_sync(struct upload *u, struct store *st, struct upload_error *e)
+{
+    int rc = 0;
+    u->reason[0] = '\0';
+    if (!(u->steps & RECORD_HASHED)) rc = check_hash(u, st, e);
+    if (rc < 0) {
+        upload_release(u);
+        u->phase = UPLOAD_DONE;
+        return -1;
+    }
+    if (rc == 0 && !(u->steps & RECORD_SYNCED)) rc = sync_data(u, st);
+    if (rc != 0) {
+        finish(u, rc);
+        return 1;
+    }
+    u->phase = UPLOAD_SEALED;
     return 0;
+}
+
+void upload_scan_place(struct upload *u, struct store *st, const struct upload_policy *p)
+{
+    int rc = 0;
+    if (!(u->steps & RECORD_SCANNED)) rc = scan(u, st, p);
+    if (rc == 0 && !(u->steps & RECORD_PLACED)) rc = place(u, st, p);
+    finish(u, rc);
+}
+
+int upload_finalize(struct upload *u, struct store *st, const struct upload_policy *p,
+                    struct upload_error *e)
+{
+    int rc = upload_seal_sync(u, st, e);
+    if (rc == 0) upload_scan_place(u, st, p);
+    return rc < 0 ? -1 : 0;
 }
 
 void upload_abort(struct upload *u)

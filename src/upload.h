@@ -129,6 +129,13 @@ static inline uint64_t upload_unhashed(const struct upload *u)
  * only this upload and the store's fds. */
 int upload_finalize(struct upload *u, struct store *st, const struct upload_policy *p,
                     struct upload_error *e);
+/* upload_finalize in two legs, so that the scanner round trip can run on
+ * threads of its own: upload_seal_sync (checksum, fsync: -1 as above; 1 if a
+ * step failed and the upload is done with verdict error; 0: sealed, phase
+ * UPLOAD_SEALED), then upload_scan_place (scan and placement; the upload is
+ * done). Steps a resumed upload has recorded are skipped, as there. */
+int upload_seal_sync(struct upload *u, struct store *st, struct upload_error *e);
+void upload_scan_place(struct upload *u, struct store *st, const struct upload_policy *p);
 /* Drops the session: closes the spool fd; the .part stays (resumable). */
 void upload_abort(struct upload *u);
 void upload_release(struct upload *u);

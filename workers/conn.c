@@ -5,6 +5,7 @@
 #include "container.h"
 #include "log.h"
 #include "message.h"
+#include "scan.h"
 #include "session.h"
 #include "tls.h"
 
@@ -397,12 +398,20 @@ static void after_body(struct conn *c, size_t len)
     }
 }
 
+/* On the job pool: checksum and fsync (and placement when unscanned). A
+ * sealed upload goes on to the scan queue (finalize_done), which runs this
+ * again for the scan and placement. */
 static void finalize_run(struct job *j)
 {
     struct conn *c = container_of(j, struct conn, job);
+    if (c->up.phase == UPLOAD_SEALED) {
+        upload_scan_place(&c->up, &c->w->store, &c->w->policy);
+        return;
+    }
     c->job_err.code = 0;
-    if (upload_finalize(&c->up, &c->w->store, &c->w->policy, &c->job_err) < 0 && !c->job_err.code)
-        c->job_err.code = 500;
+    int rc = upload_seal_sync(&c->up, &c->w->store, &c->job_err);
+    if (rc < 0 && !c->job_err.code) c->job_err.code = 500;
+    if (rc == 0 && !c->w->scan) upload_scan_place(&c->up, &c->w->store, &c->w->policy);
 }
 
 static enum metrics_verdict mverdict(enum upload_verdict v)
@@ -423,6 +432,10 @@ static void finalize_done(struct job *j)
 {
     struct conn *c = container_of(j, struct conn, job);
     struct worker *w = c->w;
+    if (!c->job_err.code && c->up.phase == UPLOAD_SEALED) {
+        scan_submit(w->scan, j); /* still in_job, client there or not */
+        return;
+    }
     c->in_job = false;
     if (c->job_err.code) {
         /* The checksum did not match (422): nothing was accepted. */

@@ -1,7 +1,8 @@
 /* jobs: a small pool of threads for the blocking work a worker must keep off
- * its event loop (fsync, scan round trips, rename + directory fsync). A job's
- * run() executes on a pool thread; its done() is called back on the loop
- * thread, in completion order, through an ev_async. */
+ * its event loop. A worker has two: its job pool (hashing, fsync, link +
+ * directory fsync) and the scan queue that scan.c owns (scanner round trips).
+ * A job's run() executes on a pool thread; its done() is called back on the
+ * loop thread, in completion order, through an ev_async. */
 #ifndef INTAKE_JOBS_H
 #define INTAKE_JOBS_H
 

@@ -119,11 +119,30 @@ static int read_reply(int s, char *buf, size_t cap, int64_t deadline, const char
     }
 }
 
-/* One FILDES round trip on a fresh connection. Returns 1 when the scanner
- * went away without a verdict (worth retrying), 0 otherwise. */
-static int fildes_once(struct scan_client *sc, int s, int fd, const char *id, int64_t deadline,
-                       enum upload_verdict *v, char *virus, size_t virus_len, char *reason,
-                       size_t reason_len)
+int scan_start(struct scan_client *sc, struct ev_loop *loop, int threads)
+{
+    sc->queue = jobs_start(loop, threads);
+    return sc->queue ? 0 : -1;
+}
+
+void scan_submit(struct scan_client *sc, struct job *j)
+{
+    jobs_submit(sc->queue, j);
+}
+
+int scan_pending(const struct scan_client *sc)
+{
+    return sc->queue ? jobs_pending(sc->queue) : 0;
+}
+
+enum attempt { DONE, RETRY, DIED };
+
+/* One FILDES round trip on a fresh connection. RETRY when the file could
+ * not be handed over, DIED when the scanner went away with it (it may have
+ * died of this file), DONE with a verdict or a final error. */
+static enum attempt fildes_once(struct scan_client *sc, int s, int fd, const char *id,
+                                int64_t deadline, enum upload_verdict *v, char *virus,
+                                size_t virus_len, char *reason, size_t reason_len)
 {
     /* As clamdscan --fdpass: the command and one dummy byte carrying the fd. */
     static const char cmd[] = "zFILDES\0";
@@ -143,21 +162,21 @@ static int fildes_once(struct scan_client *sc, int s, int fd, const char *id, in
     if (sendmsg(s, &m, MSG_NOSIGNAL) != (ssize_t)sizeof cmd) {
         snprintf(reason, reason_len, "cannot send the file to the scanner");
         log_warn("upload %s: sending to the scanner failed: %s", id, strerror(errno));
-        return 1;
+        return RETRY;
     }
+    log_debug("upload %s: handed to the scanner at %s", id, sc->path);
     if (read_reply(s, reply, sizeof reply, deadline, &why) < 0) {
         snprintf(reason, reason_len, "%s", why);
         if (strcmp(why, "scan timed out") == 0) {
             log_error("upload %s: scan timed out (scan_timeout %llu ms)", id,
                       (unsigned long long)sc->timeout_ms);
-            return 0;
+            return DONE;
         }
-        log_warn("upload %s: %s; retrying", id, why);
-        return 1;
+        return strcmp(why, "scanner reply too long") == 0 ? DONE : DIED;
     }
     *v = scan_parse_reply(reply, virus, virus_len, reason, reason_len);
     if (*v == VERDICT_ERROR) log_error("upload %s: %s", id, reason);
-    return 0;
+    return DONE;
 }
 
 enum upload_verdict scan_fildes(void *ctx, int fd, const char *id, char *virus, size_t virus_len,
@@ -165,7 +184,7 @@ enum upload_verdict scan_fildes(void *ctx, int fd, const char *id, char *virus, 
 {
     struct scan_client *sc = ctx;
     int64_t t0 = now_us(), deadline = t0 / 1000 + (int64_t)sc->timeout_ms;
-    int waited = 0;
+    int waited = 0, died = 0;
     enum upload_verdict v = VERDICT_ERROR;
     for (;;) {
         /* The scanner may be restarting: wait for it, within scan_timeout. */
@@ -183,10 +202,23 @@ enum upload_verdict scan_fildes(void *ctx, int fd, const char *id, char *virus, 
             usleep(100 * 1000);
             continue;
         }
-        int again = fildes_once(sc, s, fd, id, deadline, &v, virus, virus_len, reason, reason_len);
+        enum attempt a =
+            fildes_once(sc, s, fd, id, deadline, &v, virus, virus_len, reason, reason_len);
         close(s);
-        /* A scanner that died mid-scan is respawned by the master: scan again. */
-        if (!again || now_ms() + 100 >= deadline) break;
+        if (a == DONE) break;
+        /* A scanner that died mid-scan is respawned by the master: scan once
+         * more. Twice is the file's doing, not bad luck: do not take the
+         * scanner down again and again (and every scan with it). */
+        if (a == DIED && ++died == 2) {
+            snprintf(reason, reason_len, "the scanner went away twice while scanning this file");
+            log_error("upload %s: the scanner at %s went away twice while scanning it; not "
+                      "scanned again (verdict error). If the scanner's log shows it crashed, "
+                      "this file may crash libclamav: keep it for analysis",
+                      id, sc->path);
+            break;
+        }
+        if (now_ms() + 100 >= deadline) break;
+        if (a == DIED) log_warn("upload %s: %s; retrying", id, reason);
         usleep(100 * 1000);
     }
     metrics_scan(sc->metrics, (uint64_t)(now_us() - t0));

@@ -26,7 +26,10 @@
 #define READ_BUFFER_SIZE (256 * 1024)
 #define ACCEPTS_PER_WAKEUP                                                                         \
     1 /* one, then back to the loop: the workers sharing a socket share the load */
+/* The job pool (hashing, fsync, placement) never waits for the scanner: its
+ * round trips have the scan queue's threads (scan.h). */
 #define JOB_THREADS 4
+#define SCAN_THREADS 4
 
 static void set_accepting(struct worker *w, bool on)
 {
@@ -159,13 +162,20 @@ static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+/* No connection, and no job that still owns an upload. */
+static bool worker_idle(const struct worker *w)
+{
+    return w->n_conns == 0 && jobs_pending(w->jobs) == 0 &&
+           (!w->scan || scan_pending(w->scan) == 0);
+}
+
 void worker_conn_closed(struct worker *w)
 {
     if (!w->draining) {
         set_accepting(w, true);
         return;
     }
-    if (w->n_conns == 0 && jobs_pending(w->jobs) == 0) ev_break(w->loop, EVBREAK_ALL);
+    if (worker_idle(w)) ev_break(w->loop, EVBREAK_ALL);
 }
 
 static void worker_on_reap(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -178,8 +188,7 @@ static void worker_on_reap(struct ev_loop *loop, ev_prepare *p, int revents)
         w->dead = c->next;
         conn_free(c);
     }
-    if (w->draining && w->n_conns == 0 && jobs_pending(w->jobs) == 0)
-        ev_break(w->loop, EVBREAK_ALL);
+    if (w->draining && worker_idle(w)) ev_break(w->loop, EVBREAK_ALL);
 }
 
 static void close_all(struct worker *w)
@@ -314,7 +323,8 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
         log_warn("no pipe for splice (%s); copying bodies instead", strerror(errno));
     }
     w->jobs = jobs_start(w->loop, JOB_THREADS);
-    if (!w->rbuf || !w->jobs) {
+    if (w->policy.scan && scan_start(&sc, w->loop, SCAN_THREADS) == 0) w->scan = &sc;
+    if (!w->rbuf || !w->jobs || (w->policy.scan && !w->scan)) {
         log_error("out of memory at start");
         _exit(2);
     }

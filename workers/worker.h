@@ -21,13 +21,15 @@ struct listener {
 
 struct conn;
 struct jobs;
+struct scan_client;
 
 struct worker {
     struct ev_loop *loop;
     const struct config *cfg;
     int slot;
     struct store store;
-    struct jobs *jobs;
+    struct jobs *jobs;        /* hashing, fsync, placement */
+    struct scan_client *scan; /* NULL: scanner off; owns the scan queue */
     struct upload_limits limits;
     struct upload_policy policy;
     struct metrics *metrics;    /* shared with the master and the other workers */

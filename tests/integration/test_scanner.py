@@ -467,6 +467,97 @@ def test_killed_scanner_leaves_no_temp_dir(daemon_factory, scand):
     assert os.listdir(os.path.join(base, now[0])) == ["lock"]  # scans clean up after themselves
 
 
+def test_stalled_scans_do_not_hold_up_hashing(daemon_factory):
+    """Scanner round trips have their own threads: with the scanner frozen and
+    as many scans waiting as the job pool has threads, another upload is still
+    hashed to the end (its wrong checksum is reported) while they wait."""
+    d = daemon_factory(start=False, workers=1, log_level="debug")
+    d.scanning(scan_timeout="120s")
+    d.start()
+    scanner = d.scanner()
+    os.kill(scanner, signal.SIGSTOP)
+    small = []
+    try:
+        for i in range(4):  # the job pool's thread count
+            c = Client(d.tcp_port, timeout=60)
+            c.start("small-%d.txt" % i, 5)
+            c.send(b"hello")
+            small.append((c, c.line()["id"]))
+        wait_for(lambda: all("upload %s: handed to the scanner" % i in d.logs()
+                             for _, i in small), 30, what="the scans to reach the scanner")
+        data = os.urandom(32 << 20)
+        big = Client(d.tcp_port, timeout=60)
+        big.start("big.bin", len(data), sha256(b"something else"))
+        big.send(data)
+        assert big.line()["type"] == "READY"
+        err = big.line()
+        assert err["type"] == "ERROR" and err["code"] == 422, err
+        assert sha256(data) in err["message"]
+        # ... while the scans still wait for the frozen scanner.
+        assert select.select([c.sock for c, _ in small], [], [], 0)[0] == []
+    finally:
+        os.kill(scanner, signal.SIGCONT)
+    for c, _ in small:
+        assert c.line()["verdict"] == "clean"
+    assert d.accepted() == ["small-%d.txt" % i for i in range(4)]
+
+
+class DyingScanner:
+    """A clamd that answers PING but goes away with every file it is given,
+    as a scanner does that the file crashes."""
+
+    def __init__(self):
+        self.dir = short_dir()
+        self.sock = os.path.join(self.dir, "dying.sock")
+        self.srv = socket.socket(socket.AF_UNIX)
+        self.srv.bind(self.sock)
+        self.srv.listen(64)
+        self.files = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    data, anc, _, _ = conn.recvmsg(64, socket.CMSG_SPACE(4 * 8))
+                except OSError:
+                    continue
+                for level, kind, fds in anc:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        self.files += 1
+                        for fd in struct.unpack("%di" % (len(fds) // 4), fds):
+                            os.close(fd)
+                if data.startswith(b"zPING"):
+                    conn.sendall(b"PONG\0")
+
+    def stop(self):
+        self.stopping = True
+        self.srv.close()
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+def test_file_that_kills_the_scanner_twice_is_an_error(daemon_factory):
+    fake = DyingScanner()
+    try:
+        d = daemon_factory(scanner="unix:" + fake.sock, scan_timeout="60s")
+        st = Client(d.tcp_port, timeout=60).upload("crasher.bin", b"boom")[1]
+        assert st["verdict"] == "error", st
+        assert st["status"] == \
+            "./crasher.bin: the scanner went away twice while scanning this file ERROR"
+        assert fake.files == 2
+        assert "went away twice while scanning it; not scanned again" in d.logs()
+        assert d.accepted() == []
+    finally:
+        fake.stop()
+
+
 @pytest.mark.parametrize("policy", ["reject", "accept"])
 def test_unreachable_scanner(daemon_factory, policy):
     sock = os.path.join(short_dir(), "nobody-here.sock")
