@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -773,6 +774,20 @@ int main(int argc, char **argv)
     if (load_engine(sigdir) < 0) goto out;
     if (selftest() < 0) goto out;
     log_info("self-test passed: the EICAR test file is detected");
+    /* The stop and reopen signals are taken by the main thread alone, only
+     * inside ppoll: every thread, created from here on, inherits them
+     * blocked, so none can swallow a TERM while accept waits on. */
+    sigset_t sigs, waitmask;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGQUIT);
+    sigaddset(&sigs, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &sigs, &waitmask);
+    sigdelset(&waitmask, SIGTERM);
+    sigdelset(&waitmask, SIGINT);
+    sigdelset(&waitmask, SIGQUIT);
+    sigdelset(&waitmask, SIGUSR1);
     /* Without its periodic self-test the scanner could silently stop finding
      * malware: no thread, no scanner. */
     pthread_t st;
@@ -784,6 +799,7 @@ int main(int argc, char **argv)
     pthread_detach(st);
     lfd = listen_unix(sock);
     if (lfd < 0) goto out;
+    fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK);
     struct sigaction sa = {.sa_handler = on_stop};
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
@@ -794,7 +810,10 @@ int main(int argc, char **argv)
     log_info("intake-scand ready on %s (%ld scan threads, files up to %llu bytes)", sock, threads,
              (unsigned long long)max_size);
     while (!stopping) {
-        int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+        int pr = ppoll(&pfd, 1, NULL, &waitmask);
+        int cfd = pr > 0 ? accept4(lfd, NULL, NULL, SOCK_CLOEXEC) : -1;
+        if (pr < 0 && errno != EINTR) log_error("poll: %s", strerror(errno));
         if (reopen_logs) {
             reopen_logs = 0;
             if (log_reopen() < 0)
@@ -803,7 +822,7 @@ int main(int argc, char **argv)
                 log_info("log reopened");
         }
         if (cfd < 0) {
-            if (errno == EINTR) continue;
+            if (pr <= 0 || errno == EINTR || errno == EAGAIN) continue;
             if (errno == EMFILE || errno == ENFILE) {
                 log_error("accept: %s; waiting", strerror(errno));
                 sleep(1);
