@@ -264,10 +264,14 @@ def test_failed_fd_read_closes_nothing(tmp_path):
         wait_for(lambda: ask(sock, b"zPING\0") == b"PONG\0", 30, what="PONG after the reset")
     finally:
         proc.terminate()
-        rc = proc.wait(60)
+        try:
+            rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = "no exit on TERM: %s" % proc.wait()
         report = open(vglog).read()
         subprocess.run(["rm", "-rf", d])
-    assert rc == 0 and "uninitialised" not in report, report
+    assert rc == 0 and "uninitialised" not in report, (rc, report)
 
 
 def ask(sock, data):
