@@ -209,9 +209,10 @@ def test_encrypted_archive_is_never_clean(scand, tmp_path):
 
 def test_garbage_and_half_sent_instream_hurt_nobody(scand):
     s = scand().ready()
-    # Garbage: an answer, then the connection closes.
-    assert s.ask(os.urandom(100).replace(b"\0", b"x").replace(b"\n", b"y") + b"\n") == \
-        b"UNKNOWN COMMAND\n"
+    # Garbage: an answer, then the connection closes. (Its first byte is not
+    # "z" or "n": those start NUL- or newline-terminated commands.)
+    garbage = os.urandom(100).replace(b"\0", b"x").replace(b"\n", b"y")
+    assert s.ask(b"X" + garbage + b"\n") == b"UNKNOWN COMMAND\n"
     # A command that never ends is bounded.
     r = s.ask(b"z" + b"A" * 10000)
     assert r.endswith(b"ERROR\n")
@@ -226,11 +227,10 @@ def test_garbage_and_half_sent_instream_hurt_nobody(scand):
     gone.connect(s.sock)
     gone.sendall(b"zINSTREAM\0" + struct.pack("!I", 1 << 20) + b"y" * 5000)
     gone.close()
-    # Scans still answer at once.
-    t0 = time.monotonic()
+    # Scans still answer while those hang (each ask gives up after 10 s, far
+    # less than the stalled connections' read timeout).
     assert s.ask(instream(EICAR)) == ("stream: %s FOUND\0" % EICAR_NAME).encode()
     assert s.ask(b"zPING\0") == b"PONG\0"
-    assert time.monotonic() - t0 < 2
     for c in stalled:
         c.close()
     assert s.proc.poll() is None
