@@ -38,6 +38,13 @@ void progress_begin(struct progress *p, bool on, const char *label, uint64_t tot
     if (total == 0) progress_update(p, 0);
 }
 
+void progress_resume(struct progress *p, uint64_t offset)
+{
+    p->base = offset;
+    p->start = now();
+    progress_update(p, offset);
+}
+
 void progress_update(struct progress *p, uint64_t done)
 {
     if (!p->on) return;
@@ -55,11 +62,11 @@ void progress_update(struct progress *p, uint64_t done)
     if (sent) {
         /* Every byte is out: the average over the whole file (never "--"),
          * and what the wait is for now (a big archive can take a while). */
-        progress_bytes((double)done / (el > 0.001 ? el : 0.001), r, sizeof r);
+        progress_bytes((double)(done - p->base) / (el > 0.001 ? el : 0.001), r, sizeof r);
         tl = snprintf(tail, sizeof tail, " 100%% %s %s/s avg, scanning...", tot, r);
     } else {
         /* The first socket buffer fills at memory speed: no rate until it means something. */
-        double rate = el > 0.25 ? (double)done / el : 0;
+        double rate = el > 0.25 ? (double)(done - p->base) / el : 0;
         char eta[48] = "--:--";
         if (rate > 0) {
             progress_bytes(rate, r, sizeof r);

@@ -177,22 +177,27 @@ struct outcome {
     char id[STORE_ID_LEN + 1];
 };
 
+/* The file's SHA-256 from its first byte to its end. 0, or -1 (a read or
+ * hashing error: no checksum is better than a wrong one). */
 static int sha256_file(int fd, unsigned char out[32])
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     char *buf = malloc(CHUNK);
-    ssize_t n;
+    int rc = md && buf && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 ? 0 : -1;
     off_t off = 0;
-    while (buf && (n = pread(fd, buf, CHUNK, off)) > 0) {
-        EVP_DigestUpdate(md, buf, (size_t)n);
+    while (rc == 0) {
+        ssize_t n = pread(fd, buf, CHUNK, off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) rc = -1;
+        if (n <= 0) break;
+        if (EVP_DigestUpdate(md, buf, (size_t)n) != 1) rc = -1;
         off += n;
     }
     unsigned len;
-    EVP_DigestFinal_ex(md, out, &len);
+    if (rc == 0 && EVP_DigestFinal_ex(md, out, &len) != 1) rc = -1;
     EVP_MD_CTX_free(md);
     free(buf);
-    return buf ? 0 : -1;
+    return rc;
 }
 
 /* One attempt at one file over l. */
@@ -255,7 +260,7 @@ static void attempt(struct link *l, int fd, uint64_t size, const char *name, con
                     k->valuedouble <= (double)size) {
                     /* The bar goes on from what the server already has. */
                     off = (uint64_t)k->valuedouble;
-                    progress_update(&pb, off);
+                    progress_resume(&pb, off);
                 }
                 ready = sending = true;
             } else if (strcmp(t, "STATUS") == 0 || strcmp(t, "ERROR") == 0) {
@@ -521,7 +526,17 @@ int main(int argc, char **argv)
         char *pathcopy = strdup(path);
         const char *name = o.name ? o.name : strcmp(path, "-") == 0 ? "stdin" : basename(pathcopy);
         unsigned char sha[32];
-        bool have_sha = o.sha256 && sha256_file(fd, sha) == 0;
+        bool have_sha = o.sha256;
+        if (have_sha && sha256_file(fd, sha) < 0) {
+            snprintf(out.message, sizeof out.message, "cannot read it to compute --sha256: %s",
+                     strerror(errno ? errno : EIO));
+            out.r = R_ERROR;
+            print_result(path, &out, &o);
+            worst = R_ERROR;
+            free(pathcopy);
+            close(fd);
+            continue;
+        }
         /* attempt_no counts lost connections; a refused resume (the server
          * kept nothing) restarts the file without using one up, and an
          * upload still held by the server's end of a dead connection is
