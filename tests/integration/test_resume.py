@@ -503,10 +503,11 @@ def test_requery_answers_the_same_status_and_places_once(daemon):
         assert f.read() == data
 
 
-def test_client_gone_mid_scan_learns_its_verdict(daemon_factory, scan_sock):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_client_gone_mid_scan_learns_its_verdict(daemon_factory, scan_sock, workers):
     scanner = scan_sock.start()
     scanner.hold = True
-    d = daemon_factory(workers=2, scanner="unix:" + scan_sock.path, scan_timeout="30s",
+    d = daemon_factory(workers=workers, scanner="unix:" + scan_sock.path, scan_timeout="30s",
                        resume_timeout="5m")
     data = os.urandom(300000)
     c = Client(d.tcp_port)
@@ -515,19 +516,40 @@ def test_client_gone_mid_scan_learns_its_verdict(daemon_factory, scan_sock):
     uid = c.line()["id"]
     assert scanner.scanning.wait(20), "the file never reached the scanner"
     c.close()  # the client vanishes while its file is being scanned
-    # Its re-query waits for the verdict: nothing yet, while the scan holds.
-    q = Client(d.tcp_port, timeout=30)
-    q.start("vanished.bin", len(data), id=uid)
-    q.sock.settimeout(0.6)
-    with pytest.raises(socket.timeout):
-        q.sock.recv(1)
-    q.sock.settimeout(30)
+    # Its re-queries wait for the verdict: nothing yet, while the scan holds.
+    asks = []
+    for _ in range(2):
+        q = Client(d.tcp_port, timeout=30)
+        q.start("vanished.bin", len(data), id=uid)
+        asks.append(q)
+    ws_answer = {}
+
+    async def ws_wait():
+        async with websockets.connect(ws_url(d)) as w:
+            await w.send(json.dumps({"type": "START", "filename": "vanished.bin",
+                                     "size": len(data), "id": uid}))
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(w.recv(), 0.6)
+            ws_answer["early"] = False
+            ws_answer["st"] = json.loads(await w.recv())
+    t = threading.Thread(target=lambda: run(ws_wait()))
+    t.start()
+    for q in asks:
+        q.sock.settimeout(0.6)
+        with pytest.raises(socket.timeout):
+            q.sock.recv(1)
+        q.sock.settimeout(30)
+    wait_for(lambda: "early" in ws_answer or not t.is_alive(), 10, what="the WebSocket asker")
     scanner.release()
-    st = q.line()
-    q.close()
+    answers = [q.line() for q in asks]
+    t.join(30)
+    for q in asks:
+        q.close()
+    st = answers[0]
     assert st["type"] == "STATUS" and st["id"] == uid and st["verdict"] == "clean", st
     assert st["sha256"] == sha256(data) and st["stored_as"] == "vanished.bin"
     assert st["status"] == "./vanished.bin: OK"
+    assert answers[1] == st and ws_answer.get("st") == st, (answers, ws_answer)
     assert tcp_ask(d, uid, "vanished.bin", len(data)) == st
     assert d.accepted() == ["vanished.bin"] and scanner.scanned == [sha256(data)]
     assert file_sha256(os.path.join(d.accept_dir, "vanished.bin")) == sha256(data)
@@ -641,8 +663,9 @@ def test_409_resume_does_not_match(daemon):
     assert_whole(daemon, ws_resume(daemon, without, "plain.bin", data, 20), "plain.bin", data)
 
 
-def test_409_upload_in_use_until_idle_timeout(daemon_factory):
-    d = daemon_factory(idle_timeout="1s", resume_timeout="30s")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_409_upload_in_use_until_idle_timeout(daemon_factory, workers):
+    d = daemon_factory(workers=workers, idle_timeout="1s", resume_timeout="30s")
     data = os.urandom(50000)
     holder, uid = tcp_open(d, "busy.bin", data, 3000)
     expect_error(tcp_ask(d, uid, "busy.bin", len(data)), 409, "upload in use")
@@ -685,6 +708,169 @@ def test_expired_token_resumes_but_does_not_start(daemon_factory, tmp_path):
     # And re-queried with the expired token, the same STATUS.
     assert tcp_ask(d, uid, "tok.bin", len(data), token=tok) == st
     assert tok not in d.logs()
+
+
+def test_concurrent_resumes_one_wins(daemon_factory):
+    """Several clients resume the same upload at once: one is answered
+    READY, every other 409 "upload in use"; the winner finishes it."""
+    d = daemon_factory(workers=2)
+    data = os.urandom(200000)
+    uid = tcp_begin(d, "race.bin", data, 5000)
+    cs = [Client(d.tcp_port, timeout=30) for _ in range(6)]
+    for c in cs:
+        c.start("race.bin", len(data), id=uid)
+    answers = [c.line() for c in cs]
+    winners = [c for c, a in zip(cs, answers) if a["type"] == "READY"]
+    assert len(winners) == 1, answers
+    for a in answers:
+        if a["type"] != "READY":
+            expect_error(a, 409, "upload in use")
+        else:
+            assert a["offset"] == 5000
+    winners[0].send(data[5000:])
+    st = winners[0].line()
+    for c in cs:
+        c.close()
+    assert_whole(d, st, "race.bin", data)
+
+
+def test_client_leaving_during_the_lookup_leaves_it_resumable(daemon_factory):
+    d = daemon_factory(workers=2)
+    data = os.urandom(3 * MIB)
+    uid = tcp_begin(d, "left.bin", data, 2 * MIB + 1)  # the lookup rehashes 2 MiB
+    for i in range(20):
+        c = Client(d.tcp_port)
+        c.start("left.bin", len(data), id=uid)
+        if i % 2:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        c.close()
+    wait_for(lambda: worker_holding(d, uid) is None, 10, what="the lookups to let go")
+    # The lookups may still be on their way out: an "in use" answer is retried.
+    st = None
+    for _ in range(50):
+        c = Client(d.tcp_port, timeout=30)
+        c.start("left.bin", len(data), id=uid)
+        ready = c.line()
+        if ready["type"] == "READY":
+            assert ready["offset"] == 2 * MIB + 1, ready
+            c.send(data[2 * MIB + 1:])
+            st = c.line()
+            c.close()
+            break
+        expect_error(ready, 409, "upload in use")
+        c.close()
+        time.sleep(0.1)
+    assert st is not None, "never released"
+    assert_whole(d, st, "left.bin", data)
+    assert len(d.workers()) == 2 and "killed by signal" not in d.logs()
+
+
+def test_resume_and_requery_on_a_connection_that_uploaded_before(daemon):
+    """After STATUS the client may START again: a resume, then a re-query,
+    on the same connection, on both transports."""
+    data = os.urandom(100000)
+    uid = tcp_begin(daemon, "later.bin", data, 777)
+    c = Client(daemon.tcp_port)
+    ready, first = c.upload("first.txt", b"one")
+    assert first["type"] == "STATUS"
+    c.start("later.bin", len(data), id=uid)
+    assert c.line() == {"type": "READY", "id": uid, "offset": 777}
+    c.send(data[777:])
+    st = c.line()
+    assert_whole(daemon, st, "later.bin", data)
+    c.start("first.txt", 3, id=ready["id"])
+    assert c.line() == first
+    c.close()
+    uid2 = tcp_begin(daemon, "later2.bin", data, 1)
+
+    async def go():
+        async with websockets.connect(ws_url(daemon)) as w:
+            await w.send(json.dumps({"type": "START", "filename": "x.txt", "size": 1}))
+            await w.recv()
+            await w.send(b"x")
+            await w.recv()
+            await w.send('{"type":"DONE"}')
+            assert json.loads(await w.recv())["type"] == "STATUS"
+            await w.send(json.dumps({"type": "START", "filename": "later2.bin",
+                                     "size": len(data), "id": uid2}))
+            m = json.loads(await w.recv())
+            assert m["message"] == "Upload resumed" and m["offset"] == 1, m
+            await _ws_send(w, data, 1, len(data))
+            await w.send('{"type":"DONE"}')
+            st2 = json.loads(await w.recv())
+            await w.send(json.dumps({"type": "START", "filename": "later.bin",
+                                     "size": len(data), "id": uid}))
+            return st2, json.loads(await w.recv())
+    st2, again = run(go())
+    assert_whole(daemon, st2, "later2.bin", data)
+    assert again == st
+
+
+def test_unreadable_record_is_404_never_a_crash(daemon_factory):
+    """A truncated or garbled record makes its upload unknown."""
+    d = daemon_factory(workers=1)
+    worker = d.workers()
+    data = os.urandom(10000)
+    ids = [tcp_begin(d, "rec%d.bin" % i, data, 100) for i in range(4)]
+    path = lambda uid: os.path.join(d.spool_dir, uid + ".state")
+    with open(path(ids[0]), "rb") as f:
+        good = f.read()
+    with open(path(ids[0]), "wb") as f:
+        f.write(good[:len(good) // 2])                 # truncated
+    with open(path(ids[1]), "wb") as f:
+        f.write(b"\xff" * 100000)                     # garbage, too long
+    with open(path(ids[2]), "wb") as f:
+        f.write(good)                                  # another upload's record
+    for i, uid in enumerate(ids[:3]):
+        expect_error(tcp_ask(d, uid, "rec%d.bin" % i, len(data)), 404)
+    expect_error(tcp_ask(d, ids[3], "rec3.bin", len(data) + 1), 409)
+    assert d.workers() == worker, "the worker died"
+    assert "its record in the spool is unreadable; answering 404" in d.logs()
+    assert_whole(d, tcp_resume(d, ids[3], "rec3.bin", data, 100), "rec3.bin", data)
+
+
+def boot_id():
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def test_after_a_machine_restart_only_durable_bytes_count(daemon_factory):
+    """An upload recorded on another boot (what a crash of the machine
+    leaves) resumes from the offset its last fdatasync made durable, never
+    from the .part's size (its tail could be zeros)."""
+    d = daemon_factory(max_file_size="1G")
+    data = os.urandom(48 * MIB)
+    k = 40 * MIB + 11
+    c, uid = tcp_open(d, "reboot.bin", data, k)
+    state = os.path.join(d.spool_dir, uid + ".state")
+
+    def durable():
+        with open(state) as f:
+            rec = f.read()
+        m = re.search(r"^durable (\d+)$", rec, re.M)
+        return int(m.group(1)) if m else 0
+    # The hashing that trails the writes makes 32 MiB durable and records it.
+    wait_for(lambda: durable() > 0, 20, what="the first durability checkpoint")
+    c.close()
+    interrupted(d, uid, k)
+    with open(state) as f:
+        rec = f.read()
+    assert 0 < durable() <= k, rec
+    # Say the machine crashed: another boot, and (to be sure the cut is
+    # seen) an older checkpoint than the last one, past which the .part's
+    # tail is zeros.
+    other = "00000000-1111-2222-3333-444444444444"
+    assert boot_id() in rec
+    durable = 33 * MIB + 5
+    with open(state, "w") as f:
+        f.write(re.sub(r"^durable \d+$", "durable %d" % durable, rec.replace(boot_id(), other),
+                       flags=re.M))
+    with open(os.path.join(d.spool_dir, uid + ".part"), "r+b") as f:
+        f.seek(durable)
+        f.write(b"\0" * (k - durable))
+    st = tcp_resume(d, uid, "reboot.bin", data, durable)
+    assert_whole(d, st, "reboot.bin", data)
+    assert "written before a restart of the machine" in d.logs()
 
 
 # --- 6. expiry ---------------------------------------------------------------------
