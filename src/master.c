@@ -787,7 +787,7 @@ int master_run(struct config *cfg, const struct master_args *args)
                 m->procs[i].kill_at = 0;
             }
         if (m->state == RUNNING && t >= m->next_sweep) {
-            sweep_spool(c->spool_dir, time(NULL), (time_t)(c->resume_timeout_ms / 1000));
+            sweep_spool(c->spool_dir, c->resume_timeout_ms);
             /* Often enough that an upload goes within seconds of its deadline. */
             double every = (double)c->resume_timeout_ms / 4e3;
             m->next_sweep = t + (every < 1 ? (every < 0.25 ? 0.25 : every) : 1);

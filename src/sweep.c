@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The upload id an entry belongs to, and its kind, or NULL. */
@@ -28,30 +29,34 @@ static const char *kind_of(const char *name)
     return NULL;
 }
 
-static bool mtime_of(int dfd, const char *name, time_t *t, off_t *size)
+/* Modification time in nanoseconds: the sweep must not take an upload a
+ * fraction of a second before its deadline. */
+static bool mtime_of(int dfd, const char *name, int64_t *t, off_t *size)
 {
     struct stat st;
     if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) return false;
-    *t = st.st_mtime;
+    *t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
     if (size) *size = st.st_size;
     return true;
 }
 
 /* Expires one upload if all its files are older than limit and no worker
  * holds it. 1 if removed. */
-static int expire(int dfd, const char *id, time_t now, time_t limit)
+static int expire(int dfd, const char *entry, int64_t now, uint64_t limit_ms)
 {
+    char id[STORE_ID_LEN + 1];
+    snprintf(id, sizeof id, "%.32s", entry);
     char part[48], state[48], tmp[48];
     snprintf(part, sizeof part, "%.32s.part", id);
     snprintf(state, sizeof state, "%.32s.state", id);
     snprintf(tmp, sizeof tmp, "%.32s.state.tmp", id);
-    time_t newest = 0, t;
+    int64_t newest = 0, t;
     off_t size = -1;
     bool has_part = mtime_of(dfd, part, &t, &size);
     if (has_part && t > newest) newest = t;
     if (mtime_of(dfd, state, &t, NULL) && t > newest) newest = t;
     if (mtime_of(dfd, tmp, &t, NULL) && t > newest) newest = t;
-    if (newest == 0 || now - newest < limit) return 0;
+    if (newest == 0 || now - newest < (int64_t)limit_ms * 1000000) return 0;
     int fd = -1;
     if (has_part) {
         /* A worker holding it keeps it, however old its files look; our
@@ -69,22 +74,25 @@ static int expire(int dfd, const char *id, time_t now, time_t limit)
     unlinkat(dfd, state, 0);
     unlinkat(dfd, tmp, 0);
     if (fd >= 0) close(fd);
-    unsigned long long secs = (unsigned long long)limit;
+    double secs = (double)limit_ms / 1e3;
     if (known && (rec.steps & RECORD_PLACED))
-        log_debug("upload %.32s: verdict kept for resume_timeout (%llu s); forgotten", id, secs);
+        log_debug("upload %.32s: verdict kept for resume_timeout (%g s); forgotten", id, secs);
     else if (known && rec.reason[0])
         log_warn("upload %.32s: kept in the spool after verdict error (%s) and not asked for again "
-                 "within resume_timeout (%llu s); %lld bytes removed",
+                 "within resume_timeout (%g s); %lld bytes removed",
                  id, rec.reason, secs, (long long)(size < 0 ? 0 : size));
     else
-        log_info("upload %.32s: not resumed within resume_timeout (%llu s); %lld bytes removed "
+        log_info("upload %.32s: not resumed within resume_timeout (%g s); %lld bytes removed "
                  "from the spool",
                  id, secs, (long long)(size < 0 ? 0 : size));
     return 1;
 }
 
-int sweep_spool(const char *spool_dir, time_t now, time_t limit)
+int sweep_spool(const char *spool_dir, uint64_t limit_ms)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
     DIR *d = opendir(spool_dir);
     if (!d) return -errno;
     int dfd = dirfd(d);
@@ -99,7 +107,7 @@ int sweep_spool(const char *spool_dir, time_t now, time_t limit)
             snprintf(state, sizeof state, "%.32s.state", e->d_name);
             if (faccessat(dfd, state, F_OK, AT_SYMLINK_NOFOLLOW) == 0) continue;
         }
-        removed += expire(dfd, e->d_name, now, limit);
+        removed += expire(dfd, e->d_name, now, limit_ms);
     }
     closedir(d);
     return removed;

@@ -7,10 +7,10 @@
 #ifndef INTAKE_SWEEP_H
 #define INTAKE_SWEEP_H
 
-#include <time.h>
+#include <stdint.h>
 
-/* Sweeps spool_dir once; now and limit in seconds. Returns the number of
- * uploads removed, or -errno if the directory cannot be read. */
-int sweep_spool(const char *spool_dir, time_t now, time_t limit);
+/* Sweeps spool_dir once: uploads untouched for limit_ms go. Returns the
+ * number removed, or -errno if the directory cannot be read. */
+int sweep_spool(const char *spool_dir, uint64_t limit_ms);
 
 #endif

@@ -916,10 +916,6 @@ def test_everything_expires_after_resume_timeout(daemon_factory, scan_sock):
         in d.logs()
 
 
-@pytest.mark.xfail(strict=True, reason="sweep.c expire() passes the directory entry's name "
-                   "(<id>.state) as the id to record_load(), whose id check then fails: every "
-                   "expired upload is logged as 'not resumed', an error file's removal is never "
-                   "logged as such")
 def test_expiry_of_an_error_file_and_a_verdict_is_logged_as_such(daemon_factory, scan_sock):
     d = expiring_daemon(daemon_factory, scan_sock)
     cut, err, fine = expire_three(d)
@@ -968,9 +964,6 @@ def log_time(line):
     return calendar.timegm((y, mo, dd, h, mi, sec)) + ms / 1000.0
 
 
-@pytest.mark.xfail(strict=True, reason="sweep.c compares whole seconds (now - st_mtime as "
-                   "time_t): an upload last touched at N.9 s is removed from N+resume_timeout "
-                   "on, up to a second before its resume_timeout has passed")
 def test_never_removed_before_resume_timeout(daemon_factory):
     """The sweep's own log line says when it removed an upload: never before
     resume_timeout has passed since its files were last written. (The
