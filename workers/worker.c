@@ -3,6 +3,7 @@
 #include "worker.h"
 
 #include "conn.h"
+#include "container.h"
 #include "jobs.h"
 #include "log.h"
 #include "proctitle.h"
@@ -117,7 +118,7 @@ static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
     (void)revents;
-    struct worker_listener *l = (struct worker_listener *)io;
+    struct worker_listener *l = container_of(io, struct worker_listener, io);
     struct worker *w = l->w;
     if (!w->deferred && busier_than_others(w)) {
         w->deferred = true;
