@@ -130,7 +130,7 @@ FUZZ_SECONDS ?= 20
 FUZZ_SRCS := tests/fuzz/fuzz_parsers.c $(CORE) workers/tcp_line.c workers/http.c workers/ws_frame.c
 build/fuzz/fuzz_%: $(FUZZ_SRCS)
 	@mkdir -p build/fuzz
-	clang -g -O1 -std=c11 -D_GNU_SOURCE -Isrc -Iworkers $(PKG_CFLAGS) \
+	clang -g -O1 -std=c11 -D_GNU_SOURCE -Wno-macro-redefined -Isrc -Iworkers $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined -DTARGET_$(shell echo $* | tr a-z A-Z) \
 	    -o $@ $(FUZZ_SRCS) $(PKG_LIBS) -lm
 
@@ -142,7 +142,7 @@ FUZZ_TARGETS += record
 
 # Targets with a file of their own (tests/fuzz/fuzz_<name>.c).
 FUZZ_TARGETS += token origin
-FUZZ_OWN_CFLAGS = -g -O1 -std=c11 -D_GNU_SOURCE -Isrc -Iworkers $(PKG_CFLAGS) \
+FUZZ_OWN_CFLAGS = -g -O1 -std=c11 -D_GNU_SOURCE -Wno-macro-redefined -Isrc -Iworkers $(PKG_CFLAGS) \
     -fsanitize=fuzzer,address,undefined
 build/fuzz/fuzz_token: tests/fuzz/fuzz_token.c src/token.c
 	@mkdir -p build/fuzz

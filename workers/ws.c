@@ -42,7 +42,7 @@ struct ws {
     uint64_t msg_len;
     struct utf8_state utf8;
     enum msg_mode mode;
-    char ctrl[UPLOAD_CONTROL_MAX];
+    char *ctrl; /* a control message being assembled; NULL between them */
     size_t ctrl_len;
     uint8_t b64[4];
     size_t b64_len;
@@ -144,7 +144,13 @@ static void ws_after_error(struct conn *c, int code)
 static void on_control_message(struct conn *c)
 {
     struct ws *ws = c->ws;
-    session_on_message(c, ws->ctrl, ws->ctrl_len, ws->url_token, ws->url_token_len);
+    char *msg = ws->ctrl;
+    size_t len = ws->ctrl_len;
+    /* Given back first: an idle connection holds no control buffer. */
+    ws->ctrl = NULL;
+    ws->ctrl_len = 0;
+    session_on_message(c, msg ? msg : "", len, ws->url_token, ws->url_token_len);
+    free(msg);
 }
 
 static const int8_t *b64_table(void)
@@ -209,6 +215,10 @@ static void on_data(struct conn *c, const uint8_t *p, size_t n)
     if (ws->mode == M_JSON) {
         if (ws->ctrl_len + n > UPLOAD_CONTROL_MAX) {
             conn_fail(c, 431, "control message over %d bytes", UPLOAD_CONTROL_MAX);
+            return;
+        }
+        if (!ws->ctrl && !(ws->ctrl = malloc(UPLOAD_CONTROL_MAX))) {
+            conn_fail(c, 500, "out of memory");
             return;
         }
         memcpy(ws->ctrl + ws->ctrl_len, p, n);
@@ -476,6 +486,7 @@ static void ws_release(struct conn *c)
     if (!c->ws) return;
     free(c->ws->echo_buf);
     free(c->ws->stash);
+    free(c->ws->ctrl);
     free(c->ws);
     c->ws = NULL;
 }
