@@ -141,6 +141,53 @@ int config_parse_listen(const char *s, struct listen_addr *out, const char **why
     return 0;
 }
 
+int config_parse_scanner(const char *s, const char *base_dir, struct scanner_addr *out,
+                         const char **why)
+{
+    memset(out, 0, sizeof *out);
+    if (strncmp(s, "unix:", 5) == 0) {
+        const char *p = s + 5;
+        if (!*p) {
+            *why = "empty unix socket path";
+            return -EINVAL;
+        }
+        int n = p[0] == '/' || !base_dir
+                    ? snprintf(out->path, sizeof out->path, "%s", p)
+                    : snprintf(out->path, sizeof out->path, "%s/%s", base_dir, p);
+        if (n < 0 || (size_t)n >= sizeof out->path) {
+            *why = "unix socket path longer than 107 bytes once absolute";
+            return -EINVAL;
+        }
+        snprintf(out->text, sizeof out->text, "unix:%s", out->path);
+        return 0;
+    }
+    if (strncmp(s, "tcp:", 4) == 0) {
+        struct listen_addr a;
+        if (config_parse_listen(s + 4, &a, why) < 0) return -EINVAL;
+        if (a.is_unix || !a.host[0] || strcmp(s + 4, "*") == 0 || s[4] == '*') {
+            *why = "expected tcp:HOST:PORT with a host (tcp:[v6]:PORT for IPv6)";
+            return -EINVAL;
+        }
+        if (strlen(a.host) >= sizeof out->host) {
+            *why = "host name too long";
+            return -EINVAL;
+        }
+        for (const char *h = a.host; *h; h++)
+            if (!isalnum((unsigned char)*h) && !strchr(".-_:%", *h)) {
+                *why = "bad character in host";
+                return -EINVAL;
+            }
+        out->tcp = true;
+        snprintf(out->host, sizeof out->host, "%s", a.host);
+        snprintf(out->port, sizeof out->port, "%s", a.port);
+        snprintf(out->text, sizeof out->text, strchr(a.host, ':') ? "tcp:[%s]:%s" : "tcp:%s:%s",
+                 out->host, out->port);
+        return 0;
+    }
+    *why = "expected unix:/path or tcp:HOST:PORT";
+    return -EINVAL;
+}
+
 int config_tokenize(const char *line, size_t len, char *scratch, size_t scratch_len, char **tokens,
                     int max, const char **why)
 {
@@ -548,19 +595,41 @@ DURATION_HANDLER(shutdown_timeout, 0)
 
 static int h_scanner(struct ctx *x, char **v, int n)
 {
-    if (want_one(x, v, n)) return -1;
     struct config *c = x->c;
-    if (strcmp(v[0], "builtin") == 0)
-        c->scanner = SCANNER_BUILTIN;
-    else if (strcmp(v[0], "off") == 0)
-        c->scanner = SCANNER_OFF;
-    else if (strncmp(v[0], "unix:", 5) == 0 && v[0][5]) {
-        c->scanner = SCANNER_UNIX;
-        set_str(&c->scanner_path, abs_path(x, v[0] + 5));
-        if (strlen(c->scanner_path) >= 108)
-            return fail(x, "scanner socket path is longer than 107 bytes");
-    } else
-        return fail(x, "invalid scanner \"%s\" (builtin, unix:/path or off)", v[0]);
+    if (n < 1) return fail(x, "\"scanner\" needs a value");
+    if (strcmp(v[0], "builtin") == 0 || strcmp(v[0], "off") == 0) {
+        if (n != 1) return fail(x, "scanner %s takes no addresses", v[0]);
+        c->scanner = v[0][0] == 'b' ? SCANNER_BUILTIN : SCANNER_OFF;
+        c->n_scanners = 0;
+        return 0;
+    }
+    if (n > CONFIG_MAX_SCANNERS)
+        return fail(x, "at most %d scanner addresses", CONFIG_MAX_SCANNERS);
+    for (int i = 0; i < n; i++) {
+        const char *why = "";
+        if (config_parse_scanner(v[i], x->base_dir, &c->scanners[i], &why) < 0)
+            return fail(x, "invalid scanner \"%.200s\": %s (builtin, off, or addresses "
+                           "unix:/path and tcp:HOST:PORT)",
+                        v[i], why);
+        for (int j = 0; j < i; j++)
+            if (strcmp(c->scanners[j].text, c->scanners[i].text) == 0)
+                return fail(x, "scanner address %s is given twice", c->scanners[i].text);
+    }
+    c->scanner = SCANNER_POOL;
+    c->n_scanners = n;
+    return 0;
+}
+
+static int h_node_name(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    size_t len = strlen(v[0]);
+    if (len == 0 || len > 64) return fail(x, "node_name must have 1 to 64 bytes");
+    for (const char *p = v[0]; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr(".-_:", *p))
+            return fail(x, "node_name may hold only letters, digits and . - _ :");
+    set_str(&x->c->node_name, strdup(v[0]));
+    if (!x->c->node_name) abort();
     return 0;
 }
 
@@ -708,6 +777,7 @@ static const struct directive directives[] = {
     {"trusted_proxies", h_trusted_proxies, false},
     {"auth_secret_file", h_auth_secret_file, false},
     {"ws_echo", h_ws_echo, false},
+    {"node_name", h_node_name, false},
 };
 #define N_DIRECTIVES (sizeof directives / sizeof *directives)
 
@@ -754,6 +824,13 @@ static void set_defaults(struct config *c, struct ctx *x)
     c->trusted_proxies[0] = strdup("127.0.0.1");
     c->trusted_proxies[1] = strdup("::1");
     c->n_trusted_proxies = 2;
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) < 0 || !host[0]) snprintf(host, sizeof host, "intake");
+    host[64] = '\0';
+    for (char *p = host; *p; p++) /* as node_name allows: it goes into JSON unescaped */
+        if (!isalnum((unsigned char)*p) && !strchr(".-_:", *p)) *p = '_';
+    c->node_name = strdup(host);
+    if (!c->node_name) abort();
 }
 
 static int finish(struct ctx *x)
@@ -794,6 +871,13 @@ static int finish(struct ctx *x)
             x->where = x->secret_where;
             return fail(x, "auth_secret_file %s: %s", c->auth_secret_file, reason);
         }
+    }
+    if (c->scanner == SCANNER_BUILTIN) {
+        struct scanner_addr *s = &c->scanners[0];
+        memset(s, 0, sizeof *s);
+        snprintf(s->path, sizeof s->path, "%s", c->scanner_socket);
+        snprintf(s->text, sizeof s->text, "unix:%s", s->path);
+        c->n_scanners = 1;
     }
     if (wants_tls && (!c->tls_certificate || !c->tls_certificate_key)) {
         x->where = x->tls_where;
@@ -902,7 +986,7 @@ void config_free(struct config *c)
     char **strs[] = {&c->file,           &c->tls_certificate, &c->tls_certificate_key,
                      &c->user,           &c->pid_file,        &c->error_log,
                      &c->access_log,     &c->spool_dir,       &c->accept_dir,
-                     &c->quarantine_dir, &c->scanner_path,    &c->scanner_socket,
+                     &c->quarantine_dir, &c->node_name,       &c->scanner_socket,
                      &c->signature_dir,  &c->auth_secret_file};
     for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
         free(*strs[i]);

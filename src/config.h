@@ -37,7 +37,20 @@ struct config_secrets {
     int n;
 };
 
-enum scanner_mode { SCANNER_BUILTIN, SCANNER_UNIX, SCANNER_OFF };
+/* builtin: intake-scand on scanner_socket; pool: the addresses given;
+ * off: no scan. */
+enum scanner_mode { SCANNER_BUILTIN, SCANNER_POOL, SCANNER_OFF };
+
+#define CONFIG_MAX_SCANNERS 8
+
+/* One scanner address: unix:/path (FILDES) or tcp:HOST:PORT (INSTREAM). */
+struct scanner_addr {
+    bool tcp;
+    char text[128]; /* "unix:/abs/path" or "tcp:host:port": logs and metrics */
+    char path[108]; /* unix: absolute */
+    char host[100]; /* tcp: without brackets */
+    char port[8];
+};
 enum scan_fail { SCAN_FAIL_REJECT, SCAN_FAIL_ACCEPT };
 enum on_infected { ON_INFECTED_QUARANTINE, ON_INFECTED_DELETE };
 
@@ -57,7 +70,10 @@ struct config {
     uint64_t max_file_size, min_free_space;
     uint64_t resume_timeout_ms;
     enum scanner_mode scanner;
-    char *scanner_path; /* for SCANNER_UNIX */
+    /* The addresses scans go to, round-robin: for builtin, scanner_socket
+     * (filled in by config_load); none when off. */
+    struct scanner_addr scanners[CONFIG_MAX_SCANNERS];
+    int n_scanners;
     char *scanner_socket, *signature_dir;
     uint64_t scan_timeout_ms;
     enum scan_fail scan_fail;
@@ -73,6 +89,7 @@ struct config {
     char *auth_secret_file;
     struct config_secrets auth; /* read by config_load: workers never open the file */
     bool ws_echo;
+    char *node_name; /* node_name: /healthz, published events */
 };
 
 /* Loads `path` (NULL = the compiled-in default) and applies the overrides
@@ -86,6 +103,9 @@ void config_free(struct config *c);
 int config_parse_size(const char *s, uint64_t *out);    /* 10, 4K, 1M, 1G */
 int config_parse_duration(const char *s, uint64_t *ms); /* 10, 10s, 500ms, 5m, 1h */
 int config_parse_listen(const char *s, struct listen_addr *out, const char **why);
+/* "unix:/path" (made absolute against base_dir) or "tcp:HOST:PORT". */
+int config_parse_scanner(const char *s, const char *base_dir, struct scanner_addr *out,
+                         const char **why);
 
 /* Reads a secret file: one secret per line, the line's bytes (without "\n",
  * or "\r\n") are the key; empty lines are skipped; each secret has at least

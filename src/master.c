@@ -48,6 +48,7 @@
 #define QUIT_GRACE_S 5.0 /* QUIT: beyond shutdown_timeout before SIGKILL */
 #define SCANNER_SLOT (-1)
 #define PROBE_PERIOD_S 2.0
+#define PROBE_TIMEOUT_MS 500 /* a scanner that does not answer PING by then is down */
 
 enum master_state { RUNNING, QUITTING, TERMINATING };
 
@@ -539,7 +540,50 @@ static bool scanner_changed(const struct config *a, const struct config *b)
     if (a->scanner != b->scanner || a->max_file_size != b->max_file_size) return true;
     if (strcmp(a->scanner_socket, b->scanner_socket) || strcmp(a->signature_dir, b->signature_dir))
         return true;
-    return a->scanner == SCANNER_UNIX && strcmp(a->scanner_path, b->scanner_path) != 0;
+    return false;
+}
+
+/* The scanner addresses, in order, as text: "unix:/a tcp:b:3310". */
+static bool scanner_addrs_changed(const struct config *a, const struct config *b)
+{
+    if (a->n_scanners != b->n_scanners) return true;
+    for (int i = 0; i < a->n_scanners; i++)
+        if (strcmp(a->scanners[i].text, b->scanners[i].text) != 0) return true;
+    return false;
+}
+
+/* Gives each scanner address its series and shared state (before the
+ * workers that use them fork). */
+static void register_scanners(struct master *m, const struct config *c)
+{
+    for (int i = 0; i < c->n_scanners; i++)
+        if (metrics_scanner_index(m->metrics, c->scanners[i].text, 1) == METRICS_SCANNERS)
+            log_warn("scanner %s: more than %d scanner addresses since the start; its scans "
+                     "are counted under scanner=\"other\" in /metrics (restart to reset)",
+                     c->scanners[i].text, METRICS_SCANNERS);
+}
+
+/* PINGs every scanner address at once; /healthz's scanner is up while one
+ * answers. Each address's change is logged once (scan_mark). */
+static bool probe_scanners(struct master *m, const struct config *c, bool *all)
+{
+    bool up[CONFIG_MAX_SCANNERS], any = false;
+    *all = true;
+    scan_probe(c->scanners, c->n_scanners, PROBE_TIMEOUT_MS, up);
+    for (int i = 0; i < c->n_scanners; i++) {
+        int mi = metrics_scanner_index(m->metrics, c->scanners[i].text, 0);
+        scan_mark(m->metrics, mi, c->scanners[i].text, up[i], "no answer to PING",
+                  c->n_scanners);
+        any |= up[i];
+        *all &= up[i];
+    }
+    int was = m->metrics->scanner;
+    if (c->n_scanners > 1 && was == MS_UP && !any)
+        log_warn("no scanner of the %d answers: uploads wait for one up to scan_timeout, then "
+                 "get verdict error",
+                 c->n_scanners);
+    m->metrics->scanner = any ? MS_UP : MS_DOWN;
+    return any;
 }
 
 /* HUP: the new configuration, or no change at all. */
@@ -598,6 +642,15 @@ static void reload(struct master *m)
         log_info("reload: scanner settings changed; restarting the scanner");
         restart_scanner(m);
         if (nc->scanner == SCANNER_OFF) m->metrics->scanner = MS_OFF;
+    }
+    if (scanner_addrs_changed(old, nc)) {
+        register_scanners(m, nc);
+        char list[CONFIG_MAX_SCANNERS * 130] = "";
+        for (int i = 0; i < nc->n_scanners; i++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? " " : "",
+                     nc->scanners[i].text);
+        log_info("reload: scans go to %s", nc->n_scanners ? list : "no scanner (scanner off)");
+        m->next_probe = 0; /* look at the new ones at once */
     }
     config_free(old);
     tls_server_use(tls); /* the new workers inherit it */
@@ -734,6 +787,7 @@ int master_run(struct config *cfg, const struct master_args *args)
         goto out;
     }
     m->metrics->scanner = cfg->scanner == SCANNER_OFF ? MS_OFF : MS_DOWN;
+    register_scanners(m, cfg);
     if (pidfile_check(cfg->pid_file) < 0) goto out;
     struct master_listener inherited[CONFIG_MAX_LISTEN];
     int n_inh = take_inherited(inherited, CONFIG_MAX_LISTEN);
@@ -793,19 +847,10 @@ int master_run(struct config *cfg, const struct master_args *args)
             m->next_sweep = t + (every < 1 ? (every < 0.25 ? 0.25 : every) : 1);
         }
         if (c->scanner != SCANNER_OFF && m->state == RUNNING && t >= m->next_probe) {
-            const char *path = c->scanner == SCANNER_BUILTIN ? c->scanner_socket : c->scanner_path;
-            int up = scan_ping(path, 300) == 0;
-            if (m->metrics->scanner != (up ? MS_UP : MS_DOWN)) {
-                if (up)
-                    log_info("scanner at %s is up", path);
-                else
-                    log_warn("scanner at %s is down: uploads wait for it up to scan_timeout, "
-                             "then get verdict error",
-                             path);
-            }
-            m->metrics->scanner = up ? MS_UP : MS_DOWN;
-            /* Check often until it first comes up, then every few seconds. */
-            m->next_probe = now_s() + (up ? PROBE_PERIOD_S : 0.25);
+            bool all = false, up = probe_scanners(m, c, &all);
+            /* One that is down is looked at again within a second (a frozen
+             * one holds this loop PROBE_TIMEOUT_MS). */
+            m->next_probe = now_s() + (all ? PROBE_PERIOD_S : up ? 1.0 : 0.25);
         }
         if (m->state != RUNNING && !m->killed && t >= m->deadline) {
             log_warn("%d processes still running after the grace period; killing them", m->n_procs);

@@ -80,6 +80,26 @@ void metrics_scan(struct metrics_slot *s, uint64_t micros)
     ADD(s->scan_sum_us, micros);
 }
 
+int metrics_scanner_index(struct metrics *m, const char *name, int add)
+{
+    if (!m) return METRICS_SCANNERS;
+    int n = GET(m->n_scanner_names);
+    for (int i = 0; i < n; i++)
+        if (strcmp(m->scanner_name[i], name) == 0) return i;
+    if (!add || n == METRICS_SCANNERS) return METRICS_SCANNERS;
+    snprintf(m->scanner_name[n], METRICS_SCANNER_NAME, "%s", name);
+    __atomic_store_n(&m->scanner_state[n], MS_DOWN, __ATOMIC_RELAXED);
+    __atomic_store_n(&m->n_scanner_names, n + 1, __ATOMIC_RELEASE);
+    return n;
+}
+
+void metrics_scan_result(struct metrics_slot *s, int idx, enum metrics_scan_result r)
+{
+    if (!s) return;
+    if (idx < 0 || idx > METRICS_SCANNERS) idx = METRICS_SCANNERS;
+    ADD(s->scans[idx][r], 1);
+}
+
 struct out {
     char *buf;
     size_t cap, len;
@@ -120,6 +140,9 @@ int metrics_render(const struct metrics *m, char *buf, size_t cap)
             sum.scan_bucket[b] += GET(s->scan_bucket[b]);
         sum.scan_count += GET(s->scan_count);
         sum.scan_sum_us += GET(s->scan_sum_us);
+        for (int a = 0; a <= METRICS_SCANNERS; a++)
+            for (int r = 0; r < MSR_COUNT; r++)
+                sum.scans[a][r] += GET(s->scans[a][r]);
     }
     struct out o = {.buf = buf, .cap = cap};
     put(&o, "# HELP intake_uploads_total Uploads finished, by transport and verdict.\n"
@@ -172,6 +195,27 @@ int metrics_render(const struct metrics *m, char *buf, size_t cap)
     }
     put(&o, "intake_scan_duration_seconds_sum %.6f\n", (double)sum.scan_sum_us / 1e6);
     put(&o, "intake_scan_duration_seconds_count %llu\n", (unsigned long long)sum.scan_count);
+    put(&o, "# HELP intake_scans_total Scanner round trips, by scanner address and result "
+            "(error: refused, timed out, went away or answered ERROR).\n"
+            "# TYPE intake_scans_total counter\n");
+    int n_names = __atomic_load_n(&m->n_scanner_names, __ATOMIC_ACQUIRE);
+    for (int a = 0; a <= n_names; a++) {
+        if (a == n_names && !sum.scans[METRICS_SCANNERS][MSR_OK] &&
+            !sum.scans[METRICS_SCANNERS][MSR_ERROR])
+            break; /* "other" only once it counts something */
+        char label[2 * METRICS_SCANNER_NAME];
+        const char *name = a < n_names ? m->scanner_name[a] : "other";
+        size_t k = 0;
+        for (const char *p = name; *p && k < sizeof label - 2; p++) {
+            if (*p == '"' || *p == '\\') label[k++] = '\\';
+            label[k++] = *p == '\n' ? ' ' : *p;
+        }
+        label[k] = '\0';
+        int row = a < n_names ? a : METRICS_SCANNERS;
+        for (int r = 0; r < MSR_COUNT; r++)
+            put(&o, "intake_scans_total{scanner=\"%s\",result=\"%s\"} %llu\n", label,
+                r == MSR_OK ? "ok" : "error", (unsigned long long)sum.scans[row][r]);
+    }
     put(&o,
         "# HELP intake_workers Running upload workers.\n# TYPE intake_workers gauge\n"
         "intake_workers %d\n",

@@ -16,6 +16,13 @@ enum metrics_transport { MT_WS, MT_TCP, MT_COUNT };
 enum metrics_verdict { MV_CLEAN, MV_INFECTED, MV_UNSCANNED, MV_ERROR, MV_COUNT };
 enum metrics_scanner { MS_OFF, MS_UP, MS_DOWN };
 
+/* Scanner addresses with series of their own in intake_scans_total: the
+ * master registers each address it is configured with (reloads add, never
+ * remove, so a label keeps its counters); past this many, "other". */
+#define METRICS_SCANNERS 16
+#define METRICS_SCANNER_NAME 128
+enum metrics_scan_result { MSR_OK, MSR_ERROR, MSR_COUNT };
+
 struct metrics_slot {
     uint64_t uploads[MT_COUNT][MV_COUNT];
     uint64_t received[MT_COUNT];
@@ -25,6 +32,8 @@ struct metrics_slot {
     uint64_t errors[16]; /* indexed by metrics_code_index */
     uint64_t scan_bucket[METRICS_BUCKETS];
     uint64_t scan_count, scan_sum_us;
+    /* Scanner round trips by address (the last row: "other") and result. */
+    uint64_t scans[METRICS_SCANNERS + 1][MSR_COUNT];
 };
 
 struct metrics {
@@ -34,6 +43,11 @@ struct metrics {
      * connection gauges of the accepting ones to share the load. */
     int accepting[METRICS_SLOTS];
     struct metrics_slot slot[METRICS_SLOTS];
+    /* The scanner addresses (labels) and each one's state (MS_UP/MS_DOWN),
+     * kept by the master's probe and by the workers that fail to reach one. */
+    char scanner_name[METRICS_SCANNERS][METRICS_SCANNER_NAME];
+    int scanner_state[METRICS_SCANNERS];
+    int n_scanner_names;
 };
 
 /* Open connections of a slot, both transports. */
@@ -49,6 +63,13 @@ void metrics_requery(struct metrics_slot *s, enum metrics_transport t);
 void metrics_connection(struct metrics_slot *s, enum metrics_transport t, int delta);
 void metrics_error(struct metrics_slot *s, int code);
 void metrics_scan(struct metrics_slot *s, uint64_t micros);
+
+/* The series index of a scanner address, added (master only, before the
+ * workers that use it fork) when add is set and there is room; it starts
+ * MS_DOWN. METRICS_SCANNERS ("other") when it is not in the table. */
+int metrics_scanner_index(struct metrics *m, const char *name, int add);
+/* One round trip to scanner idx: ok or not. */
+void metrics_scan_result(struct metrics_slot *s, int idx, enum metrics_scan_result r);
 
 /* Prometheus text format, summed over all slots. Returns the length, or -1
  * if it does not fit in cap. */

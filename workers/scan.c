@@ -4,18 +4,29 @@
 
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #define LIMITS_PREFIX "Heuristics.Limits.Exceeded"
 #define ENCRYPTED_PREFIX "Heuristics.Encrypted."
+#define SIZE_LIMIT_REPLY "INSTREAM size limit exceeded"
+/* A scanner that has not taken the connection by then is skipped: the scan
+ * goes on with another address, within scan_timeout. */
+#define CONNECT_TIMEOUT_MS 2000
+#define WAIT_STEP_US (100 * 1000) /* no address answers: look again */
 
 static int64_t now_us(void)
 {
@@ -32,6 +43,13 @@ static int64_t now_ms(void)
 enum upload_verdict scan_parse_reply(const char *reply, char *virus, size_t virus_len, char *reason,
                                      size_t reason_len)
 {
+    /* clamd's INSTREAM past StreamMaxLength: the file was not scanned. */
+    if (strncmp(reply, SIZE_LIMIT_REPLY, strlen(SIZE_LIMIT_REPLY)) == 0) {
+        snprintf(reason, reason_len,
+                 "file could not be fully scanned (INSTREAM size limit exceeded: the scanner's "
+                 "StreamMaxLength is smaller than the file)");
+        return VERDICT_ERROR;
+    }
     /* "<what>: <result>"; the subject never contains ": " for fd[N] and
      * stream, and for paths the result is what follows the last ": ". */
     const char *r = strstr(reply, ": ");
@@ -68,13 +86,34 @@ enum upload_verdict scan_parse_reply(const char *reply, char *virus, size_t viru
     return VERDICT_ERROR;
 }
 
-static int connect_unix(const char *path)
+/* Waits until s is ready for events or the deadline: >0 ready, 0 timed out. */
+static int wait_fd(int s, short events, int64_t deadline, short *revents)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0) return 0;
+        struct pollfd p = {.fd = s, .events = events};
+        int pr = poll(&p, 1, (int)left);
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr < 0) return 0;
+        if (pr > 0) {
+            *revents = p.revents;
+            return 1;
+        }
+    }
+}
+
+/* Starts a non-blocking connect to one sockaddr: the fd (connected or in
+ * progress), or -errno. */
+static int connect_start(int family, const struct sockaddr *sa, socklen_t len)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    if (family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
         int e = errno;
         close(fd);
         return -e;
@@ -82,25 +121,60 @@ static int connect_unix(const char *path)
     return fd;
 }
 
-/* Reads one NUL-terminated reply before the deadline. 0, or -1 with why. */
+/* Connects to a, within the deadline: a non-blocking fd, or -errno
+ * (-ETIMEDOUT when it did not connect in time). */
+static int scan_connect(const struct scanner_addr *a, int64_t deadline)
+{
+    if (!a->tcp) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", a->path);
+        int fd = connect_start(AF_UNIX, (struct sockaddr *)&sa, sizeof sa);
+        if (fd < 0) return fd == -EAGAIN ? -ECONNREFUSED : fd; /* backlog full: as refused */
+        return fd;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
+    int g = getaddrinfo(a->host, a->port, &hints, &res);
+    if (g != 0) return g == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+    int rc = -ECONNREFUSED;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = connect_start(ai->ai_family, ai->ai_addr, ai->ai_addrlen);
+        if (fd < 0) {
+            rc = fd;
+            continue;
+        }
+        short rev = 0;
+        if (!wait_fd(fd, POLLOUT, deadline, &rev)) {
+            close(fd);
+            rc = -ETIMEDOUT;
+            break;
+        }
+        int err = 0;
+        socklen_t el = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0) err = errno;
+        if (err == 0) {
+            rc = fd;
+            break;
+        }
+        close(fd);
+        rc = -err;
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+/* Reads one NUL- (or newline-) terminated reply before the deadline. 0, or
+ * -1 with why. */
 static int read_reply(int s, char *buf, size_t cap, int64_t deadline, const char **why)
 {
     size_t len = 0;
     for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0) {
-            *why = "scan timed out";
-            return -1;
-        }
-        struct pollfd p = {.fd = s, .events = POLLIN};
-        int pr = poll(&p, 1, (int)left);
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) {
+        short rev = 0;
+        if (!wait_fd(s, POLLIN, deadline, &rev)) {
             *why = "scan timed out";
             return -1;
         }
         ssize_t n = read(s, buf + len, cap - 1 - len);
-        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (n <= 0) {
             *why = "scanner closed the connection without a verdict";
             return -1;
@@ -119,6 +193,21 @@ static int read_reply(int s, char *buf, size_t cap, int64_t deadline, const char
     }
 }
 
+void scan_init(struct scan_client *sc, const struct config *cfg, struct metrics *shared,
+               struct metrics_slot *slot)
+{
+    sc->n = 0;
+    for (int i = 0; i < cfg->n_scanners && i < CONFIG_MAX_SCANNERS; i++) {
+        sc->t[i].addr = cfg->scanners[i];
+        sc->t[i].mi = metrics_scanner_index(shared, cfg->scanners[i].text, 0);
+        sc->n++;
+    }
+    sc->next = 0;
+    sc->timeout_ms = cfg->scan_timeout_ms;
+    sc->shared = shared;
+    sc->metrics = slot;
+}
+
 int scan_start(struct scan_client *sc, struct ev_loop *loop, int threads)
 {
     sc->queue = jobs_start(loop, threads);
@@ -135,14 +224,121 @@ int scan_pending(const struct scan_client *sc)
     return sc->queue ? jobs_pending(sc->queue) : 0;
 }
 
+void scan_mark(struct metrics *shared, int mi, const char *text, bool up, const char *why,
+               int n_addrs)
+{
+    if (!shared || mi < 0 || mi >= METRICS_SCANNERS) return;
+    int from = up ? MS_DOWN : MS_UP, to = up ? MS_UP : MS_DOWN;
+    if (!__atomic_compare_exchange_n(&shared->scanner_state[mi], &from, to, false,
+                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return; /* already so: someone else said it */
+    if (up)
+        log_info("scanner at %s is up", text);
+    else if (n_addrs > 1)
+        log_warn("scanner at %s is down (%s): scans go to the other scanners until it "
+                 "answers again",
+                 text, why);
+    else
+        log_warn("scanner at %s is down (%s): uploads wait for it up to scan_timeout, then "
+                 "get verdict error",
+                 text, why);
+}
+
+static bool target_up(const struct scan_client *sc, int i)
+{
+    int mi = sc->t[i].mi;
+    if (!sc->shared || mi >= METRICS_SCANNERS) return true; /* no state kept: try it */
+    return __atomic_load_n(&sc->shared->scanner_state[mi], __ATOMIC_RELAXED) == MS_UP;
+}
+
+/* The address for the next attempt: round-robin over those up and not yet
+ * tried by this scan; when none is up, the first one not tried (it may be
+ * back before the probe sees it); -1 when every one was tried. */
+static int pick(struct scan_client *sc, unsigned tried)
+{
+    unsigned start = __atomic_fetch_add(&sc->next, 1, __ATOMIC_RELAXED);
+    int fallback = -1;
+    for (int k = 0; k < sc->n; k++) {
+        int i = (int)((start + (unsigned)k) % (unsigned)sc->n);
+        if (tried & (1u << i)) continue;
+        if (target_up(sc, i)) return i;
+        if (fallback < 0) fallback = i;
+    }
+    return fallback;
+}
+
 enum attempt { DONE, RETRY, DIED };
 
-/* One FILDES round trip on a fresh connection. RETRY when the file could
- * not be handed over, DIED when the scanner went away with it (it may have
- * died of this file), DONE with a verdict or a final error. */
-static enum attempt fildes_once(struct scan_client *sc, int s, int fd, const char *id,
-                                int64_t deadline, enum upload_verdict *v, char *virus,
-                                size_t virus_len, char *reason, size_t reason_len)
+/* What one attempt found, for scan_file's caller. */
+struct result {
+    enum upload_verdict v;
+    char *virus, *reason;
+    size_t virus_len, reason_len;
+    bool answered; /* the scanner did its job (a verdict, not an ERROR reply) */
+};
+
+/* Sends len bytes before the deadline. 0; 1 when the scanner answered (or
+ * closed) before taking them all, the reply to be read; -1 on timeout. */
+static int send_all(int s, const char *buf, size_t len, int64_t deadline)
+{
+    while (len > 0) {
+        short rev = 0;
+        if (!wait_fd(s, POLLOUT | POLLIN, deadline, &rev)) return -1;
+        if (rev & (POLLIN | POLLHUP | POLLERR)) return 1;
+        ssize_t n = send(s, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n < 0) return 1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Sends len bytes of fd from *off (sendfile: the bytes go from the page
+ * cache to the socket). Returns as send_all; -2 when the file cannot be read. */
+static int send_file(int s, int fd, off_t *off, size_t len, int64_t deadline)
+{
+    while (len > 0) {
+        short rev = 0;
+        if (!wait_fd(s, POLLOUT | POLLIN, deadline, &rev)) return -1;
+        if (rev & (POLLIN | POLLHUP | POLLERR)) return 1;
+        ssize_t n = sendfile(s, fd, off, len);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) return 1;
+        if (n <= 0) return -2; /* a read error, or the file shrank */
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* The reply ends the attempt: a verdict, or why there is none. */
+static enum attempt finish_attempt(const struct scan_target *t, int s, const char *id,
+                                   int64_t deadline, uint64_t timeout_ms, struct result *r)
+{
+    char reply[1024];
+    const char *why = "";
+    if (read_reply(s, reply, sizeof reply, deadline, &why) < 0) {
+        snprintf(r->reason, r->reason_len, "%s", why);
+        if (strcmp(why, "scan timed out") == 0) {
+            log_error("upload %s: scan timed out at %s (scan_timeout %llu ms)", id, t->addr.text,
+                      (unsigned long long)timeout_ms);
+            return DONE;
+        }
+        return strcmp(why, "scanner reply too long") == 0 ? DONE : DIED;
+    }
+    r->v = scan_parse_reply(reply, r->virus, r->virus_len, r->reason, r->reason_len);
+    size_t n = strlen(reply);
+    r->answered = !(n >= 6 && strcmp(reply + n - 6, " ERROR") == 0);
+    if (r->v == VERDICT_ERROR)
+        log_error("upload %s: %s (scanner at %s)", id, r->reason, t->addr.text);
+    return DONE;
+}
+
+/* One FILDES round trip. RETRY when the file could not be handed over, DIED
+ * when the scanner went away with it (it may have died of this file), DONE
+ * with a verdict or a final error. */
+static enum attempt fildes_once(struct scan_client *sc, const struct scan_target *t, int s, int fd,
+                                const char *id, int64_t deadline, struct result *r)
 {
     /* As clamdscan --fdpass: the command and one dummy byte carrying the fd. */
     static const char cmd[] = "zFILDES\0";
@@ -156,86 +352,216 @@ static enum attempt fildes_once(struct scan_client *sc, int s, int fd, const cha
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    char reply[1024];
-    const char *why = "";
-    *v = VERDICT_ERROR;
-    if (sendmsg(s, &m, MSG_NOSIGNAL) != (ssize_t)sizeof cmd) {
-        snprintf(reason, reason_len, "cannot send the file to the scanner");
-        log_warn("upload %s: sending to the scanner failed: %s", id, strerror(errno));
+    ssize_t sent;
+    short rev = 0;
+    do
+        sent = sendmsg(s, &m, MSG_NOSIGNAL);
+    while (sent < 0 && (errno == EINTR || (errno == EAGAIN && wait_fd(s, POLLOUT, deadline, &rev))));
+    if (sent != (ssize_t)sizeof cmd) {
+        snprintf(r->reason, r->reason_len, "cannot send the file to the scanner");
+        log_warn("upload %s: sending to the scanner at %s failed: %s", id, t->addr.text,
+                 strerror(errno));
         return RETRY;
     }
-    log_debug("upload %s: handed to the scanner at %s", id, sc->path);
-    if (read_reply(s, reply, sizeof reply, deadline, &why) < 0) {
-        snprintf(reason, reason_len, "%s", why);
-        if (strcmp(why, "scan timed out") == 0) {
-            log_error("upload %s: scan timed out (scan_timeout %llu ms)", id,
-                      (unsigned long long)sc->timeout_ms);
-            return DONE;
-        }
-        return strcmp(why, "scanner reply too long") == 0 ? DONE : DIED;
-    }
-    *v = scan_parse_reply(reply, virus, virus_len, reason, reason_len);
-    if (*v == VERDICT_ERROR) log_error("upload %s: %s", id, reason);
-    return DONE;
+    log_debug("upload %s: handed to the scanner at %s", id, t->addr.text);
+    return finish_attempt(t, s, id, deadline, sc->timeout_ms, r);
 }
 
-enum upload_verdict scan_fildes(void *ctx, int fd, const char *id, char *virus, size_t virus_len,
-                                char *reason, size_t reason_len)
+/* One INSTREAM round trip: the file in SCAN_CHUNK chunks, each a 4-byte
+ * big-endian length and the bytes, then a zero length. clamd may answer
+ * before the end (StreamMaxLength): that reply is read, whatever it is. */
+static enum attempt instream_once(struct scan_client *sc, const struct scan_target *t, int s,
+                                  int fd, const char *id, int64_t deadline, struct result *r)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        snprintf(r->reason, r->reason_len, "cannot read the spooled file");
+        log_error("upload %s: cannot stat the spooled file: %s", id, strerror(errno));
+        return DONE;
+    }
+    static const char cmd[] = "zINSTREAM";
+    int rc = send_all(s, cmd, sizeof cmd, deadline);
+    off_t off = 0;
+    while (rc == 0 && off < st.st_size) {
+        size_t n = st.st_size - off > SCAN_CHUNK ? SCAN_CHUNK : (size_t)(st.st_size - off);
+        uint32_t be = htonl((uint32_t)n);
+        rc = send_all(s, (const char *)&be, 4, deadline);
+        if (rc == 0) rc = send_file(s, fd, &off, n, deadline);
+    }
+    if (rc == 0) {
+        static const char end[4] = {0, 0, 0, 0};
+        rc = send_all(s, end, 4, deadline);
+    }
+    if (rc == -1) {
+        snprintf(r->reason, r->reason_len, "scan timed out");
+        log_error("upload %s: scan timed out at %s while sending the file (scan_timeout %llu ms)",
+                  id, t->addr.text, (unsigned long long)sc->timeout_ms);
+        return DONE;
+    }
+    if (rc == -2) {
+        snprintf(r->reason, r->reason_len, "cannot read the spooled file");
+        log_error("upload %s: cannot read the spooled file to stream it to %s: %s", id,
+                  t->addr.text, strerror(errno));
+        return DONE;
+    }
+    log_debug("upload %s: handed to the scanner at %s", id, t->addr.text);
+    return finish_attempt(t, s, id, deadline, sc->timeout_ms, r);
+}
+
+enum upload_verdict scan_file(void *ctx, int fd, const char *id, char *virus, size_t virus_len,
+                              char *reason, size_t reason_len)
 {
     struct scan_client *sc = ctx;
     int64_t t0 = now_us(), deadline = t0 / 1000 + (int64_t)sc->timeout_ms;
     int waited = 0, died = 0;
-    enum upload_verdict v = VERDICT_ERROR;
+    unsigned tried = 0; /* addresses this round: each once, then wait and go again */
+    struct result r = {.v = VERDICT_ERROR,
+                       .virus = virus,
+                       .virus_len = virus_len,
+                       .reason = reason,
+                       .reason_len = reason_len};
     for (;;) {
-        /* The scanner may be restarting: wait for it, within scan_timeout. */
-        int s = connect_unix(sc->path);
-        if (s < 0) {
-            if (now_ms() + 100 >= deadline) {
+        int i = pick(sc, tried);
+        if (i < 0) {
+            /* None answered: they may be restarting. Wait, within scan_timeout. */
+            if (now_ms() + WAIT_STEP_US / 1000 >= deadline) {
                 snprintf(reason, reason_len, "scanner unavailable");
-                log_error("upload %s: scanner at %s unavailable for %llu ms: %s", id, sc->path,
-                          (unsigned long long)sc->timeout_ms, strerror(-s));
+                log_error("upload %s: no scanner answered within scan_timeout (%llu ms)", id,
+                          (unsigned long long)sc->timeout_ms);
                 break;
             }
-            if (!waited++)
-                log_warn("upload %s: scanner at %s not answering (%s); waiting for it", id,
-                         sc->path, strerror(-s));
-            usleep(100 * 1000);
+            if (!waited++) log_debug("upload %s: no scanner answering; waiting for one", id);
+            usleep(WAIT_STEP_US);
+            tried = 0;
             continue;
         }
-        enum attempt a =
-            fildes_once(sc, s, fd, id, deadline, &v, virus, virus_len, reason, reason_len);
+        const struct scan_target *t = &sc->t[i];
+        tried |= 1u << i;
+        int64_t cdl = now_ms() + CONNECT_TIMEOUT_MS;
+        int s = scan_connect(&t->addr, cdl < deadline ? cdl : deadline);
+        if (s < 0) {
+            metrics_scan_result(sc->metrics, t->mi, MSR_ERROR);
+            scan_mark(sc->shared, t->mi, t->addr.text, false, strerror(-s), sc->n);
+            log_debug("upload %s: scanner at %s: %s", id, t->addr.text, strerror(-s));
+            continue;
+        }
+        r.v = VERDICT_ERROR;
+        r.answered = false;
+        enum attempt a = t->addr.tcp ? instream_once(sc, t, s, fd, id, deadline, &r)
+                                     : fildes_once(sc, t, s, fd, id, deadline, &r);
         close(s);
+        metrics_scan_result(sc->metrics, t->mi, a == DONE && r.answered ? MSR_OK : MSR_ERROR);
         if (a == DONE) break;
-        /* A scanner that died mid-scan is respawned by the master: scan once
-         * more. Twice is the file's doing, not bad luck: do not take the
-         * scanner down again and again (and every scan with it). */
+        /* A scanner that died mid-scan is respawned (or another takes over):
+         * scan once more. Twice is the file's doing, not bad luck: do not
+         * take scanners down again and again (and every scan with them). */
         if (a == DIED && ++died == 2) {
             snprintf(reason, reason_len, "the scanner went away twice while scanning this file");
-            log_error("upload %s: the scanner at %s went away twice while scanning it; not "
+            log_error("upload %s: the scanner (last %s) went away twice while scanning it; not "
                       "scanned again (verdict error). If the scanner's log shows it crashed, "
                       "this file may crash libclamav: keep it for analysis",
-                      id, sc->path);
+                      id, t->addr.text);
             break;
         }
-        if (now_ms() + 100 >= deadline) break;
-        if (a == DIED) log_warn("upload %s: %s; retrying", id, reason);
-        usleep(100 * 1000);
+        if (now_ms() + WAIT_STEP_US / 1000 >= deadline) break;
+        if (a == DIED) log_warn("upload %s: %s (scanner at %s); retrying", id, reason, t->addr.text);
     }
     metrics_scan(sc->metrics, (uint64_t)(now_us() - t0));
-    return v;
+    return r.v;
 }
 
-int scan_ping(const char *path, int timeout_ms)
+/* The probe's connection to one address: a TCP host name may resolve to
+ * several addresses (localhost: ::1 and 127.0.0.1), tried in turn. */
+struct probe {
+    int fd;
+    enum { P_CONNECTING, P_SENT, P_FINISHED } st;
+    struct addrinfo *res, *ai;
+    char buf[16];
+    size_t got;
+};
+
+static void probe_next(struct probe *p)
 {
-    int s = connect_unix(path);
-    if (s < 0) return -1;
+    while (p->ai) {
+        struct addrinfo *ai = p->ai;
+        p->ai = ai->ai_next;
+        p->fd = connect_start(ai->ai_family, ai->ai_addr, ai->ai_addrlen);
+        if (p->fd >= 0) {
+            p->st = P_CONNECTING;
+            return;
+        }
+    }
+    p->st = P_FINISHED;
+}
+
+void scan_probe(const struct scanner_addr *a, int n, int timeout_ms, bool *up)
+{
+    struct probe pr[CONFIG_MAX_SCANNERS];
+    if (n > CONFIG_MAX_SCANNERS) n = CONFIG_MAX_SCANNERS;
     int64_t deadline = now_ms() + timeout_ms;
-    char reply[64];
-    const char *why;
-    int rc = -1;
-    if (send(s, "zPING", 6, MSG_NOSIGNAL) == 6 &&
-        read_reply(s, reply, sizeof reply, deadline, &why) == 0 && strcmp(reply, "PONG") == 0)
-        rc = 0;
-    close(s);
-    return rc;
+    for (int i = 0; i < n; i++) {
+        struct probe *p = &pr[i];
+        memset(p, 0, sizeof *p);
+        p->fd = -1;
+        p->st = P_FINISHED;
+        up[i] = false;
+        if (!a[i].tcp) {
+            p->fd = scan_connect(&a[i], deadline); /* a UNIX connect does not wait */
+            if (p->fd >= 0) p->st = P_CONNECTING;
+            continue;
+        }
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+        if (getaddrinfo(a[i].host, a[i].port, &hints, &p->res) != 0) p->res = NULL;
+        p->ai = p->res;
+        probe_next(p);
+    }
+    for (;;) {
+        struct pollfd pf[CONFIG_MAX_SCANNERS];
+        int np = 0, map[CONFIG_MAX_SCANNERS];
+        for (int i = 0; i < n; i++)
+            if (pr[i].st != P_FINISHED) {
+                pf[np].fd = pr[i].fd;
+                pf[np].events = pr[i].st == P_CONNECTING ? POLLOUT : POLLIN;
+                pf[np].revents = 0;
+                map[np++] = i;
+            }
+        int64_t left = deadline - now_ms();
+        if (np == 0 || left <= 0) break;
+        int rc = poll(pf, (nfds_t)np, (int)left);
+        if (rc < 0 && errno != EINTR) break;
+        for (int k = 0; k < np && rc > 0; k++) {
+            struct probe *p = &pr[map[k]];
+            if (!pf[k].revents) continue;
+            if (p->st == P_CONNECTING) {
+                int err = 0;
+                socklen_t el = sizeof err;
+                if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0) err = errno;
+                if (!err && send(p->fd, "zPING", 6, MSG_NOSIGNAL) == 6) {
+                    p->st = P_SENT;
+                } else {
+                    close(p->fd);
+                    p->fd = -1;
+                    probe_next(p);
+                }
+                continue;
+            }
+            ssize_t r = read(p->fd, p->buf + p->got, sizeof p->buf - 1 - p->got);
+            if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            if (r <= 0) {
+                p->st = P_FINISHED;
+                continue;
+            }
+            p->got += (size_t)r;
+            if (memchr(p->buf, '\0', p->got)) {
+                up[map[k]] = strcmp(p->buf, "PONG") == 0;
+                p->st = P_FINISHED;
+            } else if (p->got == sizeof p->buf - 1) {
+                p->st = P_FINISHED;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (pr[i].fd >= 0) close(pr[i].fd);
+        if (pr[i].res) freeaddrinfo(pr[i].res);
+    }
 }

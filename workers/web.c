@@ -79,9 +79,12 @@ static void serve_healthz(struct conn *c)
     static const char *const states[] = {"off", "up", "down"};
     const struct metrics *m = c->w->metrics;
     int sc = m ? m->scanner : 0;
-    char body[128];
-    int n = snprintf(body, sizeof body, "{\"status\":\"ok\",\"workers\":%d,\"scanner\":\"%s\"}",
-                     m ? m->workers : 1, states[sc >= 0 && sc <= 2 ? sc : 0]);
+    char body[192];
+    /* node_name is letters, digits and ".-_:" (config.c): nothing to escape. */
+    int n = snprintf(body, sizeof body,
+                     "{\"status\":\"ok\",\"workers\":%d,\"scanner\":\"%s\",\"node\":\"%s\"}",
+                     m ? m->workers : 1, states[sc >= 0 && sc <= 2 ? sc : 0],
+                     c->w->cfg->node_name ? c->w->cfg->node_name : "");
     http_respond(c, 200, "application/json", body, (size_t)n, "Cache-Control: no-store\r\n");
 }
 

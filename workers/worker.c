@@ -304,11 +304,8 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     w->limits.max_file_size = cfg->max_file_size;
     static struct scan_client sc;
     if (cfg->scanner != SCANNER_OFF) {
-        snprintf(sc.path, sizeof sc.path, "%s",
-                 cfg->scanner == SCANNER_BUILTIN ? cfg->scanner_socket : cfg->scanner_path);
-        sc.timeout_ms = cfg->scan_timeout_ms;
-        sc.metrics = w->mslot;
-        w->policy.scan = scan_fildes;
+        scan_init(&sc, cfg, w->metrics, w->mslot);
+        w->policy.scan = scan_file;
         w->policy.scan_ctx = &sc;
     }
     w->policy.scan_fail_accept = cfg->scan_fail == SCAN_FAIL_ACCEPT;

@@ -285,8 +285,9 @@ static void test_files(void)
         CHECK(c->daemon && c->ws_echo);
         CHECK_STR(c->error_log, "/base/logs/e.log");
         CHECK(c->max_file_size == 10 << 20 && c->min_free_space == 0);
-        CHECK(c->scanner == SCANNER_UNIX);
-        CHECK_STR(c->scanner_path, "/run/clamd.sock");
+        CHECK(c->scanner == SCANNER_POOL && c->n_scanners == 1 && !c->scanners[0].tcp);
+        CHECK_STR(c->scanners[0].path, "/run/clamd.sock");
+        CHECK_STR(c->scanners[0].text, "unix:/run/clamd.sock");
         CHECK(c->scan_timeout_ms == 500 && c->scan_fail == SCAN_FAIL_ACCEPT);
         CHECK(c->on_infected == ON_INFECTED_DELETE && c->max_connections == 7);
         CHECK(!c->allow_any_origin && !c->allow_same_origin && c->n_allowed_origins == 2);
@@ -349,6 +350,54 @@ static void test_files(void)
         config_free(c);
     }
     expect_error("scanner clamd\n", 1, "invalid scanner");
+    expect_error("workers 1\nscanner tcp:127.0.0.1\n", 2, "invalid scanner \"tcp:127.0.0.1\"");
+    expect_error("scanner unix:/a tcp:h:0\n", 1, "invalid scanner \"tcp:h:0\": bad port");
+    expect_error("scanner tcp::3310\n", 1, "invalid scanner");
+    expect_error("scanner tcp:*:3310\n", 1, "with a host");
+    expect_error("scanner tcp:a/b:1\n", 1, "bad character in host");
+    expect_error("scanner tcp:h:1 builtin\n", 1, "invalid scanner \"builtin\"");
+    expect_error("scanner builtin tcp:h:1\n", 1, "scanner builtin takes no addresses");
+    expect_error("scanner off unix:/a\n", 1, "scanner off takes no addresses");
+    expect_error("scanner\n", 1, "needs a value");
+    expect_error("scanner tcp:h:1 unix:/a tcp:h:1\n", 1, "tcp:h:1 is given twice");
+    expect_error("scanner unix: \n", 1, "empty unix socket path");
+    expect_error("scanner unix:/1 unix:/2 unix:/3 unix:/4 unix:/5 unix:/6 unix:/7 unix:/8 "
+                 "unix:/9\n",
+                 1, "at most 8 scanner addresses");
+    expect_error("node_name \"a b\"\n", 1, "node_name may hold only");
+    expect_error("node_name a/b\n", 1, "node_name may hold only");
+    expect_error("node_name \"\"\n", 1, "1 to 64 bytes");
+    expect_error("node_name a b\n", 1, "exactly one value");
+    {
+        c = load("scanner unix:run/c.sock tcp:clamd.example:3310 tcp:[::1]:3311 "
+                 "tcp:10.0.0.7:03310\nnode_name gw-1.example\n",
+                 NULL, 0, err, sizeof err);
+        CHECK_MSG(c != NULL, "%s", err);
+        if (c) {
+            CHECK(c->scanner == SCANNER_POOL && c->n_scanners == 4);
+            CHECK_STR(c->scanners[0].text, "unix:/base/run/c.sock");
+            CHECK(c->scanners[1].tcp && strcmp(c->scanners[1].host, "clamd.example") == 0 &&
+                  strcmp(c->scanners[1].port, "3310") == 0);
+            CHECK_STR(c->scanners[1].text, "tcp:clamd.example:3310");
+            CHECK_STR(c->scanners[2].host, "::1");
+            CHECK_STR(c->scanners[2].text, "tcp:[::1]:3311");
+            CHECK_STR(c->scanners[3].text, "tcp:10.0.0.7:3310");
+            CHECK_STR(c->node_name, "gw-1.example");
+        }
+        config_free(c);
+        /* builtin: the one address is scanner_socket; off: none. */
+        c = load("scanner_socket s.sock\n", NULL, 0, err, sizeof err);
+        CHECK(c && c->scanner == SCANNER_BUILTIN && c->n_scanners == 1 &&
+              strcmp(c->scanners[0].text, "unix:/base/s.sock") == 0);
+        CHECK(c && c->node_name && c->node_name[0]); /* the host name */
+        config_free(c);
+        c = load("scanner tcp:h:1\nscanner off\n", NULL, 0, err, sizeof err);
+        CHECK(c == NULL && strstr(err, "duplicate"));
+        char *ov_off[] = {"scanner=off"};
+        c = load("scanner tcp:h:1\n", ov_off, 1, err, sizeof err);
+        CHECK(c && c->scanner == SCANNER_OFF && c->n_scanners == 0);
+        config_free(c);
+    }
     expect_error("scan_fail maybe\n", 1, "reject or accept");
     expect_error("on_infected keep\n", 1, "quarantine or delete");
     expect_error("max_connections 0\n", 1, "max_connections");
