@@ -7,7 +7,10 @@ measured in the same run.
     signatures, as many in parallel as there are CPUs).
  2. Time for intake-scand to scan one 100 MiB file passed by FILDES, next to
     the same file sent by INSTREAM.
-    scripts/bench_scan.py [FILES] [CLIENTS]"""
+ 3. Uploads (scans) per second of 4 KiB files through intaked and one
+    Debian clamd, with `scanner tcp:...` (INSTREAM) next to `scanner
+    unix:...` (FILDES) on the same clamd, alternating, best of 2 each.
+    scripts/bench_scan.py [FILES] [CLIENTS] [pool]   (pool: section 3 only)"""
 import asyncio
 import json
 import os
@@ -20,11 +23,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, start_intaked  # noqa: E402
+from benchlib import ROOT, ports, start_intaked  # noqa: E402
 
 SIGS = os.path.join(ROOT, "etc", "signatures")
 N_FILES = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 CLIENTS = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+ONLY = sys.argv[3] if len(sys.argv) > 3 else ""
 
 
 
@@ -48,6 +52,12 @@ async def upload_all(port, files):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="intake-bench-scan.", dir="/tmp")
+    if ONLY == "pool":
+        try:
+            clamd_tcp_vs_unix(tmp)
+        finally:
+            subprocess.run(["rm", "-rf", tmp])
+        return
     try:
         d, dtmp, tcp, ws = start_intaked("intake-bench-scan-d.", workers="auto",
                                          scanner="builtin")
@@ -122,8 +132,67 @@ def main():
         finally:
             d.terminate()
             d.wait(10)
+        clamd_tcp_vs_unix(tmp)
     finally:
         subprocess.run(["rm", "-rf", tmp, dtmp])
+
+
+def clamd_tcp_vs_unix(tmp):
+    """Section 3: one clamd listening on TCP and on a UNIX socket."""
+    cdir = os.path.join(tmp, "clamd")
+    os.mkdir(cdir)
+    port = ports(1)[0]
+    sock = os.path.join(cdir, "clamd.sock")
+    conf = os.path.join(cdir, "clamd.conf")
+    lines = ["Foreground yes", "LocalSocket " + sock, "TCPSocket %d" % port,
+             "TCPAddr 127.0.0.1", "DatabaseDirectory " + SIGS, "TemporaryDirectory " + cdir,
+             "LogFile %s/clamd.log" % cdir, "MaxThreads 16"]
+    if os.geteuid() == 0:
+        lines.append("User root")
+    with open(conf, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    clamd = subprocess.Popen(["clamd", "--config-file", conf], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                if os.path.exists(sock):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        n = max(200, N_FILES // 2)
+        files = [("c%05d.bin" % i, os.urandom(4096)) for i in range(n)]
+        best = {}
+        for mode in ("tcp", "unix") * 2:
+            addr = "tcp:127.0.0.1:%d" % port if mode == "tcp" else "unix:" + sock
+            d, dtmp, tcp, _ = start_intaked("intake-bench-pool.", workers="auto", scanner=addr)
+            try:
+                for _ in range(100):
+                    try:
+                        socket.create_connection(("127.0.0.1", tcp), timeout=1).close()
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                time.sleep(1.0)  # the master's probe marks the scanner up
+                t0 = time.monotonic()
+                verdicts = asyncio.run(upload_all(tcp, files))
+                rate = n / (time.monotonic() - t0)
+                assert verdicts.count("clean") == n, set(verdicts)
+                best[mode] = max(best.get(mode, 0), rate)
+            finally:
+                d.terminate()
+                d.wait(10)
+                subprocess.run(["rm", "-rf", dtmp])
+        print("\n%-58s %12s" % ("4 KiB uploads through one clamd (best of 2)", "scans/s"))
+        print("%-58s %12.0f" % ("scanner unix:%s (FILDES)" % "clamd.sock", best["unix"]))
+        print("%-58s %12.0f" % ("scanner tcp:127.0.0.1:PORT (INSTREAM, 64 KiB chunks)",
+                                best["tcp"]))
+        print("%-58s %11.2fx" % ("ratio tcp/unix", best["tcp"] / best["unix"]))
+    finally:
+        clamd.terminate()
+        clamd.wait(10)
 
 
 if __name__ == "__main__":
