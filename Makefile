@@ -195,6 +195,7 @@ install: all
 	else mv $(DESTDIR)$(PREFIX)/etc/intake/intake.conf.new $(DESTDIR)$(PREFIX)/etc/intake/intake.conf; fi
 	install -m 644 etc/nginx/intake-http.conf etc/nginx/intake-stream.conf \
 	    etc/nginx/intake-http-tls.conf etc/nginx/intake-stream-tls.conf \
+	    etc/nginx/intake-hosts-http.conf etc/nginx/intake-hosts-stream.conf \
 	    etc/systemd/intaked.service $(DESTDIR)$(PREFIX)/share/intake/
 	install -m 644 etc/logrotate.d/intake $(DESTDIR)$(PREFIX)/share/intake/intake.logrotate
 	install -m 644 README.md LICENSE $(DESTDIR)$(PREFIX)/share/doc/intake/
