@@ -25,7 +25,10 @@ def test_healthz(daemon):
     import json
     status, h, body = get(daemon, "/healthz")
     assert status == 200 and h["content-type"] == "application/json"
-    assert json.loads(body) == {"status": "ok", "workers": 2, "scanner": "off"}
+    import socket
+    # node: node_name, by default the host name.
+    assert json.loads(body) == {"status": "ok", "workers": 2, "scanner": "off",
+                                "node": socket.gethostname()}
 
 
 def test_errors(daemon):

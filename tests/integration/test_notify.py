@@ -75,7 +75,8 @@ def test_ready_reload_stopping(daemon_factory, notes):
     d = daemon_factory(start=False, workers=2, scan=True).start(wait=False)
     pid, f = notes.expect(ready_from(d.pid), "READY=1 from the master")
     # Ready means ready: a worker answers, both workers run, the scanner is up.
-    assert d.health() == {"status": "ok", "workers": 2, "scanner": "up"}
+    assert d.health() == {"status": "ok", "workers": 2, "scanner": "up",
+                          "node": socket.gethostname()}
     assert f["MAINPID"] == str(d.pid)
     assert "\n" not in f["STATUS"] and "2 workers" in f["STATUS"] and "scanner up" in f["STATUS"]
     # Nothing before READY claimed readiness, and nobody else spoke.
