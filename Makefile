@@ -64,8 +64,13 @@ $(BUILD)/intaked: $(call obj,$(CORE) $(DAEMON))
 $(BUILD)/intake: $(call obj,$(CORE) $(CLI))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Benchmark-only client (not installed).
+# Benchmark-only load clients (not installed): tests/tools/*.c.
+BENCH_TOOLS := $(BUILD)/wsbench $(BUILD)/tcpload $(BUILD)/idleconns
 $(BUILD)/wsbench: $(BUILD)/obj/tests/tools/wsbench.o $(call obj,workers/ws_frame.c)
+	$(CC) $(LDFLAGS) -o $@ $^
+$(BUILD)/tcpload: $(BUILD)/obj/tests/tools/tcpload.o
+	$(CC) $(LDFLAGS) -o $@ $^
+$(BUILD)/idleconns: $(BUILD)/obj/tests/tools/idleconns.o
 	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/obj/%.o: %.c
