@@ -65,6 +65,7 @@ echo
 echo "== figure 1: a raw TCP upload next to socat (${SIZE_MIB} MiB, $RUNS runs$( [ "$Q" = 1 ] && echo ', BENCH_QUICK: quick settings'))"
 echo "   intaked: intake CLI (sendfile) -> STATUS (sha256 + fsync + rename + dir fsync), scanner off, 1 worker"
 echo "   baseline: socat -b 1M TCP-LISTEN -> CREATE:file, then sync FILE; same disk, same run"
+echo "   machine: load average $(cut -d' ' -f1-3 /proc/loadavg)$( [ -r /proc/pressure/io ] && head -1 /proc/pressure/io | sed 's/.*avg10=\([^ ]*\).*/, I\/O pressure \1%/')"
 printf '%-5s %14s %14s %8s' "run" "socat MiB/s" "intaked MiB/s" "ratio"
 [ "$ONLY" = tcp ] || printf ' %12s %8s' "TLS MiB/s" "TLS/TCP"
 echo

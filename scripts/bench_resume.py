@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import QUICK, start_intaked  # noqa: E402
+from benchlib import QUICK, machine_load, start_intaked  # noqa: E402
 
 
 def line(s, buf):
@@ -59,6 +59,7 @@ def main():
             time.sleep(0.05)
     print("\n== resuming: a %d MiB upload cut 1 MiB short, then resumed (%d runs)"
           % (size_mib, runs))
+    print("   machine: %s" % machine_load())
     print("%-5s %14s %16s %18s" % ("run", "fresh START", "resume START", "sha256 here"))
     rows = []
     for run in range(runs):

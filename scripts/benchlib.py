@@ -205,11 +205,25 @@ def median(xs):
     return statistics.median(xs)
 
 
+def machine_load():
+    """The load average and the I/O pressure (PSI "some", last 10 s): on a
+    shared machine they say how far to trust a figure."""
+    out = "load average %s" % " ".join(open("/proc/loadavg").read().split()[:3])
+    try:
+        with open("/proc/pressure/io") as f:
+            out += ", I/O pressure %s%%" % f.readline().split()[1].split("=")[1]
+    except (OSError, IndexError):
+        pass
+    return out
+
+
 def header(title_line, what):
-    """The opening of a script's output: its title and what it measures."""
+    """The opening of a script's output: its title, what it measures, and
+    how busy the machine is."""
     print("\n== %s%s" % (title_line, " (BENCH_QUICK: quick settings)" if QUICK else ""))
     for line in what.strip().splitlines():
         print("   " + line.strip())
+    print("   machine: %s" % machine_load())
 
 
 def figure(name, value, baseline_name, baseline, ratio, goal=""):
