@@ -12,7 +12,7 @@ next to a baseline measured in the same run.
     as there are CPUs).
  3. Time for intake-scand to scan one 100 MiB file passed by FILDES, next to
     the same file sent by INSTREAM.
-    scripts/bench_scan.py [CONNS] [UPLOADS] [RUNS]   (defaults 32, 16, 5;
+    scripts/bench_scan.py [CONNS] [UPLOADS] [RUNS]   (defaults 32, 16, 9;
                                                       BENCH_QUICK=1: 3 runs)"""
 import os
 import shutil
@@ -30,7 +30,7 @@ import benchlib as B  # noqa: E402
 SIGS = os.path.join(B.ROOT, "etc", "signatures")
 CONNS = int(sys.argv[1]) if len(sys.argv) > 1 else 32
 UPLOADS = int(sys.argv[2]) if len(sys.argv) > 2 else 16
-RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else (3 if B.QUICK else 5)
+RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else (3 if B.QUICK else 9)
 
 
 def small_files(on, off):
