@@ -69,7 +69,11 @@ class Daemon:
         self.scanner_on = directives.get("scanner", "builtin") == "builtin"
         self.proc, self.tmp, self.tcp, self.ws = start_intaked(prefix, **directives)
         self.accept_dir = os.path.join(self.tmp, "accepted")
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_ready(self):
         n = os.cpu_count() if self.n_workers == "auto" else int(self.n_workers)
