@@ -3,7 +3,9 @@
 #   make run        install missing packages, build, run intaked on etc/intake.conf
 #   make test       install missing packages, build, unit tests (plain and
 #                   ASan+UBSan), integration tests against the real daemon
-#   make bench      throughput figures next to a baseline (scripts/bench.sh)
+#   make bench      issue 12's performance figures, each next to a baseline
+#                   measured in the same run (scripts/bench*; BENCH_QUICK=1:
+#                   smaller sizes, fewer runs)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 CC      ?= cc
@@ -64,8 +66,13 @@ $(BUILD)/intaked: $(call obj,$(CORE) $(DAEMON))
 $(BUILD)/intake: $(call obj,$(CORE) $(CLI))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Benchmark-only client (not installed).
+# Benchmark-only load clients (not installed): tests/tools/*.c.
+BENCH_TOOLS := $(BUILD)/wsbench $(BUILD)/tcpload $(BUILD)/idleconns
 $(BUILD)/wsbench: $(BUILD)/obj/tests/tools/wsbench.o $(call obj,workers/ws_frame.c)
+	$(CC) $(LDFLAGS) -o $@ $^
+$(BUILD)/tcpload: $(BUILD)/obj/tests/tools/tcpload.o
+	$(CC) $(LDFLAGS) -o $@ $^
+$(BUILD)/idleconns: $(BUILD)/obj/tests/tools/idleconns.o
 	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/obj/%.o: %.c
@@ -168,8 +175,14 @@ fuzz-smoke: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
 	    echo "fuzz_$$t: $$(tail -1 build/fuzz/smoke-$$t.log)"; \
 	done
 
-bench: deps all $(BUILD)/wsbench
+# One script per figure, in the order of issue 12's table; then resuming.
+bench: deps all $(BENCH_TOOLS)
 	./scripts/bench.sh
+	$(PYTHON) scripts/bench_idle.py
+	$(PYTHON) scripts/bench_scan.py
+	$(PYTHON) scripts/bench_latency.py
+	$(PYTHON) scripts/bench_cpu.py
+	$(PYTHON) scripts/bench_ws.py
 	$(PYTHON) scripts/bench_resume.py
 
 # The installed configuration points at FHS places (the checkout's one at ./var).
