@@ -174,6 +174,7 @@ fuzz-smoke: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
 bench: deps all $(BUILD)/wsbench
 	./scripts/bench.sh
 	$(PYTHON) scripts/bench_resume.py
+	$(PYTHON) scripts/bench_deliver.py
 
 # The installed configuration points at FHS places (the checkout's one at ./var).
 install: all
