@@ -401,6 +401,8 @@ int store_reserve_name(struct store *s, const char *id, const char *name, char *
             rc = -ENAMETOOLONG;
             break;
         }
+        struct stat st;
+        if (fstatat(s->accept_fd, cand, &st, AT_SYMLINK_NOFOLLOW) == 0) continue; /* placed */
         int fd = openat(nfd, cand, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
         if (fd < 0 && errno != EEXIST) {
             rc = -errno;
@@ -413,23 +415,17 @@ int store_reserve_name(struct store *s, const char *id, const char *name, char *
         }
         ssize_t w = write(fd, id, STORE_ID_LEN);
         int en = errno;
-        if (w == STORE_ID_LEN && fdatasync(fd) < 0) {
-            w = -1;
-            en = errno;
-        }
-        close(fd);
+        /* Checked again after reserving: an upload whose reservation went
+         * just before ours was taken linked its file first, so it is in
+         * accept_dir by now. */
+        bool taken = w == STORE_ID_LEN &&
+                     (fstatat(s->accept_fd, cand, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT);
+        close(fd); /* made durable with the directory, below */
+        if (w != STORE_ID_LEN || taken) unlinkat(nfd, cand, 0);
+        if (taken) continue;
         if (w != STORE_ID_LEN) {
-            unlinkat(nfd, cand, 0);
             rc = w < 0 ? -en : -EIO;
             break;
-        }
-        /* Checked after reserving: a name placed by an upload whose
-         * reservation went just before ours was taken is in accept_dir by
-         * now (the link comes before the release). */
-        struct stat st;
-        if (fstatat(s->accept_fd, cand, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) {
-            unlinkat(nfd, cand, 0);
-            continue;
         }
         rc = 0;
         break;

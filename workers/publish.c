@@ -189,7 +189,8 @@ static void on_connected(natsConnection *nc, void *closure)
 static void on_disconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
-    (void)closure;
+    struct publisher *p = closure;
+    if (__atomic_load_n(&p->stopping, __ATOMIC_RELAXED)) return; /* our own close */
     log_warn("publish: disconnected from NATS; reconnecting to another server of the cluster "
              "(events are buffered meanwhile)");
 }
@@ -450,7 +451,7 @@ void publish_stop(struct publisher *p, int wait_ms)
 {
     if (!p || !p->thread_started) return;
     pthread_mutex_lock(&p->mu);
-    p->stopping = true;
+    __atomic_store_n(&p->stopping, true, __ATOMIC_RELAXED);
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
     struct timespec ts;
