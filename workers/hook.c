@@ -187,6 +187,8 @@ static void finish(struct hook_run *h, bool ok, const char *reason)
         double secs = ev_now(hs->loop) - h->started;
         metrics_hook(hs->metrics, ok ? MH_OK : h->timed_out ? MH_TIMEOUT : MH_FAILED,
                      (uint64_t)(secs > 0 ? secs * 1e6 : 0));
+    } else {
+        metrics_hook(hs->metrics, MH_FAILED, 0); /* it could not be started */
     }
     h->pid = 0;
     /* A slot is free: the next waiting hook starts. */
