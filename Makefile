@@ -38,6 +38,7 @@ WORKER_LIB := workers/tcp_line.c workers/http.c workers/ws_frame.c workers/scan.
               src/metrics.c
 DAEMON  := src/main.c src/master.c src/sweep.c src/net.c src/notify.c src/pidfile.c src/proctitle.c \
            workers/worker.c workers/conn.c workers/tcp.c workers/ws.c workers/web.c workers/session.c workers/tls.c workers/page.S \
+           workers/hook.c workers/publish.c \
            $(WORKER_LIB)
 CLI     := src/intake.c src/cli_progress.c src/cli_tls.c
 SCAND   := workers/scand.c src/log.c src/utf8.c src/proctitle.c src/config.c src/origin.c
@@ -58,10 +59,12 @@ CLAMAV_LIBS := $(shell pkg-config --libs libclamav 2>/dev/null || echo -lclamav)
 $(BUILD)/intake-scand: $(call obj,$(SCAND))
 	$(CC) $(LDFLAGS) -o $@ $^ $(CLAMAV_LIBS) -lpthread
 
-# Only intaked talks to systemd (sd_notify, src/notify.c).
+# Only intaked talks to systemd (sd_notify, src/notify.c) and to NATS (cnats,
+# workers/publish.c).
 SYSTEMD_LIBS := $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
+NATS_LIBS := $(shell pkg-config --libs libnats 2>/dev/null || echo -lnats)
 $(BUILD)/intaked: $(call obj,$(CORE) $(DAEMON))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SYSTEMD_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SYSTEMD_LIBS) $(NATS_LIBS)
 
 $(BUILD)/intake: $(call obj,$(CORE) $(CLI))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -184,13 +187,15 @@ bench: deps all $(BENCH_TOOLS)
 	$(PYTHON) scripts/bench_cpu.py
 	$(PYTHON) scripts/bench_ws.py
 	$(PYTHON) scripts/bench_resume.py
+	$(PYTHON) scripts/bench_deliver.py
 
 # The installed configuration points at FHS places (the checkout's one at ./var).
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
 	    $(DESTDIR)$(PREFIX)/etc/intake/signatures $(DESTDIR)$(PREFIX)/share/intake \
 	    $(DESTDIR)$(PREFIX)/share/doc/intake $(DESTDIR)$(PREFIX)/share/man/man1 \
-	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8
+	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
+	    $(DESTDIR)$(PREFIX)/share/intake/hooks
 	install -m 755 $(BUILD)/intaked $(BUILD)/intake-scand $(DESTDIR)$(PREFIX)/sbin/
 	install -m 755 $(BUILD)/intake $(DESTDIR)$(PREFIX)/bin/intake
 	install -m 644 etc/signatures/*.hdb etc/signatures/*.ndb etc/signatures/README.md \
@@ -210,6 +215,7 @@ install: all
 	    etc/nginx/intake-http-tls.conf etc/nginx/intake-stream-tls.conf \
 	    etc/nginx/intake-hosts-http.conf etc/nginx/intake-hosts-stream.conf \
 	    etc/systemd/intaked.service $(DESTDIR)$(PREFIX)/share/intake/
+	install -m 755 etc/hooks/rclone-copy etc/hooks/webhook-curl $(DESTDIR)$(PREFIX)/share/intake/hooks/
 	install -m 644 etc/logrotate.d/intake $(DESTDIR)$(PREFIX)/share/intake/intake.logrotate
 	install -m 644 README.md LICENSE $(DESTDIR)$(PREFIX)/share/doc/intake/
 	install -m 644 docs/protocol.md docs/configuration.md $(DESTDIR)$(PREFIX)/share/doc/intake/

@@ -349,6 +349,7 @@ struct ctx {
     bool tcp_off;           /* "listen_tcp off" was given */
     char tls_where[320];    /* where the first "tls" listener was declared */
     char secret_where[320]; /* where auth_secret_file was set */
+    char accept_off_where[320]; /* where "accept_dir off" was said */
 };
 
 static int fail(struct ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -474,7 +475,14 @@ PATH_HANDLER(tls_certificate, tls_certificate)
 PATH_HANDLER(tls_certificate_key, tls_certificate_key)
 PATH_HANDLER(pid_file, pid_file)
 PATH_HANDLER(spool_dir, spool_dir)
-PATH_HANDLER(accept_dir, accept_dir)
+static int h_accept_dir(struct ctx *x, char **v, int n)
+{
+    if (want_one(x, v, n)) return -1;
+    if (!*v[0]) return fail(x, "empty path");
+    set_str(&x->c->accept_dir, strcmp(v[0], "off") == 0 ? NULL : abs_path(x, v[0]));
+    if (!x->c->accept_dir) snprintf(x->accept_off_where, sizeof x->accept_off_where, "%s", x->where);
+    return 0;
+}
 PATH_HANDLER(quarantine_dir, quarantine_dir)
 static int h_scanner_socket(struct ctx *x, char **v, int n)
 {
@@ -592,6 +600,73 @@ DURATION_HANDLER(scan_timeout, 100)
 DURATION_HANDLER(header_timeout, 100)
 DURATION_HANDLER(idle_timeout, 100)
 DURATION_HANDLER(shutdown_timeout, 0)
+DURATION_HANDLER(hook_timeout, 100)
+
+static void free_argv(char ***argv, int *n)
+{
+    for (int i = 0; *argv && i < *n; i++)
+        free((*argv)[i]);
+    free(*argv);
+    *argv = NULL;
+    *n = 0;
+}
+
+static int h_accept_hook(struct ctx *x, char **v, int n)
+{
+    struct config *c = x->c;
+    if (n < 1 || !*v[0]) return fail(x, "accept_hook needs a program (and its arguments)");
+    free_argv(&c->accept_hook, &c->n_accept_hook);
+    if (n == 1 && strcmp(v[0], "off") == 0) return 0;
+    c->accept_hook = calloc((size_t)n + 1, sizeof *c->accept_hook);
+    if (!c->accept_hook) abort();
+    /* The program as written: a bare name is looked up in PATH, a path with
+     * a slash is made absolute (workers run from the start directory). */
+    c->accept_hook[0] = strchr(v[0], '/') ? abs_path(x, v[0]) : strdup(v[0]);
+    for (int i = 1; i < n; i++)
+        c->accept_hook[i] = strdup(v[i]);
+    c->n_accept_hook = n;
+    for (int i = 0; i < n; i++)
+        if (!c->accept_hook[i]) abort();
+    return 0;
+}
+
+/* "nats://host:port[,nats://host:port...] SUBJECT" */
+static int h_publish(struct ctx *x, char **v, int n)
+{
+    struct config *c = x->c;
+    if (n == 1 && strcmp(v[0], "off") == 0) {
+        set_str(&c->publish_urls, NULL);
+        set_str(&c->publish_subject, NULL);
+        return 0;
+    }
+    if (n != 2) return fail(x, "publish takes a server list and a subject: publish nats://HOST:PORT[,...] SUBJECT");
+    char *list = strdup(v[0]);
+    if (!list) abort();
+    int count = 0;
+    for (char *save = NULL, *u = strtok_r(list, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
+        const char *hp = strncmp(u, "nats://", 7) == 0 ? u + 7 : strncmp(u, "tls://", 6) == 0 ? u + 6 : NULL;
+        const char *colon = hp ? strrchr(hp, ':') : NULL;
+        char port[8];
+        if (!hp || !colon || colon == hp || parse_port(colon + 1, port, sizeof port) < 0) {
+            int rc = fail(x, "invalid NATS server \"%s\" in publish (nats://HOST:PORT)", u);
+            free(list);
+            return rc;
+        }
+        count++;
+    }
+    free(list);
+    if (!count) return fail(x, "publish needs at least one server (nats://HOST:PORT)");
+    const char *s = v[1];
+    bool ok = *s && s[0] != '.' && s[strlen(s) - 1] != '.' && !strstr(s, "..");
+    for (const char *p = s; *p; p++)
+        if (*p <= ' ' || *p == 0x7f || *p == '*' || *p == '>') ok = false;
+    if (!ok)
+        return fail(x, "invalid publish subject \"%s\" (dot-separated tokens, no spaces or "
+                       "wildcards)", s);
+    set_str(&c->publish_urls, strdup(v[0]));
+    set_str(&c->publish_subject, strdup(s));
+    return 0;
+}
 
 static int h_scanner(struct ctx *x, char **v, int n)
 {
@@ -777,6 +852,9 @@ static const struct directive directives[] = {
     {"trusted_proxies", h_trusted_proxies, false},
     {"auth_secret_file", h_auth_secret_file, false},
     {"ws_echo", h_ws_echo, false},
+    {"accept_hook", h_accept_hook, false},
+    {"hook_timeout", h_hook_timeout, false},
+    {"publish", h_publish, false},
     {"node_name", h_node_name, false},
 };
 #define N_DIRECTIVES (sizeof directives / sizeof *directives)
@@ -824,6 +902,7 @@ static void set_defaults(struct config *c, struct ctx *x)
     c->trusted_proxies[0] = strdup("127.0.0.1");
     c->trusted_proxies[1] = strdup("::1");
     c->n_trusted_proxies = 2;
+    c->hook_timeout_ms = 60 * 1000;
     char host[256] = "";
     if (gethostname(host, sizeof host - 1) < 0 || !host[0]) snprintf(host, sizeof host, "intake");
     host[64] = '\0';
@@ -879,6 +958,20 @@ static int finish(struct ctx *x)
         snprintf(s->text, sizeof s->text, "unix:%s", s->path);
         c->n_scanners = 1;
     }
+    if (!c->accept_dir && !c->accept_hook) {
+        x->where = x->accept_off_where;
+        return fail(x, "\"accept_dir off\" needs accept_hook: the hook is then the only place "
+                       "an accepted file goes");
+    }
+    if (!c->accept_dir && c->scan_fail == SCAN_FAIL_ACCEPT) {
+        x->where = x->accept_off_where;
+        return fail(x, "\"accept_dir off\" cannot be combined with \"scan_fail accept\"");
+    }
+    /* The sweep must not take a file whose hook or publish is still running. */
+    if ((c->accept_hook || c->publish_urls) && c->resume_timeout_ms <= c->hook_timeout_ms * 2)
+        return fail(x, "resume_timeout (%llu ms) must be longer than twice hook_timeout (%llu ms)",
+                    (unsigned long long)c->resume_timeout_ms,
+                    (unsigned long long)c->hook_timeout_ms);
     if (wants_tls && (!c->tls_certificate || !c->tls_certificate_key)) {
         x->where = x->tls_where;
         return fail(x, "a listener says \"tls\" but tls_certificate and tls_certificate_key "
@@ -987,11 +1080,13 @@ void config_free(struct config *c)
                      &c->user,           &c->pid_file,        &c->error_log,
                      &c->access_log,     &c->spool_dir,       &c->accept_dir,
                      &c->quarantine_dir, &c->node_name,       &c->scanner_socket,
-                     &c->signature_dir,  &c->auth_secret_file};
+                     &c->signature_dir,  &c->auth_secret_file, &c->publish_urls,
+                     &c->publish_subject};
     for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
         free(*strs[i]);
     free_list(c->allowed_origins, &c->n_allowed_origins);
     free_list(c->trusted_proxies, &c->n_trusted_proxies);
+    free_argv(&c->accept_hook, &c->n_accept_hook);
     config_secrets_free(&c->auth);
     free(c);
 }

@@ -89,7 +89,13 @@ struct config {
     char *auth_secret_file;
     struct config_secrets auth; /* read by config_load: workers never open the file */
     bool ws_echo;
-    char *node_name; /* node_name: /healthz, published events */
+    /* Delivery (SPEC "Delivery"). accept_dir is NULL with "accept_dir off". */
+    char **accept_hook; /* PROGRAM ARG... NULL-terminated; NULL: none */
+    int n_accept_hook;
+    uint64_t hook_timeout_ms;
+    char *publish_urls;    /* "nats://h:p,nats://h:p"; NULL: publish off */
+    char *publish_subject;
+    char *node_name; /* default: the host name */
 };
 
 /* Loads `path` (NULL = the compiled-in default) and applies the overrides

@@ -82,7 +82,7 @@ int log_reopen(void)
     if (fd < 0) return -errno;
     /* dup2 keeps the fd number, so children sharing it see the new file too. */
     if (log_out > 2) {
-        dup2(fd, log_out);
+        dup3(fd, log_out, O_CLOEXEC); /* dup2 would drop close-on-exec */
         close(fd);
     } else {
         log_out = fd;

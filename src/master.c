@@ -493,7 +493,7 @@ static int prepare_dirs(struct master *m, const struct config *c)
     if (m->drop) {
         const char *dirs[] = {c->spool_dir, c->accept_dir, c->quarantine_dir};
         for (int i = 0; i < 3; i++)
-            if (chown(dirs[i], m->uid, m->gid) < 0)
+            if (dirs[i] && chown(dirs[i], m->uid, m->gid) < 0)
                 log_warn("cannot give %s to user %s: %s", dirs[i], c->user, strerror(errno));
         /* The scanner creates its socket there; log files are reopened by workers. */
         char dir[PATH_MAX];

@@ -100,6 +100,27 @@ void metrics_scan_result(struct metrics_slot *s, int idx, enum metrics_scan_resu
     ADD(s->scans[idx][r], 1);
 }
 
+/* --- delivery: accept hook and publish -------------------------------------- */
+
+static const char *const hnames[MH_COUNT] = {"ok", "failed", "timeout"};
+static const char *const pnames[MP_COUNT] = {"acked", "failed", "dropped"};
+
+void metrics_hook(struct metrics_slot *s, enum metrics_hook r, uint64_t micros)
+{
+    if (!s) return;
+    size_t b = 0;
+    while (b < METRICS_BUCKETS - 1 && (double)micros / 1e6 > bounds[b])
+        b++;
+    ADD(s->hook_bucket[b], 1);
+    ADD(s->hooks[r], 1);
+    ADD(s->hook_sum_us, micros);
+}
+
+void metrics_publish(struct metrics_slot *s, enum metrics_publish r)
+{
+    if (s) ADD(s->publishes[r], 1);
+}
+
 struct out {
     char *buf;
     size_t cap, len;
@@ -143,6 +164,13 @@ int metrics_render(const struct metrics *m, char *buf, size_t cap)
         for (int a = 0; a <= METRICS_SCANNERS; a++)
             for (int r = 0; r < MSR_COUNT; r++)
                 sum.scans[a][r] += GET(s->scans[a][r]);
+        for (int r = 0; r < MH_COUNT; r++)
+            sum.hooks[r] += GET(s->hooks[r]);
+        for (int b = 0; b < METRICS_BUCKETS; b++)
+            sum.hook_bucket[b] += GET(s->hook_bucket[b]);
+        sum.hook_sum_us += GET(s->hook_sum_us);
+        for (int r = 0; r < MP_COUNT; r++)
+            sum.publishes[r] += GET(s->publishes[r]);
     }
     struct out o = {.buf = buf, .cap = cap};
     put(&o, "# HELP intake_uploads_total Uploads finished, by transport and verdict.\n"
@@ -216,6 +244,35 @@ int metrics_render(const struct metrics *m, char *buf, size_t cap)
             put(&o, "intake_scans_total{scanner=\"%s\",result=\"%s\"} %llu\n", label,
                 r == MSR_OK ? "ok" : "error", (unsigned long long)sum.scans[row][r]);
     }
+    put(&o, "# HELP intake_hook_runs_total Accept hook runs, by result.\n"
+            "# TYPE intake_hook_runs_total counter\n");
+    uint64_t hook_count = 0;
+    for (int r = 0; r < MH_COUNT; r++) {
+        put(&o, "intake_hook_runs_total{result=\"%s\"} %llu\n", hnames[r],
+            (unsigned long long)sum.hooks[r]);
+        hook_count += sum.hooks[r];
+    }
+    put(&o, "# HELP intake_hook_duration_seconds Time one accept hook ran.\n"
+            "# TYPE intake_hook_duration_seconds histogram\n");
+    cum = 0;
+    for (int b = 0; b < METRICS_BUCKETS; b++) {
+        cum += sum.hook_bucket[b];
+        if (b < METRICS_BUCKETS - 1)
+            put(&o, "intake_hook_duration_seconds_bucket{le=\"%g\"} %llu\n", bounds[b],
+                (unsigned long long)cum);
+        else
+            put(&o, "intake_hook_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                (unsigned long long)cum);
+    }
+    put(&o, "intake_hook_duration_seconds_sum %.6f\n", (double)sum.hook_sum_us / 1e6);
+    put(&o, "intake_hook_duration_seconds_count %llu\n", (unsigned long long)hook_count);
+    put(&o, "# HELP intake_publishes_total Upload events published to NATS JetStream, by result "
+            "(acked by the stream; failed: no acknowledgement in time; dropped: the retry queue "
+            "was full).\n"
+            "# TYPE intake_publishes_total counter\n");
+    for (int r = 0; r < MP_COUNT; r++)
+        put(&o, "intake_publishes_total{result=\"%s\"} %llu\n", pnames[r],
+            (unsigned long long)sum.publishes[r]);
     put(&o,
         "# HELP intake_workers Running upload workers.\n# TYPE intake_workers gauge\n"
         "intake_workers %d\n",

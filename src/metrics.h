@@ -15,6 +15,9 @@
 enum metrics_transport { MT_WS, MT_TCP, MT_COUNT };
 enum metrics_verdict { MV_CLEAN, MV_INFECTED, MV_UNSCANNED, MV_ERROR, MV_COUNT };
 enum metrics_scanner { MS_OFF, MS_UP, MS_DOWN };
+/* Delivery: accept hook runs and NATS publishes, by result. */
+enum metrics_hook { MH_OK, MH_FAILED, MH_TIMEOUT, MH_COUNT };
+enum metrics_publish { MP_ACKED, MP_FAILED, MP_DROPPED, MP_COUNT };
 
 /* Scanner addresses with series of their own in intake_scans_total: the
  * master registers each address it is configured with (reloads add, never
@@ -34,6 +37,11 @@ struct metrics_slot {
     uint64_t scan_count, scan_sum_us;
     /* Scanner round trips by address (the last row: "other") and result. */
     uint64_t scans[METRICS_SCANNERS + 1][MSR_COUNT];
+    /* Delivery. */
+    uint64_t hooks[MH_COUNT];
+    uint64_t hook_bucket[METRICS_BUCKETS];
+    uint64_t hook_sum_us;
+    uint64_t publishes[MP_COUNT];
 };
 
 struct metrics {
@@ -63,6 +71,8 @@ void metrics_requery(struct metrics_slot *s, enum metrics_transport t);
 void metrics_connection(struct metrics_slot *s, enum metrics_transport t, int delta);
 void metrics_error(struct metrics_slot *s, int code);
 void metrics_scan(struct metrics_slot *s, uint64_t micros);
+void metrics_hook(struct metrics_slot *s, enum metrics_hook r, uint64_t micros);
+void metrics_publish(struct metrics_slot *s, enum metrics_publish r);
 
 /* The series index of a scanner address, added (master only, before the
  * workers that use it fork) when add is set and there is room; it starts

@@ -11,7 +11,8 @@
 
 #define MAGIC "intake-record 1\n"
 
-static const char *const step_names[] = {"received", "hashed", "synced", "scanned", "placed"};
+static const char *const step_names[] = {"received", "hashed",    "synced", "scanned",
+                                         "hooked",   "published", "placed"};
 #define N_STEPS (sizeof step_names / sizeof step_names[0])
 static const char *const verdict_names[] = {"", "clean", "infected", "unscanned", "error"};
 
@@ -90,6 +91,7 @@ int record_format(const struct record *r, char *buf, size_t cap)
     if (r->virus[0]) put_hex(&o, "virus", r->virus, strlen(r->virus));
     if (r->reason[0]) put_hex(&o, "reason", r->reason, strlen(r->reason));
     if (r->stored[0]) put_hex(&o, "stored", r->stored, strlen(r->stored));
+    if (r->name[0]) put_hex(&o, "name", r->name, strlen(r->name));
     puts_(&o, "end\n");
     return o.over ? -1 : (int)o.len;
 }
@@ -140,10 +142,10 @@ static bool is_key(const char *k, size_t kl, const char *name)
 }
 
 enum { F_ID, F_FILENAME, F_SIZE, F_SHA, F_CREATED, F_EXPIRY, F_BOOT, F_DURABLE, F_STEPS,
-       F_DIGEST, F_VERDICT, F_VIRUS, F_REASON, F_STORED, F_END, N_FIELDS };
+       F_DIGEST, F_VERDICT, F_VIRUS, F_REASON, F_STORED, F_NAME, F_END, N_FIELDS };
 static const char *const field_names[N_FIELDS] = {
     "id", "filename", "size", "sha256", "created", "token_expiry", "boot", "durable", "steps",
-    "digest", "verdict", "virus", "reason", "stored", "end"};
+    "digest", "verdict", "virus", "reason", "stored", "name", "end"};
 
 static int field(struct record *r, int f, const char *v, size_t vl)
 {
@@ -220,6 +222,8 @@ static int field(struct record *r, int f, const char *v, size_t vl)
         return text(v, vl, r->reason, RECORD_TEXT_MAX);
     case F_STORED:
         return text(v, vl, r->stored, RECORD_NAME_MAX);
+    case F_NAME:
+        return text(v, vl, r->name, RECORD_NAME_MAX);
     }
     return -1;
 }
@@ -264,7 +268,14 @@ int record_parse(const char *buf, size_t len, struct record *r)
     if ((r->steps & ~RECORD_RECEIVED) && !(r->steps & RECORD_RECEIVED)) return -1;
     if ((r->steps & RECORD_SYNCED) && r->durable != r->size) return -1;
     if (!(r->steps & RECORD_SCANNED) != (r->verdict == RV_NONE)) return -1;
-    if ((r->steps & RECORD_PLACED) && !(r->steps & RECORD_SCANNED)) return -1;
+    if ((r->steps & (RECORD_HOOKED | RECORD_PUBLISHED | RECORD_PLACED)) &&
+        !(r->steps & RECORD_SCANNED))
+        return -1;
+    /* Only a file that passed is hooked, announced before STATUS, or named early. */
+    if (((r->steps & (RECORD_HOOKED | RECORD_PUBLISHED)) || r->name[0]) &&
+        r->verdict == RV_INFECTED)
+        return -1;
+    if (r->name[0] && r->stored[0] && strcmp(r->name, r->stored) != 0) return -1;
     if (r->verdict == RV_ERROR && !r->reason[0]) return -1;
     if (!r->virus[0] != (r->verdict != RV_INFECTED)) return -1;
     return 0;

@@ -31,7 +31,10 @@ enum record_step {
     RECORD_HASHED = 1 << 1,   /* digest known and checked against the client's */
     RECORD_SYNCED = 1 << 2,   /* the .part's data is on disk */
     RECORD_SCANNED = 1 << 3,  /* verdict known (clean, infected, unscanned) */
-    RECORD_PLACED = 1 << 4,   /* moved by verdict: accepted, quarantined, deleted */
+    RECORD_HOOKED = 1 << 4,   /* the accept hook exited 0 */
+    RECORD_PUBLISHED = 1 << 5, /* the stream acknowledged the event */
+    RECORD_PLACED = 1 << 6,   /* moved by verdict: accepted (or removed with accept_dir
+                                 off), quarantined, deleted */
 };
 
 /* The scan's verdict, with RECORD_SCANNED (values as enum upload_verdict);
@@ -56,6 +59,8 @@ struct record {
     char reason[RECORD_TEXT_MAX + 1]; /* why the first step not in steps failed
                                          (or, with RV_ERROR, why the scan did) */
     char stored[RECORD_NAME_MAX + 1]; /* accept_dir/quarantine name; "" none */
+    char name[RECORD_NAME_MAX + 1];   /* stored_as chosen before the hook and the
+                                         publish (never changes); "" none */
 };
 
 /* Formats r into buf. Returns the length, or -1 if it does not fit. */

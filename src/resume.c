@@ -68,6 +68,9 @@ static int from_record(struct upload *u, const struct record *rec, struct upload
     bool accepted = rec->verdict != RV_INFECTED && (rec->steps & RECORD_PLACED);
     snprintf(u->stored, sizeof u->stored, "%s", accepted ? rec->stored : "");
     snprintf(u->placed, sizeof u->placed, "%s", rec->stored);
+    /* Named before its hook and publish: that name, for good. */
+    u->named = rec->name[0] != '\0';
+    if (u->named && !(rec->steps & RECORD_PLACED)) snprintf(u->stored, sizeof u->stored, "%s", rec->name);
     u->resumed = true;
     clock_gettime(CLOCK_MONOTONIC, &u->started);
     return 0;

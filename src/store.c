@@ -45,6 +45,7 @@ int store_open(struct store *s, const char *spool, const char *accept, const cha
     const char *paths[3] = {spool, accept, quarantine};
     int *fds[3] = {&s->spool_fd, &s->accept_fd, &s->quarantine_fd};
     for (int i = 0; i < 3; i++) {
+        if (!paths[i]) continue; /* accept_dir off */
         int fd = open_dir(paths[i]);
         if (fd < 0) {
             *which = paths[i];
@@ -156,8 +157,9 @@ int store_check_space(struct store *s, uint64_t need)
     int rc = fs_has_room(s->spool_fd, need, s->min_free_space);
     /* On another filesystem, accept_dir gets a copy: it needs the room too. */
     struct stat a, b;
-    bool same = fstat(s->spool_fd, &a) == 0 && fstat(s->accept_fd, &b) == 0 && a.st_dev == b.st_dev;
-    if (rc == 0) rc = fs_has_room(s->accept_fd, same ? 0 : need, s->min_free_space);
+    bool same = s->accept_fd < 0 ||
+                (fstat(s->spool_fd, &a) == 0 && fstat(s->accept_fd, &b) == 0 && a.st_dev == b.st_dev);
+    if (rc == 0 && s->accept_fd >= 0) rc = fs_has_room(s->accept_fd, same ? 0 : need, s->min_free_space);
     return rc;
 }
 
@@ -337,4 +339,112 @@ int store_link_part(struct store *s, const char *id, int dir_fd, const char *pre
     *linked = true;
     snprintf(stored, STORE_NAME_MAX + 1, "%s", cand + strlen(prefix));
     return fsync(dir_fd) < 0 ? -errno : 0;
+}
+
+int store_link_part_as(struct store *s, const char *id, int dir_fd, const char *name, bool *linked)
+{
+    *linked = false;
+    char part[STORE_ID_LEN + 8];
+    snprintf(part, sizeof part, "%s.part", id);
+    struct stat pst, st;
+    if (fstatat(s->spool_fd, part, &pst, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
+    if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        /* Linked before a crash kept the record from saying so: done. */
+        if (st.st_ino != pst.st_ino || st.st_dev != pst.st_dev) return -EEXIST;
+    } else if (link_as(s, part, -1, dir_fd, name) < 0) {
+        if (errno != EXDEV) return -errno;
+        int tmp = copy_unnamed(s, part, dir_fd);
+        if (tmp < 0) return tmp;
+        int rc = link_as(s, part, tmp, dir_fd, name) < 0 ? -errno : 0;
+        close(tmp);
+        if (rc < 0) return rc;
+    }
+    *linked = true;
+    return fsync(dir_fd) < 0 ? -errno : 0;
+}
+
+/* Reservations: spool/.names/<name>, holding the id of the upload that
+ * chose that name for accept_dir before its hook and publish ran. */
+#define NAMES_DIR ".names"
+
+static int names_dir(struct store *s)
+{
+    int fd = openat(s->spool_fd, NAMES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        if (mkdirat(s->spool_fd, NAMES_DIR, 0750) < 0 && errno != EEXIST) return -errno;
+        fsync(s->spool_fd);
+        fd = openat(s->spool_fd, NAMES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
+    return fd < 0 ? -errno : fd;
+}
+
+/* 1 if the reservation cand in nfd names upload id. */
+static int held_by(int nfd, const char *cand, const char *id)
+{
+    int fd = openat(nfd, cand, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[STORE_ID_LEN + 1];
+    ssize_t n = read(fd, buf, STORE_ID_LEN);
+    close(fd);
+    return n == STORE_ID_LEN && memcmp(buf, id, STORE_ID_LEN) == 0;
+}
+
+int store_reserve_name(struct store *s, const char *id, const char *name, char *stored)
+{
+    if (s->accept_fd < 0) return -EINVAL;
+    int nfd = names_dir(s);
+    if (nfd < 0) return nfd;
+    char cand[STORE_NAME_MAX + 64];
+    int rc = -EEXIST;
+    for (unsigned n = 0; n < 100000; n++) {
+        if (candidate("", name, n, cand, sizeof cand) < 0) {
+            rc = -ENAMETOOLONG;
+            break;
+        }
+        struct stat st;
+        if (fstatat(s->accept_fd, cand, &st, AT_SYMLINK_NOFOLLOW) == 0) continue; /* placed */
+        int fd = openat(nfd, cand, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+        if (fd < 0 && errno != EEXIST) {
+            rc = -errno;
+            break;
+        }
+        if (fd < 0) {
+            if (!held_by(nfd, cand, id)) continue;
+            rc = 0; /* ours already: chosen before a crash */
+            break;
+        }
+        ssize_t w = write(fd, id, STORE_ID_LEN);
+        int en = errno;
+        /* Checked again after reserving: an upload whose reservation went
+         * just before ours was taken linked its file first, so it is in
+         * accept_dir by now. */
+        bool taken = w == STORE_ID_LEN &&
+                     (fstatat(s->accept_fd, cand, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT);
+        close(fd); /* made durable with the directory, below */
+        if (w != STORE_ID_LEN || taken) unlinkat(nfd, cand, 0);
+        if (taken) continue;
+        if (w != STORE_ID_LEN) {
+            rc = w < 0 ? -en : -EIO;
+            break;
+        }
+        rc = 0;
+        break;
+    }
+    if (rc == 0) {
+        if (fsync(nfd) < 0) rc = -errno;
+        size_t cl = strnlen(cand, STORE_NAME_MAX);
+        memcpy(stored, cand, cl);
+        stored[cl] = '\0';
+    }
+    close(nfd);
+    return rc;
+}
+
+void store_release_name(struct store *s, const char *id, const char *name)
+{
+    int nfd = openat(s->spool_fd, NAMES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (nfd < 0) return;
+    /* Only our own: nobody else creates that name while it exists. */
+    if (held_by(nfd, name, id)) unlinkat(nfd, name, 0);
+    close(nfd);
 }

@@ -69,5 +69,21 @@ int store_discard_part(struct store *s, const char *id);
  * in dir_fd anyway (its directory fsync failed). */
 int store_link_part(struct store *s, const char *id, int dir_fd, const char *prefix,
                     const char *name, char *stored, bool *linked);
+/* Links spool/<id>.part into dir_fd under exactly name (a stored_as
+ * chosen before, see upload.c), never another: -EEXIST if that name holds
+ * another file. A link made before a crash (same inode) counts as done.
+ * On another filesystem, a synced unnamed copy is linked (store_link_part).
+ * fsyncs dir_fd. Blocking. 0, or -errno with *linked as there. */
+int store_link_part_as(struct store *s, const char *id, int dir_fd, const char *name, bool *linked);
+
+/* stored_as chosen before placement (an accept hook or a publish must know
+ * it): the first of name, name-1, name-2... that is neither in accept_dir
+ * nor reserved by another upload, reserved in spool/.names/ (a file holding
+ * the id, created with O_EXCL: one owner across all workers) and synced.
+ * Asked again by the same upload, it finds its own reservation. Blocking.
+ * 0 with the name in stored (STORE_NAME_MAX + 1 bytes), or -errno. */
+int store_reserve_name(struct store *s, const char *id, const char *name, char *stored);
+/* Drops upload id's reservation of name (after it was placed there). */
+void store_release_name(struct store *s, const char *id, const char *name);
 
 #endif

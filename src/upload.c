@@ -93,7 +93,7 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     u->token_expiry = r->token_expiry;
     u->durable = 0;
     u->steps = 0;
-    u->resumed = false;
+    u->resumed = u->named = false;
     u->phase = UPLOAD_RECEIVING;
     /* Not fsynced: until bytes are made durable there is nothing to lose,
      * and a record lost with the machine reads as an unknown upload. */
@@ -138,6 +138,7 @@ void upload_to_record(const struct upload *u, struct record *r)
     if (r->verdict == RV_INFECTED) snprintf(r->virus, sizeof r->virus, "%s", u->virus);
     snprintf(r->reason, sizeof r->reason, "%s", u->reason);
     snprintf(r->stored, sizeof r->stored, "%s", u->placed);
+    if (u->named) snprintf(r->name, sizeof r->name, "%s", u->stored);
 }
 
 int upload_save_record(const struct upload *u, struct store *st, bool sync)
@@ -311,6 +312,25 @@ static int scan(struct upload *u, struct store *st, const struct upload_policy *
         u->reason[0] = '\0';
     }
     u->steps |= RECORD_SCANNED;
+    if (!upload_passed(u) || (!p->hook && !p->publish)) return 0;
+    /* The hook and the event are told stored_as: chosen now, for good. */
+    if (!p->accept_off && !u->named) {
+        int rc = store_reserve_name(st, u->id, u->name, u->stored);
+        if (rc < 0) {
+            log_error("upload %s (%s): cannot reserve a name in accept_dir: %s; kept in the spool",
+                      u->id, u->logname, strerror(-rc));
+            u->stored[0] = '\0';
+            step_failed(u, st, "cannot store the file");
+            return 1;
+        }
+        u->named = true;
+    }
+    /* Recorded before the hook runs: a crash during it never rescans, and
+     * the name stays. */
+    if (upload_save_record(u, st, true) < 0) {
+        step_failed(u, st, "cannot record the upload");
+        return 1;
+    }
     return 0;
 }
 
@@ -330,6 +350,22 @@ static int place(struct upload *u, struct store *st, const struct upload_policy 
         char prefix[STORE_ID_LEN + 2];
         snprintf(prefix, sizeof prefix, "%s-", u->id);
         rc = store_link_part(st, u->id, st->quarantine_fd, prefix, u->name, u->placed, &linked);
+    } else if (p->accept_off) {
+        where = "nowhere (accept_dir off)";
+        linked = false;
+    } else if (u->named) {
+        rc = store_link_part_as(st, u->id, st->accept_fd, u->stored, &linked);
+        if (linked) snprintf(u->placed, sizeof u->placed, "%s", u->stored);
+        if (rc == -EEXIST) {
+            /* Not intake's doing (a reservation keeps every upload of ours
+             * off the name): the name was promised, so it is not changed. */
+            log_error("upload %s (%s): accept_dir already holds a file named %s that this upload "
+                      "did not put there; kept in the spool: move that file away, then ask "
+                      "again (START with the id) to place it",
+                      u->id, u->logname, u->stored);
+            step_failed(u, st, "cannot store the file: its name is taken");
+            return 1;
+        }
     } else {
         rc = store_link_part(st, u->id, st->accept_fd, "", u->name, u->placed, &linked);
     }
@@ -358,6 +394,7 @@ static int place(struct upload *u, struct store *st, const struct upload_policy 
         step_failed(u, st, "cannot record the placement");
         return 1;
     }
+    if (u->named) store_release_name(st, u->id, u->stored);
     rc = store_discard_part(st, u->id);
     if (rc < 0 && rc != -ENOENT)
         log_warn("upload %s: placed, but removing its spool entry failed: %s (the sweep will)",
@@ -379,6 +416,11 @@ static void finish(struct upload *u, int rc)
         else if (u->verdict == VERDICT_INFECTED)
             log_warn("upload %s (%s): infected with %s; quarantined as %s-%s", u->id, u->logname,
                      u->virus, u->id, u->placed);
+        else if (!u->stored[0])
+            log_info("upload %s (%s): %llu bytes, sha256 %s, %s; delivered by the accept hook, "
+                     "removed from the spool (accept_dir off)",
+                     u->id, u->logname, (unsigned long long)u->size, hex,
+                     upload_verdict_name(u->verdict));
         else
             log_info("upload %s (%s): %llu bytes, sha256 %s, %s; stored as %s", u->id, u->logname,
                      (unsigned long long)u->size, hex, upload_verdict_name(u->verdict), u->stored);
@@ -411,6 +453,47 @@ void upload_scan_place(struct upload *u, struct store *st, const struct upload_p
     int rc = 0;
     if (!(u->steps & RECORD_SCANNED)) rc = scan(u, st, p);
     if (rc == 0 && !(u->steps & RECORD_PLACED)) rc = place(u, st, p);
+    finish(u, rc);
+}
+
+bool upload_passed(const struct upload *u)
+{
+    return (u->steps & RECORD_SCANNED) && u->scanned != VERDICT_INFECTED;
+}
+
+int upload_scan_step(struct upload *u, struct store *st, const struct upload_policy *p)
+{
+    int rc = (u->steps & RECORD_SCANNED) ? 0 : scan(u, st, p);
+    if (rc != 0) finish(u, rc);
+    return rc;
+}
+
+enum upload_next upload_next(const struct upload *u, const struct upload_policy *p)
+{
+    if (upload_passed(u) && p->hook && !(u->steps & RECORD_HOOKED)) return NEXT_HOOK;
+    if (upload_passed(u) && p->publish && !(u->steps & RECORD_PUBLISHED)) return NEXT_PUBLISH;
+    return NEXT_PLACE;
+}
+
+int upload_step_done(struct upload *u, struct store *st, unsigned step, bool ok, const char *reason)
+{
+    if (ok) {
+        u->steps |= step;
+        u->reason[0] = '\0';
+        if (upload_save_record(u, st, true) == 0) return 0;
+        u->steps &= ~step;
+        reason = "cannot record the upload";
+    }
+    step_failed(u, st, reason);
+    finish(u, 1);
+    return 1;
+}
+
+void upload_place_step(struct upload *u, struct store *st, const struct upload_policy *p)
+{
+    int rc = 0;
+    u->verdict = u->scanned;
+    if (!(u->steps & RECORD_PLACED)) rc = place(u, st, p);
     finish(u, rc);
 }
 

@@ -66,6 +66,9 @@ struct upload_policy {
     void *scan_ctx;
     bool scan_fail_accept; /* scan error: accept the file anyway (logged loudly) */
     bool infected_delete;  /* infected: delete instead of quarantine */
+    bool hook;             /* accept_hook: a file that passed is hooked before placement */
+    bool publish;          /* publish: a file that passed is announced before placement */
+    bool accept_off;       /* accept_dir off: "placement" removes the file */
 };
 
 struct upload {
@@ -94,6 +97,8 @@ struct upload {
     uint64_t durable; /* bytes made durable on this boot */
     unsigned steps;   /* enum record_step bits */
     bool resumed;     /* picked up again by START with its id */
+    bool named;       /* stored holds the stored_as chosen (and recorded) before the
+                         hook and the publish; placement links exactly that name */
 };
 
 void upload_init(struct upload *u);
@@ -136,6 +141,22 @@ int upload_finalize(struct upload *u, struct store *st, const struct upload_poli
  * done). Steps a resumed upload has recorded are skipped, as there. */
 int upload_seal_sync(struct upload *u, struct store *st, struct upload_error *e);
 void upload_scan_place(struct upload *u, struct store *st, const struct upload_policy *p);
+/* With an accept hook or publish, finishing goes on after the scan in more
+ * legs, some of them on the event loop (workers/hook.c, workers/publish.c):
+ * upload_scan_step (blocking: scan; a file that passed gets its stored_as
+ * now, reserved and recorded; 0, or 1 if the step failed and the upload is
+ * done with verdict error), then, as upload_next says, the hook and the
+ * publish, each outcome recorded with upload_step_done (blocking: 0, or 1:
+ * failed, done), then upload_place_step (blocking: placement; done). The
+ * spool fds, and so the one writer's lock, are held until the upload is
+ * done: nobody else can take it over meanwhile. */
+enum upload_next { NEXT_HOOK, NEXT_PUBLISH, NEXT_PLACE };
+int upload_scan_step(struct upload *u, struct store *st, const struct upload_policy *p);
+enum upload_next upload_next(const struct upload *u, const struct upload_policy *p);
+/* The file passed the scan: clean, unscanned, or a scan error let through. */
+bool upload_passed(const struct upload *u);
+int upload_step_done(struct upload *u, struct store *st, unsigned step, bool ok, const char *reason);
+void upload_place_step(struct upload *u, struct store *st, const struct upload_policy *p);
 /* Drops the session: closes the spool fd; the .part stays (resumable). */
 void upload_abort(struct upload *u);
 void upload_release(struct upload *u);

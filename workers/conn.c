@@ -26,6 +26,7 @@
 #define READS_PER_WAKEUP 8
 
 static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents);
+static void leg_done(struct job *j);
 
 /* The client's filename in an access log line: JSON-escaped with its real
  * length; a name that is not UTF-8 (refused, but logged) has its bad bytes
@@ -45,9 +46,8 @@ static void add_filename(cJSON *o, const char *name, size_t len)
 
 /* Every string goes through message_json_add: the line is JSON whatever the
  * client sent. */
-void conn_log_access(struct conn *c, int code, const struct upload_request *r)
+static cJSON *access_object(struct conn *c, int code, const struct upload_request *r)
 {
-    if (c->w->access_fd < 0) return;
     const struct upload *u = &c->up;
     struct timeval tv;
     gettimeofday(&tv, NULL);
@@ -102,6 +102,13 @@ void conn_log_access(struct conn *c, int code, const struct upload_request *r)
         cJSON_AddNumberToObject(o, "code", code);
         cJSON_AddNumberToObject(o, "duration_ms", (double)(long long)(ms + 0.5));
     }
+    return o;
+}
+
+void conn_log_access(struct conn *c, int code, const struct upload_request *r)
+{
+    if (c->w->access_fd < 0) return;
+    cJSON *o = access_object(c, code, r);
     char *json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     size_t n = json ? strlen(json) : 0;
@@ -398,20 +405,38 @@ static void after_body(struct conn *c, size_t len)
     }
 }
 
-/* On the job pool: checksum and fsync (and placement when unscanned). A
- * sealed upload goes on to the scan queue (finalize_done), which runs this
- * again for the scan and placement. */
-static void finalize_run(struct job *j)
+/* Finishing runs in legs (design-notes "Finishing an upload"): blocking
+ * ones on the job pool (checksum, fsync, recording, placement) or the scan
+ * queue (the scan), and the accept hook and the publish on the loop itself.
+ * Between legs the connection stays in_job: it is not read and not freed,
+ * and the upload's spool fds (its one-writer lock) stay held. leg_run does
+ * every blocking step that is due; leg_done decides where the upload goes
+ * next. */
+static void leg_run(struct job *j)
 {
     struct conn *c = container_of(j, struct conn, job);
-    if (c->up.phase == UPLOAD_SEALED) {
-        upload_scan_place(&c->up, &c->w->store, &c->w->policy);
-        return;
+    struct worker *w = c->w;
+    struct upload *u = &c->up;
+    if (c->step) {
+        /* The outcome of the hook or the publish, recorded. */
+        unsigned step = c->step;
+        c->step = 0;
+        if (upload_step_done(u, &w->store, step, c->step_ok,
+                             step == RECORD_HOOKED ? "accept hook failed" : "publish failed"))
+            return;
     }
-    c->job_err.code = 0;
-    int rc = upload_seal_sync(&c->up, &c->w->store, &c->job_err);
-    if (rc < 0 && !c->job_err.code) c->job_err.code = 500;
-    if (rc == 0 && !c->w->scan) upload_scan_place(&c->up, &c->w->store, &c->w->policy);
+    if (u->phase == UPLOAD_RECEIVING) {
+        c->job_err.code = 0;
+        int rc = upload_seal_sync(u, &w->store, &c->job_err);
+        if (rc < 0 && !c->job_err.code) c->job_err.code = 500;
+        if (rc != 0) return;
+    }
+    if (u->phase != UPLOAD_SEALED) return;
+    if (!(u->steps & RECORD_SCANNED)) {
+        if (w->scan && !c->on_scan_queue) return; /* the scan queue's, next */
+        if (upload_scan_step(u, &w->store, &w->policy)) return;
+    }
+    if (upload_next(u, &w->policy) == NEXT_PLACE) upload_place_step(u, &w->store, &w->policy);
 }
 
 static enum metrics_verdict mverdict(enum upload_verdict v)
@@ -428,13 +453,162 @@ static enum metrics_verdict mverdict(enum upload_verdict v)
     }
 }
 
-static void finalize_done(struct job *j)
+static void leg_submit(struct conn *c, bool scan_queue)
+{
+    c->in_job = true;
+    c->on_scan_queue = scan_queue;
+    c->job.run = leg_run;
+    c->job.done = leg_done;
+    if (scan_queue)
+        scan_submit(c->w->scan, &c->job);
+    else
+        jobs_submit(c->w->jobs, &c->job);
+}
+
+/* --- the accept hook -------------------------------------------------------------- */
+
+/* The hook's one line: the STATUS the client will hear if it succeeds, plus
+ * where the file is and who sent it. */
+static char *hook_input(struct conn *c, size_t *len)
+{
+    struct upload *u = &c->up;
+    enum upload_verdict keep = u->verdict;
+    u->verdict = u->scanned;
+    if (u->scanned == VERDICT_ERROR && !u->reason[0])
+        snprintf(u->reason, sizeof u->reason, "scan failed");
+    size_t n;
+    char *status = message_status(u, &n);
+    u->verdict = keep;
+    cJSON *o = status ? cJSON_ParseWithLength(status, n) : NULL;
+    free(status);
+    if (!o) return NULL;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s.part", c->w->cfg->spool_dir, u->id);
+    message_json_add(o, "path", path, strlen(path), NULL);
+    message_json_add(o, "remote", c->remote, strlen(c->remote), NULL);
+    cJSON_AddStringToObject(o, "transport", c->t->kind == MT_TCP ? "tcp" : "ws");
+    message_json_add(o, "node", c->w->cfg->node_name, strlen(c->w->cfg->node_name), NULL);
+    char *json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!json) return NULL;
+    n = strlen(json);
+    char *line = realloc(json, n + 2);
+    if (!line) {
+        free(json);
+        return NULL;
+    }
+    line[n] = '\n';
+    line[n + 1] = '\0';
+    *len = n + 1;
+    return line;
+}
+
+static void hook_done(struct hook_run *h, bool ok, const char *reason)
+{
+    struct conn *c = container_of(h, struct conn, hook);
+    if (!ok)
+        log_error("upload %s (%s): accept hook failed: %s; kept in the spool (verdict error; "
+                  "a re-query runs the hook again)",
+                  c->up.id, c->up.logname, reason);
+    else
+        log_debug("upload %s: accept hook succeeded", c->up.id);
+    c->step = RECORD_HOOKED;
+    c->step_ok = ok;
+    leg_submit(c, false);
+}
+
+static void start_hook(struct conn *c)
+{
+    struct hook_run *h = &c->hook;
+    memset(h, 0, sizeof *h);
+    snprintf(h->id, sizeof h->id, "%s", c->up.id);
+    h->done = hook_done;
+    h->input = hook_input(c, &h->input_len);
+    if (!h->input) {
+        log_error("upload %s: out of memory for its accept hook's input", c->up.id);
+        c->step = RECORD_HOOKED;
+        c->step_ok = false;
+        leg_submit(c, false);
+        return;
+    }
+    hooks_submit(c->w->hooks, h);
+}
+
+/* --- publish ---------------------------------------------------------------------- */
+
+/* The event: the access log object the upload gets (code 200: what its line
+ * says when the client hears STATUS) plus the node. */
+static char *event_json(struct conn *c, int code, size_t *len)
+{
+    cJSON *o = access_object(c, code, NULL);
+    if (!o) return NULL;
+    message_json_add(o, "node", c->w->cfg->node_name, strlen(c->w->cfg->node_name), NULL);
+    char *json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (json) *len = strlen(json);
+    return json;
+}
+
+static void publish_done(struct publish_req *p, bool ok, const char *reason)
+{
+    struct conn *c = container_of(p, struct conn, pub);
+    if (!ok)
+        log_error("upload %s (%s): publish failed: %s; kept in the spool (verdict error; a "
+                  "re-query publishes again)",
+                  c->up.id, c->up.logname, reason);
+    c->step = RECORD_PUBLISHED;
+    c->step_ok = ok;
+    leg_submit(c, false);
+}
+
+static void start_publish(struct conn *c)
+{
+    struct upload *u = &c->up;
+    enum upload_verdict keep = u->verdict;
+    u->verdict = u->scanned;
+    size_t n = 0;
+    char *json = event_json(c, 200, &n);
+    u->verdict = keep;
+    memset(&c->pub, 0, sizeof c->pub);
+    c->pub.done = publish_done;
+    publish_submit(c->w->pub, &c->pub, u->id, upload_verdict_name(u->scanned), json, n);
+}
+
+/* Infected and error verdicts: announced without holding up STATUS. */
+static void publish_after(struct conn *c, int code)
+{
+    struct upload *u = &c->up;
+    if (!c->w->pub || u->verdict == VERDICT_NONE) return;
+    if (u->verdict == VERDICT_CLEAN || u->verdict == VERDICT_UNSCANNED) return; /* before STATUS */
+    if (strcmp(u->reason, "publish failed") == 0) return; /* never itself published */
+    if (u->verdict == VERDICT_ERROR && (u->steps & RECORD_PLACED)) return; /* a scan error let through: published as it passed */
+    size_t n = 0;
+    char *json = event_json(c, code, &n);
+    publish_async(c->w->pub, u->id, upload_verdict_name(u->verdict), json, n);
+}
+
+static void leg_done(struct job *j)
 {
     struct conn *c = container_of(j, struct conn, job);
     struct worker *w = c->w;
-    if (!c->job_err.code && c->up.phase == UPLOAD_SEALED) {
-        scan_submit(w->scan, j); /* still in_job, client there or not */
-        return;
+    struct upload *u = &c->up;
+    if (!c->job_err.code && u->phase == UPLOAD_SEALED) {
+        /* Still being finished: the next leg, client there or not. */
+        if (!(u->steps & RECORD_SCANNED)) {
+            leg_submit(c, true);
+            return;
+        }
+        switch (upload_next(u, &w->policy)) {
+        case NEXT_HOOK:
+            start_hook(c);
+            return;
+        case NEXT_PUBLISH:
+            start_publish(c);
+            return;
+        case NEXT_PLACE:
+            leg_submit(c, false);
+            return;
+        }
     }
     c->in_job = false;
     if (c->job_err.code) {
@@ -447,26 +621,26 @@ static void finalize_done(struct job *j)
         conn_fail_with(c, &c->job_err);
         return;
     }
-    metrics_upload(w->mslot, c->t->kind, mverdict(c->up.verdict));
+    metrics_upload(w->mslot, c->t->kind, mverdict(u->verdict));
     if (c->state == CONN_CLOSED) {
         /* The client went away while we finished: the upload is done all
          * the same (its line has verdict and stored_as); 499 says the client
          * never heard its STATUS. */
-        log_info("upload %s (%s): finished as %s after its client had gone", c->up.id,
-                 c->up.logname, upload_verdict_name(c->up.verdict));
+        log_info("upload %s (%s): finished as %s after its client had gone", u->id,
+                 u->logname, upload_verdict_name(u->verdict));
         conn_log_access(c, 499, NULL);
+        publish_after(c, 499);
         conn_park(c);
         return;
     }
+    publish_after(c, 200);
     session_send_status(c);
 }
 
 static void start_finalize(struct conn *c)
 {
-    c->in_job = true;
-    c->job.run = finalize_run;
-    c->job.done = finalize_done;
-    jobs_submit(c->w->jobs, &c->job);
+    c->step = 0;
+    leg_submit(c, false);
 }
 
 void conn_complete_upload(struct conn *c)

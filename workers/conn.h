@@ -13,7 +13,9 @@
 #define INTAKE_CONN_H
 
 #include "config.h"
+#include "hook.h"
 #include "jobs.h"
+#include "publish.h"
 #include "metrics.h"
 #include "upload.h"
 
@@ -90,6 +92,13 @@ struct conn {
     uint64_t hash_to;    /* what the running hash job covers */
     bool hash_failed;    /* the last hash job could not read or hash */
     struct upload_error job_err;
+    /* Finishing, the legs on the loop (hook.c, publish.c): their outcome,
+     * recorded by the next job. */
+    struct hook_run hook;
+    struct publish_req pub;
+    unsigned step; /* RECORD_HOOKED or RECORD_PUBLISHED to record; 0: none */
+    bool step_ok;
+    bool on_scan_queue; /* the job runs on the scan queue's threads */
     int abort_code;   /* the upload failed while a job held it */
     bool logged;      /* the current upload has its access log line */
     unsigned uploads; /* finished on this connection */

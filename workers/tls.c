@@ -62,7 +62,7 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
 
 static int readable(const char *what, const char *path, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "re");
     if (!f) {
         snprintf(err, errlen, "%s %s: cannot open: %s", what, path, strerror(errno));
         return -1;

@@ -4,7 +4,9 @@
 
 #include "conn.h"
 #include "container.h"
+#include "hook.h"
 #include "jobs.h"
+#include "publish.h"
 #include "log.h"
 #include "proctitle.h"
 #include "scan.h"
@@ -31,6 +33,8 @@
  * round trips have the scan queue's threads (scan.h). */
 #define JOB_THREADS 4
 #define SCAN_THREADS 4
+/* Accept hooks running at once per worker; more wait in a queue. */
+#define HOOKS_PER_WORKER 16
 
 static void set_accepting(struct worker *w, bool on)
 {
@@ -167,7 +171,8 @@ static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
 static bool worker_idle(const struct worker *w)
 {
     return w->n_conns == 0 && jobs_pending(w->jobs) == 0 &&
-           (!w->scan || scan_pending(w->scan) == 0);
+           (!w->scan || scan_pending(w->scan) == 0) && hooks_pending(w->hooks) == 0 &&
+           publish_pending(w->pub) == 0;
 }
 
 void worker_conn_closed(struct worker *w)
@@ -310,6 +315,9 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     }
     w->policy.scan_fail_accept = cfg->scan_fail == SCAN_FAIL_ACCEPT;
     w->policy.infected_delete = cfg->on_infected == ON_INFECTED_DELETE;
+    w->policy.hook = cfg->accept_hook != NULL;
+    w->policy.publish = cfg->publish_urls != NULL;
+    w->policy.accept_off = cfg->accept_dir == NULL;
     w->rbuf_size = READ_BUFFER_SIZE;
     w->rbuf = malloc(w->rbuf_size);
     /* One pipe per worker: each splice round empties it before the next. */
@@ -322,7 +330,15 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     }
     w->jobs = jobs_start(w->loop, JOB_THREADS);
     if (w->policy.scan && scan_start(&sc, w->loop, SCAN_THREADS) == 0) w->scan = &sc;
-    if (!w->rbuf || !w->jobs || (w->policy.scan && !w->scan)) {
+    /* Delivery: after the fork, so each worker has its own NATS connection. */
+    if (cfg->accept_hook)
+        w->hooks = hooks_start(w->loop, cfg->accept_hook, cfg->hook_timeout_ms, HOOKS_PER_WORKER,
+                               w->mslot);
+    if (cfg->publish_urls)
+        w->pub = publish_start(w->loop, cfg->publish_urls, cfg->publish_subject,
+                               cfg->hook_timeout_ms, w->mslot);
+    if (!w->rbuf || !w->jobs || (w->policy.scan && !w->scan) || (cfg->accept_hook && !w->hooks) ||
+        (cfg->publish_urls && !w->pub)) {
         log_error("out of memory at start");
         _exit(2);
     }
@@ -356,6 +372,8 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     log_info("started");
     ev_run(w->loop, 0);
     worker_on_reap(w->loop, &w->reaper, 0);
+    hooks_kill_all(w->hooks);
+    publish_stop(w->pub, 2000);
     log_info("exiting");
     _exit(0);
 }

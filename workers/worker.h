@@ -22,6 +22,8 @@ struct listener {
 struct conn;
 struct jobs;
 struct scan_client;
+struct hooks;
+struct publisher;
 
 struct worker {
     struct ev_loop *loop;
@@ -30,6 +32,8 @@ struct worker {
     struct store store;
     struct jobs *jobs;        /* hashing, fsync, placement */
     struct scan_client *scan; /* NULL: scanner off; owns the scan queue */
+    struct hooks *hooks;      /* NULL: no accept_hook */
+    struct publisher *pub;    /* NULL: publish off */
     struct upload_limits limits;
     struct upload_policy policy;
     struct metrics *metrics;    /* shared with the master and the other workers */

@@ -320,6 +320,38 @@ static void test_files(void)
     c = load("", bad_ov2, 1, err, sizeof err);
     CHECK(c == NULL && strstr(err, "unknown directive"));
 
+    /* Delivery. */
+    c = load("accept_hook hooks/ship \"two words\" x\nhook_timeout 5s\naccept_dir off\n"
+             "publish nats://a:4222,nats://b:4223 uploads.done\nnode_name gw-1\n",
+             NULL, 0, err, sizeof err);
+    CHECK_MSG(c != NULL, "%s", err);
+    if (c) {
+        CHECK(c->n_accept_hook == 3 && c->accept_hook[3] == NULL);
+        CHECK_STR(c->accept_hook[0], "/base/hooks/ship");
+        CHECK_STR(c->accept_hook[1], "two words");
+        CHECK(c->hook_timeout_ms == 5000 && c->accept_dir == NULL);
+        CHECK_STR(c->publish_urls, "nats://a:4222,nats://b:4223");
+        CHECK_STR(c->publish_subject, "uploads.done");
+        CHECK_STR(c->node_name, "gw-1");
+    }
+    config_free(c);
+    c = load("accept_hook rclone-copy dav:x\n", NULL, 0, err, sizeof err);
+    CHECK(c && strcmp(c->accept_hook[0], "rclone-copy") == 0); /* from PATH */
+    CHECK(c && c->hook_timeout_ms == 60000 && c->publish_urls == NULL && c->node_name[0]);
+    config_free(c);
+    expect_error("accept_dir off\n", 1, "needs accept_hook");
+    expect_error("accept_hook /h\naccept_dir off\nscan_fail accept\n", 2, "cannot be combined");
+    expect_error("accept_hook\n", 1, "needs a program");
+    expect_error("hook_timeout 10ms\n", 1, "at least 100 ms");
+    expect_error("publish nats://a:4222\n", 1, "server list and a subject");
+    expect_error("publish http://a:4222 s\n", 1, "invalid NATS server");
+    expect_error("publish nats://a s\n", 1, "invalid NATS server");
+    expect_error("publish nats://a:99999 s\n", 1, "invalid NATS server");
+    expect_error("publish nats://a:1 up.*\n", 1, "invalid publish subject");
+    expect_error("publish nats://a:1 up..x\n", 1, "invalid publish subject");
+    expect_error("node_name \"a b\"\n", 1, "node_name may hold only");
+    c = load("accept_hook /h\nresume_timeout 100s\nhook_timeout 60s\n", NULL, 0, err, sizeof err);
+    CHECK(c == NULL && strstr(err, "twice hook_timeout"));
     expect_error("workers 2\n\nbogus 1\n", 3, "unknown directive \"bogus\"");
     expect_error("workers 0\n", 1, "invalid workers");
     expect_error("workers two\n", 1, "invalid workers");

@@ -36,6 +36,11 @@ int main(void)
     metrics_scan(a, 3000);                  /* 3 ms: the 0.005 bucket */
     metrics_scan(b, 700000);                /* 0.7 s: the 1 s bucket */
     metrics_scan(b, 99000000);              /* 99 s: only +Inf */
+    metrics_hook(a, MH_OK, 8000);           /* 8 ms: the 0.01 bucket */
+    metrics_hook(b, MH_TIMEOUT, 60000000);  /* 60 s: only +Inf */
+    metrics_publish(a, MP_ACKED);
+    metrics_publish(b, MP_ACKED);
+    metrics_publish(b, MP_FAILED);
     metrics_resume(a, MT_TCP);
     metrics_resume(b, MT_TCP);
     metrics_requery(b, MT_WS);
@@ -63,11 +68,24 @@ int main(void)
     CHECK(value(buf, "intake_scan_duration_seconds_count") == 3);
     CHECK(strstr(buf, "intake_scan_duration_seconds_sum 99.703000\n") != NULL);
     CHECK(value(buf, "intake_workers") == 2);
+    CHECK(value(buf, "intake_hook_runs_total{result=\"ok\"}") == 1);
+    CHECK(value(buf, "intake_hook_runs_total{result=\"failed\"}") == 0);
+    CHECK(value(buf, "intake_hook_runs_total{result=\"timeout\"}") == 1);
+    CHECK(value(buf, "intake_hook_duration_seconds_bucket{le=\"0.01\"}") == 1);
+    CHECK(value(buf, "intake_hook_duration_seconds_bucket{le=\"+Inf\"}") == 2);
+    CHECK(value(buf, "intake_hook_duration_seconds_count") == 2);
+    CHECK(strstr(buf, "intake_hook_duration_seconds_sum 60.008000\n") != NULL);
+    CHECK(value(buf, "intake_publishes_total{result=\"acked\"}") == 2);
+    CHECK(value(buf, "intake_publishes_total{result=\"failed\"}") == 1);
+    CHECK(value(buf, "intake_publishes_total{result=\"dropped\"}") == 0);
     const char *types[] = {"intake_uploads_total counter",
                            "intake_received_bytes_total counter",
                            "intake_connections gauge",
                            "intake_errors_total counter",
                            "intake_scan_duration_seconds histogram",
+                           "intake_hook_runs_total counter",
+                           "intake_hook_duration_seconds histogram",
+                           "intake_publishes_total counter",
                            "intake_workers gauge"};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
         char want[128];

@@ -36,7 +36,8 @@ static bool same(const struct record *a, const struct record *b)
            strcmp(a->boot, b->boot) == 0 && a->durable == b->durable && a->steps == b->steps &&
            (!(a->steps & RECORD_HASHED) || memcmp(a->digest, b->digest, 32) == 0) &&
            a->verdict == b->verdict && strcmp(a->virus, b->virus) == 0 &&
-           strcmp(a->reason, b->reason) == 0 && strcmp(a->stored, b->stored) == 0;
+           strcmp(a->reason, b->reason) == 0 && strcmp(a->stored, b->stored) == 0 &&
+           strcmp(a->name, b->name) == 0;
 }
 
 static void round_trips(void)
@@ -44,7 +45,7 @@ static void round_trips(void)
     struct record r, back;
     char buf[RECORD_MAX];
     sample(&r);
-    struct record variants[6];
+    struct record variants[9];
     variants[0] = r; /* receiving */
     variants[1] = r;
     variants[1].has_want = false;
@@ -67,6 +68,18 @@ static void round_trips(void)
     variants[5].steps |= RECORD_SCANNED;
     variants[5].verdict = RV_UNSCANNED;
     snprintf(variants[5].reason, sizeof variants[5].reason, "cannot store the file");
+    variants[6] = variants[2]; /* named before its hook, and the hook failed */
+    variants[6].steps |= RECORD_SCANNED;
+    variants[6].verdict = RV_CLEAN;
+    snprintf(variants[6].name, sizeof variants[6].name, "a-2.txt");
+    snprintf(variants[6].reason, sizeof variants[6].reason, "accept hook failed");
+    variants[7] = variants[6]; /* hooked, the publish failed */
+    variants[7].steps |= RECORD_HOOKED;
+    snprintf(variants[7].reason, sizeof variants[7].reason, "publish failed");
+    variants[8] = variants[7]; /* hooked, published, placed under its name */
+    variants[8].steps |= RECORD_PUBLISHED | RECORD_PLACED;
+    variants[8].reason[0] = '\0';
+    snprintf(variants[8].stored, sizeof variants[8].stored, "a-2.txt");
     for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
         int n = record_format(&variants[i], buf, sizeof buf);
         CHECK_MSG(n > 0, "variant %zu formats", i);
@@ -146,6 +159,26 @@ static void hostile(void)
         {"durable 0\nsteps\nreason 4G\nend\n", -1},
         {"durable 0\nsteps\nreason 4A\nend\n", -1},      /* uppercase hex */
         {"durable 0\nsteps\nsha256 ab\nend\n", -1},
+        /* Delivery steps: hooked, published, the name chosen before them. */
+        {"durable 10\nsteps received hashed synced scanned hooked published placed\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict clean\nstored 61\nname 61\nend\n", 0},
+        {"durable 10\nsteps received hashed synced scanned hooked\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict unscanned\nreason 78\nname 61\nend\n", 0},
+        {"durable 10\nsteps received hashed synced hooked\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nend\n", -1}, /* hooked without a verdict */
+        {"durable 10\nsteps received hashed synced published\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nend\n", -1}, /* published without a verdict */
+        {"durable 10\nsteps received hashed synced scanned published hooked\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict clean\nend\n", -1}, /* out of order */
+        {"durable 10\nsteps received hashed synced scanned hooked\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict infected\nvirus 41\nend\n", -1}, /* an infected file is never hooked */
+        {"durable 10\nsteps received hashed synced scanned\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict infected\nvirus 41\nname 61\nend\n", -1}, /* nor named early */
+        {"durable 10\nsteps received hashed synced scanned placed\ndigest "
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict clean\nstored 61\nname 62\nend\n", -1}, /* placed under another name */
+        {"durable 0\nsteps\nname \nend\n", -1},
+        {"durable 0\nsteps\nname 00\nend\n", -1},
+        {"durable 0\nsteps\nname 61\nname 61\nend\n", -1},
         {"durable 0\nsteps\nend\n\n", -1},
         {"durable\nsteps\nend\n", -1},
         {"durable 0\nsteps\0\nend\n", -1},

@@ -1,0 +1,369 @@
+"""The accept hook (accept_hook, hook_timeout, accept_dir off): run for a file
+that passed, before STATUS, with one JSON line on stdin; exit 0 places it,
+anything else is verdict error with the file kept and a re-query running the
+hook again. Real hooks (small scripts), the real daemon, real clients."""
+import hashlib
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import EICAR, INTAKED, ROOT, alive, free_port, sha256, wait_for
+
+PY = "/usr/bin/python3"
+
+# A hook in Python: records its input, its descriptors and its process group
+# in DIR/<n>.json, writes to stdout and stderr, and does what DIR/exit says
+# (an exit status, or "sleep" to hang with a child in its group, or "wait"
+# to wait for DIR/release).
+HOOK = r'''
+import json, os, sys, time, subprocess
+d = sys.argv[1]
+line = sys.stdin.buffer.read()
+fds = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        fds[fd] = os.readlink("/proc/self/fd/" + fd)
+    except OSError:
+        pass
+msg = json.loads(line)
+data = open(msg["path"], "rb").read()
+rec = {"input": line.decode(), "fds": fds, "pgid": os.getpgid(0), "pid": os.getpid(),
+       "sha256_of_path": __import__("hashlib").sha256(data).hexdigest(),
+       "argv": sys.argv[2:],
+       "sigblk": [l.split()[1] for l in open("/proc/self/status") if l.startswith("SigBlk")][0]}
+name = os.path.join(d, "%020d-%d" % (time.time_ns(), os.getpid()))
+with open(name + ".tmp", "w") as f:
+    json.dump(rec, f)
+os.rename(name + ".tmp", name + ".json")  # whole, or not there
+print("hook saw", msg["filename"], "\x1b[31mred")
+print("to stderr", file=sys.stderr)
+sys.stdout.flush()
+what = open(os.path.join(d, "exit")).read().strip() if os.path.exists(os.path.join(d, "exit")) else "0"
+if msg["filename"].startswith("slow"):
+    while not os.path.exists(os.path.join(d, "release")):
+        time.sleep(0.02)
+if what == "sleep":
+    child = subprocess.Popen(["sleep", "300"])
+    with open(os.path.join(d, "pids"), "w") as f:
+        f.write("%d %d\n" % (os.getpid(), child.pid))
+    time.sleep(300)
+sys.exit(int(what))
+'''
+
+
+@pytest.fixture
+def hook(tmp_path):
+    d = tmp_path / "hookrun"
+    d.mkdir()
+    script = tmp_path / "hook.py"
+    script.write_text(HOOK)
+    return {"dir": str(d), "directive": "%s %s %s extra-arg" % (PY, script, d)}
+
+
+def runs(d):
+    return [json.load(open(os.path.join(d, f))) for f in sorted(os.listdir(d)) if f.endswith(".json")]
+
+
+def set_exit(d, what):
+    with open(os.path.join(d, "exit"), "w") as f:
+        f.write(what)
+
+
+def requery(client_factory, port, name, data, upload_id):
+    c = client_factory(port)
+    c.start(name, len(data), id=upload_id)
+    return c.line()
+
+
+def test_hook_gets_the_status_line_and_only_three_descriptors(daemon_factory, client_factory, hook):
+    d = daemon_factory(accept_hook=hook["directive"], node_name="gw-1")
+    data = b"hello hook\n" * 100
+    ready, status = client_factory(d.tcp_port).upload("report.txt", data)
+    assert status["verdict"] == "unscanned" and status["stored_as"] == "report.txt"
+    assert d.accepted() == ["report.txt"]
+    [run] = runs(hook["dir"])
+    msg = json.loads(run["input"])
+    assert run["input"].endswith("\n") and run["input"].count("\n") == 1
+    # The STATUS the client heard, plus path, remote, transport, node.
+    for k in ("type", "id", "filename", "stored_as", "size", "sha256", "verdict", "virus", "status"):
+        assert msg[k] == status[k], k
+    assert msg["path"] == os.path.join(d.spool_dir, status["id"] + ".part")
+    assert run["sha256_of_path"] == sha256(data)  # readable, complete
+    assert msg["remote"] == "127.0.0.1" and msg["transport"] == "tcp" and msg["node"] == "gw-1"
+    assert run["argv"] == ["extra-arg"]
+    # Only 0, 1, 2 (and the directory listing's own descriptor).
+    others = {fd: t for fd, t in run["fds"].items() if fd not in ("0", "1", "2")}
+    assert all(t.startswith("/proc/") for t in others.values()), run["fds"]
+    assert len(others) <= 1, run["fds"]
+    assert run["fds"]["0"].startswith("pipe:") and run["fds"]["1"].startswith("pipe:")
+    # Its own process group, no signal blocked.
+    assert run["pgid"] == run["pid"]
+    assert int(run["sigblk"], 16) == 0
+    # Its output in the error log with the upload id, escaped.
+    logs = wait_for(lambda: (lambda t: t if "accept hook stderr" in t else None)(d.logs()),
+                    what="the hook's output in the log")
+    assert "upload %s: accept hook stdout: hook saw report.txt \\x1b[31mred" % status["id"] in logs
+    assert "upload %s: accept hook stderr: to stderr" % status["id"] in logs
+    assert "\x1b" not in logs
+
+
+def test_hook_sees_websocket_transport(daemon_factory, hook):
+    import asyncio
+    import websockets
+    d = daemon_factory(accept_hook=hook["directive"])
+
+    async def go():
+        async with websockets.connect("ws://127.0.0.1:%d/" % d.ws_port) as ws:
+            await ws.send(json.dumps({"type": "START", "filename": "w.bin", "size": 3}))
+            await ws.recv()
+            await ws.send(b"abc")
+            await ws.recv()
+            await ws.send(json.dumps({"type": "DONE"}))
+            return json.loads(await ws.recv())
+    status = asyncio.run(go())
+    assert status["type"] == "STATUS" and status["verdict"] == "unscanned"
+    assert json.loads(runs(hook["dir"])[0]["input"])["transport"] == "ws"
+
+
+def test_failed_hook_keeps_the_file_and_a_requery_runs_it_again_once(daemon_factory, client_factory,
+                                                                     hook):
+    d = daemon_factory(accept_hook=hook["directive"])
+    set_exit(hook["dir"], "3")
+    data = b"x" * 5000
+    _, status = client_factory(d.tcp_port).upload("a.txt", data)
+    assert status["verdict"] == "error"
+    assert status["status"] == "./a.txt: accept hook failed ERROR"
+    assert status["stored_as"] is None
+    assert d.accepted() == []
+    assert status["id"] + ".part" in d.spooled()
+    assert "exited with status 3" in d.logs()
+    # Meanwhile another upload of the same name takes the next name: the
+    # failed one's name stays promised to it.
+    set_exit(hook["dir"], "0")
+    _, other = client_factory(d.tcp_port).upload("a.txt", b"other")
+    assert other["verdict"] == "unscanned" and other["stored_as"] == "a-1.txt"
+    # The re-query runs the hook again, which now succeeds.
+    again = requery(client_factory, d.tcp_port, "a.txt", data, status["id"])
+    assert again["type"] == "STATUS" and again["verdict"] == "unscanned"
+    assert again["stored_as"] == "a.txt"
+    with open(os.path.join(d.accept_dir, "a.txt"), "rb") as f:
+        assert f.read() == data
+    names = [json.loads(r["input"])["stored_as"] for r in runs(hook["dir"])]
+    assert names == ["a.txt", "a-1.txt", "a.txt"]  # the same name both times
+    # Asked once more: the same answer, and the hook does not run again.
+    third = requery(client_factory, d.tcp_port, "a.txt", data, status["id"])
+    assert third == again
+    assert len(runs(hook["dir"])) == 3
+    assert not [f for f in d.spooled() if f.endswith(".part")]
+
+
+def test_hook_timeout_kills_its_process_group(daemon_factory, client_factory, hook):
+    d = daemon_factory(accept_hook=hook["directive"], hook_timeout="1s")
+    set_exit(hook["dir"], "sleep")
+    _, status = client_factory(d.tcp_port).upload("t.txt", b"tick")
+    assert status["verdict"] == "error"
+    assert status["status"] == "./t.txt: accept hook failed ERROR"
+    pids = [int(x) for x in open(os.path.join(hook["dir"], "pids")).read().split()]
+    # The hook and the child it left in its group: both gone, no orphan.
+    wait_for(lambda: not any(alive(p) for p in pids), what="the hook's group to be killed")
+    assert "timed out after 1000 ms (killed with its process group)" in d.logs()
+    assert d.accepted() == []
+
+
+def test_unstartable_hook_is_an_error(daemon_factory, client_factory, tmp_path):
+    d = daemon_factory(accept_hook=str(tmp_path / "no-such-hook"))
+    _, status = client_factory(d.tcp_port).upload("n.txt", b"n")
+    assert status["verdict"] == "error" and "accept hook failed" in status["status"]
+    assert "cannot start the accept hook" in d.logs()
+
+
+def test_slow_hook_delays_no_other_upload(daemon_factory, client_factory, hook):
+    d = daemon_factory(accept_hook=hook["directive"], workers=1)
+    slow = client_factory(d.tcp_port)
+    slow.start("slow.txt", 4)
+    slow.send(b"slow")
+    assert slow.line()["type"] == "READY"
+    wait_for(lambda: runs(hook["dir"]), what="the slow hook to start")
+    # The slow hook waits for "release"; others finish meanwhile, on the
+    # same worker, each with a name of its own.
+    statuses = [client_factory(d.tcp_port).upload("f.txt", b"fast")[1]
+                for _ in range(3)]
+    assert [s["stored_as"] for s in statuses] == ["f.txt", "f-1.txt", "f-2.txt"]
+    assert all(s["verdict"] == "unscanned" for s in statuses)
+    open(os.path.join(hook["dir"], "release"), "w").close()
+    status = slow.line()
+    assert status["verdict"] == "unscanned" and status["stored_as"] == "slow.txt"
+
+
+def test_concurrent_same_name_uploads_get_distinct_names(daemon_factory, client_factory, hook):
+    d = daemon_factory(accept_hook=hook["directive"], workers=2)
+    clients = [client_factory(d.tcp_port) for _ in range(6)]
+    for i, c in enumerate(clients):
+        c.start("slow.txt", 2)
+        c.send(b"%02d" % i)
+        assert c.line()["type"] == "READY"
+    wait_for(lambda: len(runs(hook["dir"])) == 6, what="six hooks running at once")
+    told = sorted(json.loads(r["input"])["stored_as"] for r in runs(hook["dir"]))
+    assert told == ["slow-%d.txt" % i for i in range(1, 6)] + ["slow.txt"]
+    open(os.path.join(hook["dir"], "release"), "w").close()
+    statuses = [c.line() for c in clients]
+    assert sorted(s["stored_as"] for s in statuses) == told
+    for s in statuses:  # each under the name its hook was told
+        run = [r for r in runs(hook["dir"]) if json.loads(r["input"])["id"] == s["id"]][0]
+        assert json.loads(run["input"])["stored_as"] == s["stored_as"]
+    assert d.accepted() == told
+    assert os.listdir(os.path.join(d.spool_dir, ".names")) == []
+
+
+def test_accept_dir_off_removes_the_file_after_the_hook(daemon_factory, client_factory, hook):
+    d = daemon_factory(accept_hook=hook["directive"], accept_dir="off")
+    _, status = client_factory(d.tcp_port).upload("gone.txt", b"delivered elsewhere")
+    assert status["verdict"] == "unscanned" and status["stored_as"] is None
+    msg = json.loads(runs(hook["dir"])[0]["input"])
+    assert msg["stored_as"] is None
+    assert not [f for f in d.spooled() if f.endswith(".part")]
+    assert "removed from the spool (accept_dir off)" in d.logs()
+    # A failed hook keeps it, as ever.
+    set_exit(hook["dir"], "1")
+    _, st2 = client_factory(d.tcp_port).upload("kept.txt", b"kept")
+    assert st2["verdict"] == "error" and st2["id"] + ".part" in d.spooled()
+
+
+def check_config(tmp_path, lines):
+    conf = tmp_path / "check.conf"
+    conf.write_text("\n".join(lines) + "\nscanner off\n")
+    return subprocess.run([INTAKED, "-t", "-c", str(conf)], capture_output=True, text=True)
+
+
+def test_config_rules(tmp_path):
+    r = check_config(tmp_path, ["accept_dir off"])
+    assert r.returncode != 0 and "needs accept_hook" in r.stderr and "check.conf:1" in r.stderr
+    r = check_config(tmp_path, ["accept_dir off", "accept_hook /bin/true", "scan_fail accept"])
+    assert r.returncode != 0 and "cannot be combined" in r.stderr
+    r = check_config(tmp_path, ["accept_dir off", "accept_hook /bin/true"])
+    assert r.returncode == 0, r.stderr
+    r = check_config(tmp_path, ["accept_hook /bin/true", "hook_timeout 5x"])
+    assert r.returncode != 0 and "hook_timeout" in r.stderr
+
+
+def test_infected_file_is_never_hooked(daemon_factory, client_factory, hook):
+    d = daemon_factory(start=False, accept_hook=hook["directive"])
+    d.scanning().start()
+    _, status = client_factory(d.tcp_port).upload("eicar.com", EICAR)
+    assert status["verdict"] == "infected"
+    _, clean = client_factory(d.tcp_port).upload("fine.txt", b"fine")
+    assert clean["verdict"] == "clean"
+    inputs = [json.loads(r["input"]) for r in runs(hook["dir"])]
+    assert [m["filename"] for m in inputs] == ["fine.txt"]
+    assert inputs[0]["verdict"] == "clean" and inputs[0]["status"] == "./fine.txt: OK"
+
+
+def test_hook_metrics(daemon_factory, client_factory, hook):
+    import urllib.request
+    d = daemon_factory(accept_hook=hook["directive"])
+    client_factory(d.tcp_port).upload("m.txt", b"m")
+    set_exit(hook["dir"], "2")
+    client_factory(d.tcp_port).upload("m.txt", b"m")
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.ws_port, timeout=5) as r:
+        text = r.read().decode()
+    assert 'intake_hook_runs_total{result="ok"} 1' in text
+    assert 'intake_hook_runs_total{result="failed"} 1' in text
+    assert "intake_hook_duration_seconds_count 2" in text
+
+
+# --- the sample hooks ------------------------------------------------------------------------
+
+
+def test_rclone_sample_ships_to_webdav(daemon_factory, client_factory, tmp_path):
+    store = tmp_path / "webdav"
+    store.mkdir()
+    port = free_port()
+    srv = subprocess.Popen(["rclone", "serve", "webdav", str(store), "--addr", "127.0.0.1:%d" % port],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 15, what="rclone serve webdav")
+        os.environ["RCLONE_CONFIG_DAV_TYPE"] = "webdav"
+        os.environ["RCLONE_CONFIG_DAV_URL"] = "http://127.0.0.1:%d" % port
+        os.environ["RCLONE_CONFIG"] = str(tmp_path / "rclone.conf")  # none: env only
+        try:
+            d = daemon_factory(accept_hook="%s dav:inbox" % os.path.join(ROOT, "etc/hooks/rclone-copy"))
+        finally:
+            for k in ("RCLONE_CONFIG_DAV_TYPE", "RCLONE_CONFIG_DAV_URL", "RCLONE_CONFIG"):
+                del os.environ[k]
+        data = os.urandom(200000)
+        _, status = client_factory(d.tcp_port).upload("photo one.jpg", data)
+        assert status["verdict"] == "unscanned", d.logs()[-2000:]
+        with open(store / "inbox" / "photo one.jpg", "rb") as f:
+            assert f.read() == data
+        assert d.accepted() == ["photo one.jpg"]
+        # The store going away fails the hook: the file is kept.
+        srv.terminate()
+        srv.wait(10)
+        _, status = client_factory(d.tcp_port).upload("second.jpg", b"2")
+        assert status["verdict"] == "error" and "accept hook failed" in status["status"]
+        assert d.accepted() == ["photo one.jpg"]
+    finally:
+        if srv.poll() is None:
+            os.killpg(srv.pid, signal.SIGKILL)
+            srv.wait()
+
+
+def test_curl_sample_posts_the_line(daemon_factory, client_factory):
+    got = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append((self.path, self.headers.get("Content-Type"),
+                        self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204 if len(got) == 1 else 500)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = "http://127.0.0.1:%d/in" % srv.server_address[1]
+        d = daemon_factory(accept_hook="%s %s" % (os.path.join(ROOT, "etc/hooks/webhook-curl"), url))
+        _, status = client_factory(d.tcp_port).upload("w.txt", b"web")
+        assert status["verdict"] == "unscanned"
+        path, ctype, body = got[0]
+        assert path == "/in" and ctype == "application/json"
+        assert json.loads(body)["id"] == status["id"]
+        _, status = client_factory(d.tcp_port).upload("w.txt", b"web2")  # answered 500
+        assert status["verdict"] == "error"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_hook_holds_no_log_or_listening_descriptor(daemon_factory, client_factory, hook, tmp_path):
+    # Log files opened (and reopened with USR1) by the daemon, listeners,
+    # the spool: none of it reaches the hook.
+    d = daemon_factory(accept_hook=hook["directive"], error_log=str(tmp_path / "err.log"),
+                       access_log=str(tmp_path / "access.log"))
+    d.signal(signal.SIGUSR1)
+    for i in range(2):
+        _, status = client_factory(d.tcp_port).upload("fd%d.txt" % i, b"fd")
+        assert status["verdict"] == "unscanned"
+    for run in runs(hook["dir"]):
+        others = {fd: t for fd, t in run["fds"].items() if fd not in ("0", "1", "2")}
+        assert all(t.startswith("/proc/") for t in others.values()), run["fds"]
+    assert "accept hook stdout" in open(tmp_path / "err.log").read()

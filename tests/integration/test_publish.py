@@ -1,0 +1,125 @@
+"""publish: every finished upload announced on a NATS JetStream subject, with
+Nats-Msg-Id ID.VERDICT; for a file that passed, the stream's acknowledgement
+comes before STATUS. Against a real 3-node JetStream cluster of Debian's
+nats-server on loopback (a stream with 3 replicas), started by each test."""
+import json
+import os
+import re
+import signal
+import threading
+import urllib.request
+
+import pytest
+
+from conftest import EICAR, wait_for
+from natslib import Cluster
+
+SUBJECT = "intake.uploads"
+STREAM = "UPLOADS"
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(str(tmp_path / "nats")).start()
+    try:
+        c.add_stream(STREAM, SUBJECT)
+        yield c
+    finally:
+        c.stop()
+
+
+def publishing(cluster, **kw):
+    d = {"publish": "%s %s" % (cluster.urls, SUBJECT), "node_name": "gw-test"}
+    d.update(kw)
+    return d
+
+
+def by_id(msgs):
+    return {mid: data for mid, data in msgs}
+
+
+def connected_port(daemon):
+    ports = re.findall(r"publish: connected to NATS server nats://127\.0\.0\.1:(\d+)", daemon.logs())
+    return int(ports[-1]) if ports else None
+
+
+def test_every_finished_upload_is_published(daemon_factory, client_factory, cluster, tmp_path):
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\ncat >/dev/null\ncase \"$1\" in *) test ! -e %s ;; esac\n"
+                    % (tmp_path / "fail"))
+    hook.chmod(0o755)
+    d = daemon_factory(start=False, accept_hook="%s x" % hook, **publishing(cluster))
+    d.scanning().start()
+    _, clean = client_factory(d.tcp_port).upload("a.txt", b"clean bytes")
+    assert clean["verdict"] == "clean" and clean["stored_as"] == "a.txt"
+    _, infected = client_factory(d.tcp_port).upload("e.com", EICAR)
+    assert infected["verdict"] == "infected"
+    (tmp_path / "fail").touch()
+    _, failed = client_factory(d.tcp_port).upload("b.txt", b"hook says no")
+    assert failed["verdict"] == "error" and "accept hook failed" in failed["status"]
+    want = {clean["id"] + ".clean", infected["id"] + ".infected", failed["id"] + ".error"}
+    msgs = wait_for(lambda: (lambda m: m if want <= set(by_id(m)) else None)(cluster.messages(STREAM)),
+                    30, 0.5, what="the three events in the stream")
+    events = by_id(msgs)
+    assert len(msgs) == 3
+    ev = events[clean["id"] + ".clean"]
+    # The access log object plus node.
+    for k in ("time", "remote", "transport", "id", "filename", "stored_as", "size", "received",
+              "sha256", "verdict", "virus", "code", "duration_ms"):
+        assert k in ev, k
+    assert ev["node"] == "gw-test" and ev["verdict"] == "clean" and ev["code"] == 200
+    assert ev["stored_as"] == "a.txt" and ev["sha256"] == clean["sha256"]
+    assert events[infected["id"] + ".infected"]["virus"] == infected["virus"]
+    assert events[failed["id"] + ".error"]["stored_as"] is None
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.ws_port, timeout=5) as r:
+        text = r.read().decode()
+    assert 'intake_publishes_total{result="acked"} 3' in text
+
+
+def test_kill_9_of_the_connected_node_loses_no_event(daemon_factory, client_factory, cluster):
+    d = daemon_factory(workers=1, hook_timeout="30s", **publishing(cluster))
+    wait_for(lambda: connected_port(d), 15, what="intaked to connect to NATS")
+    data = [b"file %d\n" % i * 50 for i in range(50)]
+    statuses = []
+    killed = None
+    for i in range(50):
+        if i == 10:
+            killed = cluster.node_by_port(connected_port(d))
+            killed.kill()
+        _, st = client_factory(d.tcp_port, timeout=60).upload("f%d.txt" % i, data[i])
+        statuses.append(st)
+    assert all(s["verdict"] == "unscanned" for s in statuses), [s["status"] for s in statuses]
+    assert connected_port(d) != killed.port  # it followed the cluster
+    msgs = cluster.messages(STREAM)
+    ids = [mid for mid, _ in msgs]
+    want = [s["id"] + ".unscanned" for s in statuses]
+    assert set(want) <= set(ids)
+    assert len(ids) == len(set(ids)) == 50  # none lost, none twice
+
+
+def test_all_nodes_down_is_publish_failed_then_requery_publishes(daemon_factory, client_factory,
+                                                                 cluster):
+    d = daemon_factory(hook_timeout="2s", **publishing(cluster))
+    wait_for(lambda: connected_port(d), 15, what="intaked to connect to NATS")
+    cluster.stop()
+    data = b"waiting for nats"
+    _, st = client_factory(d.tcp_port).upload("n.txt", data)
+    assert st["verdict"] == "error"
+    assert st["status"] == "./n.txt: publish failed ERROR"
+    assert st["stored_as"] is None and d.accepted() == []
+    assert st["id"] + ".part" in d.spooled()
+    assert "publish failed: no acknowledgement from the stream within 2000 ms" in d.logs()
+    # Back (same storage): the re-query publishes and places the file.
+    cluster.start()
+    cluster.add_stream(STREAM, SUBJECT)
+
+    def requery():
+        c = client_factory(d.tcp_port, timeout=30)
+        c.start("n.txt", len(data), id=st["id"])
+        r = c.line()
+        return r if r["verdict"] == "unscanned" else None
+    again = wait_for(requery, 60, 0.5, what="a re-query to succeed once NATS is back")
+    assert again["stored_as"] == "n.txt" and d.accepted() == ["n.txt"]
+    ids = [mid for mid, _ in cluster.messages(STREAM)]
+    assert st["id"] + ".unscanned" in ids
+    assert st["id"] + ".error" not in ids  # "publish failed" is not itself published
