@@ -51,7 +51,10 @@ static int from_record(struct upload *u, const struct record *rec, struct upload
         return -1;
     }
     snprintf(u->id, sizeof u->id, "%s", rec->id);
-    upload_set_filename(u, rec->filename, rec->filename_len);
+    if (upload_set_filename(u, rec->filename, rec->filename_len) < 0) {
+        fail(e, 500, "out of memory");
+        return -1;
+    }
     u->size = rec->size;
     u->has_want = rec->has_want;
     memcpy(u->want, rec->want, 32);

@@ -36,10 +36,21 @@ void upload_hex(const unsigned char *bin, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+static char no_name[1];
+
 void upload_init(struct upload *u)
 {
     memset(u, 0, sizeof *u);
     u->fd = u->rfd = -1;
+    u->filename = u->logname = no_name;
+}
+
+void upload_free(struct upload *u)
+{
+    if (u->filename != no_name) free(u->filename);
+    if (u->logname != no_name) free(u->logname);
+    u->filename = u->logname = no_name;
+    u->filename_len = 0;
 }
 
 int upload_begin(struct upload *u, struct store *st, const struct upload_limits *lim,
@@ -81,7 +92,11 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     u->rfd = rfd;
     u->md = md;
     u->hashed = 0;
-    upload_set_filename(u, r->filename, r->filename_len);
+    if (upload_set_filename(u, r->filename, r->filename_len) < 0) {
+        upload_release(u);
+        store_discard_part(st, u->id);
+        return err(e, 500, "out of memory");
+    }
     u->size = r->size;
     u->received = 0;
     u->has_want = r->has_sha256;
@@ -105,18 +120,30 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     return 0;
 }
 
-void upload_set_filename(struct upload *u, const char *name, size_t len)
+int upload_set_filename(struct upload *u, const char *name, size_t len)
 {
-    memcpy(u->filename, name, len);
-    u->filename[len] = '\0';
-    u->filename_len = len;
+    char log[UPLOAD_LOGNAME_MAX + 1];
     size_t used;
-    size_t ll = log_escape(u->logname, UPLOAD_LOGNAME_MAX - 3, name, len, &used);
+    size_t ll = log_escape(log, UPLOAD_LOGNAME_MAX - 3, name, len, &used);
     if (used < len) {
-        memcpy(u->logname + ll, "...", 3);
+        memcpy(log + ll, "...", 3);
         ll += 3;
     }
-    u->logname[ll] = '\0';
+    log[ll] = '\0';
+    char *f = malloc(len + 1), *l = malloc(ll + 1);
+    if (!f || !l) {
+        free(f);
+        free(l);
+        return -1;
+    }
+    memcpy(f, name, len);
+    f[len] = '\0';
+    memcpy(l, log, ll + 1);
+    upload_free(u);
+    u->filename = f;
+    u->logname = l;
+    u->filename_len = len;
+    return 0;
 }
 
 void upload_to_record(const struct upload *u, struct record *r)

@@ -74,9 +74,13 @@ struct upload_policy {
 struct upload {
     enum upload_phase phase;
     char id[STORE_ID_LEN + 1];
-    char filename[UPLOAD_FILENAME_MAX + 1]; /* as the client sent it: may hold NULs */
+    /* The client's name as it sent it (may hold NULs), and the same escaped
+     * and shortened for the log: on the heap, sized to fit (an idle
+     * connection keeps no 4 KiB name buffer), "" before the first upload,
+     * kept after an upload ends for its STATUS and log line. */
+    char *filename;
     size_t filename_len;
-    char logname[UPLOAD_LOGNAME_MAX + 1]; /* the same, escaped and shortened for the log */
+    char *logname;
     char name[STORE_NAME_MAX + 1];        /* sanitized */
     char stored[STORE_NAME_MAX + 1];      /* stored_as: name in accept_dir, or "" */
     char placed[STORE_NAME_MAX + 1];      /* name in accept_dir or quarantine_dir */
@@ -162,8 +166,10 @@ void upload_abort(struct upload *u);
 void upload_release(struct upload *u);
 
 /* Sets the client's filename (len bytes, NULs and all; at most
- * UPLOAD_FILENAME_MAX) and its log form. */
-void upload_set_filename(struct upload *u, const char *name, size_t len);
+ * UPLOAD_FILENAME_MAX) and its log form. 0, or -1 (out of memory). */
+int upload_set_filename(struct upload *u, const char *name, size_t len);
+/* Frees what the session holds on the heap (after upload_release). */
+void upload_free(struct upload *u);
 /* The upload's durable record: fills r from u. */
 void upload_to_record(const struct upload *u, struct record *r);
 /* Saves it (sync: fsynced before the rename). 0 or -errno, logged. */

@@ -505,13 +505,15 @@ static char *hook_input(struct conn *c, size_t *len)
 
 static void hook_done(struct hook_run *h, bool ok, const char *reason)
 {
-    struct conn *c = container_of(h, struct conn, hook);
+    struct conn *c = h->owner;
     if (!ok)
         log_error("upload %s (%s): accept hook failed: %s; kept in the spool (verdict error; "
                   "a re-query runs the hook again)",
                   c->up.id, c->up.logname, reason);
     else
         log_debug("upload %s: accept hook succeeded", c->up.id);
+    free(h);
+    c->hook = NULL;
     c->step = RECORD_HOOKED;
     c->step_ok = ok;
     leg_submit(c, false);
@@ -519,18 +521,22 @@ static void hook_done(struct hook_run *h, bool ok, const char *reason)
 
 static void start_hook(struct conn *c)
 {
-    struct hook_run *h = &c->hook;
-    memset(h, 0, sizeof *h);
-    snprintf(h->id, sizeof h->id, "%s", c->up.id);
-    h->done = hook_done;
-    h->input = hook_input(c, &h->input_len);
-    if (!h->input) {
+    struct hook_run *h = calloc(1, sizeof *h);
+    if (h) {
+        snprintf(h->id, sizeof h->id, "%s", c->up.id);
+        h->done = hook_done;
+        h->owner = c;
+        h->input = hook_input(c, &h->input_len);
+    }
+    if (!h || !h->input) {
+        free(h);
         log_error("upload %s: out of memory for its accept hook's input", c->up.id);
         c->step = RECORD_HOOKED;
         c->step_ok = false;
         leg_submit(c, false);
         return;
     }
+    c->hook = h;
     hooks_submit(c->w->hooks, h);
 }
 
@@ -551,11 +557,13 @@ static char *event_json(struct conn *c, int code, size_t *len)
 
 static void publish_done(struct publish_req *p, bool ok, const char *reason)
 {
-    struct conn *c = container_of(p, struct conn, pub);
+    struct conn *c = p->owner;
     if (!ok)
         log_error("upload %s (%s): publish failed: %s; kept in the spool (verdict error; a "
                   "re-query publishes again)",
                   c->up.id, c->up.logname, reason);
+    free(p);
+    c->pub = NULL;
     c->step = RECORD_PUBLISHED;
     c->step_ok = ok;
     leg_submit(c, false);
@@ -569,9 +577,19 @@ static void start_publish(struct conn *c)
     size_t n = 0;
     char *json = event_json(c, 200, &n);
     u->verdict = keep;
-    memset(&c->pub, 0, sizeof c->pub);
-    c->pub.done = publish_done;
-    publish_submit(c->w->pub, &c->pub, u->id, upload_verdict_name(u->scanned), json, n);
+    struct publish_req *p = calloc(1, sizeof *p);
+    if (!p) {
+        free(json);
+        log_error("upload %s: out of memory for its event", u->id);
+        c->step = RECORD_PUBLISHED;
+        c->step_ok = false;
+        leg_submit(c, false);
+        return;
+    }
+    p->done = publish_done;
+    p->owner = c;
+    c->pub = p;
+    publish_submit(c->w->pub, p, u->id, upload_verdict_name(u->scanned), json, n);
 }
 
 /* Infected and error verdicts: announced without holding up STATUS. */
@@ -683,6 +701,9 @@ void conn_close(struct conn *c)
 
 void conn_free(struct conn *c)
 {
+    free(c->hook); /* NULL: a conn with a leg running is not freed */
+    free(c->pub);
+    upload_free(&c->up);
     session_release(c);
     upload_release(&c->up);
     if (c->t->release) c->t->release(c);

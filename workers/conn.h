@@ -94,8 +94,8 @@ struct conn {
     struct upload_error job_err;
     /* Finishing, the legs on the loop (hook.c, publish.c): their outcome,
      * recorded by the next job. */
-    struct hook_run hook;
-    struct publish_req pub;
+    struct hook_run *hook;  /* allocated while its hook runs */
+    struct publish_req *pub; /* allocated while its event is awaited */
     unsigned step; /* RECORD_HOOKED or RECORD_PUBLISHED to record; 0: none */
     bool step_ok;
     bool on_scan_queue; /* the job runs on the scan queue's threads */

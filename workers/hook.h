@@ -45,6 +45,7 @@ struct hook_run {
     char *input;       /* one JSON line with its "\n"; freed by the hook module */
     size_t input_len;
     hook_done_fn done;
+    void *owner; /* the caller's */
 
     /* The hook module's. */
     struct hooks *hs;

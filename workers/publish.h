@@ -38,6 +38,7 @@ typedef void (*publish_done_fn)(struct publish_req *r, bool ok, const char *reas
 
 struct publish_req {
     publish_done_fn done; /* set by the caller */
+    void *owner;          /* the caller's */
     /* The publisher's. */
     struct publisher *p;
     char msgid[48];

@@ -202,6 +202,8 @@ static void test_session(void)
     CHECK(o && strlen(cJSON_GetObjectItem(o, "filename")->valuestring) == UPLOAD_FILENAME_MAX);
     cJSON_Delete(o);
     free(msg);
+    upload_free(&u);
+    CHECK(u.filename && u.filename[0] == '\0' && u.filename_len == 0);
     store_close(&st);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
