@@ -70,10 +70,18 @@ static void unlink_own_socket(void);
 
 /* --- libclamav -------------------------------------------------------------- */
 
+/* Set on a scanning thread when libclamav reports that it could not make a
+ * temporary directory or file during the scan. libclamav 1.4 then goes on
+ * and reports the file CLEAN without having scanned it (or with members it
+ * could not extract unscanned): such a scan is an error here, never OK. */
+static _Thread_local bool tmp_failed;
+
 static void on_clamav_msg(enum cl_msg severity, const char *fullmsg, const char *msg, void *ctx)
 {
     (void)fullmsg;
     (void)ctx;
+    if (severity == CL_MSG_ERROR && (strcasestr(msg, "temporary") || strstr(msg, "tmp")))
+        tmp_failed = true;
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         n--;
@@ -124,8 +132,15 @@ static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
     const char *virname = NULL;
     unsigned long scanned = 0;
     sem_wait(&scan_slots);
+    tmp_failed = false;
     cl_error_t rc = cl_scandesc_callback(fd, NULL, &virname, &scanned, engine, &opts, sc);
+    bool failed = tmp_failed;
     sem_post(&scan_slots);
+    if (failed && rc != CL_VIRUS) {
+        free(sc);
+        snprintf(out, outlen, "not scanned: the engine could not use its temporary directory");
+        return V_ERROR;
+    }
     if (rc == CL_VIRUS) {
         if (allmatch && sc->n > 1) {
             size_t o = 0;
