@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -163,8 +164,9 @@ static int scan_connect(const struct scanner_addr *a, int64_t deadline)
 }
 
 /* Reads one NUL- (or newline-) terminated reply before the deadline. 0, or
- * -1 with why. */
-static int read_reply(int s, char *buf, size_t cap, int64_t deadline, const char **why)
+ * -1 with why. *extra is set when bytes followed the reply (a session
+ * with those is not reused: one request at a time has one reply). */
+static int read_reply(int s, char *buf, size_t cap, int64_t deadline, const char **why, bool *extra)
 {
     size_t len = 0;
     for (;;) {
@@ -176,13 +178,15 @@ static int read_reply(int s, char *buf, size_t cap, int64_t deadline, const char
         ssize_t n = read(s, buf + len, cap - 1 - len);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (n <= 0) {
-            *why = "scanner closed the connection without a verdict";
+            *why = len ? "scanner closed the connection in the middle of its reply"
+                       : "scanner closed the connection without a verdict";
             return -1;
         }
         len += (size_t)n;
         char *end = memchr(buf, '\0', len);
         if (!end) end = memchr(buf, '\n', len);
         if (end) {
+            *extra = (size_t)(end - buf) + 1 < len;
             *end = '\0';
             return 0;
         }
@@ -200,6 +204,9 @@ void scan_init(struct scan_client *sc, const struct config *cfg, struct metrics 
     for (int i = 0; i < cfg->n_scanners && i < CONFIG_MAX_SCANNERS; i++) {
         sc->t[i].addr = cfg->scanners[i];
         sc->t[i].mi = metrics_scanner_index(shared, cfg->scanners[i].text, 0);
+        pthread_mutex_init(&sc->t[i].mu, NULL);
+        sc->t[i].n_idle = 0;
+        sc->t[i].opened = 0;
         sc->n++;
     }
     sc->next = 0;
@@ -267,7 +274,11 @@ static int pick(struct scan_client *sc, unsigned tried)
     return fallback;
 }
 
-enum attempt { DONE, RETRY, DIED };
+/* DONE: a verdict or a final error. RETRY: the file could not be handed
+ * over (another address may take it). DIED: the scanner went away with the
+ * file (it may have died of it). STALE: a reused session turned out closed
+ * before the file was handed over (open another, to the same address). */
+enum attempt { DONE, RETRY, DIED, STALE };
 
 /* What one attempt found, for scan_file's caller. */
 struct result {
@@ -275,7 +286,69 @@ struct result {
     char *virus, *reason;
     size_t virus_len, reason_len;
     bool answered; /* the scanner did its job (a verdict, not an ERROR reply) */
+    bool reusable; /* the session is in step: one reply, the right number, no ERROR */
 };
+
+/* One session in use by a scan thread. */
+struct session {
+    int fd;
+    unsigned id; /* this request's number */
+    bool reused; /* it served an earlier scan */
+};
+
+/* An idle session to t that is still open, or false. Sessions idle too long
+ * are closed, as are those the scanner closed meanwhile (readable while
+ * idle: EOF, or bytes nobody asked for). */
+static bool take_session(struct scan_target *t, struct session *ss)
+{
+    int64_t now = now_ms();
+    for (;;) {
+        pthread_mutex_lock(&t->mu);
+        if (t->n_idle == 0) {
+            pthread_mutex_unlock(&t->mu);
+            return false;
+        }
+        struct scan_session s = t->idle[--t->n_idle];
+        pthread_mutex_unlock(&t->mu);
+        struct pollfd p = {.fd = s.fd, .events = POLLIN};
+        if (now - s.used_ms < SCAN_SESSION_IDLE_MS && poll(&p, 1, 0) == 0) {
+            ss->fd = s.fd;
+            ss->id = s.id + 1;
+            ss->reused = true;
+            return true;
+        }
+        close(s.fd);
+    }
+}
+
+/* Gives a session that is in step back to t's idle ones (closing the
+ * oldest when there are SCAN_IDLE_MAX already). */
+static void give_session(struct scan_target *t, const struct session *ss)
+{
+    int drop = -1;
+    struct scan_session s = {.fd = ss->fd, .id = ss->id, .used_ms = now_ms()};
+    pthread_mutex_lock(&t->mu);
+    if (t->n_idle == SCAN_IDLE_MAX) {
+        drop = t->idle[0].fd;
+        memmove(t->idle, t->idle + 1, (SCAN_IDLE_MAX - 1) * sizeof t->idle[0]);
+        t->n_idle--;
+    }
+    t->idle[t->n_idle++] = s;
+    pthread_mutex_unlock(&t->mu);
+    if (drop >= 0) close(drop);
+}
+
+void scan_close_sessions(struct scan_client *sc)
+{
+    for (int i = 0; i < sc->n; i++) {
+        struct scan_target *t = &sc->t[i];
+        pthread_mutex_lock(&t->mu);
+        for (int k = 0; k < t->n_idle; k++)
+            close(t->idle[k].fd);
+        t->n_idle = 0;
+        pthread_mutex_unlock(&t->mu);
+    }
+}
 
 /* Sends len bytes before the deadline. 0; 1 when the scanner answered (or
  * closed) before taking them all, the reply to be read; -1 on timeout. */
@@ -311,13 +384,17 @@ static int send_file(int s, int fd, off_t *off, size_t len, int64_t deadline)
     return 0;
 }
 
-/* The reply ends the attempt: a verdict, or why there is none. */
-static enum attempt finish_attempt(const struct scan_target *t, int s, const char *id,
-                                   int64_t deadline, uint64_t timeout_ms, struct result *r)
+/* The reply ends the attempt: a verdict, or why there is none. The reply
+ * must carry the request's number ("N: "); anything else is never taken
+ * for a verdict. */
+static enum attempt finish_attempt(const struct scan_target *t, const struct session *ss,
+                                   const char *id, int64_t deadline, uint64_t timeout_ms,
+                                   struct result *r)
 {
     char reply[1024];
     const char *why = "";
-    if (read_reply(s, reply, sizeof reply, deadline, &why) < 0) {
+    bool extra = false;
+    if (read_reply(ss->fd, reply, sizeof reply, deadline, &why, &extra) < 0) {
         snprintf(r->reason, r->reason_len, "%s", why);
         if (strcmp(why, "scan timed out") == 0) {
             log_error("upload %s: scan timed out at %s (scan_timeout %llu ms)", id, t->addr.text,
@@ -326,9 +403,24 @@ static enum attempt finish_attempt(const struct scan_target *t, int s, const cha
         }
         return strcmp(why, "scanner reply too long") == 0 ? DONE : DIED;
     }
-    r->v = scan_parse_reply(reply, r->virus, r->virus_len, r->reason, r->reason_len);
-    size_t n = strlen(reply);
-    r->answered = !(n >= 6 && strcmp(reply + n - 6, " ERROR") == 0);
+    char *end;
+    errno = 0;
+    unsigned long n = reply[0] >= '0' && reply[0] <= '9' ? strtoul(reply, &end, 10) : 0;
+    if (errno || n != ss->id || end[0] != ':' || end[1] != ' ') {
+        /* Not the answer to this request: a reply from before, or a scanner
+         * out of step. Its words say nothing about this file. */
+        snprintf(r->reason, r->reason_len,
+                 "scanner reply out of turn (expected the answer to request %u): \"%.80s\"",
+                 ss->id, reply);
+        log_error("upload %s: %s (scanner at %s); closing that session", id, r->reason,
+                  t->addr.text);
+        return DONE;
+    }
+    const char *body = end + 2;
+    r->v = scan_parse_reply(body, r->virus, r->virus_len, r->reason, r->reason_len);
+    size_t len = strlen(body);
+    r->answered = !(len >= 6 && strcmp(body + len - 6, " ERROR") == 0);
+    r->reusable = r->answered && !extra;
     if (r->v == VERDICT_ERROR)
         log_error("upload %s: %s (scanner at %s)", id, r->reason, t->addr.text);
     return DONE;
@@ -337,9 +429,11 @@ static enum attempt finish_attempt(const struct scan_target *t, int s, const cha
 /* One FILDES round trip. RETRY when the file could not be handed over, DIED
  * when the scanner went away with it (it may have died of this file), DONE
  * with a verdict or a final error. */
-static enum attempt fildes_once(struct scan_client *sc, const struct scan_target *t, int s, int fd,
-                                const char *id, int64_t deadline, struct result *r)
+static enum attempt fildes_once(struct scan_client *sc, const struct scan_target *t,
+                                const struct session *ss, int fd, const char *id, int64_t deadline,
+                                struct result *r)
 {
+    int s = ss->fd;
     /* As clamdscan --fdpass: the command and one dummy byte carrying the fd. */
     static const char cmd[] = "zFILDES\0";
     char cbuf[CMSG_SPACE(sizeof(int))];
@@ -357,22 +451,26 @@ static enum attempt fildes_once(struct scan_client *sc, const struct scan_target
     do
         sent = sendmsg(s, &m, MSG_NOSIGNAL);
     while (sent < 0 && (errno == EINTR || (errno == EAGAIN && wait_fd(s, POLLOUT, deadline, &rev))));
+    if (sent != (ssize_t)sizeof cmd && ss->reused && (errno == EPIPE || errno == ECONNRESET))
+        return STALE;
     if (sent != (ssize_t)sizeof cmd) {
         snprintf(r->reason, r->reason_len, "cannot send the file to the scanner");
         log_warn("upload %s: sending to the scanner at %s failed: %s", id, t->addr.text,
                  strerror(errno));
         return RETRY;
     }
-    log_debug("upload %s: handed to the scanner at %s", id, t->addr.text);
-    return finish_attempt(t, s, id, deadline, sc->timeout_ms, r);
+    log_debug("upload %s: handed to the scanner at %s (request %u)", id, t->addr.text, ss->id);
+    return finish_attempt(t, ss, id, deadline, sc->timeout_ms, r);
 }
 
 /* One INSTREAM round trip: the file in SCAN_CHUNK chunks, each a 4-byte
  * big-endian length and the bytes, then a zero length. clamd may answer
  * before the end (StreamMaxLength): that reply is read, whatever it is. */
-static enum attempt instream_once(struct scan_client *sc, const struct scan_target *t, int s,
-                                  int fd, const char *id, int64_t deadline, struct result *r)
+static enum attempt instream_once(struct scan_client *sc, const struct scan_target *t,
+                                  const struct session *ss, int fd, const char *id,
+                                  int64_t deadline, struct result *r)
 {
+    int s = ss->fd;
     struct stat st;
     if (fstat(fd, &st) < 0) {
         snprintf(r->reason, r->reason_len, "cannot read the spooled file");
@@ -381,6 +479,11 @@ static enum attempt instream_once(struct scan_client *sc, const struct scan_targ
     }
     static const char cmd[] = "zINSTREAM";
     int rc = send_all(s, cmd, sizeof cmd, deadline);
+    /* A reused session the scanner had closed: nothing was handed over. */
+    if (rc == 1 && ss->reused) {
+        char b;
+        if (recv(s, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return STALE;
+    }
     off_t off = 0;
     while (rc == 0 && off < st.st_size) {
         size_t n = st.st_size - off > SCAN_CHUNK ? SCAN_CHUNK : (size_t)(st.st_size - off);
@@ -404,8 +507,23 @@ static enum attempt instream_once(struct scan_client *sc, const struct scan_targ
                   t->addr.text, strerror(errno));
         return DONE;
     }
-    log_debug("upload %s: handed to the scanner at %s", id, t->addr.text);
-    return finish_attempt(t, s, id, deadline, sc->timeout_ms, r);
+    log_debug("upload %s: handed to the scanner at %s (request %u)", id, t->addr.text, ss->id);
+    return finish_attempt(t, ss, id, deadline, sc->timeout_ms, r);
+}
+
+/* Opens a session to t: connect, then IDSESSION (clamd answers nothing to
+ * it). The fd, or -errno. */
+static int open_session(struct scan_target *t, int64_t deadline)
+{
+    int s = scan_connect(&t->addr, deadline);
+    if (s < 0) return s;
+    static const char cmd[] = "zIDSESSION";
+    if (send_all(s, cmd, sizeof cmd, deadline) != 0) {
+        close(s);
+        return -ECONNRESET;
+    }
+    __atomic_fetch_add(&t->opened, 1, __ATOMIC_RELAXED);
+    return s;
 }
 
 enum upload_verdict scan_file(void *ctx, int fd, const char *id, char *virus, size_t virus_len,
@@ -435,21 +553,37 @@ enum upload_verdict scan_file(void *ctx, int fd, const char *id, char *virus, si
             tried = 0;
             continue;
         }
-        const struct scan_target *t = &sc->t[i];
+        struct scan_target *t = &sc->t[i];
         tried |= 1u << i;
-        int64_t cdl = now_ms() + CONNECT_TIMEOUT_MS;
-        int s = scan_connect(&t->addr, cdl < deadline ? cdl : deadline);
-        if (s < 0) {
+        enum attempt a;
+        struct session ss;
+        for (;;) {
+            if (!take_session(t, &ss)) {
+                int64_t cdl = now_ms() + CONNECT_TIMEOUT_MS;
+                ss.fd = open_session(t, cdl < deadline ? cdl : deadline);
+                ss.id = 1;
+                ss.reused = false;
+            }
+            if (ss.fd < 0) break;
+            r.v = VERDICT_ERROR;
+            r.answered = r.reusable = false;
+            a = t->addr.tcp ? instream_once(sc, t, &ss, fd, id, deadline, &r)
+                            : fildes_once(sc, t, &ss, fd, id, deadline, &r);
+            if (a == DONE && r.reusable) {
+                give_session(t, &ss);
+                break;
+            }
+            close(ss.fd);
+            if (a != STALE) break;
+            log_debug("upload %s: the session to %s was closed; opening another", id, t->addr.text);
+        }
+        if (ss.fd < 0) {
+            int e = -ss.fd;
             metrics_scan_result(sc->metrics, t->mi, MSR_ERROR);
-            scan_mark(sc->shared, t->mi, t->addr.text, false, strerror(-s), sc->n);
-            log_debug("upload %s: scanner at %s: %s", id, t->addr.text, strerror(-s));
+            scan_mark(sc->shared, t->mi, t->addr.text, false, strerror(e), sc->n);
+            log_debug("upload %s: scanner at %s: %s", id, t->addr.text, strerror(e));
             continue;
         }
-        r.v = VERDICT_ERROR;
-        r.answered = false;
-        enum attempt a = t->addr.tcp ? instream_once(sc, t, s, fd, id, deadline, &r)
-                                     : fildes_once(sc, t, s, fd, id, deadline, &r);
-        close(s);
         metrics_scan_result(sc->metrics, t->mi, a == DONE && r.answered ? MSR_OK : MSR_ERROR);
         if (a == DONE) break;
         /* A scanner that died mid-scan is respawned (or another takes over):

@@ -142,6 +142,87 @@ def test_protocol_replies(scand, tmp_path):
     assert r == b"1: PONG\x002: PONG\0"
 
 
+class Session:
+    """One clamd session (IDSESSION) to a scanner's socket, as intaked's scan
+    threads keep them: one request at a time, each reply numbered."""
+
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.settimeout(10)
+        self.s.connect(path)
+        self.s.sendall(b"zIDSESSION\0")
+        self.buf = b""
+
+    def reply(self):
+        while b"\0" not in self.buf:
+            chunk = self.s.recv(4096)
+            if not chunk:
+                raise EOFError("the scanner closed the session")
+            self.buf += chunk
+        r, self.buf = self.buf.split(b"\0", 1)
+        return r.decode()
+
+    def fildes(self, path):
+        with open(path, "rb") as f:
+            self.s.sendmsg([b"zFILDES\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                              struct.pack("i", f.fileno()))])
+        return self.reply()
+
+    def close(self):
+        self.s.sendall(b"zEND\0")
+        self.s.close()
+
+
+def test_session_carries_many_scans(scand, tmp_path):
+    """intaked's scan threads keep one session each: FILDES and INSTREAM
+    requests one after another, each reply with its request number, the
+    passed descriptors all closed again."""
+    s = scand().ready()
+    clean, bad = tmp_path / "clean.bin", tmp_path / "e.com"
+    clean.write_bytes(os.urandom(4096))
+    bad.write_bytes(EICAR)
+    before = len(os.listdir("/proc/%d/fd" % s.proc.pid))
+    sess = Session(s.sock)
+    for i in range(1, 201):
+        r = sess.fildes(bad if i % 50 == 0 else clean)
+        want = ": %s FOUND" % EICAR_NAME if i % 50 == 0 else ": OK"
+        assert r.startswith("%d: fd[" % i) and r.endswith(want), (i, r)
+    sess.s.sendall(instream(EICAR))
+    assert sess.reply() == "201: stream: %s FOUND" % EICAR_NAME
+    sess.s.sendall(b"zPING\0")
+    assert sess.reply() == "202: PONG"
+    wait_for(lambda: len(os.listdir("/proc/%d/fd" % s.proc.pid)) == before + 1, 5,
+             what="the passed descriptors closed")
+    sess.close()
+
+
+def test_temp_dir_gone_is_an_error_not_clean(scand, tmp_path):
+    """libclamav 1.4 reports a file clean, unscanned, when it cannot make its
+    per-scan temporary directory: intake-scand answers ERROR instead, and
+    scans again once the directory is back."""
+    base = short_dir()
+    try:
+        s = scand("--tmpdir", base).ready()
+        clean, bad = tmp_path / "clean.txt", tmp_path / "e.com"
+        clean.write_bytes(b"nothing to see\n")
+        bad.write_bytes(EICAR)
+        sess = Session(s.sock)
+        assert sess.fildes(bad).endswith(": %s FOUND" % EICAR_NAME)
+        (mine,) = [d for d in os.listdir(base) if d.startswith("intake-scand.")]
+        os.rename(os.path.join(base, mine), os.path.join(base, "elsewhere"))
+        for f in (bad, clean):
+            r = sess.fildes(f)
+            assert r.endswith(": not scanned: the engine could not use its temporary directory "
+                              "ERROR"), r
+        assert "Can't create temporary directory" in s.logs()
+        os.rename(os.path.join(base, "elsewhere"), os.path.join(base, mine))
+        assert sess.fildes(bad).endswith(": %s FOUND" % EICAR_NAME)
+        assert sess.fildes(clean).endswith(": OK")
+        sess.close()
+    finally:
+        subprocess.run(["rm", "-rf", base])
+
+
 def test_clamdscan_fdpass_and_stream(scand, tmp_path):
     s = scand().ready()
     conf = tmp_path / "clamd.conf"
@@ -529,17 +610,26 @@ class DyingScanner:
                 return
             with conn:
                 conn.settimeout(5)
-                try:
-                    data, anc, _, _ = conn.recvmsg(64, socket.CMSG_SPACE(4 * 8))
-                except OSError:
-                    continue
-                for level, kind, fds in anc:
-                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                        self.files += 1
-                        for fd in struct.unpack("%di" % (len(fds) // 4), fds):
-                            os.close(fd)
-                if data.startswith(b"zPING"):
-                    conn.sendall(b"PONG\0")
+                # A session (zIDSESSION) first, or a PING: read on until a
+                # file comes, then go away with it.
+                got = b""
+                while True:
+                    try:
+                        data, anc, _, _ = conn.recvmsg(64, socket.CMSG_SPACE(4 * 8))
+                    except OSError:
+                        break
+                    got += data
+                    files = 0
+                    for level, kind, fds in anc:
+                        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                            files += 1
+                            for fd in struct.unpack("%di" % (len(fds) // 4), fds):
+                                os.close(fd)
+                    self.files += files
+                    if got.startswith(b"zPING"):
+                        conn.sendall(b"PONG\0")
+                    if files or not data or got.startswith(b"zPING"):
+                        break
 
     def stop(self):
         self.stopping = True

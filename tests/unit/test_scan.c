@@ -1,8 +1,12 @@
 /* Unit tests for the clamd reply parser (every reply form clamd and
  * intake-scand send, and the replies that must never read as clean) and for
- * the pool client against fake scanners on loopback: INSTREAM chunks stay
- * bounded and carry the whole file, an early size-limit reply is an error,
- * a refused address is marked down once and skipped. */
+ * the pool client against a fake clamd on loopback that speaks sessions
+ * (IDSESSION, INSTREAM, "N: " replies): one session carries scan after
+ * scan; INSTREAM chunks stay bounded and carry the whole file; a session the
+ * scanner closed is reopened; one that dies with a file is retried once on
+ * a new session; a reply with the wrong request number, or an early
+ * size-limit reply, is an error and closes the session; a refused address
+ * is marked down once and skipped. */
 #define _GNU_SOURCE
 #include "scan.h"
 #include "test.h"
@@ -14,13 +18,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* A fake clamd for one INSTREAM connection. */
+/* A fake clamd on loopback TCP, one connection at a time (the client under
+ * test makes one scan at a time). Requests are numbered across sessions
+ * from 1; the fields below are set by the test between scans. */
 struct fake {
     int lfd, port;
     int limit;          /* reply "size limit exceeded" after this many bytes (0: never) */
+    int close_after;    /* close the session right after answering this request */
+    int die_at;         /* at this request, take the stream and close without a reply */
+    int wrong_id_at;    /* at this request, answer with another request's number */
+    /* What it saw (written by its thread, read by the test between scans). */
+    int conns;          /* connections accepted */
+    int requests;       /* INSTREAM requests, all sessions */
+    int no_session;     /* connections that did not start with zIDSESSION */
+    int bad_ids;        /* replies a correct client would not have expected */
+    int closed;         /* sessions it closed itself (close_after, die_at, limit) */
     size_t max_chunk;   /* the largest chunk seen */
-    size_t total;       /* stream bytes received */
-    int ok;             /* the command was zINSTREAM and the stream ended well */
+    size_t total;       /* stream bytes of the last request */
+    pthread_t th;
 };
 
 static int read_full(int fd, void *buf, size_t n)
@@ -34,34 +49,64 @@ static int read_full(int fd, void *buf, size_t n)
     return 0;
 }
 
-static void *fake_run(void *arg)
+static void say(int c, const char *text)
 {
-    struct fake *f = arg;
-    int c = accept(f->lfd, NULL, NULL);
-    if (c < 0) return NULL;
-    char cmd[10];
-    if (read_full(c, cmd, sizeof cmd) == 0 && memcmp(cmd, "zINSTREAM", 10) == 0) {
-        static char buf[1 << 20];
+    send(c, text, strlen(text) + 1, MSG_NOSIGNAL); /* with its NUL, as z-commands get */
+}
+
+/* One session: its requests until the client or the test ends it. */
+static void fake_session(struct fake *f, int c)
+{
+    char cmd[11];
+    if (read_full(c, cmd, sizeof cmd) < 0 || memcmp(cmd, "zIDSESSION", 11) != 0) {
+        __atomic_fetch_add(&f->no_session, 1, __ATOMIC_SEQ_CST);
+        return;
+    }
+    unsigned id = 0; /* this session's request numbers, from 1 */
+    static char buf[1 << 20];
+    while (read_full(c, cmd, 10) == 0) {
+        if (memcmp(cmd, "zINSTREAM", 10) != 0) return;
+        id++;
+        int req = __atomic_add_fetch(&f->requests, 1, __ATOMIC_SEQ_CST);
+        f->total = 0;
+        bool over = false;
         for (;;) {
             uint32_t be;
-            if (read_full(c, &be, 4) < 0) break;
+            if (read_full(c, &be, 4) < 0) return;
             size_t n = ntohl(be);
-            if (n == 0) {
-                f->ok = 1;
-                send(c, "stream: OK", 11, MSG_NOSIGNAL);
-                break;
-            }
+            if (n == 0) break;
             if (n > f->max_chunk) f->max_chunk = n;
-            if (n > sizeof buf || read_full(c, buf, n) < 0) break;
+            if (n > sizeof buf || read_full(c, buf, n) < 0) return;
             f->total += n;
             if (f->limit && f->total > (size_t)f->limit) {
-                send(c, "INSTREAM size limit exceeded. ERROR", 36, MSG_NOSIGNAL);
+                over = true;
                 break;
             }
         }
+        char out[64];
+        if (over) {
+            snprintf(out, sizeof out, "%u: INSTREAM size limit exceeded. ERROR", id);
+            say(c, out);
+            return; /* as clamd: the session ends with it */
+        }
+        if (req == f->die_at) return;
+        snprintf(out, sizeof out, "%u: stream: OK", req == f->wrong_id_at ? id + 6 : id);
+        say(c, out);
+        if (req == f->close_after) return;
     }
-    close(c);
-    return NULL;
+}
+
+static void *fake_run(void *arg)
+{
+    struct fake *f = arg;
+    for (;;) {
+        int c = accept(f->lfd, NULL, NULL);
+        if (c < 0) return NULL;
+        __atomic_fetch_add(&f->conns, 1, __ATOMIC_SEQ_CST);
+        fake_session(f, c);
+        close(c);
+        __atomic_fetch_add(&f->closed, 1, __ATOMIC_SEQ_CST);
+    }
 }
 
 static int listen_any(int *port)
@@ -76,10 +121,19 @@ static int listen_any(int *port)
     return fd;
 }
 
+/* Waits until the fake has closed n sessions itself (so the client sees
+ * the close before its next scan). */
+static void wait_closed(struct fake *f, int n)
+{
+    for (int i = 0; i < 5000 && __atomic_load_n(&f->closed, __ATOMIC_SEQ_CST) < n; i++)
+        usleep(1000);
+}
+
 static void target(struct scan_client *sc, struct metrics *m, int port)
 {
     struct scan_target *t = &sc->t[sc->n++];
     memset(t, 0, sizeof *t);
+    pthread_mutex_init(&t->mu, NULL);
     t->addr.tcp = true;
     snprintf(t->addr.host, sizeof t->addr.host, "127.0.0.1");
     snprintf(t->addr.port, sizeof t->addr.port, "%d", port);
@@ -103,7 +157,7 @@ static void test_pool_client(void)
 
     /* A refused address first, then a fake clamd: clean, the refused one
      * marked down and counted as an error, the file streamed in bounded
-     * chunks, all of it. */
+     * chunks, all of it, in a session. */
     int dead_port, dead = listen_any(&dead_port);
     close(dead);
     struct fake f = {0};
@@ -111,40 +165,88 @@ static void test_pool_client(void)
     struct scan_client sc = {.timeout_ms = 5000, .shared = m, .metrics = &m->slot[0]};
     target(&sc, m, dead_port);
     target(&sc, m, f.port);
-    pthread_t th;
-    pthread_create(&th, NULL, fake_run, &f);
+    struct scan_target *ft = &sc.t[1];
+    pthread_create(&f.th, NULL, fake_run, &f);
     char virus[128] = "", reason[256] = "";
     enum upload_verdict v = scan_file(&sc, fd, "u1", virus, sizeof virus, reason, sizeof reason);
-    pthread_join(th, NULL);
     CHECK_MSG(v == VERDICT_CLEAN, "verdict %d: %s", (int)v, reason);
-    CHECK(f.ok && f.total == sizeof data);
+    CHECK(f.requests == 1 && f.total == sizeof data && f.no_session == 0);
     CHECK_MSG(f.max_chunk > 0 && f.max_chunk <= SCAN_CHUNK, "chunk %zu", f.max_chunk);
-    CHECK(m->scanner_state[sc.t[0].mi] == MS_DOWN && m->scanner_state[sc.t[1].mi] == MS_UP);
-    CHECK(m->slot[0].scans[sc.t[0].mi][MSR_ERROR] == 1 && m->slot[0].scans[sc.t[1].mi][MSR_OK] == 1);
+    CHECK(m->scanner_state[sc.t[0].mi] == MS_DOWN && m->scanner_state[ft->mi] == MS_UP);
+    CHECK(m->slot[0].scans[sc.t[0].mi][MSR_ERROR] == 1 && m->slot[0].scans[ft->mi][MSR_OK] == 1);
+
+    /* The session survives many scans: one connection, requests 2..50,
+     * each reply matched to its number. */
+    int bad = 0;
+    for (int i = 0; i < 49; i++)
+        bad += scan_file(&sc, fd, "many", virus, sizeof virus, reason, sizeof reason) !=
+               VERDICT_CLEAN;
+    CHECK_MSG(bad == 0, "%d not clean: %s", bad, reason);
+    CHECK_MSG(f.conns == 1 && ft->opened == 1 && f.requests == 50, "conns %d opened %llu req %d",
+              f.conns, (unsigned long long)ft->opened, f.requests);
+    CHECK(m->slot[0].scans[ft->mi][MSR_OK] == 50 && m->slot[0].scans[ft->mi][MSR_ERROR] == 0);
+
+    /* The scanner closes the session after a verdict (as clamd's IdleTimeout
+     * does): the next scan opens another, no retry, nothing counted as an
+     * error. */
+    f.close_after = 51;
+    v = scan_file(&sc, fd, "u51", virus, sizeof virus, reason, sizeof reason);
+    CHECK(v == VERDICT_CLEAN);
+    wait_closed(&f, 1);
+    v = scan_file(&sc, fd, "u52", virus, sizeof virus, reason, sizeof reason);
+    CHECK_MSG(v == VERDICT_CLEAN, "verdict %d: %s", (int)v, reason);
+    CHECK_MSG(f.conns == 2 && f.requests == 52, "conns %d req %d", f.conns, f.requests);
+    CHECK(m->slot[0].scans[ft->mi][MSR_ERROR] == 0 && m->slot[0].scans[ft->mi][MSR_OK] == 52);
+
+    /* The scanner goes away with a file (a crash): a new session, the file
+     * scanned once more, clean; the went-away attempt counted as an error. */
+    f.die_at = 53;
+    v = scan_file(&sc, fd, "u53", virus, sizeof virus, reason, sizeof reason);
+    CHECK_MSG(v == VERDICT_CLEAN, "verdict %d: %s", (int)v, reason);
+    CHECK_MSG(f.conns == 3 && f.requests == 54 && f.total == sizeof data, "conns %d req %d",
+              f.conns, f.requests);
+    CHECK(m->slot[0].scans[ft->mi][MSR_ERROR] == 1);
+
+    /* A reply with another request's number is no verdict for this file:
+     * error, never clean; the session is closed and the next scan gets a
+     * new one. */
+    f.wrong_id_at = 55;
+    v = scan_file(&sc, fd, "u55", virus, sizeof virus, reason, sizeof reason);
+    CHECK_MSG(v == VERDICT_ERROR && strstr(reason, "out of turn (expected the answer to request 2)"),
+              "verdict %d: %s", (int)v, reason);
+    wait_closed(&f, 3);
+    v = scan_file(&sc, fd, "u56", virus, sizeof virus, reason, sizeof reason);
+    CHECK_MSG(v == VERDICT_CLEAN, "verdict %d: %s", (int)v, reason);
+    CHECK_MSG(f.conns == 4 && f.requests == 56, "conns %d req %d", f.conns, f.requests);
 
     /* clamd stops reading past StreamMaxLength and says so: verdict error,
-     * never clean, and not tried elsewhere. */
-    struct fake g = {0};
-    g.lfd = f.lfd;
-    g.port = f.port;
-    g.limit = 100 * 1024;
-    pthread_create(&th, NULL, fake_run, &g);
-    v = scan_file(&sc, fd, "u2", virus, sizeof virus, reason, sizeof reason);
-    pthread_join(th, NULL);
+     * never clean, not tried elsewhere, and that session is not reused. */
+    f.limit = 100 * 1024;
+    v = scan_file(&sc, fd, "u57", virus, sizeof virus, reason, sizeof reason);
     CHECK_MSG(v == VERDICT_ERROR && strstr(reason, "StreamMaxLength"), "verdict %d: %s", (int)v,
               reason);
-    CHECK(m->slot[0].scans[sc.t[1].mi][MSR_ERROR] == 1);
+    CHECK(f.requests == 57);
+    f.limit = 0;
+    wait_closed(&f, 4);
+    v = scan_file(&sc, fd, "u58", virus, sizeof virus, reason, sizeof reason);
+    CHECK(v == VERDICT_CLEAN && f.conns == 5);
+    CHECK(f.no_session == 0);
 
     /* Nobody answers: scanner unavailable within scan_timeout. */
+    scan_close_sessions(&sc);
+    CHECK(ft->n_idle == 0);
+    wait_closed(&f, 5);
+    shutdown(f.lfd, SHUT_RDWR);
+    pthread_join(f.th, NULL);
     close(f.lfd);
     sc.timeout_ms = 300;
     v = scan_file(&sc, fd, "u3", virus, sizeof virus, reason, sizeof reason);
     CHECK_MSG(v == VERDICT_ERROR && strcmp(reason, "scanner unavailable") == 0, "%s", reason);
-    CHECK(m->scanner_state[sc.t[1].mi] == MS_DOWN);
+    CHECK(m->scanner_state[ft->mi] == MS_DOWN);
 
     /* The probe: both refused. */
     bool up[2] = {true, true};
-    struct scanner_addr addrs[2] = {sc.t[0].addr, sc.t[1].addr};
+    struct scanner_addr addrs[2] = {sc.t[0].addr, ft->addr};
     scan_probe(addrs, 2, 300, up);
     CHECK(!up[0] && !up[1]);
     close(fd);
@@ -163,6 +265,7 @@ int main(void)
         {"fd[5]: Eicar-Test-Signature.UNOFFICIAL FOUND", VERDICT_INFECTED,
          "Eicar-Test-Signature.UNOFFICIAL", ""},
         {"stream: Win.Test.EICAR_HDB-1 FOUND", VERDICT_INFECTED, "Win.Test.EICAR_HDB-1", ""},
+        {"fd[9]: Eicar FOUND", VERDICT_INFECTED, "Eicar", ""},
         {"1: fd[9]: Eicar FOUND", VERDICT_INFECTED, "Eicar", ""},
         {"fd[5]: Heuristics.Limits.Exceeded.MaxFileSize FOUND", VERDICT_ERROR, "",
          "could not be fully scanned (Heuristics.Limits.Exceeded.MaxFileSize)"},
