@@ -217,15 +217,25 @@ class FakeScanner:
 
     def _one(self, s):
         with s:
-            data, fds, _, _ = socket.recv_fds(s, 64, 1)
-            for fd in fds:
-                os.close(fd)
-            if data.startswith(b"zPING"):
-                s.sendall(b"PONG\0")
-            elif data.startswith(b"zFILDES"):
-                self.scanning.set()
-                self.go.wait(30)
-                s.sendall(b"fd[1]: OK\0")
+            n = 0  # the request number in a session (zIDSESSION), 0 outside one
+            while True:
+                data, fds, _, _ = socket.recv_fds(s, 64, 1)
+                for fd in fds:
+                    os.close(fd)
+                if data.startswith(b"zIDSESSION\0"):
+                    n, data = 1, data[11:]
+                    if not data and not fds:
+                        continue
+                prefix = b"%d: " % n if n else b""
+                if data.startswith(b"zPING"):
+                    s.sendall(prefix + b"PONG\0")
+                elif data.startswith(b"zFILDES"):
+                    self.scanning.set()
+                    self.go.wait(30)
+                    s.sendall(prefix + b"fd[1]: OK\0")
+                if not n or not data:
+                    return
+                n += 1
 
     def release(self):
         self.go.set()

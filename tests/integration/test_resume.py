@@ -214,8 +214,8 @@ def metric(d, name, **labels):
 
 
 class FakeScanner:
-    """A FILDES scanner on a UNIX socket (clamd's z-protocol, as intaked
-    speaks it) that reads the file it is handed: EICAR is found, a file
+    """A FILDES scanner on a UNIX socket (clamd's z-protocol and its
+    sessions, as intaked speaks them) that reads the file it is handed: EICAR is found, a file
     starting with SCANERROR fails, anything else is OK. While `hold` is set
     it answers only after release(). `scanned` lists each scanned file's
     SHA-256."""
@@ -242,34 +242,46 @@ class FakeScanner:
     def _one(self, s):
         with s:
             s.settimeout(30)
-            try:
-                data, fds, _, _ = socket.recv_fds(s, 64, 1)
-            except OSError:
-                return
-            if data.startswith(b"zPING"):
-                s.sendall(b"PONG\0")
-                return
-            if not data.startswith(b"zFILDES") or not fds:
-                return
-            with os.fdopen(fds[0], "rb") as f:
-                f.seek(0)
-                content = f.read()
-            for fd in fds[1:]:
-                os.close(fd)
-            self.scanned.append(hashlib.sha256(content).hexdigest())
-            self.scanning.set()
-            if self.hold:
-                self.go.wait(30)
-            if content == EICAR:
-                reply = b"fd[9]: Eicar-Test-Signature FOUND\0"
-            elif content.startswith(b"SCANERROR"):
-                reply = b"fd[9]: Fake failure ERROR\0"
-            else:
-                reply = b"fd[9]: OK\0"
-            try:
-                s.sendall(reply)
-            except OSError:
-                pass
+            n = 0  # the request number in a session (zIDSESSION), 0 outside one
+            while True:
+                try:
+                    data, fds, _, _ = socket.recv_fds(s, 64, 1)
+                except OSError:
+                    return
+                if data.startswith(b"zIDSESSION\0"):
+                    n, data = 1, data[11:]
+                    if not data and not fds:
+                        continue
+                if not self._request(s, data, fds, b"%d: " % n if n else b"") or not n:
+                    return
+                n += 1
+
+    def _request(self, s, data, fds, prefix):
+        if data.startswith(b"zPING"):
+            s.sendall(prefix + b"PONG\0")
+            return True
+        if not data.startswith(b"zFILDES") or not fds:
+            return False
+        with os.fdopen(fds[0], "rb") as f:
+            f.seek(0)
+            content = f.read()
+        for fd in fds[1:]:
+            os.close(fd)
+        self.scanned.append(hashlib.sha256(content).hexdigest())
+        self.scanning.set()
+        if self.hold:
+            self.go.wait(30)
+        if content == EICAR:
+            reply = b"fd[9]: Eicar-Test-Signature FOUND\0"
+        elif content.startswith(b"SCANERROR"):
+            reply = b"fd[9]: Fake failure ERROR\0"
+        else:
+            reply = b"fd[9]: OK\0"
+        try:
+            s.sendall(prefix + reply)
+        except OSError:
+            return False
+        return True
 
     def release(self):
         self.go.set()
