@@ -66,12 +66,17 @@ int upload_texts(struct upload *u)
     return 0;
 }
 
-void upload_free(struct upload *u)
+static void filename_none(struct upload *u)
 {
     if (u->filename != no_name) free(u->filename);
     if (u->logname != no_name) free(u->logname);
     u->filename = u->logname = no_name;
     u->filename_len = 0;
+}
+
+void upload_free(struct upload *u)
+{
+    filename_none(u);
     if (u->name != no_name) free(u->name);
     texts_none(u);
 }
@@ -163,7 +168,7 @@ int upload_set_filename(struct upload *u, const char *name, size_t len)
     memcpy(f, name, len);
     f[len] = '\0';
     memcpy(l, log, ll + 1);
-    upload_free(u);
+    filename_none(u);
     u->filename = f;
     u->logname = l;
     u->filename_len = len;
