@@ -46,6 +46,10 @@ static bool matches(const struct record *rec, const struct upload_request *r)
 static int from_record(struct upload *u, const struct record *rec, struct upload_error *e)
 {
     const char *why = "";
+    if (upload_texts(u) < 0) {
+        fail(e, 500, "out of memory");
+        return -1;
+    }
     if (store_sanitize_name(rec->filename, rec->filename_len, u->name, &why) < 0) {
         fail(e, 404, "upload %s is unknown", rec->id);
         return -1;
@@ -65,15 +69,15 @@ static int from_record(struct upload *u, const struct record *rec, struct upload
     u->steps = rec->steps;
     u->scanned = (enum upload_verdict)rec->verdict;
     u->verdict = rec->steps & RECORD_PLACED ? u->scanned : rec->reason[0] ? VERDICT_ERROR : VERDICT_NONE;
-    snprintf(u->virus, sizeof u->virus, "%s", rec->virus);
-    snprintf(u->reason, sizeof u->reason, "%s", rec->reason);
+    snprintf(u->virus, UPLOAD_TEXT_CAP, "%s", rec->virus);
+    snprintf(u->reason, UPLOAD_TEXT_CAP, "%s", rec->reason);
     /* stored_as names the file in accept_dir only. */
     bool accepted = rec->verdict != RV_INFECTED && (rec->steps & RECORD_PLACED);
-    snprintf(u->stored, sizeof u->stored, "%s", accepted ? rec->stored : "");
-    snprintf(u->placed, sizeof u->placed, "%s", rec->stored);
+    snprintf(u->stored, UPLOAD_NAME_CAP, "%s", accepted ? rec->stored : "");
+    snprintf(u->placed, UPLOAD_NAME_CAP, "%s", rec->stored);
     /* Named before its hook and publish: that name, for good. */
     u->named = rec->name[0] != '\0';
-    if (u->named && !(rec->steps & RECORD_PLACED)) snprintf(u->stored, sizeof u->stored, "%s", rec->name);
+    if (u->named && !(rec->steps & RECORD_PLACED)) snprintf(u->stored, UPLOAD_NAME_CAP, "%s", rec->name);
     u->resumed = true;
     clock_gettime(CLOCK_MONOTONIC, &u->started);
     return 0;

@@ -36,16 +36,37 @@ void upload_hex(const unsigned char *bin, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+/* What every name and text of a session without its heap block reads. */
 static char no_name[1];
+
+static void texts_none(struct upload *u)
+{
+    no_name[0] = '\0';
+    u->name = u->stored = u->placed = u->virus = u->reason = no_name;
+}
 
 void upload_init(struct upload *u)
 {
     memset(u, 0, sizeof *u);
     u->fd = u->rfd = -1;
     u->filename = u->logname = no_name;
+    texts_none(u);
 }
 
-void upload_free(struct upload *u)
+int upload_texts(struct upload *u)
+{
+    if (u->name != no_name) return 0;
+    char *b = calloc(1, 3 * UPLOAD_NAME_CAP + 2 * UPLOAD_TEXT_CAP);
+    if (!b) return -1;
+    u->name = b;
+    u->stored = b + UPLOAD_NAME_CAP;
+    u->placed = b + 2 * UPLOAD_NAME_CAP;
+    u->virus = b + 3 * UPLOAD_NAME_CAP;
+    u->reason = b + 3 * UPLOAD_NAME_CAP + UPLOAD_TEXT_CAP;
+    return 0;
+}
+
+static void filename_none(struct upload *u)
 {
     if (u->filename != no_name) free(u->filename);
     if (u->logname != no_name) free(u->logname);
@@ -53,10 +74,18 @@ void upload_free(struct upload *u)
     u->filename_len = 0;
 }
 
+void upload_free(struct upload *u)
+{
+    filename_none(u);
+    if (u->name != no_name) free(u->name);
+    texts_none(u);
+}
+
 int upload_begin(struct upload *u, struct store *st, const struct upload_limits *lim,
                  const struct upload_request *r, struct upload_error *e)
 {
     upload_release(u);
+    if (upload_texts(u) < 0) return err(e, 500, "out of memory");
     const char *why = "";
     if (store_sanitize_name(r->filename, r->filename_len, u->name, &why) < 0)
         return err(e, 400, "%s", why);
@@ -139,7 +168,7 @@ int upload_set_filename(struct upload *u, const char *name, size_t len)
     memcpy(f, name, len);
     f[len] = '\0';
     memcpy(l, log, ll + 1);
-    upload_free(u);
+    filename_none(u);
     u->filename = f;
     u->logname = l;
     u->filename_len = len;
@@ -265,7 +294,7 @@ int upload_hash(struct upload *u, uint64_t upto)
 static void step_failed(struct upload *u, struct store *st, const char *reason)
 {
     u->verdict = VERDICT_ERROR;
-    if (reason != u->reason) snprintf(u->reason, sizeof u->reason, "%s", reason);
+    if (reason != u->reason) snprintf(u->reason, UPLOAD_TEXT_CAP, "%s", reason);
     upload_save_record(u, st, true);
 }
 
@@ -321,8 +350,8 @@ static int scan(struct upload *u, struct store *st, const struct upload_policy *
         u->verdict = VERDICT_UNSCANNED;
     } else {
         /* The spool fd is write-only: the scanner gets the read-only one. */
-        u->verdict = p->scan(p->scan_ctx, u->rfd, u->id, u->virus, sizeof u->virus, u->reason,
-                             sizeof u->reason);
+        u->verdict = p->scan(p->scan_ctx, u->rfd, u->id, u->virus, UPLOAD_TEXT_CAP, u->reason,
+                             UPLOAD_TEXT_CAP);
     }
     u->scanned = u->verdict;
     if (u->verdict == VERDICT_ERROR) {
@@ -382,7 +411,7 @@ static int place(struct upload *u, struct store *st, const struct upload_policy 
         linked = false;
     } else if (u->named) {
         rc = store_link_part_as(st, u->id, st->accept_fd, u->stored, &linked);
-        if (linked) snprintf(u->placed, sizeof u->placed, "%s", u->stored);
+        if (linked) snprintf(u->placed, UPLOAD_NAME_CAP, "%s", u->stored);
         if (rc == -EEXIST) {
             /* Not intake's doing (a reservation keeps every upload of ours
              * off the name): the name was promised, so it is not changed. */
@@ -434,7 +463,7 @@ static void finish(struct upload *u, int rc)
 {
     if (rc == 0) u->verdict = u->scanned;
     bool accepted = rc == 0 && u->verdict != VERDICT_INFECTED;
-    snprintf(u->stored, sizeof u->stored, "%s", accepted ? u->placed : "");
+    snprintf(u->stored, UPLOAD_NAME_CAP, "%s", accepted ? u->placed : "");
     if (rc == 0) {
         char hex[65];
         upload_hex(u->digest, 32, hex);

@@ -24,6 +24,8 @@
 #define UPLOAD_TOKEN_MAX 1024
 #define UPLOAD_CONTROL_MAX 8192 /* a header line / control message: 431 beyond */
 #define UPLOAD_LOGNAME_MAX 512
+#define UPLOAD_NAME_CAP (STORE_NAME_MAX + 1)
+#define UPLOAD_TEXT_CAP 128
 
 struct upload_error {
     int code;
@@ -81,9 +83,13 @@ struct upload {
     char *filename;
     size_t filename_len;
     char *logname;
-    char name[STORE_NAME_MAX + 1];        /* sanitized */
-    char stored[STORE_NAME_MAX + 1];      /* stored_as: name in accept_dir, or "" */
-    char placed[STORE_NAME_MAX + 1];      /* name in accept_dir or quarantine_dir */
+    /* Names and texts the upload produces, in one heap block from its START
+     * (or lookup) until the connection lets it go after STATUS: an idle
+     * connection holds none (they read "" then). Capacities: UPLOAD_NAME_CAP
+     * and UPLOAD_TEXT_CAP bytes. */
+    char *name;   /* sanitized */
+    char *stored; /* stored_as: name in accept_dir, or "" */
+    char *placed; /* name in accept_dir or quarantine_dir */
     uint64_t size, received;
     int fd;   /* the spool file, write-only */
     int rfd;  /* the same file, read-only: hashing and scanning */
@@ -93,8 +99,8 @@ struct upload {
     unsigned char want[32], digest[32];
     enum upload_verdict verdict; /* the outcome told to the client */
     enum upload_verdict scanned; /* the scan's verdict, with RECORD_SCANNED */
-    char virus[128];
-    char reason[128];
+    char *virus;
+    char *reason;
     struct timespec started;
     /* What the durable record (record.h) says, kept in step with it. */
     int64_t created, token_expiry;
@@ -168,8 +174,12 @@ void upload_release(struct upload *u);
 /* Sets the client's filename (len bytes, NULs and all; at most
  * UPLOAD_FILENAME_MAX) and its log form. 0, or -1 (out of memory). */
 int upload_set_filename(struct upload *u, const char *name, size_t len);
-/* Frees what the session holds on the heap (after upload_release). */
+/* Frees what the session holds on the heap (after upload_release): its
+ * names and texts read "" afterwards. */
 void upload_free(struct upload *u);
+/* Gives the session its names and texts block (before it writes them). 0 or
+ * -1 (out of memory). */
+int upload_texts(struct upload *u);
 /* The upload's durable record: fills r from u. */
 void upload_to_record(const struct upload *u, struct record *r);
 /* Saves it (sync: fsynced before the rename). 0 or -errno, logged. */

@@ -223,12 +223,10 @@ static int flush(struct conn *c)
         c->out_off += (size_t)n;
     }
     c->out_off = c->out_len = 0;
-    /* A large reply (an echo) should not pin its buffer forever. */
-    if (c->out_cap > 65536) {
-        free(c->out);
-        c->out = NULL;
-        c->out_cap = 0;
-    }
+    /* Everything went out: an idle connection keeps no output buffer. */
+    free(c->out);
+    c->out = NULL;
+    c->out_cap = 0;
     return 0;
 }
 
@@ -475,7 +473,7 @@ static char *hook_input(struct conn *c, size_t *len)
     enum upload_verdict keep = u->verdict;
     u->verdict = u->scanned;
     if (u->scanned == VERDICT_ERROR && !u->reason[0])
-        snprintf(u->reason, sizeof u->reason, "scan failed");
+        snprintf(u->reason, UPLOAD_TEXT_CAP, "scan failed");
     size_t n;
     char *status = message_status(u, &n);
     u->verdict = keep;

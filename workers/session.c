@@ -54,6 +54,10 @@ static void status(struct conn *c)
     c->t->send_msg(c, m, n);
     free(m);
     if (c->state == CONN_CLOSED) return;
+    /* The upload is over: an idle connection keeps nothing of it. */
+    c->logged = true;
+    upload_free(&c->up);
+    c->up.phase = UPLOAD_IDLE;
     c->t->go_on(c);
 }
 
