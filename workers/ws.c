@@ -57,8 +57,9 @@ struct ws {
     size_t stash_len;
 
     /* ?token= of the handshake URL, percent-decoded: used by STARTs without
-     * one. Longer than any token: kept one byte too long, so it fails. */
-    char url_token[TOKEN_TEXT_MAX + 2];
+     * one (on the heap, only when the URL has one). Longer than any token:
+     * kept one byte too long, so it fails. */
+    char *url_token;
     size_t url_token_len;
 };
 
@@ -79,8 +80,14 @@ void ws_upgrade(struct conn *c, const char *key, bool echo, const char *token, s
         return;
     }
     c->ws->echo = echo;
-    if (token_len > sizeof c->ws->url_token) token_len = sizeof c->ws->url_token;
-    memcpy(c->ws->url_token, token, token_len);
+    if (token_len > TOKEN_TEXT_MAX + 2) token_len = TOKEN_TEXT_MAX + 2;
+    if (token_len && !(c->ws->url_token = malloc(token_len))) {
+        free(c->ws);
+        c->ws = NULL;
+        web_error(c, 503, "out of memory", NULL);
+        return;
+    }
+    if (token_len) memcpy(c->ws->url_token, token, token_len);
     c->ws->url_token_len = token_len;
     char resp[256];
     int n = snprintf(resp, sizeof resp,
@@ -487,6 +494,7 @@ static void ws_release(struct conn *c)
     free(c->ws->echo_buf);
     free(c->ws->stash);
     free(c->ws->ctrl);
+    free(c->ws->url_token);
     free(c->ws);
     c->ws = NULL;
 }
