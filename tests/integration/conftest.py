@@ -331,3 +331,39 @@ def file_sha256(path):
 def upload_worker_pids(log_text):
     """Pids of the processes that logged a stored upload."""
     return set(int(m) for m in re.findall(r"\] (\d+): (?:worker \d+: )?upload [0-9a-f]{32} .* stored as ", log_text))
+
+
+NGINX = "/usr/sbin/nginx"
+
+
+def start_nginx(tmp_path, http_conf, stream_conf="", wait_ports=(), access_log_off=False):
+    """Debian's nginx in the foreground on a configuration made of an http
+    block and, if given, a stream block (the shipped samples rewritten for
+    the test's ports), with its pid, error log and temp files under tmp_path.
+    Returns the process once every port in wait_ports accepts; the caller
+    stops it."""
+    conf = os.path.join(str(tmp_path), "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(("load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
+                 if stream_conf else "") +
+                "pid %s/nginx.pid;\nerror_log %s/nginx-error.log;\nuser root;\nevents {}\n"
+                "%s\nhttp {\n%s client_body_temp_path %s;\n proxy_temp_path %s;\n%s\n}\n"
+                % (tmp_path, tmp_path, stream_conf, " access_log off;\n" if access_log_off else "",
+                   tmp_path, tmp_path, http_conf))
+    nginx = subprocess.Popen([NGINX, "-c", conf, "-g", "daemon off;"], stderr=subprocess.PIPE)
+
+    def up():
+        try:
+            for port in wait_ports:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    try:
+        wait_for(lambda: up() or nginx.poll() is not None, 10, what="nginx")
+        assert nginx.poll() is None, nginx.stderr.read().decode()
+    except BaseException:
+        nginx.kill()
+        nginx.wait()
+        raise
+    return nginx

@@ -9,9 +9,8 @@ import signal
 import socket
 import subprocess
 
-from conftest import INTAKE, ROOT, Daemon, free_ports, wait_for
+from conftest import INTAKE, NGINX, ROOT, Daemon, free_ports, start_nginx, wait_for
 
-NGINX = "/usr/sbin/nginx"
 SOURCES = ["127.0.0.%d" % i for i in range(2, 18)]
 
 
@@ -78,24 +77,8 @@ def behind_nginx(hosts, tmp_path):
         .replace("listen 9000;", "listen 127.0.0.1:%d;\n        proxy_upload_rate 8m;" % stream_port)
     assert "hash $remote_addr consistent" in http_conf and "127.0.0.1:%d" % b.ws_port in http_conf
     assert "hash $remote_addr consistent" in stream_conf and "proxy_upload_rate" in stream_conf
-    conf = tmp_path / "nginx.conf"
-    conf.write_text("load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
-                    "pid %s/nginx.pid;\nerror_log %s/nginx-error.log;\nuser root;\n"
-                    "events {}\n%s\nhttp {\n client_body_temp_path %s;\n"
-                    " proxy_temp_path %s;\n%s\n}\n"
-                    % (tmp_path, tmp_path, stream_conf, tmp_path, tmp_path, http_conf))
-    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-g", "daemon off;"],
-                             stderr=subprocess.PIPE)
+    nginx = start_nginx(tmp_path, http_conf, stream_conf, (stream_port, http_port))
     try:
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", stream_port), timeout=1).close()
-                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(lambda: up() or nginx.poll() is not None, 10, what="nginx")
-        assert nginx.poll() is None, nginx.stderr.read().decode()
 
         # Clients from different addresses spread over both hosts, each
         # address always to the same host.

@@ -17,8 +17,8 @@ import time
 import pytest
 import websockets
 
-from conftest import (INTAKE, INTAKED, ROOT, Client, alive, free_port, free_ports, sha256,
-                      short_dir, wait_for)
+from conftest import (INTAKE, INTAKED, NGINX, ROOT, Client, alive, free_port, free_ports, sha256,
+                      short_dir, start_nginx, wait_for)
 
 
 class Load:
@@ -399,7 +399,6 @@ def test_usr1_rotates_access_and_error_logs(daemon_factory, tmp_path):
     assert "after.txt" not in open(str(alog) + ".1").read()
 
 
-NGINX = "/usr/sbin/nginx"
 
 
 def test_real_nginx_in_front(daemon_factory, tmp_path):
@@ -414,23 +413,8 @@ def test_real_nginx_in_front(daemon_factory, tmp_path):
     with open(os.path.join(ROOT, "etc", "nginx", "intake-stream.conf")) as f:
         stream_conf = f.read().replace("127.0.0.1:9090", "127.0.0.1:%d" % d.tcp_port) \
             .replace("listen 9000;", "listen 127.0.0.1:%d;" % stream_port)
-    conf = tmp_path / "nginx.conf"
-    conf.write_text("load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
-                    "pid %s/nginx.pid;\nerror_log %s/nginx-error.log;\nuser root;\n"
-                    "events {}\n%s\nhttp {\n access_log off;\n client_body_temp_path %s;\n"
-                    " proxy_temp_path %s;\n%s\n}\n"
-                    % (tmp_path, tmp_path, stream_conf, tmp_path, tmp_path, http_conf))
-    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-g", "daemon off;"],
-                             stderr=subprocess.PIPE)
+    nginx = start_nginx(tmp_path, http_conf, stream_conf, (http_port,), access_log_off=True)
     try:
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(lambda: up() or nginx.poll() is not None, 10, what="nginx")
-        assert nginx.poll() is None, nginx.stderr.read().decode()
         from wsraw import http_request
         status, h, body = http_request(http_port, b"GET / HTTP/1.1\r\nHost: up\r\nConnection: close\r\n\r\n")
         assert status == 200 and b"Upload files" in body

@@ -10,12 +10,11 @@ import hmac
 import json
 import os
 import socket
-import subprocess
 import time
 
 import websockets
 
-from conftest import ROOT, free_ports, wait_for
+from conftest import NGINX, ROOT, free_ports, start_nginx
 
 
 def handshake(port, host, origin=None, path="/upload"):
@@ -105,7 +104,6 @@ def test_any_list_and_list_with_same(daemon_factory):
         assert handshake(d.ws_port, here, origin) == want, origin
 
 
-NGINX = "/usr/sbin/nginx"
 SECRET = b"nginx-test-secret-nginx-test-secret-01"
 
 
@@ -123,21 +121,8 @@ def test_behind_the_nginx_sample_on_another_port(daemon_factory, tmp_path):
         http_conf = f.read().replace("127.0.0.1:8080", "127.0.0.1:%d" % d.ws_port) \
             .replace("listen 80;", "listen 127.0.0.1:%d;" % http_port) \
             .replace("/var/log/nginx/", "%s/nginx-" % tmp_path)
-    conf = tmp_path / "nginx.conf"
-    conf.write_text("pid %s/nginx.pid;\nerror_log %s/nginx-error.log;\nuser root;\nevents {}\n"
-                    "http {\n client_body_temp_path %s;\n proxy_temp_path %s;\n%s\n}\n"
-                    % (tmp_path, tmp_path, tmp_path, tmp_path, http_conf))
-    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-g", "daemon off;"],
-                             stderr=subprocess.PIPE)
+    nginx = start_nginx(tmp_path, http_conf, "", (http_port,))
     try:
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(lambda: up() or nginx.poll() is not None, 10, what="nginx")
-        assert nginx.poll() is None, nginx.stderr.read().decode()
         front = "127.0.0.1:%d" % http_port
         assert handshake(http_port, front, "http://" + front) == 101
         assert handshake(http_port, front, "http://evil.example") == 403

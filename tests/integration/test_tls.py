@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 import websockets
 
-from conftest import INTAKE, INTAKED, ROOT, file_sha256, free_ports, wait_for
+from conftest import INTAKE, INTAKED, NGINX, ROOT, file_sha256, free_ports, start_nginx, wait_for
 
 SERIAL_A, SERIAL_B = "1001", "2002"
 
@@ -436,8 +436,7 @@ def test_tls_at_nginx_in_front_of_plain_intaked(daemon_factory, tmp_path, pki):
     """The shipped samples etc/nginx/intake-{http,stream}-tls.conf with real
     nginx: HTTPS page and wss upload, and intake --tls through the stream
     block, to a plain intaked."""
-    nginx_bin = "/usr/sbin/nginx"
-    assert os.path.exists(nginx_bin), "nginx missing: run scripts/deps.sh"
+    assert os.path.exists(NGINX), "nginx missing: run scripts/deps.sh"
     d = daemon_factory()
     https_port, http_port, stream_port = free_ports(3)
     cert, key = pki["a"]
@@ -460,23 +459,8 @@ def test_tls_at_nginx_in_front_of_plain_intaked(daemon_factory, tmp_path, pki):
     stream_conf = sample("intake-stream-tls.conf", {
         "127.0.0.1:9090": "127.0.0.1:%d" % d.tcp_port,
         "listen 9443 ssl;": "listen 127.0.0.1:%d ssl;" % stream_port})
-    conf = tmp_path / "nginx.conf"
-    conf.write_text("load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
-                    "pid %s/nginx.pid;\nerror_log %s/nginx-error.log;\nuser root;\n"
-                    "events {}\n%s\nhttp {\n access_log off;\n client_body_temp_path %s;\n"
-                    " proxy_temp_path %s;\n%s\n}\n"
-                    % (tmp_path, tmp_path, stream_conf, tmp_path, tmp_path, http_conf))
-    nginx = subprocess.Popen([nginx_bin, "-c", str(conf), "-g", "daemon off;"],
-                             stderr=subprocess.PIPE)
+    nginx = start_nginx(tmp_path, http_conf, stream_conf, (stream_port,), access_log_off=True)
     try:
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", stream_port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(lambda: up() or nginx.poll() is not None, 10, what="nginx")
-        assert nginx.poll() is None, nginx.stderr.read().decode()
         ctx = client_ctx(pki)
         with urllib.request.urlopen("https://localhost:%d/" % https_port, context=ctx,
                                     timeout=10) as r:
