@@ -6,22 +6,10 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int err(struct upload_error *e, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int err(struct upload_error *e, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
-    va_end(ap);
-    e->code = code;
-    return -1;
-}
 
 static int unhex(const char *s, size_t len, unsigned char *out, size_t n)
 {
@@ -281,14 +269,14 @@ static int parse_start(const char *json, size_t len, struct upload_request *r,
 {
     memset(r, 0, sizeof *r);
     if (json_check_object(json, len) < 0)
-        return err(e, 400, "malformed header: expected one JSON START object");
+        return upload_fail(e, 400, "malformed header: expected one JSON START object");
     char buf[80];
     ssize_t l = jget_string(json, len, "type", buf, sizeof buf);
     if (l != 5 || memcmp(buf, "START", 5) != 0)
-        return err(e, 400, "expected {\"type\":\"START\",...}");
+        return upload_fail(e, 400, "expected {\"type\":\"START\",...}");
     l = jget_string(json, len, "filename", r->filename, UPLOAD_FILENAME_MAX);
     if (l < 0)
-        return err(e, 400, "START needs one \"filename\" string of at most %d bytes",
+        return upload_fail(e, 400, "START needs one \"filename\" string of at most %d bytes",
                    UPLOAD_FILENAME_MAX);
     r->filename[l] = '\0';
     r->filename_len = (size_t)l;
@@ -297,23 +285,23 @@ static int parse_start(const char *json, size_t len, struct upload_request *r,
     /* JSON numbers are doubles here: integers are exact up to 2^53. */
     if (jmember(json, len, "size", &v, &vl) != 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) ||
         vl >= sizeof buf)
-        return err(e, 400, "START needs \"size\": a whole number of bytes");
+        return upload_fail(e, 400, "START needs \"size\": a whole number of bytes");
     memcpy(buf, v, vl);
     buf[vl] = '\0';
     double size = strtod(buf, NULL);
     if (!(size >= 0) || size > 9007199254740992.0 || floor(size) != size)
-        return err(e, 400, "START needs \"size\": a whole number of bytes");
+        return upload_fail(e, 400, "START needs \"size\": a whole number of bytes");
     r->size = (uint64_t)size;
     l = jget_string(json, len, "sha256", buf, sizeof buf);
     if (l != J_ABSENT) {
         if (l < 0 || unhex(buf, (size_t)l, r->sha256, 32) < 0)
-            return err(e, 400, "\"sha256\" must be 64 hexadecimal characters");
+            return upload_fail(e, 400, "\"sha256\" must be 64 hexadecimal characters");
         r->has_sha256 = true;
     }
     l = jget_string(json, len, "token", r->token, UPLOAD_TOKEN_MAX);
     if (l != J_ABSENT) {
         if (l < 0 || memchr(r->token, '\0', (size_t)l))
-            return err(e, 400, "\"token\" must be a string of at most %d bytes, without NUL",
+            return upload_fail(e, 400, "\"token\" must be a string of at most %d bytes, without NUL",
                        UPLOAD_TOKEN_MAX);
         r->token[l] = '\0';
     }
@@ -321,7 +309,7 @@ static int parse_start(const char *json, size_t len, struct upload_request *r,
     if (l != J_ABSENT) {
         buf[l < 0 ? 0 : l] = '\0';
         if (l != STORE_ID_LEN || !store_id_valid(buf))
-            return err(e, 400, "\"id\" must be an upload id (32 lowercase hex characters)");
+            return upload_fail(e, 400, "\"id\" must be an upload id (32 lowercase hex characters)");
         memcpy(r->resume_id, buf, STORE_ID_LEN + 1);
     }
     return 0;
@@ -344,17 +332,17 @@ int message_parse_plain(const char *line, size_t len, struct upload_request *r,
     uint64_t size = 0;
     while (i < len && line[i] >= '0' && line[i] <= '9') {
         uint64_t d = (uint64_t)(line[i] - '0');
-        if (size > (UINT64_MAX - d) / 10) return err(e, 413, "size is too large");
+        if (size > (UINT64_MAX - d) / 10) return upload_fail(e, 413, "size is too large");
         size = size * 10 + d;
         i++;
     }
     if (i == 0 || i > 20 || i >= len || line[i] != ' ')
-        return err(e, 400, "malformed header: expected \"SIZE NAME\" or a JSON START object");
+        return upload_fail(e, 400, "malformed header: expected \"SIZE NAME\" or a JSON START object");
     i++;
     size_t nl = len - i;
     if (nl > UPLOAD_FILENAME_MAX)
-        return err(e, 400, "filename is longer than %d bytes", UPLOAD_FILENAME_MAX);
-    if (memchr(line + i, '\0', nl)) return err(e, 400, "filename contains a NUL byte");
+        return upload_fail(e, 400, "filename is longer than %d bytes", UPLOAD_FILENAME_MAX);
+    if (memchr(line + i, '\0', nl)) return upload_fail(e, 400, "filename contains a NUL byte");
     memcpy(r->filename, line + i, nl);
     r->filename[nl] = '\0';
     r->filename_len = nl;
@@ -372,7 +360,7 @@ enum message_type message_parse(const char *buf, size_t len, bool line, struct u
         return message_parse_plain(buf, len, r, e) < 0 ? MSG_BAD : MSG_START;
     char type[64];
     if (parse_type(buf, len, type, sizeof type) < 0) {
-        err(e, 400, line ? "malformed header: expected one JSON START object or \"SIZE NAME\""
+        upload_fail(e, 400, line ? "malformed header: expected one JSON START object or \"SIZE NAME\""
                          : "malformed control message: expected one JSON object with a \"type\"");
         return MSG_BAD;
     }
@@ -381,7 +369,7 @@ enum message_type message_parse(const char *buf, size_t len, bool line, struct u
         /* Shown to the client and logged: keep it short and printable. */
         for (char *p = type; *p; p++)
             if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f) *p = '?';
-        err(e, 400, "unknown message type \"%.40s\" (START%s)", type, line ? "" : " or DONE");
+        upload_fail(e, 400, "unknown message type \"%.40s\" (START%s)", type, line ? "" : " or DONE");
         return MSG_BAD;
     }
     return parse_start(buf, len, r, e) < 0 ? MSG_BAD : MSG_START;

@@ -14,9 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int err(struct upload_error *e, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int err(struct upload_error *e, int code, const char *fmt, ...)
+int upload_fail(struct upload_error *e, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -85,25 +83,25 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
                  const struct upload_request *r, struct upload_error *e)
 {
     upload_release(u);
-    if (upload_texts(u) < 0) return err(e, 500, "out of memory");
+    if (upload_texts(u) < 0) return upload_fail(e, 500, "out of memory");
     const char *why = "";
     if (store_sanitize_name(r->filename, r->filename_len, u->name, &why) < 0)
-        return err(e, 400, "%s", why);
+        return upload_fail(e, 400, "%s", why);
     if (r->resume_id[0]) /* START with an id goes to upload_find */
-        return err(e, 404, "upload %s is unknown or expired", r->resume_id);
+        return upload_fail(e, 404, "upload %s is unknown or expired", r->resume_id);
     if (r->size > lim->max_file_size)
-        return err(e, 413, "file of %llu bytes is larger than the limit of %llu bytes",
+        return upload_fail(e, 413, "file of %llu bytes is larger than the limit of %llu bytes",
                    (unsigned long long)r->size, (unsigned long long)lim->max_file_size);
     int rc = store_check_space(st, r->size);
     if (rc == -ENOSPC)
-        return err(e, 507, "not enough free space on the server for %llu bytes",
+        return upload_fail(e, 507, "not enough free space on the server for %llu bytes",
                    (unsigned long long)r->size);
-    if (rc < 0) return err(e, 500, "cannot check free space: %s", strerror(-rc));
+    if (rc < 0) return upload_fail(e, 500, "cannot check free space: %s", strerror(-rc));
     store_new_id(u->id);
     int fd = store_create_part(st, u->id);
     if (fd < 0) {
         log_error("upload %s: cannot create spool file: %s", u->id, strerror(-fd));
-        return err(e, fd == -ENOSPC ? 507 : 500, "cannot create the spool file");
+        return upload_fail(e, fd == -ENOSPC ? 507 : 500, "cannot create the spool file");
     }
     /* The one writer's lock (see resume.c): new, so nobody else holds it. */
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
@@ -115,7 +113,7 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
         if (rfd >= 0) close(rfd);
         close(fd);
         store_discard_part(st, u->id);
-        return err(e, 500, "cannot start the upload");
+        return upload_fail(e, 500, "cannot start the upload");
     }
     u->fd = fd;
     u->rfd = rfd;
@@ -124,7 +122,7 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     if (upload_set_filename(u, r->filename, r->filename_len) < 0) {
         upload_release(u);
         store_discard_part(st, u->id);
-        return err(e, 500, "out of memory");
+        return upload_fail(e, 500, "out of memory");
     }
     u->size = r->size;
     u->received = 0;
@@ -144,7 +142,7 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     if (upload_save_record(u, st, false) < 0) {
         upload_release(u);
         store_discard_part(st, u->id);
-        return err(e, 500, "cannot record the upload in the spool");
+        return upload_fail(e, 500, "cannot record the upload in the spool");
     }
     return 0;
 }
@@ -220,9 +218,9 @@ int upload_checkpoint(struct upload *u, struct store *st, uint64_t upto)
 
 int upload_write(struct upload *u, const void *buf, size_t len, struct upload_error *e)
 {
-    if (u->phase != UPLOAD_RECEIVING) return err(e, 400, "data outside an upload");
+    if (u->phase != UPLOAD_RECEIVING) return upload_fail(e, 400, "data outside an upload");
     if (len > upload_remaining(u))
-        return err(e, 400, "more data than the announced size of %llu bytes",
+        return upload_fail(e, 400, "more data than the announced size of %llu bytes",
                    (unsigned long long)u->size);
     const char *p = buf;
     size_t left = len;
@@ -233,7 +231,7 @@ int upload_write(struct upload *u, const void *buf, size_t len, struct upload_er
             int en = errno;
             log_error("upload %s: write to spool failed at byte %llu: %s", u->id,
                       (unsigned long long)u->received, strerror(en));
-            return err(e, en == ENOSPC || en == EDQUOT ? 507 : 500,
+            return upload_fail(e, en == ENOSPC || en == EDQUOT ? 507 : 500,
                        en == ENOSPC || en == EDQUOT ? "server disk is full"
                                                     : "cannot write the spool file");
         }
@@ -246,9 +244,9 @@ int upload_write(struct upload *u, const void *buf, size_t len, struct upload_er
 
 int upload_splice(struct upload *u, int pipe_rd, size_t len, struct upload_error *e)
 {
-    if (u->phase != UPLOAD_RECEIVING) return err(e, 400, "data outside an upload");
+    if (u->phase != UPLOAD_RECEIVING) return upload_fail(e, 400, "data outside an upload");
     if (len > upload_remaining(u))
-        return err(e, 400, "more data than the announced size of %llu bytes",
+        return upload_fail(e, 400, "more data than the announced size of %llu bytes",
                    (unsigned long long)u->size);
     size_t left = len;
     while (left) {
@@ -258,7 +256,7 @@ int upload_splice(struct upload *u, int pipe_rd, size_t len, struct upload_error
             int en = n < 0 ? errno : EIO;
             log_error("upload %s: write to spool failed at byte %llu: %s", u->id,
                       (unsigned long long)(u->received + (len - left)), strerror(en));
-            return err(e, en == ENOSPC || en == EDQUOT ? 507 : 500,
+            return upload_fail(e, en == ENOSPC || en == EDQUOT ? 507 : 500,
                        en == ENOSPC || en == EDQUOT ? "server disk is full"
                                                     : "cannot write the spool file");
         }
@@ -318,7 +316,7 @@ static int check_hash(struct upload *u, struct store *st, struct upload_error *e
                  u->logname, got);
         store_discard_part(st, u->id);
         record_remove(st->spool_fd, u->id);
-        return err(e, 422, "checksum mismatch: the received data has sha256 %s", got);
+        return upload_fail(e, 422, "checksum mismatch: the received data has sha256 %s", got);
     }
     u->steps |= RECORD_RECEIVED | RECORD_HASHED;
     return 0;

@@ -206,6 +206,9 @@ enum upload_found {
 enum upload_found upload_find(struct upload *u, struct store *st, const struct upload_request *r,
                               struct upload_error *e);
 
+/* Fills e with code and a message for the client. Returns -1. */
+int upload_fail(struct upload_error *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 const char *upload_verdict_name(enum upload_verdict v);
 void upload_hex(const unsigned char *bin, size_t n, char *out);
 
