@@ -141,6 +141,23 @@ static void put(struct out *o, const char *fmt, ...)
         o->len += (size_t)n;
 }
 
+/* One histogram in Prometheus text format: cumulative buckets, sum, count. */
+static void histogram(struct out *o, const char *name, const char *help, const uint64_t *bucket,
+                      uint64_t sum_us, uint64_t count)
+{
+    put(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int b = 0; b < METRICS_BUCKETS; b++) {
+        cum += bucket[b];
+        if (b < METRICS_BUCKETS - 1)
+            put(o, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[b], (unsigned long long)cum);
+        else
+            put(o, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    }
+    put(o, "%s_sum %.6f\n", name, (double)sum_us / 1e6);
+    put(o, "%s_count %llu\n", name, (unsigned long long)count);
+}
+
 int metrics_render(const struct metrics *m, char *buf, size_t cap)
 {
     struct metrics_slot sum;
@@ -209,20 +226,8 @@ int metrics_render(const struct metrics *m, char *buf, size_t cap)
             put(&o, "intake_errors_total{code=\"other\"} %llu\n",
                 (unsigned long long)sum.errors[c]);
     }
-    put(&o, "# HELP intake_scan_duration_seconds Time to scan one file.\n"
-            "# TYPE intake_scan_duration_seconds histogram\n");
-    uint64_t cum = 0;
-    for (int b = 0; b < METRICS_BUCKETS; b++) {
-        cum += sum.scan_bucket[b];
-        if (b < METRICS_BUCKETS - 1)
-            put(&o, "intake_scan_duration_seconds_bucket{le=\"%g\"} %llu\n", bounds[b],
-                (unsigned long long)cum);
-        else
-            put(&o, "intake_scan_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-                (unsigned long long)cum);
-    }
-    put(&o, "intake_scan_duration_seconds_sum %.6f\n", (double)sum.scan_sum_us / 1e6);
-    put(&o, "intake_scan_duration_seconds_count %llu\n", (unsigned long long)sum.scan_count);
+    histogram(&o, "intake_scan_duration_seconds", "Time to scan one file.", sum.scan_bucket,
+              sum.scan_sum_us, sum.scan_count);
     put(&o, "# HELP intake_scans_total Scanner round trips, by scanner address and result "
             "(error: refused, timed out, went away or answered ERROR).\n"
             "# TYPE intake_scans_total counter\n");
@@ -252,20 +257,8 @@ int metrics_render(const struct metrics *m, char *buf, size_t cap)
             (unsigned long long)sum.hooks[r]);
         hook_count += sum.hooks[r];
     }
-    put(&o, "# HELP intake_hook_duration_seconds Time one accept hook ran.\n"
-            "# TYPE intake_hook_duration_seconds histogram\n");
-    cum = 0;
-    for (int b = 0; b < METRICS_BUCKETS; b++) {
-        cum += sum.hook_bucket[b];
-        if (b < METRICS_BUCKETS - 1)
-            put(&o, "intake_hook_duration_seconds_bucket{le=\"%g\"} %llu\n", bounds[b],
-                (unsigned long long)cum);
-        else
-            put(&o, "intake_hook_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-                (unsigned long long)cum);
-    }
-    put(&o, "intake_hook_duration_seconds_sum %.6f\n", (double)sum.hook_sum_us / 1e6);
-    put(&o, "intake_hook_duration_seconds_count %llu\n", (unsigned long long)hook_count);
+    histogram(&o, "intake_hook_duration_seconds", "Time one accept hook ran.", sum.hook_bucket,
+              sum.hook_sum_us, hook_count);
     put(&o, "# HELP intake_publishes_total Upload events published to NATS JetStream, by result "
             "(acked by the stream; failed: no acknowledgement in time; dropped: the retry queue "
             "was full).\n"
