@@ -1,5 +1,5 @@
 /* config: directive table, value parsers and the file reader. Every directive
- * of SPEC.md is parsed and validated here, including those a later stage acts on. */
+ * of intake.conf(5) is parsed and validated here, including those a later stage acts on. */
 #define _GNU_SOURCE
 #include "config.h"
 

@@ -1,4 +1,4 @@
-/* config: the intaked configuration file (SPEC.md "Directives").
+/* config: the intaked configuration file (intake.conf(5)).
  * config_load parses a file plus -o overrides into a fresh struct config, with
  * every directive validated; errors come back as "file:line: message". Paths
  * are made absolute against the start directory, so chdir never changes them. */
@@ -89,7 +89,7 @@ struct config {
     char *auth_secret_file;
     struct config_secrets auth; /* read by config_load: workers never open the file */
     bool ws_echo;
-    /* Delivery (SPEC "Delivery"). accept_dir is NULL with "accept_dir off". */
+    /* Delivery (intake.conf(5), "Delivery"). accept_dir is NULL with "accept_dir off". */
     char **accept_hook; /* PROGRAM ARG... NULL-terminated; NULL: none */
     int n_accept_hook;
     uint64_t hook_timeout_ms;

@@ -1,4 +1,4 @@
-/* intake: the command-line uploader (SPEC "intake"). Sends each FILE over the
+/* intake: the command-line uploader (intake(1)). Sends each FILE over the
  * raw TCP protocol on one connection (reconnecting after an ERROR or a lost
  * connection), streams the body without waiting for READY, and prints one
  * clamscan-style result line per file. Exit 0 clean/unscanned, 1 infected,
@@ -615,7 +615,7 @@ int main(int argc, char **argv)
 }
 
 /* intake token: prints v1.EXPIRY.MAXSIZE.SIG signed with the secret file's
- * first secret (SPEC "intake"): EXPIRY = now + ttl (default 1h). */
+ * first secret (intake(1)): EXPIRY = now + ttl (default 1h). */
 static int cmd_token(int argc, char **argv)
 {
     static const struct option longs[] = {{"secret-file", required_argument, 0, 'f'},

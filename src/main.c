@@ -1,4 +1,4 @@
-/* main: intaked's command line (SPEC "intaked"): -c, -o, -t, -s, -V, -h. */
+/* main: intaked's command line (intaked(8)): -c, -o, -t, -s, -V, -h. */
 #define _GNU_SOURCE
 #include "config.h"
 #include "log.h"

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static int unhex(const char *s, size_t len, unsigned char *out, size_t n)
 {
     if (len != 2 * n) return -1;
@@ -264,8 +263,8 @@ static ssize_t jget_string(const char *p, size_t n, const char *key, char *out, 
     return l < 0 ? J_BAD : l;
 }
 
-static int parse_start(const char *json, size_t len, struct upload_request *r,
-                       struct upload_error *e)
+int message_parse_start(const char *json, size_t len, struct upload_request *r,
+                        struct upload_error *e)
 {
     memset(r, 0, sizeof *r);
     if (json_check_object(json, len) < 0)
@@ -277,7 +276,7 @@ static int parse_start(const char *json, size_t len, struct upload_request *r,
     l = jget_string(json, len, "filename", r->filename, UPLOAD_FILENAME_MAX);
     if (l < 0)
         return upload_fail(e, 400, "START needs one \"filename\" string of at most %d bytes",
-                   UPLOAD_FILENAME_MAX);
+                           UPLOAD_FILENAME_MAX);
     r->filename[l] = '\0';
     r->filename_len = (size_t)l;
     const char *v;
@@ -301,8 +300,9 @@ static int parse_start(const char *json, size_t len, struct upload_request *r,
     l = jget_string(json, len, "token", r->token, UPLOAD_TOKEN_MAX);
     if (l != J_ABSENT) {
         if (l < 0 || memchr(r->token, '\0', (size_t)l))
-            return upload_fail(e, 400, "\"token\" must be a string of at most %d bytes, without NUL",
-                       UPLOAD_TOKEN_MAX);
+            return upload_fail(e, 400,
+                               "\"token\" must be a string of at most %d bytes, without NUL",
+                               UPLOAD_TOKEN_MAX);
         r->token[l] = '\0';
     }
     l = jget_string(json, len, "id", buf, sizeof buf);
@@ -325,7 +325,7 @@ static int parse_type(const char *json, size_t len, char *type, size_t cap)
 }
 
 int message_parse_plain(const char *line, size_t len, struct upload_request *r,
-                       struct upload_error *e)
+                        struct upload_error *e)
 {
     memset(r, 0, sizeof *r);
     size_t i = 0;
@@ -337,7 +337,8 @@ int message_parse_plain(const char *line, size_t len, struct upload_request *r,
         i++;
     }
     if (i == 0 || i > 20 || i >= len || line[i] != ' ')
-        return upload_fail(e, 400, "malformed header: expected \"SIZE NAME\" or a JSON START object");
+        return upload_fail(e, 400,
+                           "malformed header: expected \"SIZE NAME\" or a JSON START object");
     i++;
     size_t nl = len - i;
     if (nl > UPLOAD_FILENAME_MAX)
@@ -360,7 +361,8 @@ enum message_type message_parse(const char *buf, size_t len, bool line, struct u
         return message_parse_plain(buf, len, r, e) < 0 ? MSG_BAD : MSG_START;
     char type[64];
     if (parse_type(buf, len, type, sizeof type) < 0) {
-        upload_fail(e, 400, line ? "malformed header: expected one JSON START object or \"SIZE NAME\""
+        upload_fail(e, 400,
+                    line ? "malformed header: expected one JSON START object or \"SIZE NAME\""
                          : "malformed control message: expected one JSON object with a \"type\"");
         return MSG_BAD;
     }
@@ -369,16 +371,11 @@ enum message_type message_parse(const char *buf, size_t len, bool line, struct u
         /* Shown to the client and logged: keep it short and printable. */
         for (char *p = type; *p; p++)
             if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f) *p = '?';
-        upload_fail(e, 400, "unknown message type \"%.40s\" (START%s)", type, line ? "" : " or DONE");
+        upload_fail(e, 400, "unknown message type \"%.40s\" (START%s)", type,
+                    line ? "" : " or DONE");
         return MSG_BAD;
     }
-    return parse_start(buf, len, r, e) < 0 ? MSG_BAD : MSG_START;
-}
-
-int message_parse_start(const char *json, size_t len, struct upload_request *r,
-                        struct upload_error *e)
-{
-    return parse_start(json, len, r, e);
+    return message_parse_start(buf, len, r, e) < 0 ? MSG_BAD : MSG_START;
 }
 
 int message_json_add(struct cJSON *o, const char *key, const void *s, size_t n, bool *replaced)
@@ -410,8 +407,8 @@ char *message_ready(const struct upload *u, bool websocket, bool resumed, size_t
     if (websocket)
         ok = cJSON_AddStringToObject(o, "type", "DATA") &&
              cJSON_AddNumberToObject(o, "code", 200) &&
-             cJSON_AddStringToObject(o, "message", resumed ? "Upload resumed"
-                                                           : "Upload initialized. Wait for data");
+             cJSON_AddStringToObject(
+                 o, "message", resumed ? "Upload resumed" : "Upload initialized. Wait for data");
     else
         ok = cJSON_AddStringToObject(o, "type", "READY");
     ok = ok && cJSON_AddStringToObject(o, "id", u->id) &&
@@ -457,19 +454,19 @@ char *message_status(const struct upload *u, size_t *len)
         memcpy(status, "./", 2);
         memcpy(status + 2, u->filename, u->filename_len);
         memcpy(status + 2 + u->filename_len, tail, tl);
-        ok =
-            cJSON_AddStringToObject(o, "type", "STATUS") &&
-            cJSON_AddStringToObject(o, "id", u->id) &&
-            message_json_add(o, "filename", u->filename, u->filename_len, NULL) == 0 &&
-            (u->stored[0] ? message_json_add(o, "stored_as", u->stored, strlen(u->stored), NULL) == 0
-                          : cJSON_AddNullToObject(o, "stored_as") != NULL) &&
-            cJSON_AddNumberToObject(o, "size", (double)u->size) &&
-            cJSON_AddStringToObject(o, "sha256", hex) &&
-            cJSON_AddStringToObject(o, "verdict", upload_verdict_name(u->verdict)) &&
-            (u->verdict == VERDICT_INFECTED
-                 ? message_json_add(o, "virus", u->virus, strlen(u->virus), NULL) == 0
-                 : cJSON_AddNullToObject(o, "virus") != NULL) &&
-            message_json_add(o, "status", status, sl, NULL) == 0;
+        ok = cJSON_AddStringToObject(o, "type", "STATUS") &&
+             cJSON_AddStringToObject(o, "id", u->id) &&
+             message_json_add(o, "filename", u->filename, u->filename_len, NULL) == 0 &&
+             (u->stored[0]
+                  ? message_json_add(o, "stored_as", u->stored, strlen(u->stored), NULL) == 0
+                  : cJSON_AddNullToObject(o, "stored_as") != NULL) &&
+             cJSON_AddNumberToObject(o, "size", (double)u->size) &&
+             cJSON_AddStringToObject(o, "sha256", hex) &&
+             cJSON_AddStringToObject(o, "verdict", upload_verdict_name(u->verdict)) &&
+             (u->verdict == VERDICT_INFECTED
+                  ? message_json_add(o, "virus", u->virus, strlen(u->virus), NULL) == 0
+                  : cJSON_AddNullToObject(o, "virus") != NULL) &&
+             message_json_add(o, "status", status, sl, NULL) == 0;
     }
     free(status);
     return print(o, ok, len);

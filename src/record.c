@@ -141,11 +141,28 @@ static bool is_key(const char *k, size_t kl, const char *name)
     return strlen(name) == kl && memcmp(k, name, kl) == 0;
 }
 
-enum { F_ID, F_FILENAME, F_SIZE, F_SHA, F_CREATED, F_EXPIRY, F_BOOT, F_DURABLE, F_STEPS,
-       F_DIGEST, F_VERDICT, F_VIRUS, F_REASON, F_STORED, F_NAME, F_END, N_FIELDS };
+enum {
+    F_ID,
+    F_FILENAME,
+    F_SIZE,
+    F_SHA,
+    F_CREATED,
+    F_EXPIRY,
+    F_BOOT,
+    F_DURABLE,
+    F_STEPS,
+    F_DIGEST,
+    F_VERDICT,
+    F_VIRUS,
+    F_REASON,
+    F_STORED,
+    F_NAME,
+    F_END,
+    N_FIELDS
+};
 static const char *const field_names[N_FIELDS] = {
-    "id", "filename", "size", "sha256", "created", "token_expiry", "boot", "durable", "steps",
-    "digest", "verdict", "virus", "reason", "stored", "name", "end"};
+    "id",    "filename", "size",    "sha256", "created", "token_expiry", "boot", "durable",
+    "steps", "digest",   "verdict", "virus",  "reason",  "stored",       "name", "end"};
 
 static int field(struct record *r, int f, const char *v, size_t vl)
 {
@@ -358,8 +375,8 @@ static void read_boot_id(void)
                 memcpy(boot, b, RECORD_BOOT_LEN);
                 boot[RECORD_BOOT_LEN] = '\0';
                 for (int i = 0; i < RECORD_BOOT_LEN; i++)
-                    if (!((boot[i] >= '0' && boot[i] <= '9') || (boot[i] >= 'a' && boot[i] <= 'f') ||
-                          boot[i] == '-'))
+                    if (!((boot[i] >= '0' && boot[i] <= '9') ||
+                          (boot[i] >= 'a' && boot[i] <= 'f') || boot[i] == '-'))
                         boot[0] = '\0';
             }
         }

@@ -25,16 +25,16 @@
 #define RECORD_TEXT_MAX 127 /* virus name, error reason */
 #define RECORD_BOOT_LEN 36  /* /proc/sys/kernel/random/boot_id */
 
-/* Finishing steps, in the order they run (SPEC "Finishing an upload"). */
+/* Finishing steps, in the order they run (docs/protocol.md, "Resuming and re-querying"). */
 enum record_step {
-    RECORD_RECEIVED = 1 << 0, /* every byte is in the .part */
-    RECORD_HASHED = 1 << 1,   /* digest known and checked against the client's */
-    RECORD_SYNCED = 1 << 2,   /* the .part's data is on disk */
-    RECORD_SCANNED = 1 << 3,  /* verdict known (clean, infected, unscanned) */
-    RECORD_HOOKED = 1 << 4,   /* the accept hook exited 0 */
+    RECORD_RECEIVED = 1 << 0,  /* every byte is in the .part */
+    RECORD_HASHED = 1 << 1,    /* digest known and checked against the client's */
+    RECORD_SYNCED = 1 << 2,    /* the .part's data is on disk */
+    RECORD_SCANNED = 1 << 3,   /* verdict known (clean, infected, unscanned) */
+    RECORD_HOOKED = 1 << 4,    /* the accept hook exited 0 */
     RECORD_PUBLISHED = 1 << 5, /* the stream acknowledged the event */
-    RECORD_PLACED = 1 << 6,   /* moved by verdict: accepted (or removed with accept_dir
-                                 off), quarantined, deleted */
+    RECORD_PLACED = 1 << 6,    /* moved by verdict: accepted (or removed with accept_dir
+                                  off), quarantined, deleted */
 };
 
 /* The scan's verdict, with RECORD_SCANNED (values as enum upload_verdict);
@@ -51,8 +51,8 @@ struct record {
     int64_t created;        /* Unix seconds of the first START */
     int64_t token_expiry;   /* the token's EXPIRY at the first START; 0: none */
     char boot[RECORD_BOOT_LEN + 1];
-    uint64_t durable; /* bytes of the .part made durable (fdatasync) on that boot */
-    unsigned steps;   /* enum record_step bits */
+    uint64_t durable;                 /* bytes of the .part made durable (fdatasync) on that boot */
+    unsigned steps;                   /* enum record_step bits */
     unsigned char digest[32];         /* with RECORD_HASHED */
     int verdict;                      /* enum record_verdict, with RECORD_SCANNED */
     char virus[RECORD_TEXT_MAX + 1];  /* with RV_INFECTED */

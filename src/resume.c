@@ -17,29 +17,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static enum upload_found fail(struct upload_error *e, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum upload_found fail(struct upload_error *e, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
-    va_end(ap);
-    e->code = code;
-    return FOUND_ERROR;
-}
-
 static bool matches(const struct record *rec, const struct upload_request *r)
 {
     return rec->filename_len == r->filename_len &&
            memcmp(rec->filename, r->filename, r->filename_len) == 0 && rec->size == r->size &&
-           rec->has_want == r->has_sha256 && (!r->has_sha256 || memcmp(rec->want, r->sha256, 32) == 0);
+           rec->has_want == r->has_sha256 &&
+           (!r->has_sha256 || memcmp(rec->want, r->sha256, 32) == 0);
 }
 
 /* u from its record: everything but the open files. */
@@ -47,16 +35,16 @@ static int from_record(struct upload *u, const struct record *rec, struct upload
 {
     const char *why = "";
     if (upload_texts(u) < 0) {
-        fail(e, 500, "out of memory");
+        upload_fail(e, 500, "out of memory");
         return -1;
     }
     if (store_sanitize_name(rec->filename, rec->filename_len, u->name, &why) < 0) {
-        fail(e, 404, "upload %s is unknown", rec->id);
+        upload_fail(e, 404, "upload %s is unknown", rec->id);
         return -1;
     }
     snprintf(u->id, sizeof u->id, "%s", rec->id);
     if (upload_set_filename(u, rec->filename, rec->filename_len) < 0) {
-        fail(e, 500, "out of memory");
+        upload_fail(e, 500, "out of memory");
         return -1;
     }
     u->size = rec->size;
@@ -68,7 +56,9 @@ static int from_record(struct upload *u, const struct record *rec, struct upload
     u->durable = rec->durable;
     u->steps = rec->steps;
     u->scanned = (enum upload_verdict)rec->verdict;
-    u->verdict = rec->steps & RECORD_PLACED ? u->scanned : rec->reason[0] ? VERDICT_ERROR : VERDICT_NONE;
+    u->verdict = rec->steps & RECORD_PLACED ? u->scanned
+                 : rec->reason[0]           ? VERDICT_ERROR
+                                            : VERDICT_NONE;
     snprintf(u->virus, UPLOAD_TEXT_CAP, "%s", rec->virus);
     snprintf(u->reason, UPLOAD_TEXT_CAP, "%s", rec->reason);
     /* stored_as names the file in accept_dir only. */
@@ -77,7 +67,8 @@ static int from_record(struct upload *u, const struct record *rec, struct upload
     snprintf(u->placed, UPLOAD_NAME_CAP, "%s", rec->stored);
     /* Named before its hook and publish: that name, for good. */
     u->named = rec->name[0] != '\0';
-    if (u->named && !(rec->steps & RECORD_PLACED)) snprintf(u->stored, UPLOAD_NAME_CAP, "%s", rec->name);
+    if (u->named && !(rec->steps & RECORD_PLACED))
+        snprintf(u->stored, UPLOAD_NAME_CAP, "%s", rec->name);
     u->resumed = true;
     clock_gettime(CLOCK_MONOTONIC, &u->started);
     return 0;
@@ -106,18 +97,20 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
         int rc = record_load(st->spool_fd, id, &rec);
         if (rc == -EINVAL)
             log_warn("upload %s: its record in the spool is unreadable; answering 404", id);
-        if (rc < 0) return fail(e, 404, "upload %s is unknown or expired", id);
+        if (rc < 0) return upload_fail(e, 404, "upload %s is unknown or expired", id), FOUND_ERROR;
         if (!matches(&rec, r))
-            return fail(e, 409,
-                        "resume does not match: upload %s was started with another filename, "
-                        "size or sha256",
-                        id);
+            return upload_fail(
+                       e, 409,
+                       "resume does not match: upload %s was started with another filename, "
+                       "size or sha256",
+                       id),
+                   FOUND_ERROR;
         if (rec.steps & RECORD_PLACED) return final(u, st, &rec, e);
         int fd = store_open_part(st, id, O_WRONLY);
         if (fd < 0) {
             if (fd == -ENOENT) continue; /* finished meanwhile, or gone */
             log_error("upload %s: cannot open its spool file: %s", id, strerror(-fd));
-            return fail(e, 500, "cannot open the spool file");
+            return upload_fail(e, 500, "cannot open the spool file"), FOUND_ERROR;
         }
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
         struct stat sb;
@@ -127,13 +120,14 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
             close(fd);
             if (en != EAGAIN && en != EACCES) {
                 log_error("upload %s: cannot lock its spool file: %s", id, strerror(en));
-                return fail(e, 500, "cannot lock the spool file");
+                return upload_fail(e, 500, "cannot lock the spool file"), FOUND_ERROR;
             }
             if (complete) return FOUND_FINISHING;
-            return fail(e, 409,
-                        "upload in use: upload %s is still being received on another "
-                        "connection; retry after that one is closed",
-                        id);
+            return upload_fail(e, 409,
+                               "upload in use: upload %s is still being received on another "
+                               "connection; retry after that one is closed",
+                               id),
+                   FOUND_ERROR;
         }
         /* Ours now. Gone while we locked it? Then look again. */
         if (fstat(fd, &sb) < 0 || sb.st_nlink == 0) {
@@ -164,7 +158,7 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
                          id, (unsigned long long)rec.durable, (unsigned long long)have);
                 if (ftruncate(fd, (off_t)rec.durable) < 0) {
                     close(fd);
-                    return fail(e, 500, "cannot cut the spool file back");
+                    return upload_fail(e, 500, "cannot cut the spool file back"), FOUND_ERROR;
                 }
             }
             have = rec.durable < have ? rec.durable : have;
@@ -175,13 +169,13 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
                       "%llu bytes; answering 404",
                       id, (unsigned long long)have, (unsigned long long)rec.size);
             close(fd);
-            return fail(e, 404, "upload %s is unknown or expired", id);
+            return upload_fail(e, 404, "upload %s is unknown or expired", id), FOUND_ERROR;
         }
         u->fd = fd;
         u->rfd = store_open_part(st, id, O_RDONLY);
         if (u->rfd < 0 || lseek(fd, (off_t)have, SEEK_SET) < 0) {
             upload_release(u);
-            return fail(e, 500, "cannot reopen the spool file");
+            return upload_fail(e, 500, "cannot reopen the spool file"), FOUND_ERROR;
         }
         /* Resumed now: the sweep measures resume_timeout from here. */
         futimens(fd, NULL);
@@ -196,13 +190,14 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
          * what is kept, so the final digest covers exactly the file. */
         u->md = EVP_MD_CTX_new();
         u->hashed = 0;
-        if (!u->md || EVP_DigestInit_ex(u->md, EVP_sha256(), NULL) != 1 || upload_hash(u, have) < 0) {
+        if (!u->md || EVP_DigestInit_ex(u->md, EVP_sha256(), NULL) != 1 ||
+            upload_hash(u, have) < 0) {
             log_error("upload %s: cannot rehash the %llu bytes kept: %s", id,
                       (unsigned long long)have, strerror(errno));
             upload_release(u);
-            return fail(e, 500, "cannot read the spool file back");
+            return upload_fail(e, 500, "cannot read the spool file back"), FOUND_ERROR;
         }
         return have == rec.size ? FOUND_COMPLETE : FOUND_RECEIVING;
     }
-    return fail(e, 404, "upload %s is unknown or expired", id);
+    return upload_fail(e, 404, "upload %s is unknown or expired", id), FOUND_ERROR;
 }

@@ -31,7 +31,7 @@ void store_close(struct store *s);
 void store_new_id(char out[STORE_ID_LEN + 1]);
 int store_id_valid(const char *id);
 
-/* The SPEC's stored_as rule: last component after / or \, control characters
+/* The stored_as rule (docs/protocol.md, "Names"): last component after / or \, control characters
  * removed, a leading '.' becomes '_'. 0, or -EINVAL with *why set when the
  * name is not UTF-8, empty, ".", "..", or longer than 255 bytes. */
 int store_sanitize_name(const char *name, size_t len, char out[STORE_NAME_MAX + 1],

@@ -22,7 +22,8 @@ static const char *kind_of(const char *name)
     size_t n = strlen(name);
     if (n <= STORE_ID_LEN || name[STORE_ID_LEN] != '.') return NULL;
     for (int i = 0; i < STORE_ID_LEN; i++)
-        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f'))) return NULL;
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return NULL;
     const char *k = name + STORE_ID_LEN;
     if (strcmp(k, ".part") == 0 || strcmp(k, ".state") == 0 || strcmp(k, ".state.tmp") == 0)
         return k;

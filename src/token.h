@@ -1,4 +1,4 @@
-/* token: upload tokens (SPEC "Tokens"): v1.EXPIRY.MAXSIZE.SIG, where EXPIRY
+/* token: upload tokens (docs/protocol.md, "Upload tokens"): v1.EXPIRY.MAXSIZE.SIG, where EXPIRY
  * is in Unix seconds, MAXSIZE in bytes (0 = no limit) and SIG is base64url
  * without padding of HMAC-SHA256(secret, "v1.EXPIRY.MAXSIZE"). The parser is
  * strict and pure (bounded, no allocation, no I/O); signing and verifying use

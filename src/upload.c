@@ -91,11 +91,11 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
         return upload_fail(e, 404, "upload %s is unknown or expired", r->resume_id);
     if (r->size > lim->max_file_size)
         return upload_fail(e, 413, "file of %llu bytes is larger than the limit of %llu bytes",
-                   (unsigned long long)r->size, (unsigned long long)lim->max_file_size);
+                           (unsigned long long)r->size, (unsigned long long)lim->max_file_size);
     int rc = store_check_space(st, r->size);
     if (rc == -ENOSPC)
         return upload_fail(e, 507, "not enough free space on the server for %llu bytes",
-                   (unsigned long long)r->size);
+                           (unsigned long long)r->size);
     if (rc < 0) return upload_fail(e, 500, "cannot check free space: %s", strerror(-rc));
     store_new_id(u->id);
     int fd = store_create_part(st, u->id);
@@ -221,7 +221,7 @@ int upload_write(struct upload *u, const void *buf, size_t len, struct upload_er
     if (u->phase != UPLOAD_RECEIVING) return upload_fail(e, 400, "data outside an upload");
     if (len > upload_remaining(u))
         return upload_fail(e, 400, "more data than the announced size of %llu bytes",
-                   (unsigned long long)u->size);
+                           (unsigned long long)u->size);
     const char *p = buf;
     size_t left = len;
     while (left) {
@@ -232,8 +232,8 @@ int upload_write(struct upload *u, const void *buf, size_t len, struct upload_er
             log_error("upload %s: write to spool failed at byte %llu: %s", u->id,
                       (unsigned long long)u->received, strerror(en));
             return upload_fail(e, en == ENOSPC || en == EDQUOT ? 507 : 500,
-                       en == ENOSPC || en == EDQUOT ? "server disk is full"
-                                                    : "cannot write the spool file");
+                               en == ENOSPC || en == EDQUOT ? "server disk is full"
+                                                            : "cannot write the spool file");
         }
         p += n;
         left -= (size_t)n;
@@ -247,7 +247,7 @@ int upload_splice(struct upload *u, int pipe_rd, size_t len, struct upload_error
     if (u->phase != UPLOAD_RECEIVING) return upload_fail(e, 400, "data outside an upload");
     if (len > upload_remaining(u))
         return upload_fail(e, 400, "more data than the announced size of %llu bytes",
-                   (unsigned long long)u->size);
+                           (unsigned long long)u->size);
     size_t left = len;
     while (left) {
         ssize_t n = splice(pipe_rd, NULL, u->fd, NULL, left, SPLICE_F_MOVE);
@@ -257,8 +257,8 @@ int upload_splice(struct upload *u, int pipe_rd, size_t len, struct upload_error
             log_error("upload %s: write to spool failed at byte %llu: %s", u->id,
                       (unsigned long long)(u->received + (len - left)), strerror(en));
             return upload_fail(e, en == ENOSPC || en == EDQUOT ? 507 : 500,
-                       en == ENOSPC || en == EDQUOT ? "server disk is full"
-                                                    : "cannot write the spool file");
+                               en == ENOSPC || en == EDQUOT ? "server disk is full"
+                                                            : "cannot write the spool file");
         }
         left -= (size_t)n;
         u->received += (uint64_t)n;
@@ -590,4 +590,3 @@ const char *upload_verdict_name(enum upload_verdict v)
         return "error";
     }
 }
-

@@ -2,7 +2,7 @@
  * A transport turns its framing into calls: upload_begin (START), upload_write
  * (data), and, once upload_complete says every byte is in, upload_finalize
  * (off the event loop). It sends the JSON these functions format. Errors come
- * back as SPEC codes (400, 413, 422, 507...) with a message meant for the
+ * back as protocol error codes (400, 413, 422, 507...) with a message meant for the
  * client. The session owns the spool fds until it is finalized or aborted; an
  * aborted upload leaves its .part in the spool (resumable).
  *

@@ -223,10 +223,14 @@ static int flush(struct conn *c)
         c->out_off += (size_t)n;
     }
     c->out_off = c->out_len = 0;
-    /* Everything went out: an idle connection keeps no output buffer. */
-    free(c->out);
-    c->out = NULL;
-    c->out_cap = 0;
+    /* Everything went out. While an upload is received the buffer is kept
+     * for its acknowledgements (one per WebSocket data message); otherwise
+     * an idle connection keeps no output buffer. */
+    if (c->up.phase != UPLOAD_RECEIVING || c->out_cap > 65536) {
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = 0;
+    }
     return 0;
 }
 

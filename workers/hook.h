@@ -1,4 +1,4 @@
-/* hook: runs the accept hook (SPEC "Delivery") for a worker, on its event
+/* hook: runs the accept hook (intake.conf(5) "accept_hook") for a worker, on its event
  * loop, never on a thread: the program is started with posix_spawn, its
  * exit is watched through a pidfd (libev's ev_child works on the default
  * loop only, and a worker runs its own loop), its standard input is written

@@ -1,4 +1,4 @@
-/* publish: a worker's NATS JetStream publisher (SPEC "Delivery", the
+/* publish: a worker's NATS JetStream publisher (intake.conf(5) "publish", the
  * `publish` directive), with the NATS C client (cnats).
  *
  * One place per worker owns the connection: a publisher thread started after

@@ -1,4 +1,4 @@
-/* scand: intake-scand, the scanner process (SPEC "intake-scand"). Loads the
+/* scand: intake-scand, the scanner process (intake-scand(8)). Loads the
  * signature databases once with libclamav and answers a subset of clamd's
  * protocol on a UNIX stream socket: PING, VERSION, SCAN, CONTSCAN, MULTISCAN,
  * ALLMATCHSCAN, INSTREAM, FILDES (z- or n-prefixed, or bare with a

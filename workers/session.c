@@ -170,9 +170,9 @@ static int check_token(struct conn *c, struct upload_request *r)
     const struct config *cfg = c->w->cfg;
     if (!cfg->auth_secret_file) return 0;
     struct upload_error e = {0};
-    e.code = token_check(cfg->auth.keys, (size_t)cfg->auth.n, r->token, strlen(r->token),
-                         (uint64_t)time(NULL), !r->resume_id[0], r->size, e.message,
-                         sizeof e.message);
+    e.code =
+        token_check(cfg->auth.keys, (size_t)cfg->auth.n, r->token, strlen(r->token),
+                    (uint64_t)time(NULL), !r->resume_id[0], r->size, e.message, sizeof e.message);
     if (e.code) {
         conn_log_access(c, e.code, r);
         conn_fail_with(c, &e);

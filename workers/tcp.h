@@ -1,4 +1,4 @@
-/* tcp: the raw TCP transport (SPEC "Raw TCP transport"): header line, READY,
+/* tcp: the raw TCP transport (docs/protocol.md, "Raw TCP"): header line, READY,
  * counted body, STATUS, repeat. A thin framing around the upload session;
  * its functions are reached through tcp_transport (conn.h). */
 #ifndef INTAKE_TCP_H

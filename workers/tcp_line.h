@@ -1,4 +1,4 @@
-/* tcp_line: the raw TCP transport's header line parser (SPEC "Raw TCP
+/* tcp_line: the raw TCP transport's header line parser (docs/protocol.md "Raw TCP
  * transport"): one line of at most 8 KiB ending in '\n', a trailing '\r'
  * dropped. Pure and incremental: no allocation, no I/O; state starts zeroed
  * and remembers how far it has looked, so refeeding a growing buffer is O(n). */

@@ -24,7 +24,6 @@ struct web_head {
 };
 #define HEAD(c) ((struct web_head *)(c)->head)
 
-
 static const char *reason_phrase(int code)
 {
     switch (code) {
@@ -233,7 +232,7 @@ static void route(struct conn *c, const struct http_request *req)
     }
     if (!ver || ver->value_len != 2 || memcmp(ver->value, "13", 2) != 0) {
         web_error(c, 426, "only WebSocket version 13 is supported",
-                   "Sec-WebSocket-Version: 13\r\n");
+                  "Sec-WebSocket-Version: 13\r\n");
         return;
     }
     if (!key_valid(key)) {
@@ -301,4 +300,3 @@ int web_read_head(struct conn *c)
     }
     return 1;
 }
-

@@ -619,6 +619,26 @@ def test_eicar_requeried_is_infected_and_quarantined_once(daemon_factory):
     assert d.accepted() == []
 
 
+
+def test_requery_of_an_infected_upload_writes_no_second_access_line(daemon_factory, tmp_path):
+    """A re-query answered from the record is not an upload: it writes no
+    access log line, neither when it is answered nor when its connection
+    closes (the upload has no stored_as, which once read as unfinished)."""
+    log = str(tmp_path / "access.log")
+    d = daemon_factory(scan=True, access_log=log)
+    ready, st = Client(d.tcp_port, timeout=30).upload("eicar.com", EICAR)
+    uid = ready["id"]
+    assert st["verdict"] == "infected"
+    assert tcp_ask(d, uid, "eicar.com", len(EICAR)) == st  # its connection closes after
+
+    def lines():
+        with open(log) as f:
+            return [json.loads(x) for x in f if uid in x]
+    wait_for(lambda: len(lines()) >= 1, 5, what="the upload's access line")
+    time.sleep(0.5)  # the re-query's connection has closed by now
+    assert [(x["verdict"], x["code"]) for x in lines()] == [("infected", 200)]
+
+
 # --- 5. errors ---------------------------------------------------------------------
 
 

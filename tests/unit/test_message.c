@@ -169,7 +169,7 @@ static void test_dispatch(void)
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1}", false, MSG_START, 0},
         {"{\"type\":\"START\",\"filename\":\"a\",\"size\":1}", true, MSG_START, 0},
         {"5 a.txt", true, MSG_START, 0},
-        {"5 a.txt", false, MSG_BAD, 400},                 /* no plain form on WebSocket */
+        {"5 a.txt", false, MSG_BAD, 400}, /* no plain form on WebSocket */
         {"{\"type\":\"PING\"}", false, MSG_BAD, 400},
         {"{\"type\":\"DONE\"}{}", false, MSG_BAD, 400}, /* one object only */
         {"{\"type\":\"DONE\",\"type\":\"START\"}", false, MSG_BAD, 400},

@@ -120,27 +120,27 @@ static void hostile(void)
     } cases[] = {
         {"durable 0\nsteps\nend\n", 0},
         {"durable 10\nsteps received\nend\n", 0},
-        {"durable 0\nsteps\nend\nx", -1},                /* bytes after end */
-        {"durable 0\nsteps\nend", -1},                   /* no final newline */
-        {"durable 0\nsteps\nend \n", -1},                /* end with a value */
-        {"durable 0\nsteps\n", -1},                      /* no end */
-        {"durable 11\nsteps\nend\n", -1},                /* durable past size */
-        {"durable 01\nsteps\nend\n", -1},                /* leading zero */
-        {"durable -1\nsteps\nend\n", -1},                /* sign */
+        {"durable 0\nsteps\nend\nx", -1}, /* bytes after end */
+        {"durable 0\nsteps\nend", -1},    /* no final newline */
+        {"durable 0\nsteps\nend \n", -1}, /* end with a value */
+        {"durable 0\nsteps\n", -1},       /* no end */
+        {"durable 11\nsteps\nend\n", -1}, /* durable past size */
+        {"durable 01\nsteps\nend\n", -1}, /* leading zero */
+        {"durable -1\nsteps\nend\n", -1}, /* sign */
         {"durable 99999999999999999999\nsteps\nend\n", -1},
         {"durable 0\ndurable 0\nsteps\nend\n", -1},      /* duplicate */
         {"durable 0\nsteps\nbogus 1\nend\n", -1},        /* unknown key */
         {"durable 0\nsteps hashed received\nend\n", -1}, /* out of order */
         {"durable 0\nsteps received received\nend\n", -1},
-        {"durable 0\nsteps  received\nend\n", -1},       /* double space */
+        {"durable 0\nsteps  received\nend\n", -1}, /* double space */
         {"durable 0\nsteps received\ndigest 00\nend\n", -1},
         {"durable 0\nsteps received hashed\nend\n", -1}, /* hashed without digest */
         {"durable 0\nsteps hashed\ndigest "
          "0000000000000000000000000000000000000000000000000000000000000000\nend\n",
-         -1},                                            /* hashed without received */
+         -1}, /* hashed without received */
         {"durable 0\nsteps received hashed synced\ndigest "
          "0000000000000000000000000000000000000000000000000000000000000000\nend\n",
-         -1},                                            /* synced but durable < size */
+         -1},                                                    /* synced but durable < size */
         {"durable 0\nsteps received\nverdict clean\nend\n", -1}, /* verdict without scan */
         {"durable 0\nsteps received\nverdict error\nend\n", -1},
         {"durable 10\nsteps received hashed synced scanned\ndigest "
@@ -152,30 +152,43 @@ static void hostile(void)
          "reason 78\nend\n",
          0},
         {"durable 0\nsteps\nvirus 41\nend\n", -1},
-        {"durable 0\nsteps\nstored 2f\nend\n", 0},       /* "/" is allowed by the format */
-        {"durable 0\nsteps\nstored 00\nend\n", -1},      /* NUL */
-        {"durable 0\nsteps\nstored \nend\n", -1},        /* empty */
-        {"durable 0\nsteps\nreason 4\nend\n", -1},       /* odd hex */
+        {"durable 0\nsteps\nstored 2f\nend\n", 0},  /* "/" is allowed by the format */
+        {"durable 0\nsteps\nstored 00\nend\n", -1}, /* NUL */
+        {"durable 0\nsteps\nstored \nend\n", -1},   /* empty */
+        {"durable 0\nsteps\nreason 4\nend\n", -1},  /* odd hex */
         {"durable 0\nsteps\nreason 4G\nend\n", -1},
-        {"durable 0\nsteps\nreason 4A\nend\n", -1},      /* uppercase hex */
+        {"durable 0\nsteps\nreason 4A\nend\n", -1}, /* uppercase hex */
         {"durable 0\nsteps\nsha256 ab\nend\n", -1},
         /* Delivery steps: hooked, published, the name chosen before them. */
         {"durable 10\nsteps received hashed synced scanned hooked published placed\ndigest "
-         "0000000000000000000000000000000000000000000000000000000000000000\nverdict clean\nstored 61\nname 61\nend\n", 0},
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict clean\nstored "
+         "61\nname 61\nend\n",
+         0},
         {"durable 10\nsteps received hashed synced scanned hooked\ndigest "
-         "0000000000000000000000000000000000000000000000000000000000000000\nverdict unscanned\nreason 78\nname 61\nend\n", 0},
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict "
+         "unscanned\nreason 78\nname 61\nend\n",
+         0},
         {"durable 10\nsteps received hashed synced hooked\ndigest "
-         "0000000000000000000000000000000000000000000000000000000000000000\nend\n", -1}, /* hooked without a verdict */
+         "0000000000000000000000000000000000000000000000000000000000000000\nend\n",
+         -1}, /* hooked without a verdict */
         {"durable 10\nsteps received hashed synced published\ndigest "
-         "0000000000000000000000000000000000000000000000000000000000000000\nend\n", -1}, /* published without a verdict */
+         "0000000000000000000000000000000000000000000000000000000000000000\nend\n",
+         -1}, /* published without a verdict */
         {"durable 10\nsteps received hashed synced scanned published hooked\ndigest "
-         "0000000000000000000000000000000000000000000000000000000000000000\nverdict clean\nend\n", -1}, /* out of order */
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict clean\nend\n",
+         -1}, /* out of order */
         {"durable 10\nsteps received hashed synced scanned hooked\ndigest "
-         "0000000000000000000000000000000000000000000000000000000000000000\nverdict infected\nvirus 41\nend\n", -1}, /* an infected file is never hooked */
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict "
+         "infected\nvirus 41\nend\n",
+         -1}, /* an infected file is never hooked */
         {"durable 10\nsteps received hashed synced scanned\ndigest "
-         "0000000000000000000000000000000000000000000000000000000000000000\nverdict infected\nvirus 41\nname 61\nend\n", -1}, /* nor named early */
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict "
+         "infected\nvirus 41\nname 61\nend\n",
+         -1}, /* nor named early */
         {"durable 10\nsteps received hashed synced scanned placed\ndigest "
-         "0000000000000000000000000000000000000000000000000000000000000000\nverdict clean\nstored 61\nname 62\nend\n", -1}, /* placed under another name */
+         "0000000000000000000000000000000000000000000000000000000000000000\nverdict clean\nstored "
+         "61\nname 62\nend\n",
+         -1}, /* placed under another name */
         {"durable 0\nsteps\nname \nend\n", -1},
         {"durable 0\nsteps\nname 00\nend\n", -1},
         {"durable 0\nsteps\nname 61\nname 61\nend\n", -1},
