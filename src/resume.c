@@ -54,6 +54,7 @@ static int from_record(struct upload *u, const struct record *rec, struct upload
     u->created = rec->created;
     u->token_expiry = rec->token_expiry;
     u->durable = rec->durable;
+    u->durable_ms = 0;
     u->steps = rec->steps;
     u->scanned = (enum upload_verdict)rec->verdict;
     u->verdict = rec->steps & RECORD_PLACED ? u->scanned
@@ -180,7 +181,7 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
         /* Resumed now: the sweep measures resume_timeout from here. */
         futimens(fd, NULL);
         snprintf(u->id, sizeof u->id, "%s", id);
-        u->received = have;
+        u->received = u->wb_started = u->wb_done = have;
         u->phase = UPLOAD_RECEIVING;
         if (rec.steps & RECORD_HASHED) {
             u->hashed = have;

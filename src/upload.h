@@ -91,6 +91,7 @@ struct upload {
     char *stored; /* stored_as: name in accept_dir, or "" */
     char *placed; /* name in accept_dir or quarantine_dir */
     uint64_t size, received;
+    uint64_t wb_started, wb_done; /* write-behind (upload_hash): asked for, written */
     int fd;   /* the spool file, write-only */
     int rfd;  /* the same file, read-only: hashing and scanning */
     void *md; /* EVP_MD_CTX, owned by whoever hashes (one job at a time) */
@@ -105,6 +106,7 @@ struct upload {
     /* What the durable record (record.h) says, kept in step with it. */
     int64_t created, token_expiry;
     uint64_t durable; /* bytes made durable on this boot */
+    int64_t durable_ms; /* when (CLOCK_MONOTONIC), 0: not yet */
     unsigned steps;   /* enum record_step bits */
     bool resumed;     /* picked up again by START with its id */
     bool named;       /* stored holds the stored_as chosen (and recorded) before the
@@ -130,7 +132,8 @@ static inline bool upload_complete(const struct upload *u)
 {
     return u->phase == UPLOAD_RECEIVING && u->received == u->size;
 }
-/* Blocking (a job thread): hashes the written bytes up to offset upto. 0 or -1. */
+/* Blocking (a job thread): hashes the written bytes up to offset upto, and
+ * has the disk write them behind (upload.c). 0 or -1. */
 int upload_hash(struct upload *u, uint64_t upto);
 /* Bytes written but not hashed yet. */
 static inline uint64_t upload_unhashed(const struct upload *u)
@@ -185,9 +188,11 @@ void upload_to_record(const struct upload *u, struct record *r);
 /* Saves it (sync: fsynced before the rename). 0 or -errno, logged. */
 int upload_save_record(const struct upload *u, struct store *st, bool sync);
 /* Blocking (a job thread), while receiving: makes the bytes written before
- * upto durable (fdatasync) and records that, at most every
- * UPLOAD_CHECKPOINT bytes. 0 or -1. */
+ * upto durable (fdatasync) and records that, once UPLOAD_CHECKPOINT bytes
+ * have come since the last time and at most every UPLOAD_CHECKPOINT_MS (a
+ * fast upload is not held up by a sync every 32 MiB). 0 or -1. */
 #define UPLOAD_CHECKPOINT (32u << 20)
+#define UPLOAD_CHECKPOINT_MS 1000
 int upload_checkpoint(struct upload *u, struct store *st, uint64_t upto);
 
 /* What START with an id found (resume.c). */

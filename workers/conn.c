@@ -170,7 +170,7 @@ static void update_io(struct conn *c)
     if (c->out_len > c->out_off || tls_read_wants_write(c)) ev |= EV_WRITE;
     /* Backpressure: no reading while a reply waits for the client or a job
      * owns the upload. Lingering reads whatever comes, to discard it. */
-    else if (c->state == CONN_HEADER || c->state == CONN_BODY)
+    else if ((c->state == CONN_HEADER || c->state == CONN_BODY) && !c->hash_wait)
         ev |= EV_READ;
     if (c->state == CONN_LINGER && !tls_read_wants_write(c)) ev |= EV_READ;
     if ((c->io.events & (EV_READ | EV_WRITE)) != ev || !ev_is_active(&c->io)) {
@@ -324,8 +324,14 @@ int conn_begin_upload(struct conn *c, const struct upload_request *r)
     return 0;
 }
 
-/* Hashing trails the writes by at most this much, on a job thread. */
+/* Hashing trails the writes on a job thread, started every HASH_STEP
+ * bytes. Reading pauses while more than HASH_LAG bytes wait beyond what the
+ * running job covers: the client then waits in the kernel instead of the
+ * hash waiting for a core, so on a busy machine the hash keeps up and the
+ * last byte is followed by at most 2 * HASH_LAG bytes to hash, not by a
+ * second pass over most of the file. */
 #define HASH_STEP (4u << 20)
+#define HASH_LAG (16u << 20)
 
 static void hash_run(struct job *j)
 {
@@ -343,6 +349,8 @@ static void hash_done(struct job *j)
 {
     struct conn *c = container_of(j, struct conn, job);
     c->in_job = false;
+    bool paused = c->hash_wait;
+    c->hash_wait = false;
     if (c->state == CONN_CLOSED || c->state == CONN_LINGER) {
         /* It failed, or the client went away, meanwhile: now drop the upload. */
         conn_abort_upload(c, c->abort_code ? c->abort_code : 499);
@@ -363,7 +371,12 @@ static void hash_done(struct job *j)
     if (c->up.phase == UPLOAD_RECEIVING && upload_unhashed(&c->up) >= HASH_STEP) {
         c->hash_to = c->up.received;
         c->in_job = true;
-        jobs_submit(c->w->jobs, &c->job);
+        jobs_submit(c->w->bulk, &c->job);
+    }
+    if (paused) {
+        /* Caught up: read again, and the idle time counts from now. */
+        update_io(c);
+        ev_timer_again(c->w->loop, &c->timer);
     }
 }
 
@@ -403,7 +416,10 @@ static void after_body(struct conn *c, size_t len)
         c->in_job = true;
         c->job.run = hash_run;
         c->job.done = hash_done;
-        jobs_submit(c->w->jobs, &c->job);
+        jobs_submit(c->w->bulk, &c->job);
+    } else if (c->in_job && c->up.received - c->hash_to >= HASH_LAG) {
+        c->hash_wait = true;
+        update_io(c);
     }
 }
 
@@ -761,7 +777,9 @@ static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
         linger_read(c);
     else /* A few reads per wakeup, so one fast client cannot starve the others. */
         for (int i = 0; i < READS_PER_WAKEUP; i++)
-            if ((c->state != CONN_HEADER && c->state != CONN_BODY) || !c->t->read_step(c)) break;
+            if ((c->state != CONN_HEADER && c->state != CONN_BODY) || c->hash_wait ||
+                !c->t->read_step(c))
+                break;
     /* TLS: a read may wait to write, or leave decrypted input behind. */
     if (c->tls && c->state != CONN_CLOSED) update_io(c);
 }
@@ -799,12 +817,16 @@ static void fail_unread(struct conn *c)
 
 static void conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    (void)loop;
     (void)revents;
     struct conn *c = container_of(t, struct conn, timer);
     const struct config *cfg = c->w->cfg;
     if ((c->state == CONN_HEADER || c->state == CONN_BODY) && c->out_len > c->out_off) {
         fail_unread(c);
+        return;
+    }
+    if (c->hash_wait && c->state == CONN_BODY) {
+        /* Not the client's silence: we stopped reading. */
+        ev_timer_again(loop, t);
         return;
     }
     switch (c->state) {

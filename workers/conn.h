@@ -91,6 +91,7 @@ struct conn {
     bool finish_pending; /* complete while a hash job ran: finalize after it */
     uint64_t hash_to;    /* what the running hash job covers */
     bool hash_failed;    /* the last hash job could not read or hash */
+    bool hash_wait;      /* reading paused until the hash job catches up */
     struct upload_error job_err;
     /* Finishing, the legs on the loop (hook.c, publish.c): their outcome,
      * recorded by the next job. */

@@ -3,9 +3,15 @@
 #define _GNU_SOURCE
 #include "jobs.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define BULK_NICE 5
 
 struct jobs {
     struct ev_loop *loop;
@@ -15,6 +21,7 @@ struct jobs {
     struct job *q_head, *q_tail;
     struct job *d_head, *d_tail;
     int pending;
+    bool bulk;
 };
 
 static void push(struct job **head, struct job **tail, struct job *j)
@@ -44,6 +51,15 @@ static void *jobs_thread(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    if (js->bulk) {
+        /* Only ever lowered, which needs no privilege; if it fails the
+         * threads just compete as equals. */
+        struct sched_param sp = {0};
+        pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+        errno = 0;
+        int nice = getpriority(PRIO_PROCESS, (id_t)gettid());
+        if (errno == 0) setpriority(PRIO_PROCESS, (id_t)gettid(), nice + BULK_NICE);
+    }
     pthread_mutex_lock(&js->mu);
     for (;;) {
         struct job *j;
@@ -73,11 +89,12 @@ static void jobs_on_done(struct ev_loop *loop, ev_async *w, int revents)
     }
 }
 
-struct jobs *jobs_start(struct ev_loop *loop, int threads)
+struct jobs *jobs_start(struct ev_loop *loop, int threads, bool bulk)
 {
     struct jobs *js = calloc(1, sizeof *js);
     if (!js) return NULL;
     js->loop = loop;
+    js->bulk = bulk;
     pthread_mutex_init(&js->mu, NULL);
     pthread_cond_init(&js->cv, NULL);
     ev_async_init(&js->wake, jobs_on_done);

@@ -217,7 +217,7 @@ void scan_init(struct scan_client *sc, const struct config *cfg, struct metrics 
 
 int scan_start(struct scan_client *sc, struct ev_loop *loop, int threads)
 {
-    sc->queue = jobs_start(loop, threads);
+    sc->queue = jobs_start(loop, threads, false);
     return sc->queue ? 0 : -1;
 }
 

@@ -32,6 +32,7 @@
 /* The job pool (hashing, fsync, placement) never waits for the scanner: its
  * round trips have the scan queue's threads (scan.h). */
 #define JOB_THREADS 4
+#define BULK_THREADS 2
 #define SCAN_THREADS 4
 /* Accept hooks running at once per worker; more wait in a queue. */
 #define HOOKS_PER_WORKER 16
@@ -170,7 +171,7 @@ static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
 /* No connection, and no job that still owns an upload. */
 static bool worker_idle(const struct worker *w)
 {
-    return w->n_conns == 0 && jobs_pending(w->jobs) == 0 &&
+    return w->n_conns == 0 && jobs_pending(w->jobs) == 0 && jobs_pending(w->bulk) == 0 &&
            (!w->scan || scan_pending(w->scan) == 0) && hooks_pending(w->hooks) == 0 &&
            publish_pending(w->pub) == 0;
 }
@@ -328,7 +329,8 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     } else {
         log_warn("no pipe for splice (%s); copying bodies instead", strerror(errno));
     }
-    w->jobs = jobs_start(w->loop, JOB_THREADS);
+    w->jobs = jobs_start(w->loop, JOB_THREADS, false);
+    w->bulk = jobs_start(w->loop, BULK_THREADS, true);
     if (w->policy.scan && scan_start(&sc, w->loop, SCAN_THREADS) == 0) w->scan = &sc;
     /* Delivery: after the fork, so each worker has its own NATS connection. */
     if (cfg->accept_hook)
@@ -337,7 +339,7 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     if (cfg->publish_urls)
         w->pub = publish_start(w->loop, cfg->publish_urls, cfg->publish_subject,
                                cfg->hook_timeout_ms, w->mslot);
-    if (!w->rbuf || !w->jobs || (w->policy.scan && !w->scan) || (cfg->accept_hook && !w->hooks) ||
+    if (!w->rbuf || !w->jobs || !w->bulk || (w->policy.scan && !w->scan) || (cfg->accept_hook && !w->hooks) ||
         (cfg->publish_urls && !w->pub)) {
         log_error("out of memory at start");
         _exit(2);

@@ -30,7 +30,8 @@ struct worker {
     const struct config *cfg;
     int slot;
     struct store store;
-    struct jobs *jobs;        /* hashing, fsync, placement */
+    struct jobs *jobs;        /* finishing: checksum, fsync, placement; lookups */
+    struct jobs *bulk;        /* hashing while bytes arrive (jobs.h) */
     struct scan_client *scan; /* NULL: scanner off; owns the scan queue */
     struct hooks *hooks;      /* NULL: no accept_hook */
     struct publisher *pub;    /* NULL: publish off */
