@@ -298,6 +298,100 @@ int record_parse(const char *buf, size_t len, struct record *r)
     return 0;
 }
 
+/* --- slots ----------------------------------------------------------------- */
+
+static uint64_t fnv1a64(const char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+int record_slot_format(const struct record *r, unsigned seq, char *buf, size_t cap)
+{
+    enum { SEAL_MAX = 48 }; /* "seal " + 10 digits + " " + 16 hex + "\n" + NUL */
+    if (cap < SEAL_MAX) return -1;
+    int n = record_format(r, buf, cap - SEAL_MAX);
+    if (n < 0 || n > RECORD_MAX) return -1;
+    int m = snprintf(buf + n, SEAL_MAX, "seal %u %016llx\n", seq,
+                     (unsigned long long)fnv1a64(buf, (size_t)n));
+    return n + m + 1; /* with the NUL snprintf wrote */
+}
+
+/* "seal SEQ HASH\n" at s (n bytes): 0 with *seq and *hash and *used, or -1. */
+static int parse_seal(const char *s, size_t n, unsigned *seq, uint64_t *hash, size_t *used)
+{
+    const char *nl = memchr(s, '\n', n);
+    if (!nl || n < 5 || memcmp(s, "seal ", 5) != 0) return -1;
+    const char *v = s + 5, *sp = memchr(v, ' ', (size_t)(nl - v));
+    uint64_t x;
+    if (!sp || dec(v, (size_t)(sp - v), &x) < 0 || x > 0xffffffffu) return -1;
+    if (nl - (sp + 1) != 16) return -1;
+    unsigned char h[8];
+    size_t got;
+    if (unhex(sp + 1, 16, h, 8, &got) < 0) return -1;
+    uint64_t hv = 0;
+    for (int i = 0; i < 8; i++)
+        hv = hv << 8 | h[i];
+    *seq = (unsigned)x;
+    *hash = hv;
+    *used = (size_t)(nl + 1 - s);
+    return 0;
+}
+
+/* Slot k of the file: 0 with its sequence number and text length, or -1. */
+static int slot_check(const char *buf, size_t len, int k, struct record *scratch, unsigned *seq,
+                      size_t *text_len)
+{
+    size_t start = (size_t)k * RECORD_SLOT;
+    if (start >= len) return -1;
+    size_t n = len - start < RECORD_SLOT ? len - start : RECORD_SLOT;
+    const char *s = buf + start;
+    const char *end = memmem(s, n, "\nend\n", 5);
+    if (!end) return -1;
+    size_t tl = (size_t)(end + 5 - s);
+    if (record_parse(s, tl, scratch) < 0) return -1;
+    unsigned q;
+    uint64_t h;
+    size_t used;
+    if (parse_seal(s + tl, n - tl, &q, &h, &used) == 0) {
+        /* Sealed: the hash, the slot's parity, then a NUL or the end. */
+        if (h != fnv1a64(s, tl) || q % 2 != (unsigned)k) return -1;
+        if (tl + used < n && s[tl + used] != '\0') return -1;
+    } else {
+        /* Unsealed: only a record written whole by an older intake
+         * (rename), in slot 0, followed by nothing or a hole. */
+        if (k != 0 || (tl < n && s[tl] != '\0')) return -1;
+        q = 0;
+    }
+    *seq = q;
+    *text_len = tl;
+    return 0;
+}
+
+int record_file_parse(const char *buf, size_t len, struct record *r, unsigned *seq)
+{
+    if (len > 2 * (size_t)RECORD_SLOT) return -1;
+    int best = -1;
+    unsigned best_seq = 0;
+    size_t best_len = 0;
+    for (int k = 0; k < 2; k++) {
+        unsigned q;
+        size_t tl;
+        if (slot_check(buf, len, k, r, &q, &tl) == 0 && (best < 0 || q > best_seq)) {
+            best = k;
+            best_seq = q;
+            best_len = tl;
+        }
+    }
+    if (best < 0) return -1;
+    *seq = best_seq;
+    return record_parse(buf + (size_t)best * RECORD_SLOT, best_len, r);
+}
+
 /* --- files ----------------------------------------------------------------- */
 
 static void names(const char *id, char *state, char *tmp)
@@ -306,19 +400,21 @@ static void names(const char *id, char *state, char *tmp)
     snprintf(tmp, 48, "%.32s.state.tmp", id);
 }
 
-int record_save(int spool_fd, const struct record *r, bool sync)
+int record_save(int spool_fd, const struct record *r, unsigned seq, bool sync)
 {
-    char buf[RECORD_MAX];
-    int n = record_format(r, buf, sizeof buf);
+    static _Thread_local char buf[RECORD_SLOT];
+    int n = record_slot_format(r, seq, buf, sizeof buf);
     if (n < 0) return -EOVERFLOW;
     char state[48], tmp[48];
     names(r->id, state, tmp);
-    int fd = openat(spool_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+    int flags = O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (seq == 0 ? O_CREAT | O_TRUNC : 0);
+    int fd = openat(spool_fd, state, flags, 0640);
     if (fd < 0) return -errno;
     int rc = 0;
     size_t off = 0;
+    off_t at = (off_t)(seq % 2) * RECORD_SLOT;
     while (off < (size_t)n) {
-        ssize_t w = write(fd, buf + off, (size_t)n - off);
+        ssize_t w = pwrite(fd, buf + off, (size_t)n - off, at + (off_t)off);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
             rc = w < 0 ? -errno : -EIO;
@@ -328,29 +424,31 @@ int record_save(int spool_fd, const struct record *r, bool sync)
     }
     if (rc == 0 && sync && fdatasync(fd) < 0) rc = -errno;
     if (close(fd) < 0 && rc == 0) rc = -errno;
-    if (rc == 0 && renameat(spool_fd, tmp, spool_fd, state) < 0) rc = -errno;
-    if (rc < 0) unlinkat(spool_fd, tmp, 0);
     return rc;
 }
 
-int record_load(int spool_fd, const char *id, struct record *r)
+int record_load(int spool_fd, const char *id, struct record *r, unsigned *seq)
 {
     char state[48], tmp[48];
     names(id, state, tmp);
-    int fd = openat(spool_fd, state, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return errno == ENOENT ? -ENOENT : -EINVAL;
-    char buf[RECORD_MAX + 1];
-    size_t len = 0;
-    for (;;) {
-        ssize_t n = read(fd, buf + len, sizeof buf - len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        len += (size_t)n;
-        if (len == sizeof buf) break;
+    static _Thread_local char buf[2 * RECORD_SLOT + 1];
+    /* Read while its writer saves twice in a row, both slots can look torn:
+     * a second look settles it. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int fd = openat(spool_fd, state, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) return errno == ENOENT ? -ENOENT : -EINVAL;
+        size_t len = 0;
+        for (;;) {
+            ssize_t n = read(fd, buf + len, sizeof buf - len);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            len += (size_t)n;
+            if (len == sizeof buf) break;
+        }
+        close(fd);
+        if (record_file_parse(buf, len, r, seq) == 0) return strcmp(r->id, id) == 0 ? 0 : -EINVAL;
     }
-    close(fd);
-    if (record_parse(buf, len, r) < 0 || strcmp(r->id, id) != 0) return -EINVAL;
-    return 0;
+    return -EINVAL;
 }
 
 void record_remove(int spool_fd, const char *id)

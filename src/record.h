@@ -10,7 +10,17 @@
  * never parses. record_parse is pure (no allocation, I/O or globals) and
  * bounded by RECORD_MAX; any defect (truncation, unknown version, a
  * duplicate or malformed field, values that contradict each other) makes it
- * fail, and the caller treats the upload as unknown. */
+ * fail, and the caller treats the upload as unknown.
+ *
+ * The file holds two slots of RECORD_SLOT bytes, written in turn in place
+ * (no temporary file, no rename: an upload's records cost the spool
+ * directory nothing after the first). A slot is the record text, a seal
+ * line "seal SEQ HASH" (the save's sequence number, even in slot 0 and odd
+ * in slot 1, and the FNV-1a 64 hash of the text) and a NUL. The newest
+ * whole slot is the record: a save torn by a crash, or read while being
+ * written, fails its seal and the other slot, the save before, stands. A
+ * file from before the slots (one record, no seal, written by rename)
+ * reads as sequence 0. */
 #ifndef INTAKE_RECORD_H
 #define INTAKE_RECORD_H
 
@@ -18,7 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RECORD_MAX 16384 /* a record file is never larger */
+#define RECORD_MAX 16384 /* a record's text is never larger */
+#define RECORD_SLOT (RECORD_MAX + 4096) /* slot k starts at byte k * RECORD_SLOT */
 #define RECORD_ID_LEN 32
 #define RECORD_FILENAME_MAX 4096
 #define RECORD_NAME_MAX 255
@@ -68,14 +79,24 @@ int record_format(const struct record *r, char *buf, size_t cap);
 /* Parses a whole record file. 0, or -1 on any defect (r is then garbage). */
 int record_parse(const char *buf, size_t len, struct record *r);
 
-/* Writes spool/<id>.state atomically: a temporary file, fsync (when sync),
- * rename. Without sync a crash of the machine may lose or garble it, which
- * reads back as an unknown upload: only used for a record that holds
- * nothing worth keeping yet. 0 or -errno. */
-int record_save(int spool_fd, const struct record *r, bool sync);
-/* Reads spool/<id>.state. 0, -ENOENT, or -EINVAL (corrupt: treat as unknown). */
-int record_load(int spool_fd, const char *id, struct record *r);
-/* Removes spool/<id>.state (and a temporary left by a crash). */
+/* The bytes of slot seq % 2 for r: text, seal line, NUL. The length, or -1
+ * if it does not fit cap (RECORD_SLOT always fits). */
+int record_slot_format(const struct record *r, unsigned seq, char *buf, size_t cap);
+/* Picks from a record file's bytes the newest slot that is whole. 0 with r
+ * and *seq, or -1 (no whole slot; r is then garbage). Pure, like
+ * record_parse. */
+int record_file_parse(const char *buf, size_t len, struct record *r, unsigned *seq);
+
+/* Writes save number seq into its slot of spool/<id>.state (save 0 creates
+ * the file), then fdatasync when sync. Without sync a crash of the machine
+ * may lose or garble it: only for a record that holds nothing worth keeping
+ * yet. 0 or -errno. */
+int record_save(int spool_fd, const struct record *r, unsigned seq, bool sync);
+/* Reads spool/<id>.state: its newest whole slot, and that save's number in
+ * *seq (the next save is *seq + 1). 0, -ENOENT, or -EINVAL (corrupt: treat
+ * as unknown). */
+int record_load(int spool_fd, const char *id, struct record *r, unsigned *seq);
+/* Removes spool/<id>.state (and a temporary an older intake may have left). */
 void record_remove(int spool_fd, const char *id);
 
 /* This boot's id (cached), or "" if the kernel does not say. */

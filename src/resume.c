@@ -31,7 +31,8 @@ static bool matches(const struct record *rec, const struct upload_request *r)
 }
 
 /* u from its record: everything but the open files. */
-static int from_record(struct upload *u, const struct record *rec, struct upload_error *e)
+static int from_record(struct upload *u, const struct record *rec, unsigned seq,
+                       struct upload_error *e)
 {
     const char *why = "";
     if (upload_texts(u) < 0) {
@@ -56,6 +57,7 @@ static int from_record(struct upload *u, const struct record *rec, struct upload
     u->durable = rec->durable;
     u->durable_ms = 0;
     u->steps = rec->steps;
+    u->record_seq = seq + 1;
     u->scanned = (enum upload_verdict)rec->verdict;
     u->verdict = rec->steps & RECORD_PLACED ? u->scanned
                  : rec->reason[0]           ? VERDICT_ERROR
@@ -76,9 +78,9 @@ static int from_record(struct upload *u, const struct record *rec, struct upload
 }
 
 static enum upload_found final(struct upload *u, struct store *st, const struct record *rec,
-                               struct upload_error *e)
+                               unsigned seq, struct upload_error *e)
 {
-    if (from_record(u, rec, e) < 0) return FOUND_ERROR;
+    if (from_record(u, rec, seq, e) < 0) return FOUND_ERROR;
     /* A crash between recording the placement and removing the spool
      * entry leaves the .part behind: it is no longer needed. */
     store_discard_part(st, rec->id);
@@ -92,10 +94,11 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
     upload_release(u);
     const char *id = r->resume_id;
     static _Thread_local struct record rec; /* 4 KiB of filename: not on the stack */
+    unsigned seq = 0;
     /* A few rounds: the holder may finish (and remove the .part) between
      * our reading its record and opening or locking the .part. */
     for (int round = 0; round < 3; round++) {
-        int rc = record_load(st->spool_fd, id, &rec);
+        int rc = record_load(st->spool_fd, id, &rec, &seq);
         if (rc == -EINVAL)
             log_warn("upload %s: its record in the spool is unreadable; answering 404", id);
         if (rc < 0) return upload_fail(e, 404, "upload %s is unknown or expired", id), FOUND_ERROR;
@@ -106,7 +109,7 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
                        "size or sha256",
                        id),
                    FOUND_ERROR;
-        if (rec.steps & RECORD_PLACED) return final(u, st, &rec, e);
+        if (rec.steps & RECORD_PLACED) return final(u, st, &rec, seq, e);
         int fd = store_open_part(st, id, O_WRONLY);
         if (fd < 0) {
             if (fd == -ENOENT) continue; /* finished meanwhile, or gone */
@@ -136,15 +139,15 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
             continue;
         }
         /* The record may have moved on before we held the lock. */
-        if (record_load(st->spool_fd, id, &rec) < 0 || !matches(&rec, r)) {
+        if (record_load(st->spool_fd, id, &rec, &seq) < 0 || !matches(&rec, r)) {
             close(fd);
             continue;
         }
         if (rec.steps & RECORD_PLACED) {
             close(fd);
-            return final(u, st, &rec, e);
+            return final(u, st, &rec, seq, e);
         }
-        if (from_record(u, &rec, e) < 0) {
+        if (from_record(u, &rec, seq, e) < 0) {
             close(fd);
             return FOUND_ERROR;
         }

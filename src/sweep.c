@@ -70,7 +70,8 @@ static int expire(int dfd, const char *entry, int64_t now, uint64_t limit_ms)
         }
     }
     static struct record rec;
-    bool known = record_load(dfd, id, &rec) == 0;
+    unsigned seq;
+    bool known = record_load(dfd, id, &rec, &seq) == 0;
     unlinkat(dfd, part, 0);
     unlinkat(dfd, state, 0);
     unlinkat(dfd, tmp, 0);

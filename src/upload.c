@@ -138,6 +138,7 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     u->durable = 0;
     u->durable_ms = 0;
     u->steps = 0;
+    u->record_seq = 0;
     u->resumed = u->named = false;
     u->phase = UPLOAD_RECEIVING;
     /* Not fsynced: until bytes are made durable there is nothing to lose,
@@ -198,13 +199,15 @@ void upload_to_record(const struct upload *u, struct record *r)
     if (u->named) snprintf(r->name, sizeof r->name, "%s", u->stored);
 }
 
-int upload_save_record(const struct upload *u, struct store *st, bool sync)
+int upload_save_record(struct upload *u, struct store *st, bool sync)
 {
     static _Thread_local struct record r; /* 4 KiB of filename: not on the stack */
     upload_to_record(u, &r);
-    int rc = record_save(st->spool_fd, &r, sync);
+    int rc = record_save(st->spool_fd, &r, u->record_seq, sync);
     if (rc < 0)
         log_error("upload %s: cannot write its record in the spool: %s", u->id, strerror(-rc));
+    else
+        u->record_seq++; /* a failed save is redone in the same slot */
     return rc;
 }
 

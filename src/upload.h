@@ -108,6 +108,7 @@ struct upload {
     uint64_t durable; /* bytes made durable on this boot */
     int64_t durable_ms; /* when (CLOCK_MONOTONIC), 0: not yet */
     unsigned steps;   /* enum record_step bits */
+    unsigned record_seq; /* the next save's number (record.h: slots) */
     bool resumed;     /* picked up again by START with its id */
     bool named;       /* stored holds the stored_as chosen (and recorded) before the
                          hook and the publish; placement links exactly that name */
@@ -186,7 +187,7 @@ int upload_texts(struct upload *u);
 /* The upload's durable record: fills r from u. */
 void upload_to_record(const struct upload *u, struct record *r);
 /* Saves it (sync: fsynced before the rename). 0 or -errno, logged. */
-int upload_save_record(const struct upload *u, struct store *st, bool sync);
+int upload_save_record(struct upload *u, struct store *st, bool sync);
 /* Blocking (a job thread), while receiving: makes the bytes written before
  * upto durable (fdatasync) and records that, once UPLOAD_CHECKPOINT bytes
  * have come since the last time and at most every UPLOAD_CHECKPOINT_MS (a

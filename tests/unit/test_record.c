@@ -1,5 +1,6 @@
 /* Unit tests for record: round trips, truncation at every byte, hostile
- * contents, and the file round trip in a temporary directory. */
+ * contents, the two slots (torn, stale, mixed, resealed, legacy files),
+ * and the file round trip in a temporary directory. */
 #define _GNU_SOURCE
 #include "record.h"
 #include "test.h"
@@ -218,33 +219,176 @@ static void hostile(void)
     CHECK(record_parse(buf, RECORD_MAX + 1, &r) == -1);
 }
 
+/* A file image: slot k of img holds save seq of r (n bytes in all). */
+static size_t put_slot(char *img, size_t n, const struct record *r, unsigned seq)
+{
+    int len = record_slot_format(r, seq, img + (seq % 2) * RECORD_SLOT, RECORD_SLOT);
+    CHECK(len > 0);
+    size_t end = (seq % 2) * RECORD_SLOT + (size_t)len;
+    return end > n ? end : n;
+}
+
+static void slots(void)
+{
+    static char img[2 * RECORD_SLOT + 8];
+    struct record a, b, back;
+    unsigned seq = 99;
+    sample(&a);
+    b = a;
+    b.steps = RECORD_RECEIVED | RECORD_HASHED | RECORD_SYNCED;
+    b.durable = b.size;
+    memset(b.digest, 0x77, 32);
+
+    /* One slot; then the newer of two, whichever slot it is in. */
+    memset(img, 0, sizeof img);
+    size_t n = put_slot(img, 0, &a, 0);
+    CHECK(record_file_parse(img, n, &back, &seq) == 0 && seq == 0 && same(&a, &back));
+    n = put_slot(img, n, &b, 1);
+    CHECK(record_file_parse(img, n, &back, &seq) == 0 && seq == 1 && same(&b, &back));
+    n = put_slot(img, n, &a, 2);
+    CHECK(record_file_parse(img, n, &back, &seq) == 0 && seq == 2 && same(&a, &back));
+
+    /* Save 3 torn at every length: save 2 stands, never a garbled record. */
+    memset(img, 0, sizeof img);
+    n = put_slot(img, 0, &a, 2);
+    static char full[RECORD_SLOT];
+    int len = record_slot_format(&b, 3, full, sizeof full);
+    int torn_ok = 0;
+    for (int cut = 0; cut < len - 1; cut++) {
+        memcpy(img + RECORD_SLOT, full, (size_t)cut);
+        size_t m = RECORD_SLOT + (size_t)cut;
+        if (record_file_parse(img, m, &back, &seq) == 0 && seq == 2 && same(&a, &back)) torn_ok++;
+    }
+    CHECK_MSG(torn_ok == len - 1, "torn save 3: save 2 stands at %d of %d cuts", torn_ok, len - 1);
+    /* Whole but for its NUL (the file ends there): whole. */
+    memcpy(img + RECORD_SLOT, full, (size_t)len - 1);
+    CHECK(record_file_parse(img, RECORD_SLOT + (size_t)len - 1, &back, &seq) == 0 && seq == 3);
+
+    /* Every byte of a sealed slot flipped: that slot fails, the other stands. */
+    memset(img, 0, sizeof img);
+    n = put_slot(img, 0, &a, 4);
+    n = put_slot(img, n, &b, 5);
+    int flips_ok = 0;
+    for (int i = 0; i < len - 1; i++) {
+        img[RECORD_SLOT + i] ^= 0x01;
+        if (record_file_parse(img, n, &back, &seq) == 0 && seq == 4) flips_ok++;
+        img[RECORD_SLOT + i] ^= 0x01;
+    }
+    CHECK_MSG(flips_ok == len - 1, "flipped save 5: save 4 stands at %d of %d bytes", flips_ok,
+              len - 1);
+
+    /* A newer save over an older, longer one: the stale tail after the NUL
+     * does not matter; a new text with an old tail (torn) fails its seal. */
+    struct record longer = b;
+    snprintf(longer.reason, sizeof longer.reason, "%s", "a long reason, longer than none at all");
+    memset(img, 0, sizeof img);
+    n = put_slot(img, 0, &longer, 0);
+    n = put_slot(img, n, &b, 1);
+    put_slot(img, n, &a, 2); /* shorter, over slot 0 */
+    CHECK(record_file_parse(img, n, &back, &seq) == 0 && seq == 2 && same(&a, &back));
+    static char olds[RECORD_SLOT];
+    int ol = record_slot_format(&longer, 0, olds, sizeof olds);
+    int al = record_slot_format(&a, 2, full, sizeof full);
+    CHECK(ol > al);
+    memcpy(img, olds, (size_t)ol);
+    memcpy(img, full, (size_t)al - 60); /* new head, old tail */
+    CHECK(record_file_parse(img, n, &back, &seq) == 0 && seq == 1 && same(&b, &back));
+
+    /* Hostile seals and placements. */
+    static const struct {
+        const char *seal; /* replaces the seal line of save 0 in slot 0 */
+        int ok;
+    } seals[] = {
+        {"seal 0 %s\n", 0},       {"seal 2 %s\n", 0},  {"seal 1 %s\n", -1}, /* odd in slot 0 */
+        {"seal 00 %s\n", -1},     {"seal  0 %s\n", -1}, {"seal 0  %s\n", -1},
+        {"seal -0 %s\n", -1},     {"seal 4294967296 %s\n", -1},
+        {"seal 0 %s", -1}, /* no newline */
+        {"seal 0 %.15s\n", -1},   {"seal 0 %sf\n", -1}, {"Seal 0 %s\n", -1},
+        {"seal 0 %s\nX", -1}, /* neither NUL nor the end after it */
+        {"seal 0 %s\n\n", -1},
+    };
+    char text[RECORD_MAX];
+    int tl = record_format(&a, text, sizeof text);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int i = 0; i < tl; i++)
+        h = (h ^ (unsigned char)text[i]) * 0x100000001b3ULL;
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+    for (size_t i = 0; i < sizeof seals / sizeof seals[0]; i++) {
+        memset(img, 0, sizeof img);
+        memcpy(img, text, (size_t)tl);
+        int sl = snprintf(img + tl, 64, seals[i].seal, hex);
+        int rc = record_file_parse(img, (size_t)tl + (size_t)sl, &back, &seq);
+        CHECK_MSG(rc == seals[i].ok, "seal case %zu: %d", i, rc);
+    }
+    /* Upper-case hash. */
+    for (char *p = hex; *p; p++)
+        if (*p >= 'a') *p = (char)(*p - 32);
+    memcpy(img, text, (size_t)tl);
+    int sl = snprintf(img + tl, 64, "seal 0 %s\n", hex);
+    CHECK(strpbrk(hex, "ABCDEF") == NULL || record_file_parse(img, (size_t)tl + (size_t)sl, &back, &seq) == -1);
+
+    /* A file from before the slots: one text, no seal. */
+    CHECK(record_file_parse(text, (size_t)tl, &back, &seq) == 0 && seq == 0 && same(&a, &back));
+    memset(img, 0, sizeof img);
+    memcpy(img, text, (size_t)tl);
+    n = put_slot(img, (size_t)tl, &b, 1); /* its first new save: a hole between */
+    CHECK(record_file_parse(img, n, &back, &seq) == 0 && seq == 1 && same(&b, &back));
+    img[tl] = 'x'; /* not a hole after it: not a record of ours */
+    CHECK(record_file_parse(img, (size_t)tl + 1, &back, &seq) == -1);
+    /* Unsealed text in slot 1: never. */
+    memset(img, 0, sizeof img);
+    memcpy(img + RECORD_SLOT, text, (size_t)tl);
+    CHECK(record_file_parse(img, RECORD_SLOT + (size_t)tl, &back, &seq) == -1);
+    /* Longer than two slots; empty; zeros. */
+    memset(img, 0, sizeof img);
+    n = put_slot(img, 0, &a, 0);
+    CHECK(record_file_parse(img, 2 * RECORD_SLOT + 1, &back, &seq) == -1);
+    CHECK(record_file_parse(img, 0, &back, &seq) == -1);
+    memset(img, 0, sizeof img);
+    CHECK(record_file_parse(img, 2 * RECORD_SLOT, &back, &seq) == -1);
+    /* A record too big for a slot is refused when formatted. */
+    CHECK(record_slot_format(&a, 0, img, 40) == -1);
+}
+
 static void files(void)
 {
     char dir[] = "/tmp/test_record.XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     int dfd = open(dir, O_RDONLY | O_DIRECTORY);
     struct record r, back;
+    unsigned seq = 99;
     sample(&r);
-    CHECK(record_load(dfd, r.id, &back) == -ENOENT);
-    CHECK(record_save(dfd, &r, true) == 0);
-    CHECK(record_load(dfd, r.id, &back) == 0 && same(&r, &back));
+    CHECK(record_load(dfd, r.id, &back, &seq) == -ENOENT);
+    /* Save 0 creates the file; a later one needs it. */
+    CHECK(record_save(dfd, &r, 1, true) == -ENOENT);
+    CHECK(record_save(dfd, &r, 0, true) == 0);
+    CHECK(record_load(dfd, r.id, &back, &seq) == 0 && same(&r, &back) && seq == 0);
     r.durable = 1000;
-    CHECK(record_save(dfd, &r, false) == 0);
-    CHECK(record_load(dfd, r.id, &back) == 0 && back.durable == 1000);
-    /* A record truncated by a crash reads as unknown, never as something. */
+    CHECK(record_save(dfd, &r, 1, false) == 0);
+    CHECK(record_load(dfd, r.id, &back, &seq) == 0 && back.durable == 1000 && seq == 1);
+    r.durable = 999;
+    CHECK(record_save(dfd, &r, 2, true) == 0);
+    CHECK(record_load(dfd, r.id, &back, &seq) == 0 && back.durable == 999 && seq == 2);
     char path[256];
     snprintf(path, sizeof path, "%s/%s.state", dir, r.id);
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0 && sb.st_size > RECORD_SLOT && sb.st_size < 2 * RECORD_SLOT);
+    /* Slot 1 cut by a crash: save 2, in slot 0, stands. */
+    CHECK(truncate(path, RECORD_SLOT + 40) == 0);
+    CHECK(record_load(dfd, r.id, &back, &seq) == 0 && seq == 2);
+    /* Both cut: unknown, never something. */
     CHECK(truncate(path, 40) == 0);
-    CHECK(record_load(dfd, r.id, &back) == -EINVAL);
+    CHECK(record_load(dfd, r.id, &back, &seq) == -EINVAL);
     /* A record under another id's name is refused. */
-    CHECK(record_save(dfd, &r, false) == 0);
+    CHECK(record_save(dfd, &r, 0, false) == 0);
     char other[256];
     snprintf(other, sizeof other, "%s/ffffffffffffffffffffffffffffffff.state", dir);
     CHECK(rename(path, other) == 0);
-    CHECK(record_load(dfd, "ffffffffffffffffffffffffffffffff", &back) == -EINVAL);
+    CHECK(record_load(dfd, "ffffffffffffffffffffffffffffffff", &back, &seq) == -EINVAL);
     record_remove(dfd, "ffffffffffffffffffffffffffffffff");
     record_remove(dfd, r.id);
-    CHECK(record_load(dfd, r.id, &back) == -ENOENT);
+    CHECK(record_load(dfd, r.id, &back, &seq) == -ENOENT);
     close(dfd);
     CHECK(rmdir(dir) == 0);
     const char *b = record_boot_id();
@@ -255,6 +399,7 @@ int main(void)
 {
     round_trips();
     hostile();
+    slots();
     files();
     return test_report("record");
 }
