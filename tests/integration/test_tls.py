@@ -128,6 +128,26 @@ def test_raw_tcp_uploads_and_a_resumed_session(daemon_factory, tmp_path, pki, ve
         assert f.read() == b""
 
 
+def test_reading_paused_for_the_hash_resumes_with_what_tls_holds(daemon_factory, tmp_path, pki):
+    """A big upload outruns the hash, so reading pauses (more than 16 MiB
+    unhashed) and goes on when the hash catches up. The next upload's header
+    and body, sent in the same write, wait decrypted inside TLS meanwhile:
+    they must be read when reading resumes, not left until the client sends
+    more (it never does), and the pause is not the client's silence."""
+    d = tls_daemon(daemon_factory, tmp_path, pki["a"], idle_timeout="2s", max_file_size="1G")
+    ctx = client_ctx(pki)
+    big = os.urandom(96 * (1 << 20) + 5)
+    small = b"after the big one\n"
+    with connect(d, ctx) as s:
+        s.sendall(b"%d big.bin\n" % len(big) + big + b"%d small.txt\n" % len(small) + small)
+        read = lines(s)
+        r1, st1, r2, st2 = read(), read(), read(), read()
+    assert (r1["type"], st1["type"], r2["type"], st2["type"]) == ("READY", "STATUS", "READY", "STATUS")
+    assert st1["sha256"] == hashlib.sha256(big).hexdigest()
+    assert file_sha256(os.path.join(d.accept_dir, "big.bin")) == st1["sha256"]
+    assert open(os.path.join(d.accept_dir, "small.txt"), "rb").read() == small
+
+
 def test_https_page_healthz_and_metrics(daemon_factory, tmp_path, pki):
     d = tls_daemon(daemon_factory, tmp_path, pki["a"])
     ctx = client_ctx(pki)

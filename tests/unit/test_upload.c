@@ -5,9 +5,11 @@
 #include "log.h"
 #include "test.h"
 #include "message.h"
+#include "record.h"
 #include "upload.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -55,6 +57,57 @@ static int count_dir(int dfd)
     if (fscanf(p, "%d", &n) != 1) n = -1;
     pclose(p);
     return n;
+}
+
+/* A big upload: hashed through mappings in several steps (the digest is
+ * the file's), never past what the file holds, written behind, and made
+ * durable every UPLOAD_CHECKPOINT bytes but at most every
+ * UPLOAD_CHECKPOINT_MS. */
+static void test_big(struct upload *u)
+{
+    enum { MIB = 1 << 20, SIZE = 3 * UPLOAD_CHECKPOINT + 12345 };
+    struct upload_error e;
+    unsigned char *data = malloc(SIZE);
+    CHECK(data != NULL);
+    for (size_t i = 0; i < SIZE; i++)
+        data[i] = (unsigned char)(i * 2654435761u >> 13);
+    CHECK(begin(u, "big.bin", SIZE, SIZE, NULL, &e) == 0);
+    size_t half = UPLOAD_CHECKPOINT + 4097; /* not on a page boundary */
+    CHECK(upload_write(u, data, half, &e) == 0);
+    /* Not past the file's end: refused, nothing hashed. */
+    errno = 0;
+    CHECK(upload_hash(u, half + 1) < 0 && errno == EIO && u->hashed == 0);
+    CHECK(upload_hash(u, 3 * MIB + 5) == 0 && u->hashed == 3 * MIB + 5);
+    CHECK(upload_hash(u, half) == 0 && u->hashed == half);
+    /* Written behind: asked for up to the last 4 MiB step hashed (or given
+     * up on where the file system cannot), and waited for one step back. */
+    CHECK(u->wb_started == UINT64_MAX || (u->wb_started > half - 4 * MIB && u->wb_started <= half));
+    CHECK(u->wb_started == UINT64_MAX || (u->wb_done > 0 && u->wb_done < u->wb_started));
+    /* The first checkpoint makes it durable and records that. */
+    struct record r;
+    unsigned seq;
+    CHECK(upload_checkpoint(u, &st, half) == 0 && u->durable == half);
+    CHECK(record_load(st.spool_fd, u->id, &r, &seq) == 0 && r.durable == half);
+    /* 32 MiB more within the second: not yet; a second later: yes. */
+    CHECK(upload_write(u, data + half, 2 * UPLOAD_CHECKPOINT, &e) == 0);
+    uint64_t at = half + 2 * UPLOAD_CHECKPOINT;
+    CHECK(upload_hash(u, at) == 0);
+    CHECK(upload_checkpoint(u, &st, at) == 0 && u->durable == half);
+    CHECK(record_load(st.spool_fd, u->id, &r, &seq) == 0 && r.durable == half);
+    u->durable_ms -= UPLOAD_CHECKPOINT_MS;
+    CHECK(upload_checkpoint(u, &st, at) == 0 && u->durable == at);
+    CHECK(record_load(st.spool_fd, u->id, &r, &seq) == 0 && r.durable == at);
+    /* The rest, then the digest is the whole file's. */
+    CHECK(upload_write(u, data + at, SIZE - at, &e) == 0 && upload_complete(u));
+    struct upload_policy pol = {0};
+    CHECK(upload_finalize(u, &st, &pol, &e) == 0 && u->verdict == VERDICT_UNSCANNED);
+    unsigned char want[32];
+    unsigned int wl = 0;
+    CHECK(EVP_Digest(data, SIZE, want, &wl, EVP_sha256(), NULL) == 1);
+    CHECK(memcmp(u->digest, want, 32) == 0);
+    CHECK(record_load(st.spool_fd, u->id, &r, &seq) == 0 && (r.steps & RECORD_PLACED) &&
+          r.durable == SIZE);
+    free(data);
 }
 
 static void test_session(void)
@@ -202,6 +255,7 @@ static void test_session(void)
     CHECK(o && strlen(cJSON_GetObjectItem(o, "filename")->valuestring) == UPLOAD_FILENAME_MAX);
     cJSON_Delete(o);
     free(msg);
+    test_big(&u);
     upload_free(&u);
     CHECK(u.filename && u.filename[0] == '\0' && u.filename_len == 0);
     store_close(&st);
