@@ -102,8 +102,10 @@ run: deps all
 	@echo "intake: try: $(BUILD)/intake 127.0.0.1:9090 README.md"
 	./$(BUILD)/intaked -c etc/intake.conf
 
-# Fault injection: test_upload makes SHA-256 fail.
+# Fault injection: test_upload makes SHA-256 fail; test_store counts,
+# slows and fails directory fsyncs.
 $(BUILD)/tests/test_upload: LDFLAGS += -Wl,--wrap=EVP_DigestUpdate
+$(BUILD)/tests/test_store: LDFLAGS += -Wl,--wrap=fsync
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do $$t; done

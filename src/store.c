@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,11 @@ int store_open(struct store *s, const char *spool, const char *accept, const cha
                const char **which)
 {
     s->spool_fd = s->accept_fd = s->quarantine_fd = -1;
+    for (int i = 0; i < 3; i++) {
+        s->sync[i] = (struct dir_sync){.asked = 0};
+        pthread_mutex_init(&s->sync[i].mu, NULL);
+        pthread_cond_init(&s->sync[i].cv, NULL);
+    }
     const char *paths[3] = {spool, accept, quarantine};
     int *fds[3] = {&s->spool_fd, &s->accept_fd, &s->quarantine_fd};
     for (int i = 0; i < 3; i++) {
@@ -64,6 +70,41 @@ void store_close(struct store *s)
         if (*fds[i] >= 0) close(*fds[i]);
         *fds[i] = -1;
     }
+}
+
+int store_sync_dir(struct store *s, int dir_fd)
+{
+    int which = dir_fd == s->spool_fd        ? 0
+                : dir_fd == s->accept_fd     ? 1
+                : dir_fd == s->quarantine_fd ? 2
+                                             : -1;
+    if (dir_fd < 0 || which < 0) return fsync(dir_fd) < 0 ? -errno : 0;
+    struct dir_sync *d = &s->sync[which];
+    pthread_mutex_lock(&d->mu);
+    uint64_t me = ++d->asked; /* our change was made before this */
+    while (d->covered < me) {
+        if (d->running) {
+            pthread_cond_wait(&d->cv, &d->mu);
+            continue;
+        }
+        /* Ours to run: it covers everyone who has asked by now. */
+        d->running = true;
+        uint64_t upto = d->asked;
+        pthread_mutex_unlock(&d->mu);
+        int en = fsync(dir_fd) < 0 ? errno : 0;
+        pthread_mutex_lock(&d->mu);
+        d->running = false;
+        d->covered = upto;
+        if (en)
+            d->err = en;
+        else
+            d->ok = upto;
+        pthread_cond_broadcast(&d->cv);
+    }
+    /* A later successful fsync also started after our change. */
+    int rc = me <= d->ok ? 0 : -d->err;
+    pthread_mutex_unlock(&d->mu);
+    return rc;
 }
 
 void store_new_id(char out[STORE_ID_LEN + 1])
@@ -157,9 +198,10 @@ int store_check_space(struct store *s, uint64_t need)
     int rc = fs_has_room(s->spool_fd, need, s->min_free_space);
     /* On another filesystem, accept_dir gets a copy: it needs the room too. */
     struct stat a, b;
-    bool same = s->accept_fd < 0 ||
-                (fstat(s->spool_fd, &a) == 0 && fstat(s->accept_fd, &b) == 0 && a.st_dev == b.st_dev);
-    if (rc == 0 && s->accept_fd >= 0) rc = fs_has_room(s->accept_fd, same ? 0 : need, s->min_free_space);
+    bool same = s->accept_fd < 0 || (fstat(s->spool_fd, &a) == 0 && fstat(s->accept_fd, &b) == 0 &&
+                                     a.st_dev == b.st_dev);
+    if (rc == 0 && s->accept_fd >= 0)
+        rc = fs_has_room(s->accept_fd, same ? 0 : need, s->min_free_space);
     return rc;
 }
 
@@ -204,9 +246,10 @@ int store_place(struct store *s, const char *id, int dir_fd, const char *prefix,
         if (errno != EEXIST) return -errno;
     }
     if (rc < 0) return rc;
-    if (fsync(dir_fd) < 0) rc = -errno;
+    int sr = store_sync_dir(s, dir_fd);
+    if (sr < 0) rc = sr;
     if (unlinkat(s->spool_fd, part, 0) < 0 && rc == 0) rc = -errno;
-    fsync(s->spool_fd);
+    store_sync_dir(s, s->spool_fd);
     snprintf(stored, STORE_NAME_MAX + 1, "%s", cand + strlen(prefix));
     return rc;
 }
@@ -224,7 +267,7 @@ int store_discard_part(struct store *s, const char *id)
     char part[STORE_ID_LEN + 8];
     snprintf(part, sizeof part, "%s.part", id);
     if (unlinkat(s->spool_fd, part, 0) < 0) return -errno;
-    return fsync(s->spool_fd) < 0 ? -errno : 0;
+    return store_sync_dir(s, s->spool_fd);
 }
 
 /* Looks for an earlier link of the .part among the candidate names. */
@@ -338,7 +381,7 @@ int store_link_part(struct store *s, const char *id, int dir_fd, const char *pre
     if (!done) return rc;
     *linked = true;
     snprintf(stored, STORE_NAME_MAX + 1, "%s", cand + strlen(prefix));
-    return fsync(dir_fd) < 0 ? -errno : 0;
+    return store_sync_dir(s, dir_fd);
 }
 
 int store_link_part_as(struct store *s, const char *id, int dir_fd, const char *name, bool *linked)
@@ -360,7 +403,7 @@ int store_link_part_as(struct store *s, const char *id, int dir_fd, const char *
         if (rc < 0) return rc;
     }
     *linked = true;
-    return fsync(dir_fd) < 0 ? -errno : 0;
+    return store_sync_dir(s, dir_fd);
 }
 
 /* Reservations: spool/.names/<name>, holding the id of the upload that
@@ -418,8 +461,9 @@ int store_reserve_name(struct store *s, const char *id, const char *name, char *
         /* Checked again after reserving: an upload whose reservation went
          * just before ours was taken linked its file first, so it is in
          * accept_dir by now. */
-        bool taken = w == STORE_ID_LEN &&
-                     (fstatat(s->accept_fd, cand, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT);
+        bool taken =
+            w == STORE_ID_LEN &&
+            (fstatat(s->accept_fd, cand, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT);
         close(fd); /* made durable with the directory, below */
         if (w != STORE_ID_LEN || taken) unlinkat(nfd, cand, 0);
         if (taken) continue;

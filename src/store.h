@@ -6,6 +6,7 @@
 #ifndef INTAKE_STORE_H
 #define INTAKE_STORE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,9 +15,21 @@
 #define STORE_ID_LEN 32
 #define STORE_NAME_MAX 255
 
+/* Group commit of one directory's fsync (store_sync_dir). */
+struct dir_sync {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t asked;   /* callers so far, numbered */
+    uint64_t covered; /* callers up to this one are covered by a finished fsync */
+    uint64_t ok;      /* ... by a successful one */
+    bool running;
+    int err; /* errno of the last failed fsync */
+};
+
 struct store {
     int spool_fd, accept_fd, quarantine_fd;
     uint64_t min_free_space;
+    struct dir_sync sync[3]; /* spool, accept, quarantine */
 };
 
 /* mkdir -p: path and its missing parents, with mode. 0 or -errno. */
@@ -26,6 +39,12 @@ int store_mkdir_p(const char *path, mode_t mode);
 int store_open(struct store *s, const char *spool, const char *accept, const char *quarantine,
                const char **which);
 void store_close(struct store *s);
+/* fsync(2) of one of the three directories, shared: threads that ask while
+ * one fsync runs wait for the next, which covers them all, instead of each
+ * syncing (and holding the directory's lock) in turn. One fsync covers every
+ * change made in the directory before it started. Any other fd is synced
+ * alone. 0 or -errno. */
+int store_sync_dir(struct store *s, int dir_fd);
 
 /* 32 lowercase hex characters from getrandom(2), NUL-terminated (33 bytes). */
 void store_new_id(char out[STORE_ID_LEN + 1]);

@@ -1,15 +1,36 @@
 /* Unit tests for store: the stored_as rules with hostile names, UTF-8
- * validation, ids, and never-overwriting placement in a temporary tree. */
+ * validation, ids, never-overwriting placement in a temporary tree, and
+ * the group commit of directory fsyncs. */
 #define _GNU_SOURCE
 #include "store.h"
 #include "test.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* Linked with -Wl,--wrap=fsync: store.c's fsyncs of watch_fd are counted,
+ * take 20 ms (so callers pile up behind one), and fail while fail_fsync. */
+static int watch_fd = -1, fail_fsync;
+static int fsyncs;
+int __real_fsync(int fd);
+int __wrap_fsync(int fd);
+int __wrap_fsync(int fd)
+{
+    if (fd == watch_fd) {
+        __atomic_add_fetch(&fsyncs, 1, __ATOMIC_SEQ_CST);
+        usleep(20000);
+        if (fail_fsync) {
+            errno = EIO;
+            return -1;
+        }
+    }
+    return __real_fsync(fd);
+}
 
 struct name_case {
     const char *in;
@@ -209,8 +230,69 @@ static void test_place_across(void)
     CHECK(system(cmd) == 0);
 }
 
+enum { SYNCERS = 8 };
+static struct store sync_store;
+static pthread_barrier_t start_line;
+static int sync_rc[SYNCERS];
+
+static void *syncer(void *arg)
+{
+    int i = (int)(long)arg;
+    char name[32];
+    snprintf(name, sizeof name, "f%d", i);
+    int fd = openat(sync_store.accept_fd, name, O_WRONLY | O_CREAT | O_EXCL, 0640);
+    if (fd >= 0) close(fd);
+    pthread_barrier_wait(&start_line);
+    sync_rc[i] = store_sync_dir(&sync_store, sync_store.accept_fd);
+    return NULL;
+}
+
+static void test_sync_dir(void)
+{
+    char root[] = "/tmp/intake-test-sync-XXXXXX";
+    CHECK(mkdtemp(root) != NULL);
+    char sp[128], ac[128], q[128];
+    snprintf(sp, sizeof sp, "%s/spool", root);
+    snprintf(ac, sizeof ac, "%s/accepted", root);
+    snprintf(q, sizeof q, "%s/q", root);
+    const char *which = "";
+    CHECK(store_open(&sync_store, sp, ac, q, &which) == 0);
+    watch_fd = sync_store.accept_fd;
+    /* Alone: one fsync. */
+    CHECK(store_sync_dir(&sync_store, watch_fd) == 0 && fsyncs == 1);
+    /* Eight at once: the first runs one, the others wait and share the
+     * next (two, or three if one arrives late), never eight. */
+    fsyncs = 0;
+    pthread_t t[SYNCERS];
+    CHECK(pthread_barrier_init(&start_line, NULL, SYNCERS) == 0);
+    for (long i = 0; i < SYNCERS; i++)
+        CHECK(pthread_create(&t[i], NULL, syncer, (void *)i) == 0);
+    for (int i = 0; i < SYNCERS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start_line);
+    int ok = 0;
+    for (int i = 0; i < SYNCERS; i++)
+        ok += sync_rc[i] == 0;
+    CHECK_MSG(ok == SYNCERS, "%d of %d callers synced", ok, SYNCERS);
+    CHECK_MSG(fsyncs >= 1 && fsyncs <= 4, "%d fsyncs for %d callers", fsyncs, SYNCERS);
+    /* A failed fsync is the error of every caller it was to cover; the
+     * next one that works covers the next callers. */
+    fail_fsync = 1;
+    CHECK(store_sync_dir(&sync_store, watch_fd) == -EIO);
+    fail_fsync = 0;
+    CHECK(store_sync_dir(&sync_store, watch_fd) == 0);
+    /* Not one of the store's directories: synced alone, result passed on. */
+    CHECK(store_sync_dir(&sync_store, -1) == -EBADF);
+    watch_fd = -1;
+    store_close(&sync_store);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
+    test_sync_dir();
     test_sanitize();
     test_ids();
     test_place();
