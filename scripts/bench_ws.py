@@ -3,8 +3,13 @@
 (1 MiB binary messages, pipelined with up to 8 unacknowledged) next to the
 same file over raw TCP, through the same intaked (1 worker, scanner off) in
 the same run, both from C clients: build/intake (sendfile) and
-build/wsbench (masks a word at a time). Each run: `sync`, raw TCP, `sync`,
-WebSocket; each run's ratio is printed. Python's websockets is not used
+build/wsbench (masks a word at a time). Each run uploads over both, in
+turn first (raw TCP first in odd runs, WebSocket first in even ones), each
+upload after `sync` and with the file before it removed, so both meet the
+same page cache: on a VM, a gigabyte of pages freed seconds ago fills
+markedly faster than one the host has taken back, and a fixed order gave
+the second upload the worse pages in every run. Each run's ratio is
+printed. Python's websockets is not used
 here: Debian's build masks in pure Python at ~80 MiB/s, which would measure
 the client.
     scripts/bench_ws.py [SIZE_MIB] [RUNS]   (defaults 1024, 5;
@@ -48,16 +53,18 @@ def main():
         print("%-5s %14s %14s %8s" % ("run", "raw TCP MiB/s", "WS MiB/s", "ws/tcp"))
         ratios, tcps, wss = [], [], []
         for i in range(RUNS):
-            os.sync()
-            t0 = time.monotonic()
-            tcp_upload(d.tcp, src)
-            t_tcp = time.monotonic() - t0
-            os.sync()
-            t0 = time.monotonic()
-            st = ws_upload(d.ws, src)
-            t_ws = time.monotonic() - t0
-            assert st["type"] == "STATUS", st
-            d.clean()
+            t = {}
+            for how in (("tcp", "ws") if i % 2 == 0 else ("ws", "tcp")):
+                os.sync()
+                t0 = time.monotonic()
+                if how == "tcp":
+                    tcp_upload(d.tcp, src)
+                else:
+                    st = ws_upload(d.ws, src)
+                    assert st["type"] == "STATUS", st
+                t[how] = time.monotonic() - t0
+                d.clean()
+            t_tcp, t_ws = t["tcp"], t["ws"]
             tcps.append(mib / t_tcp)
             wss.append(mib / t_ws)
             ratios.append(t_tcp / t_ws)
