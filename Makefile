@@ -45,7 +45,7 @@ SCAND   := workers/scand.c src/log.c src/utf8.c src/proctitle.c src/config.c src
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
-UNIT_TESTS := config log store record message upload tcp_line http ws_frame scan proxy metrics token origin
+UNIT_TESTS := config log store record message upload tcp_line http ws_frame scan proxy metrics token origin sweep
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
@@ -101,6 +101,9 @@ run: deps all
 	@echo "intake: upload page http://127.0.0.1:8080/  raw TCP 127.0.0.1:9090"
 	@echo "intake: try: $(BUILD)/intake 127.0.0.1:9090 README.md"
 	./$(BUILD)/intaked -c etc/intake.conf
+
+# The sweep belongs to the daemon's master; its test links it too.
+$(BUILD)/tests/test_sweep: $(call obj,src/sweep.c)
 
 # Fault injection: test_upload makes SHA-256 fail; test_store counts,
 # slows and fails directory fsyncs.

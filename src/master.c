@@ -92,6 +92,7 @@ struct master {
     char scand[PATH_MAX]; /* intake-scand, next to it */
     double next_probe;
     double next_sweep; /* spool files past resume_timeout */
+    struct sweep sweep;
     pid_t upgrade_pid; /* the new binary's master after USR2 */
     char oldbin[PATH_MAX + 8];
     bool told_ready;     /* systemd has READY=1 from this master */
@@ -231,6 +232,7 @@ static int spawn_worker(struct master *m, int slot)
         return -1;
     }
     if (pid == 0) {
+        sweep_close(&m->sweep); /* the master's pass, not the worker's */
         drop_privileges(m);
         struct listener ls[CONFIG_MAX_LISTEN];
         for (int i = 0; i < m->n_ls; i++)
@@ -841,7 +843,7 @@ int master_run(struct config *cfg, const struct master_args *args)
                 m->procs[i].kill_at = 0;
             }
         if (m->state == RUNNING && t >= m->next_sweep) {
-            sweep_spool(c->spool_dir, c->resume_timeout_ms);
+            sweep_step(&m->sweep, c->spool_dir, c->resume_timeout_ms, SWEEP_BATCH);
             /* Often enough that an upload goes within seconds of its deadline. */
             double every = (double)c->resume_timeout_ms / 4e3;
             m->next_sweep = t + (every < 1 ? (every < 0.25 ? 0.25 : every) : 1);

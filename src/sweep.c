@@ -90,17 +90,24 @@ static int expire(int dfd, const char *entry, int64_t now, uint64_t limit_ms)
     return 1;
 }
 
-int sweep_spool(const char *spool_dir, uint64_t limit_ms)
+int sweep_step(struct sweep *s, const char *spool_dir, uint64_t limit_ms, unsigned batch)
 {
+    if (s->d && strcmp(s->dir, spool_dir) != 0) sweep_close(s); /* a reload moved it */
+    if (!s->d) {
+        snprintf(s->dir, sizeof s->dir, "%s", spool_dir);
+        if (!(s->d = opendir(spool_dir))) return -errno;
+    }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-    DIR *d = opendir(spool_dir);
-    if (!d) return -errno;
-    int dfd = dirfd(d);
+    int dfd = dirfd(s->d);
     int removed = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
+    for (unsigned n = 0; n < batch; n++) {
+        struct dirent *e = readdir(s->d);
+        if (!e) {
+            sweep_close(s); /* the pass is done: the next call starts one */
+            break;
+        }
         const char *k = kind_of(e->d_name);
         /* Each upload once: by its record, or by a file that has none. */
         if (!k) continue;
@@ -111,6 +118,23 @@ int sweep_spool(const char *spool_dir, uint64_t limit_ms)
         }
         removed += expire(dfd, e->d_name, now, limit_ms);
     }
-    closedir(d);
     return removed;
+}
+
+int sweep_spool(const char *spool_dir, uint64_t limit_ms)
+{
+    struct sweep s = {0};
+    int removed = 0;
+    do {
+        int rc = sweep_step(&s, spool_dir, limit_ms, SWEEP_BATCH);
+        if (rc < 0) return rc;
+        removed += rc;
+    } while (s.d);
+    return removed;
+}
+
+void sweep_close(struct sweep *s)
+{
+    if (s->d) closedir(s->d);
+    s->d = NULL;
 }
