@@ -118,18 +118,25 @@ static int write_part(struct store *s, const char *id, const char *data)
     return n == (ssize_t)strlen(data) ? 0 : -1;
 }
 
-static void test_place(void)
+/* A store in a new temporary tree under root (a mkdtemp template):
+ * root/spool, root/<accept>, root/q. */
+static void open_tree(struct store *s, char *root, const char *accept)
 {
-    char root[] = "/tmp/intake-test-store-XXXXXX";
     CHECK(mkdtemp(root) != NULL);
     char sp[128], ac[128], q[128];
     snprintf(sp, sizeof sp, "%s/spool", root);
-    snprintf(ac, sizeof ac, "%s/deep/accepted", root);
+    snprintf(ac, sizeof ac, "%s/%s", root, accept);
     snprintf(q, sizeof q, "%s/q", root);
-    struct store s;
     const char *which = "";
-    CHECK(store_open(&s, sp, ac, q, &which) == 0);
-    s.min_free_space = 0;
+    CHECK(store_open(s, sp, ac, q, &which) == 0);
+    s->min_free_space = 0;
+}
+
+static void test_place(void)
+{
+    char root[] = "/tmp/intake-test-store-XXXXXX";
+    struct store s;
+    open_tree(&s, root, "deep/accepted");
     const char *names[] = {"a.txt", "a.txt", "a.txt", "noext", "noext", "_rc", "_rc"};
     const char *want[] = {"a.txt", "a-1.txt", "a-2.txt", "noext", "noext-1", "_rc", "_rc-1"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
@@ -250,13 +257,7 @@ static void *syncer(void *arg)
 static void test_sync_dir(void)
 {
     char root[] = "/tmp/intake-test-sync-XXXXXX";
-    CHECK(mkdtemp(root) != NULL);
-    char sp[128], ac[128], q[128];
-    snprintf(sp, sizeof sp, "%s/spool", root);
-    snprintf(ac, sizeof ac, "%s/accepted", root);
-    snprintf(q, sizeof q, "%s/q", root);
-    const char *which = "";
-    CHECK(store_open(&sync_store, sp, ac, q, &which) == 0);
+    open_tree(&sync_store, root, "accepted");
     watch_fd = sync_store.accept_fd;
     /* Alone: one fsync. */
     CHECK(store_sync_dir(&sync_store, watch_fd) == 0 && fsyncs == 1);
