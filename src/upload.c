@@ -375,10 +375,7 @@ static int check_hash(struct upload *u, struct store *st, struct upload_error *e
     return 0;
 }
 
-/* Step 2: the data on disk, recorded with the digest. A file under
- * UPLOAD_CHECKPOINT bytes is recorded with the step after (the scan's, the
- * placement's, or a failure's): a crash in between only hashes and syncs it
- * again, which costs less than the record. 0 or 1 (failed). */
+/* Step 2: the data on disk, recorded with the digest. 0 or 1 (failed). */
 static int sync_data(struct upload *u, struct store *st)
 {
     if (fsync(u->fd) < 0) {
@@ -388,7 +385,7 @@ static int sync_data(struct upload *u, struct store *st)
     }
     u->steps |= RECORD_SYNCED;
     u->durable = u->size;
-    if (u->size >= UPLOAD_CHECKPOINT && upload_save_record(u, st, true) < 0) {
+    if (upload_save_record(u, st, true) < 0) {
         step_failed(u, st, "cannot record the upload");
         return 1;
     }
