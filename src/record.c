@@ -342,9 +342,10 @@ static int parse_seal(const char *s, size_t n, unsigned *seq, uint64_t *hash, si
     return 0;
 }
 
-/* Slot k of the file: 0 with its sequence number and text length, or -1. */
+/* Slot k of the file: 0 with its sequence number, its text length and
+ * whether it is sealed; or -1. */
 static int slot_check(const char *buf, size_t len, int k, struct record *scratch, unsigned *seq,
-                      size_t *text_len)
+                      size_t *text_len, bool *sealed)
 {
     size_t start = (size_t)k * RECORD_SLOT;
     if (start >= len) return -1;
@@ -361,11 +362,14 @@ static int slot_check(const char *buf, size_t len, int k, struct record *scratch
         /* Sealed: the hash, the slot's parity, then a NUL or the end. */
         if (h != fnv1a64(s, tl) || q % 2 != (unsigned)k) return -1;
         if (tl + used < n && s[tl + used] != '\0') return -1;
+        *sealed = true;
     } else {
-        /* Unsealed: only a record written whole by an older intake
-         * (rename), in slot 0, followed by nothing or a hole. */
+        /* Unsealed: maybe a record written whole by an older intake (one
+         * text, renamed into place), in slot 0, followed by nothing or a
+         * hole; record_file_parse takes it only if nothing sealed is there. */
         if (k != 0 || (tl < n && s[tl] != '\0')) return -1;
         q = 0;
+        *sealed = false;
     }
     *seq = q;
     *text_len = tl;
@@ -378,16 +382,25 @@ int record_file_parse(const char *buf, size_t len, struct record *r, unsigned *s
     int best = -1;
     unsigned best_seq = 0;
     size_t best_len = 0;
+    bool best_sealed = false;
     for (int k = 0; k < 2; k++) {
         unsigned q;
         size_t tl;
-        if (slot_check(buf, len, k, r, &q, &tl) == 0 && (best < 0 || q > best_seq)) {
+        bool sealed;
+        if (slot_check(buf, len, k, r, &q, &tl, &sealed) < 0) continue;
+        if (best < 0 || (sealed && !best_sealed) || (sealed == best_sealed && q > best_seq)) {
             best = k;
             best_seq = q;
             best_len = tl;
+            best_sealed = sealed;
         }
     }
     if (best < 0) return -1;
+    /* An unsealed text stands only as a whole file from before the slots
+     * (never longer than one record): a new file's unsealed slot is a save
+     * cut short, or one being written, whose bytes the seal cannot vouch
+     * for. */
+    if (!best_sealed && len > RECORD_MAX) return -1;
     *seq = best_seq;
     return record_parse(buf + (size_t)best * RECORD_SLOT, best_len, r);
 }

@@ -195,7 +195,7 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
         u->md = EVP_MD_CTX_new();
         u->hashed = 0;
         if (!u->md || EVP_DigestInit_ex(u->md, EVP_sha256(), NULL) != 1 ||
-            upload_hash(u, have) < 0) {
+            upload_rehash(u, have) < 0) {
             log_error("upload %s: cannot rehash the %llu bytes kept: %s", id,
                       (unsigned long long)have, strerror(errno));
             upload_release(u);

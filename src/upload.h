@@ -136,6 +136,9 @@ static inline bool upload_complete(const struct upload *u)
 /* Blocking (a job thread): hashes the written bytes up to offset upto, and
  * has the disk write them behind (upload.c). 0 or -1. */
 int upload_hash(struct upload *u, uint64_t upto);
+/* The same for bytes read back from the disk (a resume after a restart):
+ * by pread, so a read error fails the upload instead of the worker. */
+int upload_rehash(struct upload *u, uint64_t upto);
 /* Bytes written but not hashed yet. */
 static inline uint64_t upload_unhashed(const struct upload *u)
 {
@@ -186,7 +189,7 @@ void upload_free(struct upload *u);
 int upload_texts(struct upload *u);
 /* The upload's durable record: fills r from u. */
 void upload_to_record(const struct upload *u, struct record *r);
-/* Saves it (sync: fsynced before the rename). 0 or -errno, logged. */
+/* Saves it in its next slot (sync: fdatasync after). 0 or -errno, logged. */
 int upload_save_record(struct upload *u, struct store *st, bool sync);
 /* Blocking (a job thread), while receiving: makes the bytes written before
  * upto durable (fdatasync) and records that, once UPLOAD_CHECKPOINT bytes

@@ -336,6 +336,13 @@ static void slots(void)
     CHECK(record_file_parse(img, n, &back, &seq) == 0 && seq == 1 && same(&b, &back));
     img[tl] = 'x'; /* not a hole after it: not a record of ours */
     CHECK(record_file_parse(img, (size_t)tl + 1, &back, &seq) == -1);
+    /* Unsealed text in slot 0 of a file longer than one record (a new
+     * file whose slot 0 save was cut before its seal, or is being
+     * written, and whose slot 1 is torn): not vouched for, unknown. */
+    memset(img, 0, sizeof img);
+    memcpy(img, text, (size_t)tl);
+    memcpy(img + RECORD_SLOT, "intake-record 1\nid 01", 21);
+    CHECK(record_file_parse(img, RECORD_SLOT + 21, &back, &seq) == -1);
     /* Unsealed text in slot 1: never. */
     memset(img, 0, sizeof img);
     memcpy(img + RECORD_SLOT, text, (size_t)tl);

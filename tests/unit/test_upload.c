@@ -78,6 +78,8 @@ static void test_big(struct upload *u)
     errno = 0;
     CHECK(upload_hash(u, half + 1) < 0 && errno == EIO && u->hashed == 0);
     CHECK(upload_hash(u, 3 * MIB + 5) == 0 && u->hashed == 3 * MIB + 5);
+    /* Read back by pread (a resume's rehash) in between: the same digest. */
+    CHECK(upload_rehash(u, 3 * MIB + 12) == 0 && u->hashed == 3 * MIB + 12);
     CHECK(upload_hash(u, half) == 0 && u->hashed == half);
     /* Written behind: asked for up to the last 4 MiB step hashed (or given
      * up on where the file system cannot), and waited for one step back. */
@@ -108,6 +110,12 @@ static void test_big(struct upload *u)
     CHECK(record_load(st.spool_fd, u->id, &r, &seq) == 0 && (r.steps & RECORD_PLACED) &&
           r.durable == SIZE);
     free(data);
+    /* Read back past what the file holds: EIO, what it had is hashed. */
+    CHECK(begin(u, "short.bin", 10, 100, NULL, &e) == 0);
+    CHECK(upload_write(u, "12345", 5, &e) == 0);
+    errno = 0;
+    CHECK(upload_rehash(u, 10) < 0 && errno == EIO && u->hashed == 5);
+    upload_abort(u);
 }
 
 static void test_session(void)
