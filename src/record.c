@@ -407,6 +407,7 @@ int record_file_parse(const char *buf, size_t len, struct record *r, unsigned *s
 
 /* --- files ----------------------------------------------------------------- */
 
+/* spool/<id>.state, and the temporary an older intake wrote beside it. */
 static void names(const char *id, char *state, char *tmp)
 {
     snprintf(state, 48, "%.32s.state", id);
@@ -418,8 +419,8 @@ int record_save(int spool_fd, const struct record *r, unsigned seq, bool sync)
     static _Thread_local char buf[RECORD_SLOT];
     int n = record_slot_format(r, seq, buf, sizeof buf);
     if (n < 0) return -EOVERFLOW;
-    char state[48], tmp[48];
-    names(r->id, state, tmp);
+    char state[48];
+    snprintf(state, sizeof state, "%.32s.state", r->id);
     int flags = O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (seq == 0 ? O_CREAT | O_TRUNC : 0);
     int fd = openat(spool_fd, state, flags, 0640);
     if (fd < 0) return -errno;
@@ -442,8 +443,8 @@ int record_save(int spool_fd, const struct record *r, unsigned seq, bool sync)
 
 int record_load(int spool_fd, const char *id, struct record *r, unsigned *seq)
 {
-    char state[48], tmp[48];
-    names(id, state, tmp);
+    char state[48];
+    snprintf(state, sizeof state, "%.32s.state", id);
     static _Thread_local char buf[2 * RECORD_SLOT + 1];
     /* Read while its writer saves twice in a row, both slots can look torn:
      * a second look settles it. */

@@ -303,10 +303,10 @@ static void write_behind(struct upload *u, uint64_t upto)
     u->wb_done = prev;
 }
 
-/* Feeds bytes [u->hashed, upto) to SHA-256 by pread, through one buffer
- * per thread. A read error is an error here, where through a mapping it
- * would be a SIGBUS that takes the whole worker down. */
-static int hash_read(struct upload *u, uint64_t upto)
+/* By pread, through one buffer per thread: a read error is an error here,
+ * where through a mapping it would be a SIGBUS that takes the whole worker
+ * down. */
+int upload_rehash(struct upload *u, uint64_t upto)
 {
     static _Thread_local unsigned char *buf;
     enum { BUF = 1 << 20 };
@@ -327,11 +327,6 @@ static int hash_read(struct upload *u, uint64_t upto)
         u->hashed += (uint64_t)n;
     }
     return 0;
-}
-
-int upload_rehash(struct upload *u, uint64_t upto)
-{
-    return hash_read(u, upto);
 }
 
 int upload_hash(struct upload *u, uint64_t upto)
@@ -362,7 +357,7 @@ int upload_hash(struct upload *u, uint64_t upto)
             mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, u->rfd, (off_t)base);
         if (m == MAP_FAILED) {
             /* A file system that cannot map: read it instead. */
-            if (hash_read(u, base + len) < 0) return -1;
+            if (upload_rehash(u, base + len) < 0) return -1;
         } else {
             int ok = EVP_DigestUpdate(u->md, m + skip, len - skip);
             munmap(m, len);

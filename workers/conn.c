@@ -163,13 +163,19 @@ struct conn *conn_new(struct worker *w, int fd, const struct listen_addr *addr)
     return c;
 }
 
+/* The states that read client bytes, unless reading waits for the hash. */
+static bool reading(const struct conn *c)
+{
+    return (c->state == CONN_HEADER || c->state == CONN_BODY) && !c->hash_wait;
+}
+
 static void update_io(struct conn *c)
 {
     int ev = 0;
     if (c->out_len > c->out_off || tls_read_wants_write(c)) ev |= EV_WRITE;
     /* Backpressure: no reading while a reply waits for the client or a job
      * owns the upload. Lingering reads whatever comes, to discard it. */
-    else if ((c->state == CONN_HEADER || c->state == CONN_BODY) && !c->hash_wait)
+    else if (reading(c))
         ev |= EV_READ;
     if (c->state == CONN_LINGER && !tls_read_wants_write(c)) ev |= EV_READ;
     if ((c->io.events & (EV_READ | EV_WRITE)) != ev || !ev_is_active(&c->io)) {
@@ -343,6 +349,17 @@ static void hash_run(struct job *j)
 }
 
 static void start_finalize(struct conn *c);
+static void hash_done(struct job *j);
+
+/* Hands what was written and not yet hashed to the bulk pool. */
+static void submit_hash(struct conn *c)
+{
+    c->hash_to = c->up.received;
+    c->in_job = true;
+    c->job.run = hash_run;
+    c->job.done = hash_done;
+    jobs_submit(c->w->bulk, &c->job);
+}
 
 static void hash_done(struct job *j)
 {
@@ -367,11 +384,7 @@ static void hash_done(struct job *j)
         start_finalize(c);
         return;
     }
-    if (c->up.phase == UPLOAD_RECEIVING && upload_unhashed(&c->up) >= HASH_STEP) {
-        c->hash_to = c->up.received;
-        c->in_job = true;
-        jobs_submit(c->w->bulk, &c->job);
-    }
+    if (c->up.phase == UPLOAD_RECEIVING && upload_unhashed(&c->up) >= HASH_STEP) submit_hash(c);
     if (paused) {
         /* Caught up: read again, and the idle time counts from now. */
         update_io(c);
@@ -411,11 +424,7 @@ static void after_body(struct conn *c, size_t len)
 {
     metrics_received(c->w->mslot, c->t->kind, len);
     if (!c->in_job && upload_unhashed(&c->up) >= HASH_STEP && !upload_complete(&c->up)) {
-        c->hash_to = c->up.received;
-        c->in_job = true;
-        c->job.run = hash_run;
-        c->job.done = hash_done;
-        jobs_submit(c->w->bulk, &c->job);
+        submit_hash(c);
     } else if (c->in_job && c->up.received - c->hash_to >= HASH_LAG) {
         c->hash_wait = true;
         update_io(c);
@@ -774,7 +783,7 @@ static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
     if (!(revents & EV_READ)) return;
     if (c->state == CONN_LINGER)
         linger_read(c);
-    else if ((c->state == CONN_HEADER || c->state == CONN_BODY) && !c->hash_wait)
+    else if (reading(c))
         /* One read per wakeup (a body read moves up to 1 MiB): between two
          * reads of a fast upload the loop serves every other ready
          * connection. With 8, small uploads waited up to ~70 ms behind a
