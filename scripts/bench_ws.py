@@ -3,7 +3,7 @@
 (1 MiB binary messages, pipelined with up to 8 unacknowledged) next to the
 same file over raw TCP, through the same intaked (1 worker, scanner off) in
 the same run, both from C clients: build/intake (sendfile) and
-build/wsbench (masks a word at a time). Each run uploads over both, in
+build/wsbench (masks 16 bytes at a time). Each run uploads over both, in
 turn first (raw TCP first in odd runs, WebSocket first in even ones), each
 upload after `sync` and with the file before it removed, so both meet the
 same page cache: on a VM, a gigabyte of pages freed seconds ago fills

@@ -37,7 +37,7 @@ struct ws_frame {
 ssize_t ws_frame_parse(const uint8_t *buf, size_t len, struct ws_frame *f, int *close_code);
 
 /* XORs n payload bytes in place; offset is the position of p[0] within the
- * frame's payload (the mask repeats every 4 bytes). A word at a time. */
+ * frame's payload (the mask repeats every 4 bytes). 16 bytes at a time. */
 void ws_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offset);
 
 /* Writes a server frame header (FIN set, never masked). Returns its size. */

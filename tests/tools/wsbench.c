@@ -1,6 +1,6 @@
 /* wsbench: a minimal, fast WebSocket upload client for benchmarks. Uploads
  * one file to intaked over ws:// in binary messages of CHUNK bytes with up to
- * WINDOW unacknowledged, masking with a random key a word at a time, and
+ * WINDOW unacknowledged, masking with a random key 16 bytes at a time, and
  * prints the STATUS line. Not a general client: it speaks exactly SPEC's
  * upload protocol.    wsbench HOST PORT FILE [CHUNK_KIB] [WINDOW] */
 #define _GNU_SOURCE
