@@ -247,7 +247,13 @@ static void after_flush(struct conn *c)
 
 int conn_send(struct conn *c, const void *data, size_t len)
 {
+    return conn_send2(c, data, len, NULL, 0);
+}
+
+int conn_send2(struct conn *c, const void *a, size_t alen, const void *b, size_t blen)
+{
     if (c->state == CONN_CLOSED) return -1;
+    size_t len = alen + blen;
     if (c->out_len + len > c->out_cap) {
         size_t cap = c->out_cap ? c->out_cap : 1024;
         while (cap < c->out_len + len)
@@ -260,7 +266,8 @@ int conn_send(struct conn *c, const void *data, size_t len)
         c->out = p;
         c->out_cap = cap;
     }
-    memcpy(c->out + c->out_len, data, len);
+    if (alen) memcpy(c->out + c->out_len, a, alen);
+    if (blen) memcpy(c->out + c->out_len + alen, b, blen);
     c->out_len += len;
     if (flush(c) < 0) {
         log_debug("%s: send failed: %s", c->peer, strerror(errno));

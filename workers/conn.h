@@ -112,6 +112,9 @@ void conn_set_state(struct conn *c, enum conn_state s);
 /* Queues bytes for the client; writes at once when the socket allows. 0 or -1
  * (the connection is then closed). */
 int conn_send(struct conn *c, const void *data, size_t len);
+/* The same for a message in two parts (header and payload, line and its
+ * newline): one write, so one segment, not two. */
+int conn_send2(struct conn *c, const void *a, size_t alen, const void *b, size_t blen);
 /* Sends an ERROR message (and the transport's closing words), drops the
  * upload (its spool file stays), then lingers and closes. */
 void conn_fail(struct conn *c, int code, const char *fmt, ...)

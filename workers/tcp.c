@@ -31,7 +31,7 @@ static void process(struct conn *c);
 
 static void tcp_send_msg(struct conn *c, const char *json, size_t len)
 {
-    if (conn_send(c, json, len) == 0) conn_send(c, "\n", 1);
+    conn_send2(c, json, len, "\n", 1);
 }
 
 static void tcp_go_on(struct conn *c)

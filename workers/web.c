@@ -60,8 +60,7 @@ static void http_respond(struct conn *c, int code, const char *ctype, const char
                      "Connection: close\r\nX-Content-Type-Options: nosniff\r\n%s\r\n",
                      code, reason_phrase(code), ctype, blen, extra ? extra : "");
     if (code >= 400) metrics_error(c->w->mslot, code);
-    if (conn_send(c, head, (size_t)n) < 0) return;
-    if (blen && conn_send(c, body, blen) < 0) return;
+    if (conn_send2(c, head, (size_t)n, body, blen) < 0) return;
     conn_linger(c);
 }
 

@@ -105,8 +105,7 @@ static void send_frame(struct conn *c, uint8_t op, const void *p, size_t n)
 {
     uint8_t h[10];
     size_t hl = ws_frame_header(h, op, n);
-    if (conn_send(c, h, hl) < 0) return;
-    if (n) conn_send(c, p, n);
+    conn_send2(c, h, hl, p, n);
 }
 
 /* Closes with a close frame carrying code and a short reason, then lingers. */
