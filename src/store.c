@@ -408,15 +408,14 @@ int store_link_part_as(struct store *s, const char *id, int dir_fd, const char *
 
 /* Reservations: spool/.names/<name>, holding the id of the upload that
  * chose that name for accept_dir before its hook and publish ran. */
-#define NAMES_DIR ".names"
 
 static int names_dir(struct store *s)
 {
-    int fd = openat(s->spool_fd, NAMES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(s->spool_fd, STORE_NAMES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT) {
-        if (mkdirat(s->spool_fd, NAMES_DIR, 0750) < 0 && errno != EEXIST) return -errno;
+        if (mkdirat(s->spool_fd, STORE_NAMES_DIR, 0750) < 0 && errno != EEXIST) return -errno;
         fsync(s->spool_fd);
-        fd = openat(s->spool_fd, NAMES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        fd = openat(s->spool_fd, STORE_NAMES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     }
     return fd < 0 ? -errno : fd;
 }
@@ -486,7 +485,7 @@ int store_reserve_name(struct store *s, const char *id, const char *name, char *
 
 void store_release_name(struct store *s, const char *id, const char *name)
 {
-    int nfd = openat(s->spool_fd, NAMES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int nfd = openat(s->spool_fd, STORE_NAMES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (nfd < 0) return;
     /* Only our own: nobody else creates that name while it exists. */
     if (held_by(nfd, name, id)) unlinkat(nfd, name, 0);

@@ -104,5 +104,7 @@ int store_link_part_as(struct store *s, const char *id, int dir_fd, const char *
 int store_reserve_name(struct store *s, const char *id, const char *name, char *stored);
 /* Drops upload id's reservation of name (after it was placed there). */
 void store_release_name(struct store *s, const char *id, const char *name);
+/* Where the reservations are, under the spool. */
+#define STORE_NAMES_DIR ".names"
 
 #endif

@@ -16,14 +16,19 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Whether s starts with an upload id (32 lowercase hex digits). */
+static bool is_id(const char *s)
+{
+    for (int i = 0; i < STORE_ID_LEN; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
+    return true;
+}
+
 /* The upload id an entry belongs to, and its kind, or NULL. */
 static const char *kind_of(const char *name)
 {
     size_t n = strlen(name);
-    if (n <= STORE_ID_LEN || name[STORE_ID_LEN] != '.') return NULL;
-    for (int i = 0; i < STORE_ID_LEN; i++)
-        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
-            return NULL;
+    if (n <= STORE_ID_LEN || name[STORE_ID_LEN] != '.' || !is_id(name)) return NULL;
     const char *k = name + STORE_ID_LEN;
     if (strcmp(k, ".part") == 0 || strcmp(k, ".state") == 0 || strcmp(k, ".state.tmp") == 0)
         return k;
@@ -90,6 +95,44 @@ static int expire(int dfd, const char *entry, int64_t now, uint64_t limit_ms)
     return 1;
 }
 
+/* Name reservations (spool/.names/<name>, holding an upload id) whose
+ * upload left no file in the spool: it failed, was never asked for again
+ * and expired, or a crash came between reserving and recording. Without
+ * this they would stay for ever, and their names be skipped for ever. At
+ * most batch entries; those older than limit_ms only. */
+static void sweep_names(int dfd, int64_t now, uint64_t limit_ms, unsigned batch)
+{
+    int nfd = openat(dfd, STORE_NAMES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = nfd < 0 ? NULL : fdopendir(nfd);
+    if (!d) {
+        if (nfd >= 0) close(nfd);
+        return;
+    }
+    struct dirent *e;
+    for (unsigned n = 0; n < batch && (e = readdir(d)); n++) {
+        int64_t t;
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        if (!mtime_of(nfd, e->d_name, &t, NULL)) continue;
+        if (now - t < (int64_t)limit_ms * 1000000) continue;
+        char id[STORE_ID_LEN + 1] = "";
+        int fd = openat(nfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        ssize_t got = fd < 0 ? -1 : read(fd, id, STORE_ID_LEN);
+        if (fd >= 0) close(fd);
+        if (got < 0) continue;
+        bool valid = got == STORE_ID_LEN && is_id(id);
+        char part[48], state[48];
+        snprintf(part, sizeof part, "%.32s.part", id);
+        snprintf(state, sizeof state, "%.32s.state", id);
+        if (valid && (faccessat(dfd, part, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
+                      faccessat(dfd, state, F_OK, AT_SYMLINK_NOFOLLOW) == 0))
+            continue;
+        if (unlinkat(nfd, e->d_name, 0) == 0)
+            log_info("upload %.32s: removed a name reservation in %s/ that outlived its upload",
+                     valid ? id : "(unreadable id)", STORE_NAMES_DIR);
+    }
+    closedir(d);
+}
+
 int sweep_step(struct sweep *s, const char *spool_dir, uint64_t limit_ms, unsigned batch)
 {
     if (s->d && strcmp(s->dir, spool_dir) != 0) sweep_close(s); /* a reload moved it */
@@ -105,6 +148,7 @@ int sweep_step(struct sweep *s, const char *spool_dir, uint64_t limit_ms, unsign
     for (unsigned n = 0; n < batch; n++) {
         struct dirent *e = readdir(s->d);
         if (!e) {
+            sweep_names(dfd, now, limit_ms, batch);
             sweep_close(s); /* the pass is done: the next call starts one */
             break;
         }

@@ -6,7 +6,8 @@
  * time: an upload goes within seconds of its deadline while the spool
  * holds up to a few thousand uploads, and within entries / SWEEP_BATCH
  * seconds beyond. An upload whose .part is locked (a worker holds it) is
- * never touched. */
+ * never touched. At the end of each pass, name reservations (spool/.names)
+ * older than resume_timeout whose upload has no spool file left go too. */
 #ifndef INTAKE_SWEEP_H
 #define INTAKE_SWEEP_H
 

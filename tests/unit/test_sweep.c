@@ -1,14 +1,16 @@
-/* Unit tests for sweep: expired uploads go, fresh and held ones stay, and
- * a pass goes on from call to call, never looking at more entries per call
- * than asked. */
+/* Unit tests for sweep: expired uploads go, fresh and held ones stay, a
+ * pass goes on from call to call, never looking at more entries per call
+ * than asked, and name reservations that outlived their uploads go. */
 #define _GNU_SOURCE
 #include "log.h"
 #include "record.h"
+#include "store.h"
 #include "sweep.h"
 #include "test.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -90,6 +92,36 @@ int main(void)
     /* Released, it goes with the next whole pass. */
     close(held);
     CHECK(sweep_spool(dir, 3600 * 1000) == 1 && !exists(dfd, 50, ".state"));
+    /* Name reservations: one whose upload left nothing in the spool goes
+     * once it is older than the limit; one whose upload is still there, one
+     * not yet old enough, and a dot-name of an upload still there stay; an
+     * unreadable one (not an id) that is old goes too. */
+    CHECK(mkdirat(dfd, STORE_NAMES_DIR, 0750) == 0);
+    int nfd = openat(dfd, STORE_NAMES_DIR, O_RDONLY | O_DIRECTORY);
+    struct {
+        const char *name;
+        int id; /* -1: not an id */
+        bool old, stays;
+    } res[] = {
+        {"gone.txt", 7, true, false},     {"here.txt", 45, true, true},
+        {"young.txt", 8, false, true},    {".hidden", 46, true, true},
+        {"garbage.txt", -1, true, false}, {"gone-1.txt", 9, true, false},
+    };
+    for (size_t i = 0; i < sizeof res / sizeof res[0]; i++) {
+        int fd = openat(nfd, res[i].name, O_WRONLY | O_CREAT | O_EXCL, 0640);
+        char id[40];
+        snprintf(id, sizeof id, res[i].id < 0 ? "not an upload id\n" : "%032x", res[i].id);
+        CHECK(fd >= 0 && write(fd, id, strlen(id)) == (ssize_t)strlen(id));
+        close(fd);
+        struct timespec t[2] = {{.tv_sec = time(NULL) - (res[i].old ? 7200 : 0)}, {.tv_nsec = 0}};
+        t[1] = t[0];
+        CHECK(utimensat(nfd, res[i].name, t, 0) == 0);
+    }
+    CHECK(sweep_spool(dir, 3600 * 1000) == 0);
+    for (size_t i = 0; i < sizeof res / sizeof res[0]; i++)
+        CHECK_MSG((faccessat(nfd, res[i].name, F_OK, 0) == 0) == res[i].stays, "%s: %s",
+                  res[i].name, res[i].stays ? "removed" : "kept");
+    close(nfd);
     /* Another directory (a reload moved the spool): the pass starts over there. */
     CHECK(sweep_step(&s, dir, 3600 * 1000, 2) == 0 && s.d != NULL);
     CHECK(sweep_step(&s, "/nonexistent-intake-spool", 3600 * 1000, 2) < 0 && s.d == NULL);
