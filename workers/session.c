@@ -129,20 +129,25 @@ static void lookup_done(struct job *j)
         status(c); /* nothing happened to the file: no second access log line */
         return;
     case FOUND_COMPLETE:
+        /* Every byte is in: the answer is its STATUS, once the finishing
+         * steps end (no READY, no "Upload resumed": nothing is left to
+         * send, and a WebSocket client owes no DONE). */
+        session_release(c);
+        c->logged = false;
+        c->abort_code = 0;
         if (c->up.steps & RECORD_RECEIVED) {
             /* Its finishing steps ran before and one failed: redo from there. */
-            session_release(c);
             metrics_requery(c->w->mslot, c->t->kind);
-            c->logged = false;
-            c->abort_code = 0;
             log_info("upload %s (%s) from %s: asked again; finishing it from the step that "
                      "failed before (%s)",
                      c->up.id, c->up.logname, c->peer, c->up.reason);
-            conn_complete_upload(c);
-            return;
+        } else {
+            metrics_resume(c->w->mslot, c->t->kind);
+            log_info("upload %s (%s) from %s: resumed with all %llu bytes in; finishing it",
+                     c->up.id, c->up.logname, c->peer, (unsigned long long)c->up.size);
         }
-        /* Every byte is in, but its sender has not heard so: as below. */
-        __attribute__((fallthrough));
+        conn_complete_upload(c);
+        return;
     case FOUND_RECEIVING:
         session_release(c);
         metrics_resume(c->w->mslot, c->t->kind);
@@ -152,11 +157,7 @@ static void lookup_done(struct job *j)
                  c->peer, (unsigned long long)c->up.received, (unsigned long long)c->up.size);
         conn_set_state(c, CONN_BODY);
         send_ready(c, true);
-        if (c->state != CONN_BODY) return;
-        if (c->t->kind == MT_TCP && upload_complete(&c->up))
-            conn_complete_upload(c); /* nothing left to send */
-        else
-            c->t->go_on(c);
+        if (c->state == CONN_BODY) c->t->go_on(c);
         return;
     }
 }

@@ -366,18 +366,21 @@ def test_resume_64_mib_twice(daemon_factory):
 
 
 def test_all_bytes_arrived_then_lost(daemon):
-    """Every byte arrived over WebSocket but DONE did not: a resume answers
-    offset == size. Over raw TCP the STATUS follows READY at once; over
-    WebSocket it follows DONE."""
+    """Every byte arrived over WebSocket but DONE did not: the upload is
+    complete, so a resume, over either transport, is answered with its
+    STATUS once the finishing steps end (no READY, no "Upload resumed", no
+    DONE owed)."""
     for i, (resume, name) in enumerate([("tcp", "all-tcp.bin"), ("ws", "all-ws.bin")]):
         data = os.urandom(200000 + i)
         uid = ws_begin(daemon, name, data, len(data))
         assert daemon.accepted().count(name) == 0  # not finished without DONE
-        if resume == "tcp":
-            st = tcp_resume(daemon, uid, name, data, len(data))
-        else:
-            st = ws_resume(daemon, uid, name, data, len(data))
+        ask = tcp_ask if resume == "tcp" else ws_ask
+        st = ask(daemon, uid, name, len(data))
+        assert st["type"] == "STATUS", st
         assert_whole(daemon, st, name, data)
+        # Asked again, the same STATUS, and the file placed once.
+        assert ask(daemon, uid, name, len(data)) == st
+        assert daemon.accepted().count(name) == 1
 
 
 # --- 2. resume after a crash, a restart, a reload, an upgrade ----------------------
