@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -350,6 +351,7 @@ struct ctx {
     char tls_where[320];    /* where the first "tls" listener was declared */
     char secret_where[320]; /* where auth_secret_file was set */
     char accept_off_where[320]; /* where "accept_dir off" was said */
+    char at[64][320];           /* where each directive was last set */
 };
 
 static int fail(struct ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -858,6 +860,27 @@ static const struct directive directives[] = {
     {"node_name", h_node_name, false},
 };
 #define N_DIRECTIVES (sizeof directives / sizeof *directives)
+_Static_assert(N_DIRECTIVES <= 64, "struct ctx keeps 64 entries per directive");
+
+/* Where the directive was last set, or "" if it was not. */
+static const char *set_at(const struct ctx *x, const char *name)
+{
+    for (unsigned i = 0; i < N_DIRECTIVES; i++)
+        if (strcmp(directives[i].name, name) == 0) return x->at[i];
+    return "";
+}
+
+/* Points x->where at the first of the directives that was set (errors
+ * about how values relate name a line); the file if none was. */
+static void where_first(struct ctx *x, const char *const *names, int n)
+{
+    x->where = x->c->file;
+    for (int i = 0; i < n; i++)
+        if (set_at(x, names[i])[0]) {
+            x->where = set_at(x, names[i]);
+            return;
+        }
+}
 
 static int apply(struct ctx *x, char **tok, int n, unsigned override_seen[])
 {
@@ -873,6 +896,7 @@ static int apply(struct ctx *x, char **tok, int n, unsigned override_seen[])
         }
         if (x->from_override) override_seen[i] = 1;
         x->seen[i]++;
+        snprintf(x->at[i], sizeof x->at[i], "%s", x->where);
         return d->fn(x, tok + 1, n - 1);
     }
     return fail(x, "unknown directive \"%s\"", tok[0]);
@@ -937,11 +961,14 @@ static int finish(struct ctx *x)
      * still in progress (silent up to idle_timeout, scanning up to
      * scan_timeout) must never look that old. */
     if (c->resume_timeout_ms <= c->idle_timeout_ms ||
-        (c->scanner != SCANNER_OFF && c->resume_timeout_ms <= c->scan_timeout_ms))
+        (c->scanner != SCANNER_OFF && c->resume_timeout_ms <= c->scan_timeout_ms)) {
+        const char *names[] = {"resume_timeout", "idle_timeout", "scan_timeout"};
+        where_first(x, names, 3);
         return fail(x, "resume_timeout (%llu ms) must be longer than idle_timeout (%llu ms)%s",
                     (unsigned long long)c->resume_timeout_ms,
                     (unsigned long long)c->idle_timeout_ms,
                     c->scanner != SCANNER_OFF ? " and scan_timeout" : "");
+    }
     /* Read now, by the master (before it forks or drops privileges), so that
      * -t, start and HUP all fail on a secret file that would not do. */
     if (c->auth_secret_file) {
@@ -968,16 +995,51 @@ static int finish(struct ctx *x)
         return fail(x, "\"accept_dir off\" cannot be combined with \"scan_fail accept\"");
     }
     /* The sweep must not take a file whose hook or publish is still running. */
-    if ((c->accept_hook || c->publish_urls) && c->resume_timeout_ms <= c->hook_timeout_ms * 2)
+    if ((c->accept_hook || c->publish_urls) && c->resume_timeout_ms <= c->hook_timeout_ms * 2) {
+        const char *names[] = {"resume_timeout", "hook_timeout"};
+        where_first(x, names, 2);
         return fail(x, "resume_timeout (%llu ms) must be longer than twice hook_timeout (%llu ms)",
                     (unsigned long long)c->resume_timeout_ms,
                     (unsigned long long)c->hook_timeout_ms);
+    }
+    /* As root the workers and the scanner become this user: one that does
+     * not exist would stop the start, not -t, without this. */
+    if (c->user && geteuid() == 0 && !getpwnam(c->user)) {
+        x->where = set_at(x, "user");
+        return fail(x, "user \"%s\" does not exist", c->user);
+    }
+    struct {
+        char *at;
+        const char *name;
+    } locate[] = {{c->at_tls_certificate, "tls_certificate"},
+                  {c->at_tls_certificate_key, "tls_certificate_key"},
+                  {c->at_access_log, "access_log"},
+                  {c->at_signature_dir, "signature_dir"}};
+    for (size_t i = 0; i < sizeof locate / sizeof *locate; i++)
+        snprintf(locate[i].at, sizeof c->at_access_log, "%s",
+                 set_at(x, locate[i].name)[0] ? set_at(x, locate[i].name) : c->file);
     if (wants_tls && (!c->tls_certificate || !c->tls_certificate_key)) {
         x->where = x->tls_where;
         return fail(x, "a listener says \"tls\" but tls_certificate and tls_certificate_key "
                        "are not both set");
     }
     return 0;
+}
+
+/* One line, without its newline, into buf (max bytes and a NUL), NUL
+ * bytes included: fgets would hide them behind its terminator. 1: a line;
+ * 0: the end of the file; -1: a line longer than max. */
+static int next_line(FILE *f, char *buf, size_t max, size_t *len)
+{
+    size_t n = 0;
+    int ch;
+    while ((ch = getc(f)) != EOF && ch != '\n') {
+        if (n == max) return -1;
+        buf[n++] = (char)ch;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return ch == EOF && n == 0 ? 0 : 1;
 }
 
 static int read_file(struct ctx *x, const char *path)
@@ -992,18 +1054,18 @@ static int read_file(struct ctx *x, const char *path)
     char scratch[LINE_MAX_BYTES + 2];
     char *tok[MAX_TOKENS];
     int lineno = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
+    for (;;) {
+        size_t len;
+        int got = next_line(f, line, LINE_MAX_BYTES, &len);
+        if (got == 0) break;
         lineno++;
         snprintf(where, sizeof where, "%s:%d", path, lineno);
         x->where = where;
-        size_t len = strlen(line);
-        if (len && line[len - 1] == '\n')
-            line[--len] = '\0';
-        else if (!feof(f)) {
+        if (got < 0) {
             rc = fail(x, "line longer than %d bytes", LINE_MAX_BYTES);
             break;
         }
-        if (memchr(line, '\0', len) != NULL && strlen(line) != len) {
+        if (strlen(line) != len) {
             rc = fail(x, "NUL byte in line");
             break;
         }
@@ -1071,6 +1133,36 @@ struct config *config_load(const char *path, char *const *overrides, int n_overr
 fail:
     config_free(c);
     return NULL;
+}
+
+int config_check_paths(const struct config *c, char *err, size_t errlen)
+{
+    if (c->access_log) {
+        int fd = open(c->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+        if (fd < 0) {
+            snprintf(err, errlen, "%s: access_log %s: cannot open: %s", c->at_access_log,
+                     c->access_log, strerror(errno));
+            return -1;
+        }
+        close(fd);
+    }
+    if (c->scanner == SCANNER_BUILTIN) {
+        struct stat st;
+        const char *why = NULL;
+        if (stat(c->signature_dir, &st) < 0)
+            why = strerror(errno);
+        else if (!S_ISDIR(st.st_mode))
+            why = "not a directory";
+        else if (access(c->signature_dir, R_OK | X_OK) < 0)
+            why = strerror(errno);
+        if (why) {
+            snprintf(err, errlen,
+                     "%s: signature_dir %s: %s (the builtin scanner loads its signatures there)",
+                     c->at_signature_dir, c->signature_dir, why);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 void config_free(struct config *c)

@@ -96,6 +96,11 @@ struct config {
     char *publish_urls;    /* "nats://h:p,nats://h:p"; NULL: publish off */
     char *publish_subject;
     char *node_name; /* default: the host name */
+    /* Where these were set ("file:line", "-o ...", or the file for a
+     * default): errors found only when the files they name are opened
+     * point there. */
+    char at_tls_certificate[320], at_tls_certificate_key[320];
+    char at_access_log[320], at_signature_dir[320];
 };
 
 /* Loads `path` (NULL = the compiled-in default) and applies the overrides
@@ -104,6 +109,11 @@ struct config {
 struct config *config_load(const char *path, char *const *overrides, int n_overrides,
                            const char *base_dir, char *err, size_t errlen);
 void config_free(struct config *c);
+/* What the configuration names that only opening can check, as -t, start
+ * and HUP must: access_log can be opened for appending (it is created),
+ * and, with the builtin scanner, signature_dir is a readable directory.
+ * 0, or -1 with a message in err ("file:line: ..."). */
+int config_check_paths(const struct config *c, char *err, size_t errlen);
 
 /* Value parsers, exposed for the CLI and the unit tests. 0 or -EINVAL. */
 int config_parse_size(const char *s, uint64_t *out);    /* 10, 4K, 1M, 1G */

@@ -114,6 +114,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "intaked: %s\n", err);
         goto out;
     }
+    if (!sig && config_check_paths(c, err, sizeof err) < 0) {
+        fprintf(stderr, "intaked: %s\n", err);
+        goto out;
+    }
     if (test) {
         SSL_CTX *tls; /* -t also loads the certificate and key */
         if (tls_server_load(c, &tls, err, sizeof err) < 0) {

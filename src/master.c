@@ -599,6 +599,11 @@ static void reload(struct master *m)
         log_error("reload failed: %s; still running with the previous configuration", err);
         return;
     }
+    if (config_check_paths(nc, err, sizeof err) < 0) {
+        log_error("reload failed: %s; still running with the previous configuration", err);
+        config_free(nc);
+        return;
+    }
     /* The certificate and key are re-read at every reload. */
     SSL_CTX *tls = NULL;
     if (tls_server_load(nc, &tls, err, sizeof err) < 0) {

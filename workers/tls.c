@@ -60,11 +60,11 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
     return -1;
 }
 
-static int readable(const char *what, const char *path, char *err, size_t errlen)
+static int readable(const char *at, const char *what, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "re");
     if (!f) {
-        snprintf(err, errlen, "%s %s: cannot open: %s", what, path, strerror(errno));
+        snprintf(err, errlen, "%s: %s %s: cannot open: %s", at, what, path, strerror(errno));
         return -1;
     }
     fclose(f);
@@ -85,8 +85,10 @@ int tls_server_load(const struct config *cfg, SSL_CTX **out, char *err, size_t e
                  "tls_certificate_key are not both set");
         return -1;
     }
-    if (readable("tls_certificate", cert, err, errlen) < 0 ||
-        readable("tls_certificate_key", key, err, errlen) < 0)
+    /* Every error names where the file was set ("file:line: "). */
+    const char *cat = cfg->at_tls_certificate, *kat = cfg->at_tls_certificate_key;
+    if (readable(cat, "tls_certificate", cert, err, errlen) < 0 ||
+        readable(kat, "tls_certificate_key", key, err, errlen) < 0)
         return -1;
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -117,8 +119,8 @@ int tls_server_load(const struct config *cfg, SSL_CTX **out, char *err, size_t e
         goto fail;
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-        snprintf(err, errlen, "tls_certificate %s: cannot load a PEM certificate (chain): %s", cert,
-                 ssl_reason());
+        snprintf(err, errlen, "%s: tls_certificate %s: cannot load a PEM certificate (chain): %s",
+                 cat, cert, ssl_reason());
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
@@ -126,20 +128,20 @@ int tls_server_load(const struct config *cfg, SSL_CTX **out, char *err, size_t e
         if (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
             ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH) {
             ERR_clear_error();
-            snprintf(err, errlen, "tls_certificate_key %s does not match tls_certificate %s", key,
-                     cert);
+            snprintf(err, errlen, "%s: tls_certificate_key %s does not match tls_certificate %s",
+                     kat, key, cert);
         } else {
             snprintf(err, errlen,
-                     "tls_certificate_key %s: cannot load a PEM private key (an encrypted key "
-                     "is not supported): %s",
-                     key, ssl_reason());
+                     "%s: tls_certificate_key %s: cannot load a PEM private key (an encrypted "
+                     "key is not supported): %s",
+                     kat, key, ssl_reason());
         }
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         ERR_clear_error();
-        snprintf(err, errlen, "tls_certificate_key %s does not match tls_certificate %s", key,
-                 cert);
+        snprintf(err, errlen, "%s: tls_certificate_key %s does not match tls_certificate %s", kat,
+                 key, cert);
         goto fail;
     }
     X509 *x = SSL_CTX_get0_certificate(ctx);

@@ -10,7 +10,8 @@ def run(args, **kw):
 
 def test_t_good(tmp_path):
     conf = tmp_path / "good.conf"
-    conf.write_text("# comment\nworkers 2\nlisten_tcp 127.0.0.1:1234\nmax_file_size 10M\n")
+    conf.write_text("# comment\nworkers 2\nlisten_tcp 127.0.0.1:1234\nmax_file_size 10M\n"
+                    "scanner off\n")
     r = run(["-c", str(conf), "-t"])
     assert r.returncode == 0 and r.stdout == "configuration ok\n"
 
@@ -28,7 +29,7 @@ def test_t_unknown_directive_and_override(tmp_path):
     conf.write_text("bogus on\n")
     r = run(["-c", str(conf), "-t"])
     assert r.returncode == 1 and "%s:1: unknown directive \"bogus\"" % conf in r.stderr
-    conf.write_text("workers 1\n")
+    conf.write_text("workers 1\nscanner off\n")
     r = run(["-c", str(conf), "-o", "workers=0", "-t"])
     assert r.returncode == 1 and "-o workers=0" in r.stderr
     r = run(["-c", str(conf), "-o", "workers=3", "-t"])
@@ -63,3 +64,57 @@ def test_start_refuses_port_in_use(tmp_path):
     assert r.returncode == 1
     assert "cannot listen on 127.0.0.1:%d (listen_tcp)" % port in r.stderr
     assert "Address already in use" in r.stderr
+
+
+def test_t_checks_what_only_opening_can(tmp_path):
+    """-t fails, naming file:line, on an access_log that cannot be opened,
+    a signature_dir the builtin scanner cannot read, a user that does not
+    exist (as root), and a value relation (resume_timeout); start refuses
+    the same, where before it started without an access log, with a
+    scanner that could never load, or failed without naming the line."""
+    conf = tmp_path / "c.conf"
+    base = ("listen_tcp 127.0.0.1:%d\nlisten_ws 127.0.0.1:%d\npid_file %s/p.pid\n"
+            "spool_dir %s/s\naccept_dir %s/a\nquarantine_dir %s/q\n"
+            % (free_port(), free_port(), tmp_path, tmp_path, tmp_path, tmp_path))
+    cases = [
+        ("scanner off\naccess_log %s/no/dir/access.log\n" % tmp_path, 8,
+         "access_log %s/no/dir/access.log: cannot open: No such file or directory" % tmp_path),
+        ("signature_dir %s/nowhere\n" % tmp_path, 7,
+         "signature_dir %s/nowhere: No such file or directory" % tmp_path),
+        ("scanner off\nresume_timeout 10s\n", 8, "resume_timeout (10000 ms) must be longer than idle_timeout"),
+    ]
+    import os
+    if os.geteuid() == 0:
+        cases.append(("scanner off\nuser no-such-user-here\n", 8,
+                      "user \"no-such-user-here\" does not exist"))
+    for extra, line, message in cases:
+        conf.write_text(base + extra)
+        for args in (["-t"], []):
+            r = run(["-c", str(conf)] + args)
+            assert r.returncode == 1, (extra, args, r)
+            assert r.stderr.startswith("intaked: %s:%d: %s" % (conf, line, message)), (extra, r)
+    # The same, fixed: -t says ok, and the access log is there.
+    conf.write_text(base + "scanner off\naccess_log %s/access.log\n" % tmp_path)
+    r = run(["-c", str(conf), "-t"])
+    assert r.returncode == 0 and r.stdout == "configuration ok\n", r
+    assert (tmp_path / "access.log").exists()
+
+
+def test_hup_refuses_what_only_opening_can_check(daemon_factory, tmp_path):
+    """A reload whose access_log cannot be opened, or whose signature_dir
+    is not there, is refused with file:line, and the workers stay."""
+    import signal
+    from conftest import wait_for
+    d = daemon_factory(workers=1)
+    workers = sorted(d.workers())
+    good = open(d.conf).read()
+    n = good.count("\n")
+    for extra, what in (("access_log %s/no/dir/a.log\n" % tmp_path, "access_log"),
+                        ("scanner builtin\nsignature_dir %s/none\n" % tmp_path, "signature_dir")):
+        with open(d.conf, "w") as f:
+            f.write(good.replace("scanner off\n", "") + extra)
+        line = n - 1 + extra.count("\n")  # "scanner off" went; the extra lines follow
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed: %s:%d: %s " % (d.conf, line, what) in d.logs(),
+                 what="the refused reload (%s)" % what)
+        assert sorted(d.workers()) == workers

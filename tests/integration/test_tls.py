@@ -390,13 +390,15 @@ def test_hup_with_a_broken_pair_keeps_the_old_one(daemon_factory, tmp_path, pki)
     # B's certificate with A's key: does not match.
     shutil.copy(pki["b"][0], d.cert)
     d.signal(signal.SIGHUP)
-    wait_for(lambda: "reload failed: tls_certificate_key %s does not match tls_certificate %s"
-             % (d.key, d.cert) in d.logs(), what="the failed reload")
+    wait_for(lambda: "reload failed: %s: tls_certificate_key %s does not match tls_certificate %s"
+             % (where(d.conf, "tls_certificate_key"), d.key, d.cert) in d.logs(),
+             what="the failed reload")
     # A certificate file that is no certificate.
     with open(d.cert, "w") as f:
         f.write("not a certificate\n")
     d.signal(signal.SIGHUP)
-    wait_for(lambda: "reload failed: tls_certificate %s: cannot load" % d.cert in d.logs(),
+    wait_for(lambda: "reload failed: %s: tls_certificate %s: cannot load"
+             % (where(d.conf, "tls_certificate"), d.cert) in d.logs(),
              what="the second failed reload")
     assert "still running with the previous configuration and certificate" in d.logs()
     assert sorted(d.workers()) == workers  # no new generation
@@ -409,6 +411,15 @@ def check(conf):
                           timeout=30)
 
 
+def where(conf, directive):
+    """FILE:LINE of directive in conf, as intaked's errors name it."""
+    with open(conf) as f:
+        for i, line in enumerate(f, 1):
+            if line.split()[:1] == [directive]:
+                return "%s:%d" % (conf, i)
+    raise AssertionError("%s not in %s" % (directive, conf))
+
+
 def test_t_loads_and_matches_the_pair(daemon_factory, tmp_path, pki):
     d = tls_daemon(daemon_factory, tmp_path, pki["a"], start=False)
     r = check(d.conf)
@@ -416,20 +427,22 @@ def test_t_loads_and_matches_the_pair(daemon_factory, tmp_path, pki):
     shutil.copy(pki["b"][1], d.key)  # B's key with A's certificate
     r = check(d.conf)
     assert r.returncode == 1
-    assert r.stderr == "intaked: tls_certificate_key %s does not match tls_certificate %s\n" % (
-        d.key, d.cert)
+    assert r.stderr == "intaked: %s: tls_certificate_key %s does not match tls_certificate %s\n" % (
+        where(d.conf, "tls_certificate_key"), d.key, d.cert)
     # intaked does not start with it either, and says why.
     p = subprocess.run([INTAKED, "-c", d.conf], capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and "does not match tls_certificate" in p.stderr
     os.unlink(d.key)
     r = check(d.conf)
     assert r.returncode == 1
-    assert "tls_certificate_key %s: cannot open: No such file or directory" % d.key in r.stderr
+    assert "intaked: %s: tls_certificate_key %s: cannot open: No such file or directory" % (
+        where(d.conf, "tls_certificate_key"), d.key) in r.stderr
     with open(d.cert, "w") as f:
         f.write("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
     shutil.copy(pki["a"][1], d.key)
     r = check(d.conf)
-    assert r.returncode == 1 and "tls_certificate %s: cannot load" % d.cert in r.stderr, r.stderr
+    assert r.returncode == 1 and "intaked: %s: tls_certificate %s: cannot load" % (
+        where(d.conf, "tls_certificate"), d.cert) in r.stderr, r.stderr
 
 
 def test_upload_page_over_https(daemon_factory, tmp_path, pki):

@@ -20,6 +20,14 @@ static void write_secret(const char *text, size_t len, mode_t mode)
     chmod(secret_path, mode);
 }
 
+static struct config *load_bytes(const char *text, size_t len, char *err, size_t el)
+{
+    FILE *f = fopen(path, "w");
+    fwrite(text, 1, len, f);
+    fclose(f);
+    return config_load(path, NULL, 0, "/base", err, el);
+}
+
 static struct config *load(const char *text, char *const *ov, int nov, char *err, size_t el)
 {
     FILE *f = fopen(path, "w");
@@ -28,11 +36,12 @@ static struct config *load(const char *text, char *const *ov, int nov, char *err
     return config_load(path, ov, nov, "/base", err, el);
 }
 
-/* Loads text and expects it to fail with "PATH:LINE: ...fragment...". */
-static void expect_error(const char *text, int line, const char *fragment)
+/* Loads len bytes of text and expects it to fail with "PATH:LINE:
+ * ...fragment...". */
+static void expect_error_bytes(const char *text, size_t len, int line, const char *fragment)
 {
     char err[1024] = "";
-    struct config *c = load(text, NULL, 0, err, sizeof err);
+    struct config *c = load_bytes(text, len, err, sizeof err);
     CHECK_MSG(c == NULL, "accepted: %s", text);
     config_free(c);
     char prefix[128];
@@ -40,6 +49,87 @@ static void expect_error(const char *text, int line, const char *fragment)
     CHECK_MSG(strncmp(err, prefix, strlen(prefix)) == 0, "%s: error \"%s\" lacks \"%s\"", text, err,
               prefix);
     CHECK_MSG(strstr(err, fragment) != NULL, "%s: error \"%s\" lacks \"%s\"", text, err, fragment);
+}
+
+static void expect_error(const char *text, int line, const char *fragment)
+{
+    expect_error_bytes(text, strlen(text), line, fragment);
+}
+
+/* Lines: NUL bytes, the length limit, no final newline; relations between
+ * values name a line; a user that does not exist (as root). */
+static void test_lines(void)
+{
+    expect_error_bytes("workers 2\n\0\n", 12, 2, "NUL byte in line");
+    expect_error_bytes("workers 2\nworkers\0 3\n", 20, 2, "NUL byte in line");
+    static char big[4200];
+    memset(big, '#', 4097);
+    big[4097] = '\n';
+    expect_error(big, 1, "line longer than 4096 bytes");
+    big[4096] = '\n'; /* 4096 bytes and the newline: fits */
+    big[4097] = '\0';
+    char err[1024] = "";
+    struct config *c = load(big, NULL, 0, err, sizeof err);
+    CHECK_MSG(c != NULL, "a 4096-byte line: %s", err);
+    config_free(c);
+    c = load("workers 3", NULL, 0, err, sizeof err); /* no final newline */
+    CHECK(c && c->workers == 3);
+    config_free(c);
+    expect_error("workers 1\nresume_timeout 10s\n", 2, "must be longer than idle_timeout");
+    expect_error("idle_timeout 2h\n", 1, "must be longer than idle_timeout");
+    expect_error("accept_hook /h\n\nhook_timeout 40m\n", 3, "twice hook_timeout");
+    if (geteuid() == 0) {
+        expect_error("workers 1\nuser no-such-user-here\n", 2, "\"no-such-user-here\" does not exist");
+        c = load("user root\n", NULL, 0, err, sizeof err);
+        CHECK_MSG(c != NULL, "user root: %s", err);
+        config_free(c);
+    }
+}
+
+/* What only opening can check: access_log, signature_dir (builtin). */
+static void test_paths(void)
+{
+    char err[1024] = "", dir[64], text[512], want[128];
+    snprintf(dir, sizeof dir, "/tmp/intake-test-paths-%d", (int)getpid());
+    CHECK(mkdir(dir, 0700) == 0);
+    snprintf(text, sizeof text, "scanner off\naccess_log %s/a.log\n", dir);
+    struct config *c = load(text, NULL, 0, err, sizeof err);
+    CHECK(c && config_check_paths(c, err, sizeof err) == 0);
+    snprintf(want, sizeof want, "%s/a.log", dir);
+    CHECK(access(want, F_OK) == 0); /* created, as nginx -t does */
+    config_free(c);
+    snprintf(text, sizeof text, "scanner off\n\naccess_log %s/no/such/dir/a.log\n", dir);
+    c = load(text, NULL, 0, err, sizeof err);
+    CHECK(c && config_check_paths(c, err, sizeof err) < 0);
+    snprintf(want, sizeof want, "%s:3: access_log ", path);
+    CHECK_MSG(strncmp(err, want, strlen(want)) == 0 && strstr(err, "cannot open"), "%s", err);
+    config_free(c);
+    /* signature_dir: missing, a file, and fine; off needs none. */
+    snprintf(text, sizeof text, "signature_dir %s/none\n", dir);
+    c = load(text, NULL, 0, err, sizeof err);
+    CHECK(c && config_check_paths(c, err, sizeof err) < 0);
+    snprintf(want, sizeof want, "%s:1: signature_dir ", path);
+    CHECK_MSG(strncmp(err, want, strlen(want)) == 0 && strstr(err, "No such file"), "%s", err);
+    config_free(c);
+    snprintf(text, sizeof text, "signature_dir %s/a.log\n", dir);
+    c = load(text, NULL, 0, err, sizeof err);
+    CHECK(c && config_check_paths(c, err, sizeof err) < 0 && strstr(err, "not a directory"));
+    config_free(c);
+    snprintf(text, sizeof text, "signature_dir %s\n", dir);
+    c = load(text, NULL, 0, err, sizeof err);
+    CHECK(c && config_check_paths(c, err, sizeof err) == 0);
+    config_free(c);
+    /* The default (relative to the start directory) is named with the file. */
+    c = load("workers 1\n", NULL, 0, err, sizeof err);
+    CHECK(c && config_check_paths(c, err, sizeof err) < 0);
+    snprintf(want, sizeof want, "%s: signature_dir /base/etc/signatures: ", path);
+    CHECK_MSG(strncmp(err, want, strlen(want)) == 0, "%s", err);
+    config_free(c);
+    c = load("scanner off\n", NULL, 0, err, sizeof err);
+    CHECK(c && config_check_paths(c, err, sizeof err) == 0);
+    config_free(c);
+    snprintf(text, sizeof text, "rm -rf %s", dir);
+    CHECK(system(text) == 0);
 }
 
 static void test_values(void)
@@ -471,6 +561,8 @@ int main(void)
     test_values();
     test_tokenize();
     test_files();
+    test_lines();
+    test_paths();
     unlink(path);
     unlink(secret_path);
     return test_report("test_config");
