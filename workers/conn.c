@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -743,6 +744,12 @@ void conn_free(struct conn *c)
     free(c->head);
     free(c->out);
     free(c);
+}
+
+bool conn_input_pending(const struct conn *c)
+{
+    int queued = 0;
+    return (ioctl(c->fd, FIONREAD, &queued) == 0 && queued > 0) || tls_has_pending(c);
 }
 
 void conn_drain(struct conn *c)

@@ -136,6 +136,13 @@ int conn_splice_body(struct conn *c, size_t len);
 /* Closes at once; the memory goes when any running job is done. */
 void conn_close(struct conn *c);
 void conn_drain(struct conn *c);
+/* Whether input waits that the connection has not read (in the socket or
+ * inside TLS): a draining worker answers it 503 rather than close on it
+ * (a close with unread input is a reset, which can take the client's last
+ * STATUS with it). */
+bool conn_input_pending(const struct conn *c);
+#define CONN_SHUTTING_DOWN "server is shutting down; send it again on a new connection"
+
 void conn_free(struct conn *c);
 /* Drops the upload in progress (its .part stays, resumable), writing its
  * access log line with code (499: the client went away). */

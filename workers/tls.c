@@ -389,6 +389,11 @@ void tls_kick(struct conn *c)
     ev_feed_event(c->w->loop, &c->io, EV_READ);
 }
 
+bool tls_has_pending(const struct conn *c)
+{
+    return c->tls && SSL_has_pending(c->tls->ssl);
+}
+
 bool tls_handshake_timeout(struct conn *c)
 {
     if (!c->tls || c->tls->up) return false;

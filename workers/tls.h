@@ -59,6 +59,8 @@ bool tls_resume_read(struct conn *c);
 /* Records already taken off the socket do not make it readable: if c's reads
  * are armed and TLS holds input while the socket is empty, queue a read event. */
 void tls_kick(struct conn *c);
+/* Whether TLS holds decrypted input not yet read (false without TLS). */
+bool tls_has_pending(const struct conn *c);
 /* header_timeout struck: true (and c closed) if the handshake was not done. */
 bool tls_handshake_timeout(struct conn *c);
 

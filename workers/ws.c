@@ -484,7 +484,11 @@ static void ws_drain(struct conn *c)
         if (c->carry_len == 0 && c->out_len == 0) conn_close(c);
         return;
     }
-    if (c->state == CONN_BODY) ws_close(c, 1001, "server is shutting down");
+    if (c->state != CONN_BODY) return;
+    if (conn_input_pending(c))
+        conn_fail(c, 503, CONN_SHUTTING_DOWN);
+    else
+        ws_close(c, 1001, "server is shutting down");
 }
 
 static void ws_release(struct conn *c)

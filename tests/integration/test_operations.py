@@ -155,6 +155,32 @@ def test_quit_under_load(daemon_factory):
     assert d.spooled() == []  # nothing left half-done
 
 
+def test_quit_answers_a_pipelined_upload_503(daemon_factory):
+    """During QUIT an upload in flight is served; the next one, already sent
+    on the same connection but not yet read by the draining worker, is
+    answered 503 (not reset: the first STATUS and the 503 both arrive, then
+    an orderly end of stream)."""
+    d = daemon_factory(workers=1)
+    c = Client(d.tcp_port)
+    c.send(b"4 first.txt\nxx")
+    assert c.line()["type"] == "READY"
+    d.signal(signal.SIGQUIT)
+    wait_for(lambda: "SIGQUIT" in d.logs(), what="the master to take QUIT")
+    time.sleep(0.3)  # the worker is draining now
+    # The rest of the first body and, behind it, a second upload.
+    c.send(b"xx" + b"3 second.txt\nyyy")
+    st = c.line()
+    assert st["type"] == "STATUS" and st["filename"] == "first.txt", st
+    err = c.line()
+    assert err == {"type": "ERROR", "code": 503,
+                   "message": "server is shutting down; send it again on a new connection"}, err
+    c.sock.settimeout(10)
+    assert c.sock.recv(100) == b""  # end of stream, not a reset
+    c.close()
+    assert d.wait_exit(15) == 0
+    assert d.accepted() == ["first.txt"]
+
+
 def test_ttin_ttou_under_load(daemon_factory):
     d = daemon_factory(workers=2)
     with Load(d) as load:
