@@ -126,7 +126,10 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
                 log_error("upload %s: cannot lock its spool file: %s", id, strerror(en));
                 return upload_fail(e, 500, "cannot lock the spool file"), FOUND_ERROR;
             }
-            if (complete) return FOUND_FINISHING;
+            /* Finishing records RECORD_RECEIVED first thing (after the
+             * fsync); until then a complete, locked upload may as well be
+             * a WebSocket one whose sender has not said DONE. */
+            if (complete) return rec.steps & RECORD_RECEIVED ? FOUND_FINISHING : FOUND_HELD;
             return upload_fail(e, 409,
                                "upload in use: upload %s is still being received on another "
                                "connection; retry after that one is closed",

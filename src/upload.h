@@ -203,6 +203,10 @@ int upload_checkpoint(struct upload *u, struct store *st, uint64_t upto);
 enum upload_found {
     FOUND_ERROR,     /* e says why: 404 unknown, 409 mismatch or in use, 500 */
     FOUND_FINISHING, /* complete and being finished elsewhere: ask again shortly */
+    /* Complete and held elsewhere, finishing not yet recorded: about to be
+     * finished, or a WebSocket sender that has not sent DONE. Ask again
+     * shortly, for a while; then it is "upload in use". */
+    FOUND_HELD,
     FOUND_RECEIVING, /* u holds it (locked, hashed up to u->received): send the rest */
     FOUND_COMPLETE,  /* u holds it, every byte in: run upload_finalize */
     FOUND_FINAL,     /* u describes its final STATUS (phase UPLOAD_DONE) */

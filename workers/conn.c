@@ -752,6 +752,27 @@ bool conn_input_pending(const struct conn *c)
     return (ioctl(c->fd, FIONREAD, &queued) == 0 && queued > 0) || tls_has_pending(c);
 }
 
+void conn_shut_down(struct conn *c)
+{
+    if (!c->in_job && c->state != CONN_LINGER && c->state != CONN_CLOSED) {
+        if (c->up.phase == UPLOAD_RECEIVING)
+            conn_fail(c, 503,
+                      "server is shutting down: the %llu bytes received are kept; resume "
+                      "(START with id %s) on a new connection",
+                      (unsigned long long)c->up.received, c->up.id);
+        else if (c->state != CONN_FINISHING && c->state != CONN_LOOKUP)
+            conn_fail(c, 503, "server is shutting down; send it again on a new connection");
+    }
+    conn_close(c);
+}
+
+bool conn_peer_gone(const struct conn *c)
+{
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 void conn_drain(struct conn *c)
 {
     if (c->state == CONN_LINGER || c->state == CONN_CLOSED || c->state == CONN_FINISHING ||

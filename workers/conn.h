@@ -89,6 +89,7 @@ struct conn {
     enum upload_found found;    /* what the lookup found */
     bool in_job;
     bool finish_pending; /* complete while a hash job ran: finalize after it */
+    uint8_t lookups;     /* a START with an id looked up again and again */
     uint64_t hash_to;    /* what the running hash job covers */
     bool hash_failed;    /* the last hash job could not read or hash */
     bool hash_wait;      /* reading paused until the hash job catches up */
@@ -137,11 +138,16 @@ int conn_splice_body(struct conn *c, size_t len);
 void conn_close(struct conn *c);
 void conn_drain(struct conn *c);
 /* Whether input waits that the connection has not read (in the socket or
- * inside TLS): a draining worker answers it 503 rather than close on it
- * (a close with unread input is a reset, which can take the client's last
+ * inside TLS): a draining worker serves it rather than close on it (a
+ * close with unread input is a reset, which can take the client's last
  * STATUS with it). */
 bool conn_input_pending(const struct conn *c);
-#define CONN_SHUTTING_DOWN "server is shutting down; send it again on a new connection"
+/* Whether the client has closed its side or the connection broke, seen
+ * without reading (a peek): for connections that are not being read. */
+bool conn_peer_gone(const struct conn *c);
+/* shutdown_timeout struck: tells the client (ERROR 503) what becomes of its
+ * upload, then closes. */
+void conn_shut_down(struct conn *c);
 
 void conn_free(struct conn *c);
 /* Drops the upload in progress (its .part stays, resumable), writing its

@@ -16,7 +16,13 @@
 #include <time.h>
 
 /* While another worker finishes an upload, a re-query looks again this often. */
+/* A START with an id whose upload another connection is finishing is looked
+ * up again every LOOKUP_RETRY_SECONDS (every second after the first ten
+ * tries); one whose upload is complete but held without finishing, for
+ * LOOKUP_HELD_TRIES tries (5 s): then it is "upload in use". */
 #define LOOKUP_RETRY_SECONDS 0.2
+#define LOOKUP_FAST_TRIES 10
+#define LOOKUP_HELD_TRIES 13
 
 static void send_ready(struct conn *c, bool resumed)
 {
@@ -115,10 +121,32 @@ static void lookup_done(struct job *j)
         conn_fail_with(c, &c->job_err);
         return;
     case FOUND_FINISHING:
+    case FOUND_HELD:
+        /* The connection is not read while it waits: a client that left
+         * would otherwise be waited for until the verdict. */
+        if (conn_peer_gone(c)) {
+            log_info("%s: asked for upload %s and left before it was finished", c->peer,
+                     r->resume_id);
+            conn_close(c);
+            return;
+        }
+        if (c->lookups < UINT8_MAX) c->lookups++;
+        if (c->found == FOUND_HELD && c->lookups > LOOKUP_HELD_TRIES) {
+            struct upload_error e = {.code = 409};
+            snprintf(e.message, sizeof e.message,
+                     "upload in use: upload %s has every byte but is still held by another "
+                     "connection (a WebSocket sender that has not sent DONE?); retry after that "
+                     "one is closed",
+                     r->resume_id);
+            conn_log_access(c, 409, r);
+            session_release(c);
+            conn_fail_with(c, &e);
+            return;
+        }
         /* Another connection's worker is finishing it: its verdict is
          * recorded soon. */
         ev_timer_stop(c->w->loop, &c->timer);
-        ev_timer_set(&c->timer, LOOKUP_RETRY_SECONDS, 0.0);
+        ev_timer_set(&c->timer, c->lookups > LOOKUP_FAST_TRIES ? 1.0 : LOOKUP_RETRY_SECONDS, 0.0);
         ev_timer_start(c->w->loop, &c->timer);
         return;
     case FOUND_FINAL:
@@ -192,6 +220,7 @@ static void start(struct conn *c, struct upload_request *r)
     }
     if (r->resume_id[0]) {
         c->req = r; /* kept until the lookup is done */
+        c->lookups = 0;
         conn_set_state(c, CONN_LOOKUP);
         lookup_submit(c);
         return;

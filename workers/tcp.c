@@ -46,10 +46,8 @@ static void tcp_go_on(struct conn *c)
 static void tcp_drain(struct conn *c)
 {
     if (c->state != CONN_HEADER || c->carry_len || c->out_len) return;
-    if (conn_input_pending(c))
-        conn_fail(c, 503, CONN_SHUTTING_DOWN);
-    else
-        conn_close(c);
+    /* A next upload the client already sent is served like one already read. */
+    if (!conn_input_pending(c)) conn_close(c);
 }
 
 static void tcp_header_timeout(struct conn *c)

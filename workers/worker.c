@@ -212,7 +212,8 @@ static void worker_on_drain_deadline(struct ev_loop *loop, ev_timer *t, int reve
     log_warn("shutdown_timeout reached with %d connections still open; closing them "
              "(interrupted uploads stay in the spool)",
              w->n_conns);
-    close_all(w);
+    while (w->conns)
+        conn_shut_down(w->conns);
     ev_break(w->loop, EVBREAK_ALL);
 }
 

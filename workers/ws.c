@@ -484,11 +484,8 @@ static void ws_drain(struct conn *c)
         if (c->carry_len == 0 && c->out_len == 0) conn_close(c);
         return;
     }
-    if (c->state != CONN_BODY) return;
-    if (conn_input_pending(c))
-        conn_fail(c, 503, CONN_SHUTTING_DOWN);
-    else
-        ws_close(c, 1001, "server is shutting down");
+    /* A message the client already sent is read first (it may be a START). */
+    if (c->state == CONN_BODY && !conn_input_pending(c)) ws_close(c, 1001, "server is shutting down");
 }
 
 static void ws_release(struct conn *c)
@@ -524,6 +521,8 @@ static int read_frames(struct conn *c)
     }
     ev_timer_again(w->loop, &c->timer);
     consume(c, (uint8_t *)w->rbuf, (size_t)n);
+    /* Draining: what was read may have left the connection idle again. */
+    if (w->draining && c->state == CONN_BODY && c->up.phase != UPLOAD_RECEIVING) conn_drain(c);
     return 1;
 }
 

@@ -155,30 +155,52 @@ def test_quit_under_load(daemon_factory):
     assert d.spooled() == []  # nothing left half-done
 
 
-def test_quit_answers_a_pipelined_upload_503(daemon_factory):
-    """During QUIT an upload in flight is served; the next one, already sent
-    on the same connection but not yet read by the draining worker, is
-    answered 503 (not reset: the first STATUS and the 503 both arrive, then
-    an orderly end of stream)."""
+@pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGHUP], ids=["QUIT", "HUP"])
+def test_drain_serves_a_pipelined_upload(daemon_factory, sig):
+    """A draining worker (QUIT, or HUP's reload) serves the upload in flight
+    and also the next one the client had already sent on that connection
+    but the worker had not read yet (it was reset before: neither READY nor
+    ERROR, and not stored); then the connection ends cleanly."""
     d = daemon_factory(workers=1)
     c = Client(d.tcp_port)
     c.send(b"4 first.txt\nxx")
     assert c.line()["type"] == "READY"
-    d.signal(signal.SIGQUIT)
-    wait_for(lambda: "SIGQUIT" in d.logs(), what="the master to take QUIT")
-    time.sleep(0.3)  # the worker is draining now
+    d.signal(sig)
+    wait_for(lambda: "draining" in d.logs(), what="the worker to drain")
+    time.sleep(0.2)
     # The rest of the first body and, behind it, a second upload.
     c.send(b"xx" + b"3 second.txt\nyyy")
     st = c.line()
     assert st["type"] == "STATUS" and st["filename"] == "first.txt", st
-    err = c.line()
-    assert err == {"type": "ERROR", "code": 503,
-                   "message": "server is shutting down; send it again on a new connection"}, err
+    assert c.line()["type"] == "READY"
+    st = c.line()
+    assert st["type"] == "STATUS" and st["filename"] == "second.txt", st
     c.sock.settimeout(10)
     assert c.sock.recv(100) == b""  # end of stream, not a reset
     c.close()
+    if sig == signal.SIGQUIT:
+        assert d.wait_exit(15) == 0
+    assert sorted(d.accepted()) == ["first.txt", "second.txt"]
+
+
+def test_shutdown_timeout_tells_the_client_503(daemon_factory):
+    """An upload still in flight when shutdown_timeout strikes is told why it
+    ends (ERROR 503, with what was kept and how to resume), not just cut."""
+    d = daemon_factory(workers=1, shutdown_timeout="1s")
+    c = Client(d.tcp_port)
+    c.send(b"10 slow.txt\nabc")
+    ready = c.line()
+    assert ready["type"] == "READY"
+    wait_for(lambda: any(n.endswith(".part") for n in os.listdir(d.spool_dir)),
+             what="the spool file")
+    time.sleep(0.3)  # the 3 bytes are in
+    d.signal(signal.SIGQUIT)
+    err = c.line()
+    assert err["type"] == "ERROR" and err["code"] == 503, err
+    assert err["message"] == ("server is shutting down: the 3 bytes received are kept; resume "
+                              "(START with id %s) on a new connection" % ready["id"]), err
     assert d.wait_exit(15) == 0
-    assert d.accepted() == ["first.txt"]
+    c.close()
 
 
 def test_ttin_ttou_under_load(daemon_factory):

@@ -713,6 +713,52 @@ def test_409_upload_in_use_until_idle_timeout(daemon_factory, workers):
     assert_whole(d, st, "busy.bin", data)
 
 
+def test_every_byte_in_but_no_done_is_in_use_and_waiters_that_leave_go(daemon_factory):
+    """A WebSocket sender has sent every byte but not DONE, and keeps its
+    connection (pings): a re-query elsewhere is answered 409 "upload in
+    use" within seconds (it waited for ever before), and a re-query whose
+    client leaves while it waits is let go at once (its connection was held
+    until the verdict). Then DONE finishes the upload as usual."""
+    d = daemon_factory(workers=1)
+    data = os.urandom(300000)
+    name = "no-done.bin"
+    worker = d.workers()[0]
+
+    def fds():
+        return len(os.listdir("/proc/%d/fd" % worker))
+
+    async def go():
+        async with websockets.connect(ws_url(d), max_size=None, ping_interval=0.5) as w:
+            await w.send(json.dumps({"type": "START", "filename": name, "size": len(data)}))
+            uid = json.loads(await w.recv())["id"]
+            await _ws_send(w, data, 0, len(data))
+            before = fds()
+            # Clients that ask and leave at once.
+            loop = asyncio.get_running_loop()
+            for _ in range(20):
+                c = Client(d.tcp_port)
+                c.start(name, len(data), id=uid)
+                await asyncio.sleep(0.05)
+                c.close()
+            for _ in range(100):
+                if fds() <= before:
+                    break
+                await asyncio.sleep(0.05)
+            assert fds() <= before, (fds(), before)
+            # One that stays: told the upload is in use.
+            t0 = time.monotonic()
+            answer = await loop.run_in_executor(None, lambda: tcp_ask(d, uid, name, len(data)))
+            waited = time.monotonic() - t0
+            expect_error(answer, 409, "upload in use")
+            assert waited < 15, waited
+            await w.send('{"type":"DONE"}')
+            return uid, json.loads(await w.recv())
+    uid, st = run(go())
+    assert_whole(d, st, name, data)
+    assert "left before it was finished" in d.logs()
+    assert tcp_ask(d, uid, name, len(data)) == st
+
+
 SECRET = b"resume-test-secret-resume-test-secret-01"
 
 
