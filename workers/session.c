@@ -15,7 +15,6 @@
 #include <string.h>
 #include <time.h>
 
-/* While another worker finishes an upload, a re-query looks again this often. */
 /* A START with an id whose upload another connection is finishing is looked
  * up again every LOOKUP_RETRY_SECONDS (every second after the first ten
  * tries); one whose upload is complete but held without finishing, for
@@ -134,9 +133,9 @@ static void lookup_done(struct job *j)
         if (c->found == FOUND_HELD && c->lookups > LOOKUP_HELD_TRIES) {
             struct upload_error e = {.code = 409};
             snprintf(e.message, sizeof e.message,
-                     "upload in use: upload %s has every byte but is still held by another "
-                     "connection (a WebSocket sender that has not sent DONE?); retry after that "
-                     "one is closed",
+                     "upload in use: upload %s has every byte, but another connection holds "
+                     "it without finishing it (a WebSocket sender that has not sent DONE); "
+                     "retry after that one is closed",
                      r->resume_id);
             conn_log_access(c, 409, r);
             session_release(c);
