@@ -170,8 +170,10 @@ static void lookup_done(struct job *j)
                      c->up.id, c->up.logname, c->peer, c->up.reason);
         } else {
             metrics_resume(c->w->mslot, c->t->kind);
-            log_info("upload %s (%s) from %s: resumed with all %llu bytes in; finishing it",
-                     c->up.id, c->up.logname, c->peer, (unsigned long long)c->up.size);
+            log_info("upload %s (%s) from %s: resumed at byte %llu of %llu: every byte is in; "
+                     "finishing it",
+                     c->up.id, c->up.logname, c->peer, (unsigned long long)c->up.size,
+                     (unsigned long long)c->up.size);
         }
         conn_complete_upload(c);
         return;

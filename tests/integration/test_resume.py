@@ -378,6 +378,10 @@ def test_all_bytes_arrived_then_lost(daemon):
         st = ask(daemon, uid, name, len(data))
         assert st["type"] == "STATUS", st
         assert_whole(daemon, st, name, data)
+        assert "upload %s (%s) from" % (uid, name) in daemon.logs()
+        assert re.search(r"upload %s \(%s\) from \S+: resumed at byte %d of %d: every byte is "
+                         r"in; finishing it" % (uid, re.escape(name), len(data), len(data)),
+                         daemon.logs())
         # Asked again, the same STATUS, and the file placed once.
         assert ask(daemon, uid, name, len(data)) == st
         assert daemon.accepted().count(name) == 1
