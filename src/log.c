@@ -20,6 +20,7 @@ static int log_out = 2;
 static int log_syslog;
 static enum log_level log_min = LOG_INFO;
 static char log_path[4096];
+static bool log_stderr_too; /* log_capture_stderr was called */
 static char log_role[32];
 
 void log_set_role(const char *role)
@@ -87,7 +88,15 @@ int log_reopen(void)
     } else {
         log_out = fd;
     }
+    if (log_stderr_too) dup2(log_out, 2);
     return 0;
+}
+
+void log_capture_stderr(void)
+{
+    if (log_syslog || log_out <= 2) return;
+    log_stderr_too = true;
+    dup2(log_out, 2);
 }
 
 /* Characters that are valid UTF-8 but still unfit for a log line. */

@@ -17,6 +17,11 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 int log_open(const char *target, enum log_level level);
 /* Reopens the current file target (USR1). Returns 0 or -errno. */
 int log_reopen(void);
+/* Points stderr at the log file too, now and after every reopen: for a
+ * process whose libraries may write to stderr (intake-scand's libclamav),
+ * which would otherwise keep a rotated file open. No-op unless the target
+ * is a file. */
+void log_capture_stderr(void);
 /* Names the process in every line: "1234: worker 1: message" (STYLE: an
  * operator must be able to follow a process and an upload with grep). */
 void log_set_role(const char *role);

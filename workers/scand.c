@@ -780,6 +780,7 @@ int main(int argc, char **argv)
     if (getenv("INTAKE_LOG_LEVEL")) log_level_parse(getenv("INTAKE_LOG_LEVEL"), &level);
     const char *logfile = getenv("INTAKE_LOG_FILE");
     if (!logfile || log_open(logfile, level) < 0) log_open("stderr", level);
+    log_capture_stderr(); /* libclamav's own messages follow the log through USR1 */
     log_set_role("scanner");
     signal(SIGPIPE, SIG_IGN);
     snprintf(sock_path, sizeof sock_path, "%s", sock);

@@ -239,6 +239,23 @@ def test_usr1_reopens_error_log(daemon_factory, tmp_path):
     wait_for(lambda: "after-rotate.txt" in log.read_text(), what="worker to log to the new file")
 
 
+def test_usr1_moves_the_scanners_stderr_too(daemon_factory, tmp_path):
+    """intake-scand's stderr (where libclamav may write) is the error log; after
+    a rotation and USR1 it is the new file, not the rotated one (which it kept
+    open before, so the space was never freed)."""
+    log = tmp_path / "error.log.file"
+    d = daemon_factory(start=False, error_log=str(log), workers=1)
+    d.scanning()
+    d.start()
+    scanner = d.scanner()
+    assert os.readlink("/proc/%d/fd/2" % scanner) == str(log)
+    os.rename(str(log), str(log) + ".1")
+    d.signal(signal.SIGUSR1)
+    wait_for(lambda: log.exists() and "scanner: log reopened" in log.read_text(),
+             what="the scanner's reopen")
+    assert os.readlink("/proc/%d/fd/2" % scanner) == str(log)
+
+
 def test_spool_is_swept_after_resume_timeout(daemon_factory):
     d = daemon_factory(resume_timeout="2s", idle_timeout="1s")
     c, ready = open_upload(d, "abandoned.bin", 1 << 20, b"a" * 1000)
