@@ -688,6 +688,15 @@ static void upgrade(struct master *m)
                  (int)m->upgrade_pid);
         return;
     }
+    /* We are the new binary and the old master still runs: a third master
+     * would take over the .oldbin name and leave the first one in no pid
+     * file at all (nginx refuses this too). */
+    if (m->upgraded_from && getppid() == m->upgraded_from) {
+        log_warn("USR2 ignored: the old master (pid %d) is still running; finish this upgrade "
+                 "first (QUIT the old master, or roll back by stopping this one)",
+                 (int)m->upgraded_from);
+        return;
+    }
     snprintf(m->oldbin, sizeof m->oldbin, "%s.oldbin", m->cfg->pid_file);
     if (rename(m->cfg->pid_file, m->oldbin) < 0) {
         log_error("upgrade: cannot rename %s to %s: %s", m->cfg->pid_file, m->oldbin,

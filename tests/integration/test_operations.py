@@ -267,6 +267,14 @@ def test_usr2_rollback_with_term(daemon_factory):
     wait_for(lambda: read_pid(pidf) not in (None, d.pid), 10, what="new master")
     new = read_pid(pidf)
     wait_for(lambda: "inherited" in d.logs(), what="the new master up")
+    # A second upgrade from the new master while the old one runs is refused
+    # (a third master would leave the first in no pid file at all).
+    kids = set(_tree(new))
+    os.kill(new, signal.SIGUSR2)
+    wait_for(lambda: "USR2 ignored: the old master (pid %d) is still running" % d.pid in d.logs(),
+             what="the second USR2 refused")
+    assert read_pid(pidf) == new and read_pid(pidf + ".oldbin") == d.pid
+    assert not [p for p in set(_tree(new)) - kids if _title(p).startswith("intaked: master")]
     os.kill(new, signal.SIGTERM)
     wait_for(lambda: read_pid(pidf) == d.pid, 10, what="the pid file restored")
     assert not os.path.exists(pidf + ".oldbin")
