@@ -51,11 +51,22 @@ static cJSON *access_object(struct conn *c, int code, const struct upload_reques
     const struct upload *u = &c->up;
     struct timeval tv;
     gettimeofday(&tv, NULL);
+    int64_t at = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    if (!r && !c->ended_ms) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double ms = (double)(now.tv_sec - u->started.tv_sec) * 1e3 +
+                    (double)(now.tv_nsec - u->started.tv_nsec) / 1e6;
+        c->ended_ms = at;
+        c->ended_after = ms < 0 ? 0 : (uint32_t)(ms + 0.5);
+    }
+    if (!r) at = c->ended_ms;
+    time_t secs = (time_t)(at / 1000);
     struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
+    gmtime_r(&secs, &tm);
     char when[96], hex[65];
     snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(at % 1000));
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "time", when);
     message_json_add(o, "remote", c->remote, strlen(c->remote), NULL);
@@ -72,10 +83,6 @@ static cJSON *access_object(struct conn *c, int code, const struct upload_reques
         cJSON_AddNumberToObject(o, "code", code);
         cJSON_AddNumberToObject(o, "duration_ms", 0);
     } else {
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        double ms = (double)(now.tv_sec - u->started.tv_sec) * 1e3 +
-                    (double)(now.tv_nsec - u->started.tv_nsec) / 1e6;
         bool sealed = u->phase == UPLOAD_SEALED || u->phase == UPLOAD_DONE;
         cJSON_AddStringToObject(o, "id", u->id);
         add_filename(o, u->filename, u->filename_len);
@@ -100,7 +107,7 @@ static cJSON *access_object(struct conn *c, int code, const struct upload_reques
         else
             cJSON_AddNullToObject(o, "virus");
         cJSON_AddNumberToObject(o, "code", code);
-        cJSON_AddNumberToObject(o, "duration_ms", (double)(long long)(ms + 0.5));
+        cJSON_AddNumberToObject(o, "duration_ms", (double)c->ended_after);
     }
     return o;
 }
@@ -331,6 +338,7 @@ int conn_begin_upload(struct conn *c, const struct upload_request *r)
         return -1;
     }
     c->logged = false;
+    c->ended_ms = 0;
     c->abort_code = 0;
     log_debug("upload %s (%s) from %s: started, %llu bytes", c->up.id, c->up.logname, c->peer,
               (unsigned long long)c->up.size);

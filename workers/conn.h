@@ -103,6 +103,10 @@ struct conn {
     bool on_scan_queue; /* the job runs on the scan queue's threads */
     int abort_code;   /* the upload failed while a job held it */
     bool logged;      /* the current upload has its access log line */
+    /* When its access line and its event say the upload ended: the first of
+     * the two to be built fixes it, so both say the same. 0 until then. */
+    int64_t ended_ms;     /* ms since the epoch */
+    uint32_t ended_after; /* its duration_ms */
     unsigned uploads; /* finished on this connection */
     ev_tstamp linger_until;
     struct conn *prev, *next;

@@ -161,6 +161,7 @@ static void lookup_done(struct job *j)
          * send, and a WebSocket client owes no DONE). */
         session_release(c);
         c->logged = false;
+        c->ended_ms = 0;
         c->abort_code = 0;
         if (c->up.steps & RECORD_RECEIVED) {
             /* Its finishing steps ran before and one failed: redo from there. */
@@ -181,6 +182,7 @@ static void lookup_done(struct job *j)
         session_release(c);
         metrics_resume(c->w->mslot, c->t->kind);
         c->logged = false;
+        c->ended_ms = 0;
         c->abort_code = 0;
         log_info("upload %s (%s) from %s: resumed at byte %llu of %llu", c->up.id, c->up.logname,
                  c->peer, (unsigned long long)c->up.received, (unsigned long long)c->up.size);

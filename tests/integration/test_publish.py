@@ -48,7 +48,9 @@ def test_every_finished_upload_is_published(daemon_factory, client_factory, clus
     hook.write_text("#!/bin/sh\ncat >/dev/null\ncase \"$1\" in *) test ! -e %s ;; esac\n"
                     % (tmp_path / "fail"))
     hook.chmod(0o755)
-    d = daemon_factory(start=False, accept_hook="%s x" % hook, **publishing(cluster))
+    alog = tmp_path / "access.log"
+    d = daemon_factory(start=False, accept_hook="%s x" % hook, access_log=str(alog),
+                       **publishing(cluster))
     d.scanning().start()
     _, clean = client_factory(d.tcp_port).upload("a.txt", b"clean bytes")
     assert clean["verdict"] == "clean" and clean["stored_as"] == "a.txt"
@@ -71,6 +73,16 @@ def test_every_finished_upload_is_published(daemon_factory, client_factory, clus
     assert ev["stored_as"] == "a.txt" and ev["sha256"] == clean["sha256"]
     assert events[infected["id"] + ".infected"]["virus"] == infected["virus"]
     assert events[failed["id"] + ".error"]["stored_as"] is None
+    # Exactly the access log's object plus node: the same time and duration
+    # too, though the clean event is built before the file is placed.
+    lines = {}
+    for line in alog.read_text().splitlines():
+        o = json.loads(line)
+        lines[o["id"]] = o
+    for key, e in events.items():
+        e = dict(e)
+        assert e.pop("node") == "gw-test"
+        assert e == lines[key.split(".")[0]], (e, lines[key.split(".")[0]])
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.ws_port, timeout=5) as r:
         text = r.read().decode()
     assert 'intake_publishes_total{result="acked"} 3' in text
