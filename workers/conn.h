@@ -147,7 +147,7 @@ void conn_drain(struct conn *c);
  * STATUS with it). */
 bool conn_input_pending(const struct conn *c);
 /* Whether the client has closed its side or the connection broke, seen
- * without reading (a peek): for connections that are not being read. */
+ * without reading: for connections that are not being read. */
 bool conn_peer_gone(const struct conn *c);
 /* shutdown_timeout struck: tells the client (ERROR 503) what becomes of its
  * upload, then closes. */

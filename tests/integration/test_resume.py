@@ -737,14 +737,24 @@ def test_every_byte_in_but_no_done_is_in_use_and_waiters_that_leave_go(daemon_fa
             uid = json.loads(await w.recv())["id"]
             await _ws_send(w, data, 0, len(data))
             before = fds()
-            # Clients that ask and leave at once.
+            # Clients that ask and leave at once, half of them having sent
+            # something more first (still unread when they go).
             loop = asyncio.get_running_loop()
-            for _ in range(20):
+            for i in range(20):
                 c = Client(d.tcp_port)
                 c.start(name, len(data), id=uid)
                 await asyncio.sleep(0.05)
+                if i % 2:
+                    c.send(b"x")
                 c.close()
-            for _ in range(100):
+            # And one over WebSocket, which says goodbye with a close frame.
+            async with websockets.connect(ws_url(d), max_size=None, close_timeout=0.3) as gone:
+                await gone.send(json.dumps({"type": "START", "filename": name,
+                                            "size": len(data), "id": uid}))
+                await asyncio.sleep(0.05)
+            # Let go within 2 s: well before the 5 s after which a waiting
+            # re-query is told "upload in use" anyway.
+            for _ in range(40):
                 if fds() <= before:
                     break
                 await asyncio.sleep(0.05)
