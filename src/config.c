@@ -1014,6 +1014,7 @@ static int finish(struct ctx *x)
     } locate[] = {{c->at_tls_certificate, "tls_certificate"},
                   {c->at_tls_certificate_key, "tls_certificate_key"},
                   {c->at_access_log, "access_log"},
+                  {c->at_error_log, "error_log"},
                   {c->at_signature_dir, "signature_dir"}};
     for (size_t i = 0; i < sizeof locate / sizeof *locate; i++)
         snprintf(locate[i].at, sizeof c->at_access_log, "%s",
@@ -1135,20 +1136,36 @@ fail:
     return NULL;
 }
 
+/* A log file can be opened for appending (it is created). Never blocks: a
+ * FIFO, which could wait for a reader for ever (the master would hang in a
+ * reload), or a device is only checked for write permission. */
+static const char *log_unwritable(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return access(path, W_OK) == 0 ? NULL : strerror(errno);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0640);
+    if (fd < 0) return strerror(errno);
+    close(fd);
+    return NULL;
+}
+
 int config_check_paths(const struct config *c, char *err, size_t errlen)
 {
-    if (c->access_log) {
-        int fd = open(c->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
-        if (fd < 0) {
-            snprintf(err, errlen, "%s: access_log %s: cannot open: %s", c->at_access_log,
-                     c->access_log, strerror(errno));
-            return -1;
-        }
-        close(fd);
+    const char *why;
+    if (c->error_log[0] == '/' && (why = log_unwritable(c->error_log))) {
+        snprintf(err, errlen, "%s: error_log %s: cannot open: %s", c->at_error_log, c->error_log,
+                 why);
+        return -1;
+    }
+    if (c->access_log && (why = log_unwritable(c->access_log))) {
+        snprintf(err, errlen, "%s: access_log %s: cannot open: %s", c->at_access_log,
+                 c->access_log, why);
+        return -1;
     }
     if (c->scanner == SCANNER_BUILTIN) {
         struct stat st;
-        const char *why = NULL;
+        why = NULL;
         if (stat(c->signature_dir, &st) < 0)
             why = strerror(errno);
         else if (!S_ISDIR(st.st_mode))

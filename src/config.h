@@ -100,7 +100,7 @@ struct config {
      * default): errors found only when the files they name are opened
      * point there. */
     char at_tls_certificate[320], at_tls_certificate_key[320];
-    char at_access_log[320], at_signature_dir[320];
+    char at_access_log[320], at_signature_dir[320], at_error_log[320];
 };
 
 /* Loads `path` (NULL = the compiled-in default) and applies the overrides

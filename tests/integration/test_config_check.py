@@ -82,6 +82,8 @@ def test_t_checks_what_only_opening_can(tmp_path):
         ("signature_dir %s/nowhere\n" % tmp_path, 7,
          "signature_dir %s/nowhere: No such file or directory" % tmp_path),
         ("scanner off\nresume_timeout 10s\n", 8, "resume_timeout (10000 ms) must be longer than idle_timeout"),
+        ("scanner off\nerror_log %s/no/dir/e.log\n" % tmp_path, 8,
+         "error_log %s/no/dir/e.log: cannot open: No such file or directory" % tmp_path),
     ]
     import os
     if os.geteuid() == 0:
@@ -93,6 +95,12 @@ def test_t_checks_what_only_opening_can(tmp_path):
             r = run(["-c", str(conf)] + args)
             assert r.returncode == 1, (extra, args, r)
             assert r.stderr.startswith("intaked: %s:%d: %s" % (conf, line, message)), (extra, r)
+    # A FIFO with no reader is not opened (that would block -t, and a
+    # reload, for ever): it passes on its permission.
+    os.mkfifo(str(tmp_path / "fifo"))
+    conf.write_text(base + "scanner off\naccess_log %s/fifo\n" % tmp_path)
+    r = run(["-c", str(conf), "-t"])
+    assert r.returncode == 0 and r.stdout == "configuration ok\n", r
     # The same, fixed: -t says ok, and the access log is there.
     conf.write_text(base + "scanner off\naccess_log %s/access.log\n" % tmp_path)
     r = run(["-c", str(conf), "-t"])

@@ -104,6 +104,20 @@ static void test_paths(void)
     snprintf(want, sizeof want, "%s:3: access_log ", path);
     CHECK_MSG(strncmp(err, want, strlen(want)) == 0 && strstr(err, "cannot open"), "%s", err);
     config_free(c);
+    /* A FIFO (no reader) is not opened, which would block: its permission
+     * is what counts. error_log is checked as access_log is. */
+    snprintf(want, sizeof want, "%s/fifo", dir);
+    CHECK(mkfifo(want, 0600) == 0);
+    snprintf(text, sizeof text, "scanner off\naccess_log %s/fifo\nerror_log %s/fifo\n", dir, dir);
+    c = load(text, NULL, 0, err, sizeof err);
+    CHECK_MSG(c && config_check_paths(c, err, sizeof err) == 0, "%s", err);
+    config_free(c);
+    snprintf(text, sizeof text, "scanner off\nerror_log %s/no/e.log\n", dir);
+    c = load(text, NULL, 0, err, sizeof err);
+    CHECK(c && config_check_paths(c, err, sizeof err) < 0);
+    snprintf(want, sizeof want, "%s:2: error_log ", path);
+    CHECK_MSG(strncmp(err, want, strlen(want)) == 0 && strstr(err, "cannot open"), "%s", err);
+    config_free(c);
     /* signature_dir: missing, a file, and fine; off needs none. */
     snprintf(text, sizeof text, "signature_dir %s/none\n", dir);
     c = load(text, NULL, 0, err, sizeof err);
