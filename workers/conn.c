@@ -789,10 +789,11 @@ void conn_drain(struct conn *c)
         c->state == CONN_LOOKUP)
         return;
     if (c->up.phase == UPLOAD_RECEIVING) return; /* in flight: let it finish */
-    /* A connection that has not had its first upload yet was accepted for
-     * one: it gets it (header_timeout bounds a silent one). One idle between
-     * uploads is let go. */
-    if (c->uploads == 0) return;
+    /* A connection whose header or handshake has not come yet was accepted
+     * for an upload: it gets it (header_timeout bounds a silent one). One
+     * idle between uploads, or a WebSocket that has sent nothing since its
+     * handshake, is let go. */
+    if (c->uploads == 0 && !c->ws) return;
     c->t->drain(c);
 }
 

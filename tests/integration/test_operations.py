@@ -183,6 +183,25 @@ def test_drain_serves_a_pipelined_upload(daemon_factory, sig):
     assert sorted(d.accepted()) == ["first.txt", "second.txt"]
 
 
+def test_quit_closes_a_websocket_that_never_started_an_upload(daemon_factory):
+    """An idle WebSocket is let go at once by a draining worker (close 1001),
+    also one that has sent nothing since its handshake (it held QUIT up for
+    the whole shutdown_timeout before)."""
+    d = daemon_factory(workers=1, shutdown_timeout="20s")
+
+    async def go():
+        async with websockets.connect("ws://127.0.0.1:%d/" % d.ws_port) as w:
+            await asyncio.sleep(0.3)
+            d.signal(signal.SIGQUIT)
+            t0 = time.monotonic()
+            with pytest.raises(websockets.ConnectionClosed) as e:
+                await asyncio.wait_for(w.recv(), 10)
+            return e.value.rcvd.code, time.monotonic() - t0
+    code, waited = asyncio.run(go())
+    assert code == 1001 and waited < 5, (code, waited)
+    assert d.wait_exit(10) == 0
+
+
 def test_shutdown_timeout_tells_the_client_503(daemon_factory):
     """An upload still in flight when shutdown_timeout strikes is told why it
     ends (ERROR 503, with what was kept and how to resume), not just cut."""
