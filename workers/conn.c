@@ -763,16 +763,16 @@ bool conn_input_pending(const struct conn *c)
 
 void conn_shut_down(struct conn *c)
 {
-    if (!c->in_job && c->state != CONN_LINGER && c->state != CONN_CLOSED) {
-        if (c->up.phase == UPLOAD_RECEIVING)
-            conn_fail(c, 503,
-                      "server is shutting down: the %llu bytes received are kept; resume "
-                      "(START with id %s) on a new connection",
-                      (unsigned long long)c->up.received, c->up.id);
-        else if (c->state != CONN_FINISHING && c->state != CONN_LOOKUP)
-            conn_fail(c, 503, "server is shutting down; send it again on a new connection");
-    }
-    conn_close(c);
+    if (c->in_job || c->state == CONN_LINGER || c->state == CONN_CLOSED) return;
+    /* ERROR, then the lingering close: input still coming is read and
+     * dropped, so the client gets the message, not a reset. */
+    if (c->up.phase == UPLOAD_RECEIVING)
+        conn_fail(c, 503,
+                  "server is shutting down: the %llu bytes received are kept; resume "
+                  "(START with id %s) on a new connection",
+                  (unsigned long long)c->up.received, c->up.id);
+    else
+        conn_fail(c, 503, "server is shutting down; send it again on a new connection");
 }
 
 bool conn_peer_gone(const struct conn *c)
@@ -788,6 +788,11 @@ void conn_drain(struct conn *c)
     if (c->state == CONN_LINGER || c->state == CONN_CLOSED || c->state == CONN_FINISHING ||
         c->state == CONN_LOOKUP)
         return;
+    if (c->w->past_deadline && (c->carry_len || conn_input_pending(c))) {
+        /* No new upload now, even one already sent: told so. */
+        conn_shut_down(c);
+        return;
+    }
     if (c->up.phase == UPLOAD_RECEIVING) return; /* in flight: let it finish */
     /* A connection whose header or handshake has not come yet was accepted
      * for an upload: it gets it (header_timeout bounds a silent one). One

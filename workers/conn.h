@@ -150,7 +150,9 @@ bool conn_input_pending(const struct conn *c);
  * without reading: for connections that are not being read. */
 bool conn_peer_gone(const struct conn *c);
 /* shutdown_timeout struck: tells the client (ERROR 503) what becomes of its
- * upload, then closes. */
+ * upload or request, then closes (lingering). Not while a job holds the
+ * connection: its leg ends first (it may place the file: its STATUS and
+ * log lines follow), and the connection is shut down after it. */
 void conn_shut_down(struct conn *c);
 
 void conn_free(struct conn *c);

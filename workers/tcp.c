@@ -36,7 +36,7 @@ static void tcp_send_msg(struct conn *c, const char *json, size_t len)
 
 static void tcp_go_on(struct conn *c)
 {
-    if (c->w->draining && c->carry_len == 0) {
+    if (c->w->draining && (c->carry_len == 0 || c->w->past_deadline)) {
         conn_drain(c);
         return;
     }

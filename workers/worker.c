@@ -212,9 +212,13 @@ static void worker_on_drain_deadline(struct ev_loop *loop, ev_timer *t, int reve
     log_warn("shutdown_timeout reached with %d connections still open; closing them "
              "(interrupted uploads stay in the spool)",
              w->n_conns);
-    while (w->conns)
-        conn_shut_down(w->conns);
-    ev_break(w->loop, EVBREAK_ALL);
+    w->past_deadline = true;
+    struct conn *next;
+    for (struct conn *c = w->conns; c; c = next) {
+        next = c->next;
+        conn_shut_down(c);
+    }
+    worker_conn_closed(w); /* exits once the last job and lingering close end */
 }
 
 static void start_drain(struct worker *w)

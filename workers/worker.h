@@ -65,6 +65,7 @@ struct worker {
     size_t pipe_size;
 
     bool draining;
+    bool past_deadline; /* shutdown_timeout struck while draining */
     ev_timer drain_deadline;
     ev_signal sig_quit, sig_term, sig_int, sig_usr1, sig_hup;
 };

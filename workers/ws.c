@@ -467,6 +467,10 @@ static void consume(struct conn *c, uint8_t *p, size_t n)
 static void ws_go_on(struct conn *c)
 {
     struct ws *ws = c->ws;
+    if (c->w->past_deadline && ws->stash_len && c->state == CONN_BODY) {
+        conn_shut_down(c); /* no new upload now, even one already sent */
+        return;
+    }
     while (ws->stash_len && c->state == CONN_BODY) {
         uint8_t *s = ws->stash;
         size_t n = ws->stash_len;

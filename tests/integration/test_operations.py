@@ -183,6 +183,63 @@ def test_drain_serves_a_pipelined_upload(daemon_factory, sig):
     assert sorted(d.accepted()) == ["first.txt", "second.txt"]
 
 
+def test_shutdown_timeout_with_uploads_pipelined_without_end(daemon_factory, tmp_path):
+    """A client that pipelines uploads without waiting keeps a draining worker
+    busy until shutdown_timeout: then the leg in progress ends (its file
+    placed, its STATUS and access line written), the next upload is told
+    ERROR 503, and the stream ends cleanly. Every file in accept_dir was
+    acknowledged and logged (one was placed silently, or the connection
+    reset, before)."""
+    alog = tmp_path / "access.log"
+    d = daemon_factory(workers=1, shutdown_timeout="1s", access_log=str(alog))
+    sock = socket.create_connection(("127.0.0.1", d.tcp_port), timeout=20)
+    stop = threading.Event()
+
+    def send():
+        body = b"z" * 1000
+        try:
+            for i in range(100000):
+                if stop.is_set():
+                    return
+                sock.sendall(b"1000 p%05d.bin\n" % i + body)
+        except OSError:
+            pass
+    sender = threading.Thread(target=send)
+    sender.start()
+    acked, errors, buf, end = set(), [], b"", "eof"
+    quit_at = time.monotonic() + 0.5
+    try:
+        while True:
+            if quit_at and time.monotonic() > quit_at:
+                d.signal(signal.SIGQUIT)
+                quit_at = None
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                m = json.loads(line)
+                if m["type"] == "STATUS":
+                    acked.add(m["stored_as"])
+                elif m["type"] == "ERROR":
+                    errors.append(m)
+                    stop.set()
+    except ConnectionResetError:
+        end = "reset"
+    finally:
+        stop.set()
+        sender.join()
+        sock.close()
+    assert d.wait_exit(20) == 0
+    assert end == "eof", (end, errors)
+    assert [e["code"] for e in errors] == [503], errors
+    placed = set(d.accepted())
+    assert placed == acked, (sorted(placed - acked), sorted(acked - placed))
+    logged = {json.loads(x)["stored_as"] for x in alog.read_text().splitlines()}
+    assert placed <= logged, sorted(placed - logged)
+
+
 def test_quit_closes_a_websocket_that_never_started_an_upload(daemon_factory):
     """An idle WebSocket is let go at once by a draining worker (close 1001),
     also one that has sent nothing since its handshake (it held QUIT up for
