@@ -217,13 +217,21 @@ static int candidate(const char *prefix, const char *name, unsigned n, char *out
     size_t stem = (size_t)(dot - name);
     size_t ext = strlen(dot);
     size_t plen = strlen(prefix);
-    if (plen + stem + (size_t)sl + ext > STORE_NAME_MAX) {
-        size_t over = plen + stem + (size_t)sl + ext - STORE_NAME_MAX;
-        if (over >= stem) return -1;
-        stem -= over;
+    if (plen + (size_t)sl >= STORE_NAME_MAX) return -1;
+    size_t room = STORE_NAME_MAX - plen - (size_t)sl;
+    if (stem + ext > room) {
+        /* The stem gives way, keeping the extension; when the extension
+         * alone leaves no room, the whole name is cut from its end. */
+        if (ext < room) {
+            stem = room - ext;
+        } else {
+            stem = room;
+            dot = "";
+        }
         /* Do not cut a UTF-8 sequence in half. */
         while (stem > 0 && ((unsigned char)name[stem] & 0xC0) == 0x80)
             stem--;
+        if (stem == 0) return -1;
     }
     int w = snprintf(out, cap, "%s%.*s%s%s", prefix, (int)stem, name, suffix, dot);
     return w < (int)cap ? 0 : -1;

@@ -174,6 +174,26 @@ static void test_place(void)
     CHECK(store_place(&s, id, s.quarantine_fd, prefix, longname, stored) == 0);
     CHECK(strlen(stored) + strlen(prefix) <= STORE_NAME_MAX);
     CHECK(strcmp(stored + strlen(stored) - 4, ".exe") == 0);
+    /* An extension too long to keep beside the prefix or "-N": the whole
+     * name is cut from its end (both refused before: verdict error). */
+    memset(longname, 0, sizeof longname);
+    longname[0] = 'a';
+    longname[1] = '.';
+    memset(longname + 2, 'b', 253);
+    for (int i = 0; i < 2; i++) {
+        store_new_id(id);
+        write_part(&s, id, "y");
+        CHECK(store_place(&s, id, s.accept_fd, "", longname, stored) == 0);
+        if (i == 0) CHECK_STR(stored, longname);
+    }
+    CHECK(strlen(stored) == STORE_NAME_MAX && strcmp(stored + 253, "-1") == 0);
+    CHECK(strncmp(stored, longname, 253) == 0);
+    store_new_id(id);
+    write_part(&s, id, "z");
+    snprintf(prefix, sizeof prefix, "%s-", id);
+    CHECK(store_place(&s, id, s.quarantine_fd, prefix, longname, stored) == 0);
+    CHECK(strlen(stored) + strlen(prefix) == STORE_NAME_MAX);
+    CHECK(strncmp(stored, longname, strlen(stored)) == 0);
     /* Space check: an impossible reserve is refused. */
     s.min_free_space = UINT64_MAX / 2;
     CHECK(store_check_space(&s, 1) == -ENOSPC);
