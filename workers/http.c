@@ -120,6 +120,14 @@ const struct http_header *http_header_get(const struct http_request *req, const 
     return NULL;
 }
 
+size_t http_header_count(const struct http_request *req, const char *name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < req->num_headers; i++)
+        n += http_eq_nocase(req->headers[i].name, req->headers[i].name_len, name);
+    return n;
+}
+
 bool http_has_token(const char *value, size_t len, const char *token)
 {
     size_t i = 0;

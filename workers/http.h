@@ -40,6 +40,8 @@ ssize_t http_parse_request(struct http_parser *st, const char *buf, size_t len,
 
 /* The first header called name (case-insensitive), or NULL. */
 const struct http_header *http_header_get(const struct http_request *req, const char *name);
+/* How many times the header appears. */
+size_t http_header_count(const struct http_request *req, const char *name);
 /* Whether a comma-separated header value lists token (case-insensitive). */
 bool http_has_token(const char *value, size_t len, const char *token);
 /* Whether a request or header string equals s, ignoring case. */

@@ -178,9 +178,29 @@ static size_t url_token(const char *path, size_t len, char *out, size_t cap)
     return 0;
 }
 
+/* A Host value: host[:port] or [v6]:port, no spaces, controls, '/', '\\'
+ * or '@'. */
+static bool host_valid(const struct http_header *h)
+{
+    if (!h->value_len) return false;
+    for (size_t i = 0; i < h->value_len; i++) {
+        unsigned char ch = (unsigned char)h->value[i];
+        if (ch <= 0x20 || ch == 0x7F || ch == '/' || ch == '\\' || ch == '@') return false;
+    }
+    return true;
+}
+
 static void route(struct conn *c, const struct http_request *req)
 {
     const struct config *cfg = c->w->cfg;
+    /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host, and a valid
+     * one; two could make two hops see two different hosts. */
+    size_t hosts = http_header_count(req, "host");
+    const struct http_header *host = http_header_get(req, "host");
+    if (hosts > 1 || (host && !host_valid(host)) || (!host && req->minor_version >= 1)) {
+        web_error(c, 400, "an HTTP/1.1 request needs exactly one valid Host header", NULL);
+        return;
+    }
     /* Behind a trusted proxy, the client is whom it names. */
     const struct http_header *xff = http_header_get(req, "x-forwarded-for");
     const struct http_header *xri = http_header_get(req, "x-real-ip");
@@ -225,10 +245,6 @@ static void route(struct conn *c, const struct http_request *req)
         web_error(c, 400, "WebSocket handshake without \"Connection: Upgrade\"", NULL);
         return;
     }
-    if (!http_header_get(req, "host")) {
-        web_error(c, 400, "WebSocket handshake without Host", NULL);
-        return;
-    }
     if (!ver || ver->value_len != 2 || memcmp(ver->value, "13", 2) != 0) {
         web_error(c, 426, "only WebSocket version 13 is supported",
                   "Sec-WebSocket-Version: 13\r\n");
@@ -236,6 +252,13 @@ static void route(struct conn *c, const struct http_request *req)
     }
     if (!key_valid(key)) {
         web_error(c, 400, "missing or malformed Sec-WebSocket-Key", NULL);
+        return;
+    }
+    /* One of each: which would count, the first or the last? */
+    if (http_header_count(req, "sec-websocket-key") > 1 ||
+        http_header_count(req, "sec-websocket-version") > 1 ||
+        http_header_count(req, "origin") > 1) {
+        web_error(c, 400, "repeated Sec-WebSocket-Key, Sec-WebSocket-Version or Origin", NULL);
         return;
     }
     if (!origin_allowed(cfg, http_header_get(req, "origin"), http_header_get(req, "host"))) {

@@ -49,6 +49,27 @@ def test_errors(daemon):
          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", 400),
         (b"GET /u HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", 400),
+        # Host: exactly one, and valid, in HTTP/1.1 (RFC 9112 3.2); none is
+        # fine in HTTP/1.0.
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (b"GET /healthz HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: evil.com/x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: u@x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
+        (b"GET / HTTP/1.0\r\n\r\n", 200),
+        (b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 200),
+        # One Sec-WebSocket-Key, one Sec-WebSocket-Version, one Origin.
+        (b"GET /u HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+         b"Sec-WebSocket-Version: 13\r\n\r\n", 400),
+        (b"GET /u HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n\r\n", 400),
+        (b"GET /u HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+         b"Origin: http://x\r\nOrigin: http://evil.example\r\n\r\n", 400),
     ]:
         status, h, body = http_request(daemon.ws_port, req)
         assert status == code, (req[:40], status)
