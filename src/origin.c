@@ -86,9 +86,13 @@ bool origin_same(const char *origin, size_t olen, const char *host, size_t hlen)
 {
     struct origin o, h;
     if (origin_parse(origin, olen, &o) < 0 || origin_parse_host(host, hlen, &h) < 0) return false;
+    /* Host does not tell the scheme: 80 and 443 there count as default
+     * ports (behind a proxy either may show). And the same explicit port on
+     * both sides is the same, whatever the scheme's default. */
     unsigned op = o.port == o.def_port ? 0 : o.port;
     unsigned hp = h.port == 80 || h.port == 443 ? 0 : h.port;
-    return op == hp && eq_nocase(o.host, o.host_len, h.host, h.host_len);
+    bool port = op == hp || (o.port ? o.port : o.def_port) == (h.port ? h.port : o.def_port);
+    return port && eq_nocase(o.host, o.host_len, h.host, h.host_len);
 }
 
 bool origin_match(const char *listed, size_t llen, const char *origin, size_t olen)

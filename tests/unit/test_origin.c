@@ -62,6 +62,12 @@ int main(void)
         {"http://example.com:-1", "example.com", false},
         {"http://example.com:8o", "example.com", false},
         {"http://example.com:65535", "example.com:65535", true},
+        /* The same explicit port, which is the other scheme's default. */
+        {"http://example.com:443", "example.com:443", true},
+        {"https://example.com:80", "example.com:80", true},
+        {"http://example.com:443", "example.com", false},
+        {"https://example.com:80", "example.com", false},
+        {"http://example.com:443", "example.com:80", false},
         {"http://example.com:080", "example.com:80", true}, /* leading zero: the same number */
         {"http://example.com:8080", "example.com:", false},
         {"http://example.com:8080", "example.com:8080:8080", false},
