@@ -24,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define READ_BUFFER_SIZE (256 * 1024)
@@ -89,8 +90,23 @@ static int open_access_log(const struct config *cfg)
 void worker_access_log(struct worker *w, const char *line, size_t len)
 {
     if (w->access_fd < 0) return;
-    ssize_t n = write(w->access_fd, line, len);
-    if (n != (ssize_t)len) log_error("access log write failed: %s", strerror(errno));
+    /* After a line cut short (a full disk), a newline first: the cut line
+     * stays broken, but the next ones are whole lines again. */
+    struct iovec v[2] = {{.iov_base = "\n", .iov_len = 1}, {.iov_base = (void *)line, .iov_len = len}};
+    bool prefix = w->access_cut;
+    ssize_t n = writev(w->access_fd, v + (prefix ? 0 : 1), prefix ? 2 : 1);
+    if (n < 0) {
+        log_error("access log write failed: %s", strerror(errno));
+        return;
+    }
+    size_t wrote = (size_t)n;
+    if (prefix && wrote > 0) {
+        w->access_cut = false; /* the newline is out */
+        wrote--;
+    }
+    if (wrote == len) return;
+    log_error("access log line cut short (%zu of %zu bytes): is its disk full?", wrote, len);
+    if (wrote > 0) w->access_cut = true;
 }
 
 static void worker_on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
@@ -262,6 +278,7 @@ static void worker_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
             if (fd >= 0) {
                 if (w->access_fd >= 0) close(w->access_fd);
                 w->access_fd = fd;
+                w->access_cut = false; /* a new file */
             }
         }
         break;

@@ -55,7 +55,8 @@ struct worker {
     struct conn *dead; /* closed, freed from the prepare watcher */
     ev_prepare reaper;
 
-    int access_fd; /* -1: access_log off */
+    int access_fd;   /* -1: access_log off */
+    bool access_cut; /* the last access log line was cut short */
     struct proxy_net proxies[CONFIG_MAX_LIST];
     int n_proxies;
 
