@@ -311,8 +311,11 @@ static void reap(struct master *m)
         struct proc p = m->procs[i];
         m->procs[i] = m->procs[--m->n_procs];
         update_gauges(m);
-        if (p.slot >= 0 && p.slot < METRICS_SLOTS && m->metrics)
+        if (p.slot >= 0 && p.slot < METRICS_SLOTS && m->metrics) {
             __atomic_store_n(&m->metrics->accepting[p.slot], 0, __ATOMIC_RELAXED);
+            /* What a dead worker's uploads promised will not be written. */
+            __atomic_store_n(&m->metrics->slot[p.slot].promised, 0, __ATOMIC_RELAXED);
+        }
         if (p.slot == SCANNER_SLOT) {
             snprintf(what, sizeof what, "scanner intake-scand");
             if (m->metrics && !p.stopping) m->metrics->scanner = MS_DOWN;

@@ -42,6 +42,9 @@ struct metrics_slot {
     uint64_t hook_bucket[METRICS_BUCKETS];
     uint64_t hook_sum_us;
     uint64_t publishes[MP_COUNT];
+    /* Bytes this worker's uploads in progress have announced and not yet
+     * written: the free-space check at START counts every worker's. */
+    int64_t promised;
 };
 
 struct metrics {
@@ -58,6 +61,9 @@ struct metrics {
     int n_scanner_names;
 };
 
+/* Space promised to uploads in progress (see promised above). */
+void metrics_promise(struct metrics_slot *s, int64_t delta);
+uint64_t metrics_promised(const struct metrics *m);
 /* Open connections of a slot, both transports. */
 int64_t metrics_slot_connections(const struct metrics_slot *s);
 

@@ -94,7 +94,7 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
     if (r->size > lim->max_file_size)
         return upload_fail(e, 413, "file of %llu bytes is larger than the limit of %llu bytes",
                            (unsigned long long)r->size, (unsigned long long)lim->max_file_size);
-    int rc = store_check_space(st, r->size);
+    int rc = store_check_space(st, r->size + lim->promised);
     if (rc == -ENOSPC)
         return upload_fail(e, 507, "not enough free space on the server for %llu bytes",
                            (unsigned long long)r->size);

@@ -56,6 +56,9 @@ enum upload_phase { UPLOAD_IDLE, UPLOAD_RECEIVING, UPLOAD_SEALED, UPLOAD_DONE };
 
 struct upload_limits {
     uint64_t max_file_size;
+    /* Bytes other uploads in progress have announced and not yet written:
+     * START's free-space check leaves room for them too. */
+    uint64_t promised;
 };
 
 /* The scanner seam: given the complete, fsynced file, decide a verdict.

@@ -131,6 +131,11 @@ void conn_log_access(struct conn *c, int code, const struct upload_request *r)
     c->logged = true;
 }
 
+void conn_promise(struct conn *c)
+{
+    metrics_promise(c->w->mslot, (int64_t)(c->up.size - c->up.received));
+}
+
 void conn_abort_upload(struct conn *c, int code)
 {
     if (c->in_job) {
@@ -138,6 +143,9 @@ void conn_abort_upload(struct conn *c, int code)
         if (!c->abort_code) c->abort_code = code;
         return;
     }
+    /* What it will not write is no longer promised (see conn_promise). */
+    if (c->up.phase == UPLOAD_RECEIVING)
+        metrics_promise(c->w->mslot, -(int64_t)(c->up.size - c->up.received));
     if ((c->up.phase == UPLOAD_RECEIVING || c->up.phase == UPLOAD_SEALED ||
          (c->up.phase == UPLOAD_DONE && !c->up.stored[0])) &&
         !c->logged)
@@ -331,6 +339,7 @@ void conn_fail(struct conn *c, int code, const char *fmt, ...)
 int conn_begin_upload(struct conn *c, const struct upload_request *r)
 {
     struct upload_error e = {0};
+    c->w->limits.promised = metrics_promised(c->w->metrics);
     /* A draining worker still serves connections it has accepted: a reload
      * must not fail an upload that arrives on one of them. */
     if (upload_begin(&c->up, &c->w->store, &c->w->limits, r, &e) < 0) {
@@ -338,6 +347,7 @@ int conn_begin_upload(struct conn *c, const struct upload_request *r)
         conn_fail_with(c, &e);
         return -1;
     }
+    conn_promise(c);
     c->logged = false;
     c->ended_ms = 0;
     c->abort_code = 0;
@@ -440,6 +450,7 @@ int conn_splice_body(struct conn *c, size_t len)
 static void after_body(struct conn *c, size_t len)
 {
     metrics_received(c->w->mslot, c->t->kind, len);
+    metrics_promise(c->w->mslot, -(int64_t)len);
     if (!c->in_job && upload_unhashed(&c->up) >= HASH_STEP && !upload_complete(&c->up)) {
         submit_hash(c);
     } else if (c->in_job && c->up.received - c->hash_to >= HASH_LAG) {

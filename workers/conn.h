@@ -131,6 +131,10 @@ void conn_linger(struct conn *c);
 /* Starts a new upload from a parsed START: limits, free space, spool file
  * and record (a draining worker still serves the connections it accepted). 0, or -1 after conn_fail. */
 int conn_begin_upload(struct conn *c, const struct upload_request *r);
+/* The bytes an upload being received still has to write are promised in
+ * the shared metrics (the free-space check at every START counts them), from
+ * its START or resume until they are written or it is dropped. */
+void conn_promise(struct conn *c);
 /* Every byte is in: checksum, then fsync/scan/place on a job thread, then
  * STATUS through the transport. */
 void conn_complete_upload(struct conn *c);

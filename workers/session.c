@@ -186,6 +186,7 @@ static void lookup_done(struct job *j)
         c->abort_code = 0;
         log_info("upload %s (%s) from %s: resumed at byte %llu of %llu", c->up.id, c->up.logname,
                  c->peer, (unsigned long long)c->up.received, (unsigned long long)c->up.size);
+        conn_promise(c);
         conn_set_state(c, CONN_BODY);
         send_ready(c, true);
         if (c->state == CONN_BODY) c->t->go_on(c);

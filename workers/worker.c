@@ -313,7 +313,10 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     w->metrics = m;
     w->mslot = m && slot < METRICS_SLOTS ? &m->slot[slot] : NULL;
     /* The connections of this slot's previous worker died with it. */
-    if (w->mslot) memset(w->mslot->connections, 0, sizeof w->mslot->connections);
+    if (w->mslot) {
+        memset(w->mslot->connections, 0, sizeof w->mslot->connections);
+        w->mslot->promised = 0; /* a dead predecessor's promises */
+    }
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (!w->loop) {
         log_error("cannot create the event loop");

@@ -328,3 +328,53 @@ def test_disk_full_mid_upload_then_next_upload_is_intact(daemon_factory, tmp_pat
     finally:
         d.stop()
         subprocess.run(["umount", "-l", str(tiny)])
+
+
+def test_free_space_counts_what_uploads_in_progress_promised(daemon_factory, tmp_path):
+    """min_free_space is judged with the bytes uploads in progress have
+    announced and not yet written: on an 8 MiB disk two 3 MiB uploads under
+    way leave no room for a third, which gets 507 at START, and the two
+    finish. Before, all three were let in and all failed midway with 507,
+    their partial files filling the disk for resume_timeout."""
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(tiny)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
+    d = None
+    try:
+        d = daemon_factory(workers=2, spool_dir=str(tiny / "spool"),
+                           accept_dir=str(tiny / "accepted"), min_free_space="0")
+        size = 3 << 20
+        data = [os.urandom(size) for _ in range(2)]
+        clients = []
+        for i in range(2):
+            c = Client(d.tcp_port)
+            c.start("big%d.bin" % i, size)
+            assert c.line()["type"] == "READY"
+            c.send(data[i][:1000])  # under way, most of it still to come
+            clients.append(c)
+        third = Client(d.tcp_port)
+        third.start("third.bin", size)
+        err = third.line()
+        assert err["type"] == "ERROR" and err["code"] == 507, err
+        third.close()
+        for i, c in enumerate(clients):
+            c.send(data[i][1000:])
+            st = c.line()
+            assert st["type"] == "STATUS" and st["sha256"] == sha256(data[i]), st
+            c.close()
+        assert sorted(d.accepted()) == ["big0.bin", "big1.bin"]
+        # Their promises are kept no longer: a new upload fits again.
+        for n in ("big0.bin", "big1.bin"):
+            os.unlink(tiny / "accepted" / n)
+        st = Client(d.tcp_port).upload("after.bin", os.urandom(size))[1]
+        assert st["type"] == "STATUS", st
+    finally:
+        if d:
+            d.stop()
+        subprocess.run(["umount", "-l", str(tiny)])

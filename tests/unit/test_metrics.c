@@ -22,6 +22,17 @@ int main(void)
     if (!m) return test_report("test_metrics");
     m->workers = 2;
     struct metrics_slot *a = &m->slot[0], *b = &m->slot[7];
+    /* Promised space: every slot's sum; a slot below zero counts as none. */
+    CHECK(metrics_promised(m) == 0);
+    metrics_promise(a, 3000);
+    metrics_promise(b, 500);
+    metrics_promise(a, -1000);
+    CHECK(metrics_promised(m) == 2500);
+    metrics_promise(b, -700);
+    CHECK(metrics_promised(m) == 2000);
+    metrics_promise(b, 200);
+    metrics_promise(a, -2000);
+    CHECK(metrics_promised(m) == 0 && metrics_promised(NULL) == 0);
     metrics_upload(a, MT_TCP, MV_CLEAN);
     metrics_upload(b, MT_TCP, MV_CLEAN);
     metrics_upload(b, MT_WS, MV_INFECTED);
