@@ -2,6 +2,7 @@
 configuration on free loopback ports, talks to it as clients do, and stops
 every process it started (the master runs in its own session so the whole
 process group can be killed whatever happens)."""
+import contextlib
 import hashlib
 import json
 import os
@@ -77,6 +78,24 @@ def title(pid):
 
 SIGNATURES = os.path.join(ROOT, "etc", "signatures")
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size):
+    """A tmpfs of size ("3m", "64k") mounted at path, a new directory, for
+    tests of a full disk or another filesystem; the test is skipped where a
+    tmpfs cannot be mounted (not root). Unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)])
 
 
 def short_dir():

@@ -156,16 +156,9 @@ def test_status_of_a_long_control_character_name(daemon):
 @pytest.fixture
 def other_fs(tmp_path):
     """A small tmpfs: another filesystem than tmp_path's (needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "otherfs"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)])
+    from conftest import small_tmpfs
+    with small_tmpfs(tmp_path / "otherfs", "16m") as mnt:
+        yield mnt
 
 
 def test_placing_across_filesystems(daemon_factory, other_fs):

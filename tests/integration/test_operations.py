@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from conftest import (INTAKE, INTAKED, NGINX, ROOT, Client, alive, free_port, free_ports, sha256,
-                      short_dir, start_nginx, wait_for)
+                      short_dir, small_tmpfs, start_nginx, wait_for)
 
 
 class Load:
@@ -282,48 +282,41 @@ def test_shutdown_timeout_tells_the_client_503(daemon_factory):
 def test_access_log_on_a_full_disk_keeps_whole_lines(daemon_factory, tmp_path):
     """A line cut short by a full disk stays alone on its line: the lines
     after it are whole JSON objects again (the next one was glued to it)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    tiny = tmp_path / "tiny"
-    tiny.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
-    try:
+    with small_tmpfs(tmp_path / "tiny", "64k") as tiny:
         alog = tiny / "access.log"
         d = daemon_factory(workers=1, access_log=str(alog))
-        # A first line gives the log a page; then the rest of the disk is
-        # filled, so a later line is cut where that page ends.
-        assert Client(d.tcp_port).upload("first.txt", b"0")[1]["type"] == "STATUS"
-        wait_for(lambda: alog.exists() and alog.stat().st_size > 0, what="the first line")
-        filler = tiny / "filler"
-        fd = os.open(str(filler), os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            while os.write(fd, b"\0" * 4096) > 0:
-                pass
-        except OSError:
-            pass
-        os.close(fd)
-        for i in range(12):
-            name = "n%02d-%s.txt" % (i, "x" * 200)
-            assert Client(d.tcp_port).upload(name, b"1")[1]["type"] == "STATUS"
-        wait_for(lambda: "access log line cut short" in d.logs(), what="a line cut short")
-        os.unlink(filler)
-        assert Client(d.tcp_port).upload("after.txt", b"2")[1]["type"] == "STATUS"
-        wait_for(lambda: b"after.txt" in alog.read_bytes(), what="the line after")
-        lines = alog.read_bytes().split(b"\n")
-        assert lines[-1] == b""
-        bad = 0
-        for line in lines[:-1]:
+            # A first line gives the log a page; then the rest of the disk is
+            # filled, so a later line is cut where that page ends.
+            assert Client(d.tcp_port).upload("first.txt", b"0")[1]["type"] == "STATUS"
+            wait_for(lambda: alog.exists() and alog.stat().st_size > 0, what="the first line")
+            filler = tiny / "filler"
+            fd = os.open(str(filler), os.O_WRONLY | os.O_CREAT, 0o600)
             try:
-                json.loads(line)
-            except ValueError:
-                bad += 1
-        assert bad <= 1, lines
-        assert json.loads(lines[-2])["stored_as"] == "after.txt"
-    finally:
-        subprocess.run(["umount", "-l", str(tiny)])
+                while os.write(fd, b"\0" * 4096) > 0:
+                    pass
+            except OSError:
+                pass
+            os.close(fd)
+            for i in range(12):
+                name = "n%02d-%s.txt" % (i, "x" * 200)
+                assert Client(d.tcp_port).upload(name, b"1")[1]["type"] == "STATUS"
+            wait_for(lambda: "access log line cut short" in d.logs(), what="a line cut short")
+            os.unlink(filler)
+            assert Client(d.tcp_port).upload("after.txt", b"2")[1]["type"] == "STATUS"
+            wait_for(lambda: b"after.txt" in alog.read_bytes(), what="the line after")
+            lines = alog.read_bytes().split(b"\n")
+            assert lines[-1] == b""
+            bad = 0
+            for line in lines[:-1]:
+                try:
+                    json.loads(line)
+                except ValueError:
+                    bad += 1
+            assert bad <= 1, lines
+            assert json.loads(lines[-2])["stored_as"] == "after.txt"
+        finally:
+            d.stop()
 
 
 def test_ttin_ttou_under_load(daemon_factory):

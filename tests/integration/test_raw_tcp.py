@@ -5,7 +5,7 @@ import socket
 import subprocess
 import threading
 
-from conftest import Client, file_sha256, sha256, upload_worker_pids, wait_for
+from conftest import Client, file_sha256, sha256, small_tmpfs, upload_worker_pids, wait_for
 
 
 def test_json_header_ready_then_status(daemon, client_factory):
@@ -290,44 +290,34 @@ def test_disk_full_mid_upload_then_next_upload_is_intact(daemon_factory, tmp_pat
     """The disk fills while a body streams in (through the worker's splice
     pipe): 507, nothing accepted, and the worker's next upload is intact."""
     import hashlib
-    if os.geteuid() != 0:
-        import pytest
-        pytest.skip("mounting a small tmpfs needs root")
-    tiny = tmp_path / "tiny"
-    tiny.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(tiny)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        import pytest
-        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
-    try:
+    with small_tmpfs(tmp_path / "tiny", "3m") as tiny:
         d = daemon_factory(workers=1, spool_dir=str(tiny / "spool"),
                            accept_dir=str(tiny / "accepted"), min_free_space="0")
-        c = Client(d.tcp_port)
-        c.start("fits-at-start.bin", 2 << 20)  # 2 of 3 MiB free: accepted
-        assert c.line()["type"] == "READY"
-        with open(tiny / "filler", "wb") as f:  # then someone else fills the disk
-            f.write(b"\0" * (2 << 20))
         try:
-            c.send(os.urandom(2 << 20))
-        except OSError:
-            pass  # the server may stop reading once it has answered
-        err = c.line()
-        assert err["type"] == "ERROR" and err["code"] == 507, err
-        assert d.accepted() == []
-        wait_for(lambda: "server disk is full" in d.logs() or "No space left" in d.logs(),
-                 what="the failure logged")
-        os.unlink(tiny / "filler")
-        for n in os.listdir(tiny / "spool"):  # free the space the failed upload used
-            os.unlink(tiny / "spool" / n)
-        data = os.urandom(1 << 20)
-        st = Client(d.tcp_port).upload("after.bin", data, sha=True)[1]
-        assert st["verdict"] == "unscanned" and st["sha256"] == sha256(data)
-        with open(tiny / "accepted" / "after.bin", "rb") as f:
-            assert hashlib.sha256(f.read()).hexdigest() == sha256(data)
-    finally:
-        d.stop()
-        subprocess.run(["umount", "-l", str(tiny)])
+            c = Client(d.tcp_port)
+            c.start("fits-at-start.bin", 2 << 20)  # 2 of 3 MiB free: accepted
+            assert c.line()["type"] == "READY"
+            with open(tiny / "filler", "wb") as f:  # then someone else fills the disk
+                f.write(b"\0" * (2 << 20))
+            try:
+                c.send(os.urandom(2 << 20))
+            except OSError:
+                pass  # the server may stop reading once it has answered
+            err = c.line()
+            assert err["type"] == "ERROR" and err["code"] == 507, err
+            assert d.accepted() == []
+            wait_for(lambda: "server disk is full" in d.logs() or "No space left" in d.logs(),
+                     what="the failure logged")
+            os.unlink(tiny / "filler")
+            for n in os.listdir(tiny / "spool"):  # free the space the failed upload used
+                os.unlink(tiny / "spool" / n)
+            data = os.urandom(1 << 20)
+            st = Client(d.tcp_port).upload("after.bin", data, sha=True)[1]
+            assert st["verdict"] == "unscanned" and st["sha256"] == sha256(data)
+            with open(tiny / "accepted" / "after.bin", "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == sha256(data)
+        finally:
+            d.stop()
 
 
 def test_free_space_counts_what_uploads_in_progress_promised(daemon_factory, tmp_path):
@@ -336,45 +326,34 @@ def test_free_space_counts_what_uploads_in_progress_promised(daemon_factory, tmp
     way leave no room for a third, which gets 507 at START, and the two
     finish. Before, all three were let in and all failed midway with 507,
     their partial files filling the disk for resume_timeout."""
-    import pytest
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    tiny = tmp_path / "tiny"
-    tiny.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(tiny)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
-    d = None
-    try:
+    with small_tmpfs(tmp_path / "tiny", "8m") as tiny:
         d = daemon_factory(workers=2, spool_dir=str(tiny / "spool"),
                            accept_dir=str(tiny / "accepted"), min_free_space="0")
-        size = 3 << 20
-        data = [os.urandom(size) for _ in range(2)]
-        clients = []
-        for i in range(2):
-            c = Client(d.tcp_port)
-            c.start("big%d.bin" % i, size)
-            assert c.line()["type"] == "READY"
-            c.send(data[i][:1000])  # under way, most of it still to come
-            clients.append(c)
-        third = Client(d.tcp_port)
-        third.start("third.bin", size)
-        err = third.line()
-        assert err["type"] == "ERROR" and err["code"] == 507, err
-        third.close()
-        for i, c in enumerate(clients):
-            c.send(data[i][1000:])
-            st = c.line()
-            assert st["type"] == "STATUS" and st["sha256"] == sha256(data[i]), st
-            c.close()
-        assert sorted(d.accepted()) == ["big0.bin", "big1.bin"]
-        # Their promises are kept no longer: a new upload fits again.
-        for n in ("big0.bin", "big1.bin"):
-            os.unlink(tiny / "accepted" / n)
-        st = Client(d.tcp_port).upload("after.bin", os.urandom(size))[1]
-        assert st["type"] == "STATUS", st
-    finally:
-        if d:
+        try:
+            size = 3 << 20
+            data = [os.urandom(size) for _ in range(2)]
+            clients = []
+            for i in range(2):
+                c = Client(d.tcp_port)
+                c.start("big%d.bin" % i, size)
+                assert c.line()["type"] == "READY"
+                c.send(data[i][:1000])  # under way, most of it still to come
+                clients.append(c)
+            third = Client(d.tcp_port)
+            third.start("third.bin", size)
+            err = third.line()
+            assert err["type"] == "ERROR" and err["code"] == 507, err
+            third.close()
+            for i, c in enumerate(clients):
+                c.send(data[i][1000:])
+                st = c.line()
+                assert st["type"] == "STATUS" and st["sha256"] == sha256(data[i]), st
+                c.close()
+            assert sorted(d.accepted()) == ["big0.bin", "big1.bin"]
+            # Their promises are kept no longer: a new upload fits again.
+            for n in ("big0.bin", "big1.bin"):
+                os.unlink(tiny / "accepted" / n)
+            st = Client(d.tcp_port).upload("after.bin", os.urandom(size))[1]
+            assert st["type"] == "STATUS", st
+        finally:
             d.stop()
-        subprocess.run(["umount", "-l", str(tiny)])

@@ -86,64 +86,61 @@ static void test_lines(void)
     }
 }
 
-/* What only opening can check: access_log, signature_dir (builtin). */
+/* Loads text and runs config_check_paths: with line 0 it must pass; else it
+ * must fail with "PATH:LINE: what ...fragment..." (line -1: "PATH: what",
+ * a default, set on no line). */
+static void check_paths(const char *text, int line, const char *what, const char *fragment)
+{
+    char err[1024] = "", want[256];
+    struct config *c = load(text, NULL, 0, err, sizeof err);
+    CHECK_MSG(c != NULL, "%s: %s", text, err);
+    if (!c) return;
+    int rc = config_check_paths(c, err, sizeof err);
+    config_free(c);
+    if (line == 0) {
+        CHECK_MSG(rc == 0, "%s: %s", text, err);
+        return;
+    }
+    if (line > 0)
+        snprintf(want, sizeof want, "%s:%d: %s ", path, line, what);
+    else
+        snprintf(want, sizeof want, "%s: %s ", path, what);
+    CHECK_MSG(rc < 0 && strncmp(err, want, strlen(want)) == 0 && strstr(err, fragment),
+              "%s: \"%s\" (wanted \"%s...%s\")", text, err, want, fragment);
+}
+
+/* What only opening can check: the log files, signature_dir (builtin). */
 static void test_paths(void)
 {
-    char err[1024] = "", dir[64], text[512], want[128];
+    char dir[64], t[512], f[600];
     snprintf(dir, sizeof dir, "/tmp/intake-test-paths-%d", (int)getpid());
     CHECK(mkdir(dir, 0700) == 0);
-    snprintf(text, sizeof text, "scanner off\naccess_log %s/a.log\n", dir);
-    struct config *c = load(text, NULL, 0, err, sizeof err);
-    CHECK(c && config_check_paths(c, err, sizeof err) == 0);
-    snprintf(want, sizeof want, "%s/a.log", dir);
-    CHECK(access(want, F_OK) == 0); /* created, as nginx -t does */
-    config_free(c);
-    snprintf(text, sizeof text, "scanner off\n\naccess_log %s/no/such/dir/a.log\n", dir);
-    c = load(text, NULL, 0, err, sizeof err);
-    CHECK(c && config_check_paths(c, err, sizeof err) < 0);
-    snprintf(want, sizeof want, "%s:3: access_log ", path);
-    CHECK_MSG(strncmp(err, want, strlen(want)) == 0 && strstr(err, "cannot open"), "%s", err);
-    config_free(c);
+    snprintf(t, sizeof t, "scanner off\naccess_log %s/a.log\n", dir);
+    check_paths(t, 0, NULL, NULL);
+    snprintf(f, sizeof f, "%s/a.log", dir);
+    CHECK(access(f, F_OK) == 0); /* created, as nginx -t does */
+    snprintf(t, sizeof t, "scanner off\n\naccess_log %s/no/such/dir/a.log\n", dir);
+    check_paths(t, 3, "access_log", "cannot open");
+    snprintf(t, sizeof t, "scanner off\nerror_log %s/no/e.log\n", dir);
+    check_paths(t, 2, "error_log", "cannot open");
     /* A FIFO (no reader) is not opened, which would block: its permission
-     * is what counts. error_log is checked as access_log is. */
-    snprintf(want, sizeof want, "%s/fifo", dir);
-    CHECK(mkfifo(want, 0600) == 0);
-    snprintf(text, sizeof text, "scanner off\naccess_log %s/fifo\nerror_log %s/fifo\n", dir, dir);
-    c = load(text, NULL, 0, err, sizeof err);
-    CHECK_MSG(c && config_check_paths(c, err, sizeof err) == 0, "%s", err);
-    config_free(c);
-    snprintf(text, sizeof text, "scanner off\nerror_log %s/no/e.log\n", dir);
-    c = load(text, NULL, 0, err, sizeof err);
-    CHECK(c && config_check_paths(c, err, sizeof err) < 0);
-    snprintf(want, sizeof want, "%s:2: error_log ", path);
-    CHECK_MSG(strncmp(err, want, strlen(want)) == 0 && strstr(err, "cannot open"), "%s", err);
-    config_free(c);
-    /* signature_dir: missing, a file, and fine; off needs none. */
-    snprintf(text, sizeof text, "signature_dir %s/none\n", dir);
-    c = load(text, NULL, 0, err, sizeof err);
-    CHECK(c && config_check_paths(c, err, sizeof err) < 0);
-    snprintf(want, sizeof want, "%s:1: signature_dir ", path);
-    CHECK_MSG(strncmp(err, want, strlen(want)) == 0 && strstr(err, "No such file"), "%s", err);
-    config_free(c);
-    snprintf(text, sizeof text, "signature_dir %s/a.log\n", dir);
-    c = load(text, NULL, 0, err, sizeof err);
-    CHECK(c && config_check_paths(c, err, sizeof err) < 0 && strstr(err, "not a directory"));
-    config_free(c);
-    snprintf(text, sizeof text, "signature_dir %s\n", dir);
-    c = load(text, NULL, 0, err, sizeof err);
-    CHECK(c && config_check_paths(c, err, sizeof err) == 0);
-    config_free(c);
-    /* The default (relative to the start directory) is named with the file. */
-    c = load("workers 1\n", NULL, 0, err, sizeof err);
-    CHECK(c && config_check_paths(c, err, sizeof err) < 0);
-    snprintf(want, sizeof want, "%s: signature_dir /base/etc/signatures: ", path);
-    CHECK_MSG(strncmp(err, want, strlen(want)) == 0, "%s", err);
-    config_free(c);
-    c = load("scanner off\n", NULL, 0, err, sizeof err);
-    CHECK(c && config_check_paths(c, err, sizeof err) == 0);
-    config_free(c);
-    snprintf(text, sizeof text, "rm -rf %s", dir);
-    CHECK(system(text) == 0);
+     * is what counts. */
+    snprintf(f, sizeof f, "%s/fifo", dir);
+    CHECK(mkfifo(f, 0600) == 0);
+    snprintf(t, sizeof t, "scanner off\naccess_log %s/fifo\nerror_log %s/fifo\n", dir, dir);
+    check_paths(t, 0, NULL, NULL);
+    /* signature_dir: missing, a file, and fine; off needs none; the default
+     * (relative to the start directory) is named with the file. */
+    snprintf(t, sizeof t, "signature_dir %s/none\n", dir);
+    check_paths(t, 1, "signature_dir", "No such file");
+    snprintf(t, sizeof t, "signature_dir %s/a.log\n", dir);
+    check_paths(t, 1, "signature_dir", "not a directory");
+    snprintf(t, sizeof t, "signature_dir %s\n", dir);
+    check_paths(t, 0, NULL, NULL);
+    check_paths("workers 1\n", -1, "signature_dir", "/base/etc/signatures: ");
+    check_paths("scanner off\n", 0, NULL, NULL);
+    snprintf(t, sizeof t, "rm -rf %s", dir);
+    CHECK(system(t) == 0);
 }
 
 static void test_values(void)
