@@ -183,6 +183,8 @@ struct conn *conn_new(struct worker *w, int fd, const struct listen_addr *addr)
 /* The states that read client bytes, unless reading waits for the hash. */
 static bool reading(const struct conn *c)
 {
+    if (c->state == CONN_FINISHING || c->state == CONN_LOOKUP)
+        return c->t->reads_waiting && c->t->reads_waiting(c);
     return (c->state == CONN_HEADER || c->state == CONN_BODY) && !c->hash_wait;
 }
 

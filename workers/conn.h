@@ -54,6 +54,9 @@ struct transport {
     void (*go_on)(struct conn *c);
     /* header_timeout ran out before a header line / request head. */
     void (*header_timeout)(struct conn *c);
+    /* Whether to read on while the upload finishes or a START with an id
+     * is looked up (WebSocket: to answer pings); NULL: no. */
+    bool (*reads_waiting)(const struct conn *c);
     /* QUIT: let an idle connection go. */
     void (*drain)(struct conn *c);
     void (*release)(struct conn *c);

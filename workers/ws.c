@@ -55,6 +55,7 @@ struct ws {
 
     uint8_t *stash; /* input read while the upload was finishing */
     size_t stash_len;
+    size_t stash_seen; /* whole frames from its start already looked at */
 
     /* ?token= of the handshake URL, percent-decoded: used by STARTs without
      * one (on the heap, only when the URL has one). Longer than any token:
@@ -464,9 +465,78 @@ static void consume(struct conn *c, uint8_t *p, size_t n)
     ws->stash_len += n - used;
 }
 
+/* While an upload finishes or a START with an id is looked up, the
+ * connection is still read, into the stash, up to WS_WAIT_HOLD bytes, and
+ * every whole ping in it is answered at once and taken out: a client's
+ * keepalive must not time out behind a slow scan or accept hook (a
+ * python-websockets client gives up after 20 s without a pong). The stash
+ * starts at a frame boundary (an upload finishes, and a lookup begins, at the
+ * end of a message); anything but a ping stays in it for later, in order,
+ * and a close frame ends the look ahead. */
+#define WS_WAIT_HOLD (64 * 1024)
+
+static void answer_waiting_pings(struct conn *c)
+{
+    struct ws *ws = c->ws;
+    size_t off = ws->stash_seen;
+    while (off < ws->stash_len) {
+        struct ws_frame f;
+        int code = 0;
+        ssize_t h = ws_frame_parse(ws->stash + off, ws->stash_len - off, &f, &code);
+        if (h < 0 || f.len > ws->stash_len - off - (size_t)h) break; /* partial, or for later */
+        size_t whole = (size_t)h + (size_t)f.len;
+        if (f.opcode == WS_OP_CLOSE) break;
+        if (f.opcode != WS_OP_PING) {
+            off += whole;
+            continue;
+        }
+        uint8_t pay[125];
+        memcpy(pay, ws->stash + off + h, (size_t)f.len);
+        ws_unmask(pay, (size_t)f.len, f.mask, 0);
+        send_frame(c, WS_OP_PONG, pay, (size_t)f.len);
+        if (c->state == CONN_CLOSED) return;
+        memmove(ws->stash + off, ws->stash + off + whole, ws->stash_len - off - whole);
+        ws->stash_len -= whole;
+    }
+    ws->stash_seen = off;
+}
+
+static bool ws_reads_waiting(const struct conn *c)
+{
+    return c->ws && c->ws->stash_len < WS_WAIT_HOLD;
+}
+
+static int read_waiting(struct conn *c)
+{
+    struct ws *ws = c->ws;
+    size_t room = WS_WAIT_HOLD - ws->stash_len;
+    uint8_t *s = realloc(ws->stash, ws->stash_len + room);
+    if (!s) {
+        conn_close(c);
+        return 0;
+    }
+    ws->stash = s;
+    ssize_t n = conn_recv(c, s + ws->stash_len, room);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+        conn_close(c);
+        return 0;
+    }
+    if (n == 0) {
+        conn_close(c); /* the client left while it waited */
+        return 0;
+    }
+    ws->stash_len += (size_t)n;
+    answer_waiting_pings(c);
+    if (c->state != CONN_CLOSED && ws->stash_len >= WS_WAIT_HOLD)
+        conn_set_state(c, c->state); /* full: reading stops until it is used */
+    return 1;
+}
+
 static void ws_go_on(struct conn *c)
 {
     struct ws *ws = c->ws;
+    ws->stash_seen = 0;
     if (c->w->past_deadline && ws->stash_len && c->state == CONN_BODY) {
         conn_shut_down(c); /* no new upload now, even one already sent */
         return;
@@ -543,6 +613,7 @@ static void ws_header_timeout(struct conn *c)
 static int ws_read_step(struct conn *c)
 {
     if (!c->ws) return c->state == CONN_HEADER ? web_read_head(c) : 0;
+    if (waits(c)) return read_waiting(c);
     return c->state == CONN_BODY ? read_frames(c) : 0;
 }
 
@@ -556,4 +627,5 @@ const struct transport ws_transport = {
     .header_timeout = ws_header_timeout,
     .drain = ws_drain,
     .release = ws_release,
+    .reads_waiting = ws_reads_waiting,
 };

@@ -133,6 +133,70 @@ def test_hook_sees_websocket_transport(daemon_factory, hook):
     assert json.loads(runs(hook["dir"])[0]["input"])["transport"] == "ws"
 
 
+def test_pings_are_answered_while_the_upload_finishes(daemon_factory, hook):
+    """A WebSocket client's keepalive pings are answered while its upload
+    waits for a slow hook (and while a START with an id is looked up): the
+    client stays and hears STATUS. Before, nothing was read until then, and
+    a client with keepalive (python-websockets: a pong within 20 s) gave up
+    and lost its STATUS."""
+    import asyncio
+    import websockets
+    d = daemon_factory(accept_hook=hook["directive"])
+
+    async def go():
+        async with websockets.connect("ws://127.0.0.1:%d/" % d.ws_port, ping_interval=0.2,
+                                      ping_timeout=1) as ws:
+            await ws.send(json.dumps({"type": "START", "filename": "slow-ws.bin", "size": 3}))
+            await ws.recv()
+            await ws.send(b"abc")
+            await ws.recv()
+            await ws.send(json.dumps({"type": "DONE"}))
+            await asyncio.sleep(3)  # the hook waits; 15 pings go out meanwhile
+            assert not os.listdir(d.accept_dir)
+            with open(os.path.join(hook["dir"], "release"), "w"):
+                pass
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))
+    status = asyncio.run(go())
+    assert status["type"] == "STATUS" and status["verdict"] == "unscanned", status
+    assert status["stored_as"] == "slow-ws.bin"
+
+
+def test_next_upload_sent_while_the_last_one_finishes(daemon_factory, hook):
+    """What a WebSocket client sends while its upload finishes (here the
+    whole next upload, 256 KiB, behind a slow hook) is held, up to 64 KiB,
+    the rest left to the socket, and served in order once STATUS is out."""
+    import asyncio
+    import websockets
+    d = daemon_factory(accept_hook=hook["directive"])
+    nxt = os.urandom(256 << 10)
+
+    async def go():
+        async with websockets.connect("ws://127.0.0.1:%d/" % d.ws_port, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "START", "filename": "slow-first.bin", "size": 3}))
+            await ws.recv()
+            await ws.send(b"abc")
+            await ws.recv()
+            await ws.send(json.dumps({"type": "DONE"}))
+            await ws.send(json.dumps({"type": "START", "filename": "next.bin", "size": len(nxt)}))
+            for k in range(0, len(nxt), 32 << 10):
+                await ws.send(nxt[k:k + (32 << 10)])
+            await ws.send(json.dumps({"type": "DONE"}))
+            await asyncio.sleep(1)
+            with open(os.path.join(hook["dir"], "release"), "w"):
+                pass
+            got = []
+            while len([m for m in got if m["type"] == "STATUS"]) < 2:
+                got.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            return got
+    got = asyncio.run(go())
+    statuses = [m for m in got if m["type"] == "STATUS"]
+    assert [m["filename"] for m in statuses] == ["slow-first.bin", "next.bin"], got
+    assert statuses[1]["sha256"] == sha256(nxt)
+    assert got.index(statuses[0]) < got.index(statuses[1])
+    with open(os.path.join(d.accept_dir, "next.bin"), "rb") as f:
+        assert f.read() == nxt
+
+
 def test_failed_hook_keeps_the_file_and_a_requery_runs_it_again_once(daemon_factory, client_factory,
                                                                      hook):
     d = daemon_factory(accept_hook=hook["directive"])
