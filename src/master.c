@@ -314,7 +314,7 @@ static void reap(struct master *m)
         if (p.slot >= 0 && p.slot < METRICS_SLOTS && m->metrics) {
             __atomic_store_n(&m->metrics->accepting[p.slot], 0, __ATOMIC_RELAXED);
             /* What a dead worker's uploads promised will not be written. */
-            __atomic_store_n(&m->metrics->slot[p.slot].promised, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&m->metrics->promised[p.slot], 0, __ATOMIC_RELAXED);
         }
         if (p.slot == SCANNER_SLOT) {
             snprintf(what, sizeof what, "scanner intake-scand");

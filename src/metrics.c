@@ -52,9 +52,9 @@ void metrics_connection(struct metrics_slot *s, enum metrics_transport t, int de
     if (s) ADD(s->connections[t], delta);
 }
 
-void metrics_promise(struct metrics_slot *s, int64_t delta)
+void metrics_promise(struct metrics *m, const struct metrics_slot *s, int64_t delta)
 {
-    if (s && delta) ADD(s->promised, delta);
+    if (m && s && delta) ADD(m->promised[s - m->slot], delta);
 }
 
 uint64_t metrics_promised(const struct metrics *m)
@@ -62,7 +62,7 @@ uint64_t metrics_promised(const struct metrics *m)
     if (!m) return 0;
     int64_t n = 0;
     for (int i = 0; i < METRICS_SLOTS; i++) {
-        int64_t p = GET(m->slot[i].promised);
+        int64_t p = GET(m->promised[i]);
         if (p > 0) n += p;
     }
     return (uint64_t)n;

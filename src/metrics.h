@@ -42,9 +42,6 @@ struct metrics_slot {
     uint64_t hook_bucket[METRICS_BUCKETS];
     uint64_t hook_sum_us;
     uint64_t publishes[MP_COUNT];
-    /* Bytes this worker's uploads in progress have announced and not yet
-     * written: the free-space check at START counts every worker's. */
-    int64_t promised;
 };
 
 struct metrics {
@@ -53,6 +50,11 @@ struct metrics {
     /* 1 while the slot's worker accepts connections: the workers use the
      * connection gauges of the accepting ones to share the load. */
     int accepting[METRICS_SLOTS];
+    /* By slot: bytes its worker's uploads in progress have announced and
+     * not yet written; the free-space check at START counts them all. One
+     * array, so the sum reads a page, not one of every slot (pages a worker
+     * touches count in its memory). */
+    int64_t promised[METRICS_SLOTS];
     struct metrics_slot slot[METRICS_SLOTS];
     /* The scanner addresses (labels) and each one's state (MS_UP/MS_DOWN),
      * kept by the master's probe and by the workers that fail to reach one. */
@@ -61,8 +63,9 @@ struct metrics {
     int n_scanner_names;
 };
 
-/* Space promised to uploads in progress (see promised above). */
-void metrics_promise(struct metrics_slot *s, int64_t delta);
+/* Space promised to uploads in progress (see promised above), by the
+ * worker of slot s. */
+void metrics_promise(struct metrics *m, const struct metrics_slot *s, int64_t delta);
 uint64_t metrics_promised(const struct metrics *m);
 /* Open connections of a slot, both transports. */
 int64_t metrics_slot_connections(const struct metrics_slot *s);

@@ -133,7 +133,7 @@ void conn_log_access(struct conn *c, int code, const struct upload_request *r)
 
 void conn_promise(struct conn *c)
 {
-    metrics_promise(c->w->mslot, (int64_t)(c->up.size - c->up.received));
+    metrics_promise(c->w->metrics, c->w->mslot, (int64_t)(c->up.size - c->up.received));
 }
 
 void conn_abort_upload(struct conn *c, int code)
@@ -145,7 +145,7 @@ void conn_abort_upload(struct conn *c, int code)
     }
     /* What it will not write is no longer promised (see conn_promise). */
     if (c->up.phase == UPLOAD_RECEIVING)
-        metrics_promise(c->w->mslot, -(int64_t)(c->up.size - c->up.received));
+        metrics_promise(c->w->metrics, c->w->mslot, -(int64_t)(c->up.size - c->up.received));
     if ((c->up.phase == UPLOAD_RECEIVING || c->up.phase == UPLOAD_SEALED ||
          (c->up.phase == UPLOAD_DONE && !c->up.stored[0])) &&
         !c->logged)
@@ -452,7 +452,7 @@ int conn_splice_body(struct conn *c, size_t len)
 static void after_body(struct conn *c, size_t len)
 {
     metrics_received(c->w->mslot, c->t->kind, len);
-    metrics_promise(c->w->mslot, -(int64_t)len);
+    metrics_promise(c->w->metrics, c->w->mslot, -(int64_t)len);
     if (!c->in_job && upload_unhashed(&c->up) >= HASH_STEP && !upload_complete(&c->up)) {
         submit_hash(c);
     } else if (c->in_job && c->up.received - c->hash_to >= HASH_LAG) {

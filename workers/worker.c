@@ -315,7 +315,7 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     /* The connections of this slot's previous worker died with it. */
     if (w->mslot) {
         memset(w->mslot->connections, 0, sizeof w->mslot->connections);
-        w->mslot->promised = 0; /* a dead predecessor's promises */
+        m->promised[slot] = 0; /* a dead predecessor's promises */
     }
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (!w->loop) {

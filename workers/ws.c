@@ -32,6 +32,7 @@ struct ws {
     uint8_t hdr[WS_FRAME_HEADER_MAX];
     size_t hdr_len;
     bool in_frame;
+    uint32_t stash_seen; /* whole frames from the stash's start looked at (in padding) */
     struct ws_frame f;
     uint64_t f_done;
     uint8_t cpay[125];
@@ -55,7 +56,6 @@ struct ws {
 
     uint8_t *stash; /* input read while the upload was finishing */
     size_t stash_len;
-    size_t stash_seen; /* whole frames from its start already looked at */
 
     /* ?token= of the handshake URL, percent-decoded: used by STARTs without
      * one (on the heap, only when the URL has one). Longer than any token:
@@ -498,7 +498,7 @@ static void answer_waiting_pings(struct conn *c)
         memmove(ws->stash + off, ws->stash + off + whole, ws->stash_len - off - whole);
         ws->stash_len -= whole;
     }
-    ws->stash_seen = off;
+    ws->stash_seen = (uint32_t)off;
 }
 
 static bool ws_reads_waiting(const struct conn *c)
@@ -509,14 +509,11 @@ static bool ws_reads_waiting(const struct conn *c)
 static int read_waiting(struct conn *c)
 {
     struct ws *ws = c->ws;
+    struct worker *w = c->w;
     size_t room = WS_WAIT_HOLD - ws->stash_len;
-    uint8_t *s = realloc(ws->stash, ws->stash_len + room);
-    if (!s) {
-        conn_close(c);
-        return 0;
-    }
-    ws->stash = s;
-    ssize_t n = conn_recv(c, s + ws->stash_len, room);
+    /* Into the shared buffer first: the stash grows by what came, not by
+     * the room it may use. */
+    ssize_t n = conn_recv(c, w->rbuf, room < w->rbuf_size ? room : w->rbuf_size);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
         conn_close(c);
@@ -526,6 +523,13 @@ static int read_waiting(struct conn *c)
         conn_close(c); /* the client left while it waited */
         return 0;
     }
+    uint8_t *s = realloc(ws->stash, ws->stash_len + (size_t)n);
+    if (!s) {
+        conn_close(c);
+        return 0;
+    }
+    ws->stash = s;
+    memcpy(s + ws->stash_len, w->rbuf, (size_t)n);
     ws->stash_len += (size_t)n;
     answer_waiting_pings(c);
     if (c->state != CONN_CLOSED && ws->stash_len >= WS_WAIT_HOLD)

@@ -24,14 +24,14 @@ int main(void)
     struct metrics_slot *a = &m->slot[0], *b = &m->slot[7];
     /* Promised space: every slot's sum; a slot below zero counts as none. */
     CHECK(metrics_promised(m) == 0);
-    metrics_promise(a, 3000);
-    metrics_promise(b, 500);
-    metrics_promise(a, -1000);
-    CHECK(metrics_promised(m) == 2500);
-    metrics_promise(b, -700);
+    metrics_promise(m, a, 3000);
+    metrics_promise(m, b, 500);
+    metrics_promise(m, a, -1000);
+    CHECK(metrics_promised(m) == 2500 && m->promised[7] == 500);
+    metrics_promise(m, b, -700);
     CHECK(metrics_promised(m) == 2000);
-    metrics_promise(b, 200);
-    metrics_promise(a, -2000);
+    metrics_promise(m, b, 200);
+    metrics_promise(m, a, -2000);
     CHECK(metrics_promised(m) == 0 && metrics_promised(NULL) == 0);
     metrics_upload(a, MT_TCP, MV_CLEAN);
     metrics_upload(b, MT_TCP, MV_CLEAN);
