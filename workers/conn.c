@@ -188,6 +188,13 @@ static bool reading(const struct conn *c)
     return (c->state == CONN_HEADER || c->state == CONN_BODY) && !c->hash_wait;
 }
 
+static void update_io(struct conn *c);
+
+void conn_update_io(struct conn *c)
+{
+    update_io(c);
+}
+
 static void update_io(struct conn *c)
 {
     int ev = 0;
@@ -250,7 +257,7 @@ static int flush(struct conn *c)
     /* Everything went out. While an upload is received the buffer is kept
      * for its acknowledgements (one per WebSocket data message); otherwise
      * an idle connection keeps no output buffer. */
-    if (c->up.phase != UPLOAD_RECEIVING || c->out_cap > 65536) {
+    if ((!c->in_job && c->up.phase != UPLOAD_RECEIVING) || c->out_cap > 65536) {
         free(c->out);
         c->out = NULL;
         c->out_cap = 0;
@@ -413,6 +420,10 @@ static void hash_done(struct job *j)
         start_finalize(c);
         return;
     }
+    if (c->w->past_deadline) {
+        conn_shut_down(c); /* shutdown_timeout struck while it hashed: 503, bytes kept */
+        return;
+    }
     if (c->up.phase == UPLOAD_RECEIVING && upload_unhashed(&c->up) >= HASH_STEP) submit_hash(c);
     if (paused) {
         /* Caught up: read again, and the idle time counts from now. */
@@ -426,7 +437,10 @@ static void after_body(struct conn *c, size_t len);
 int conn_write_body(struct conn *c, const void *data, size_t len)
 {
     struct upload_error e;
+    uint64_t before = c->up.received;
     if (upload_write(&c->up, data, len, &e) < 0) {
+        /* What went in before the failure was written all the same. */
+        metrics_promise(c->w->metrics, c->w->mslot, -(int64_t)(c->up.received - before));
         conn_fail_with(c, &e);
         return -1;
     }
@@ -437,7 +451,9 @@ int conn_write_body(struct conn *c, const void *data, size_t len)
 int conn_splice_body(struct conn *c, size_t len)
 {
     struct upload_error e;
+    uint64_t before = c->up.received;
     if (upload_splice(&c->up, c->w->pipe[0], len, &e) < 0) {
+        metrics_promise(c->w->metrics, c->w->mslot, -(int64_t)(c->up.received - before));
         /* The shared pipe must be empty for the next connection. */
         char sink[4096];
         while (read(c->w->pipe[0], sink, sizeof sink) > 0) {

@@ -117,6 +117,9 @@ struct conn {
 
 struct conn *conn_new(struct worker *w, int fd, const struct listen_addr *addr);
 void conn_set_state(struct conn *c, enum conn_state s);
+/* Reading or not, writing or not, as the connection's state now says (the
+ * state and its timer unchanged). */
+void conn_update_io(struct conn *c);
 /* Queues bytes for the client; writes at once when the socket allows. 0 or -1
  * (the connection is then closed). */
 int conn_send(struct conn *c, const void *data, size_t len);

@@ -113,6 +113,15 @@ static void lookup_done(struct job *j)
         return;
     }
     struct upload_request *r = c->req;
+    if (c->w->past_deadline && c->found != FOUND_FINAL && c->found != FOUND_ERROR) {
+        /* shutdown_timeout struck while it was looked up: nothing more is
+         * received or finished here (the answer to a known verdict is
+         * still given). */
+        session_release(c);
+        upload_release(&c->up);
+        conn_shut_down(c);
+        return;
+    }
     switch (c->found) {
     case FOUND_ERROR:
         conn_log_access(c, c->job_err.code, r);

@@ -32,6 +32,7 @@ struct ws {
     uint8_t hdr[WS_FRAME_HEADER_MAX];
     size_t hdr_len;
     bool in_frame;
+    bool gone;           /* the client closed while its upload finished */
     uint32_t stash_seen; /* whole frames from the stash's start looked at (in padding) */
     struct ws_frame f;
     uint64_t f_done;
@@ -450,6 +451,8 @@ static size_t ws_process(struct conn *c, uint8_t *p, size_t n)
 }
 
 /* Processes bytes; what is left when an upload starts finishing waits. */
+static void answer_waiting_pings(struct conn *c);
+
 static void consume(struct conn *c, uint8_t *p, size_t n)
 {
     size_t used = ws_process(c, p, n);
@@ -463,6 +466,7 @@ static void consume(struct conn *c, uint8_t *p, size_t n)
     memcpy(s + ws->stash_len, p + used, n - used);
     ws->stash = s;
     ws->stash_len += n - used;
+    answer_waiting_pings(c); /* pings that came in the same read */
 }
 
 /* While an upload finishes or a START with an id is looked up, the
@@ -503,7 +507,7 @@ static void answer_waiting_pings(struct conn *c)
 
 static bool ws_reads_waiting(const struct conn *c)
 {
-    return c->ws && c->ws->stash_len < WS_WAIT_HOLD;
+    return c->ws && !c->ws->gone && c->ws->stash_len < WS_WAIT_HOLD;
 }
 
 static int read_waiting(struct conn *c)
@@ -514,13 +518,18 @@ static int read_waiting(struct conn *c)
     /* Into the shared buffer first: the stash grows by what came, not by
      * the room it may use. */
     ssize_t n = conn_recv(c, w->rbuf, room < w->rbuf_size ? room : w->rbuf_size);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
-        conn_close(c);
-        return 0;
-    }
-    if (n == 0) {
-        conn_close(c); /* the client left while it waited */
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
+        /* The client left. A lookup is simply dropped; an upload that
+         * finishes goes on (a client that sent DONE and left learns its
+         * verdict by asking again): it is not read any more, and its
+         * STATUS finds the connection gone. */
+        if (c->state == CONN_LOOKUP) {
+            conn_close(c);
+        } else {
+            ws->gone = true;
+            conn_update_io(c);
+        }
         return 0;
     }
     uint8_t *s = realloc(ws->stash, ws->stash_len + (size_t)n);
@@ -533,7 +542,7 @@ static int read_waiting(struct conn *c)
     ws->stash_len += (size_t)n;
     answer_waiting_pings(c);
     if (c->state != CONN_CLOSED && ws->stash_len >= WS_WAIT_HOLD)
-        conn_set_state(c, c->state); /* full: reading stops until it is used */
+        conn_update_io(c); /* full: reading stops until it is used */
     return 1;
 }
 

@@ -759,6 +759,15 @@ def test_every_byte_in_but_no_done_is_in_use_and_waiters_that_leave_go(daemon_fa
                     break
                 await asyncio.sleep(0.05)
             assert fds() <= before, (fds(), before)
+            # One that sends more than the 64 KiB held while it waits: it
+            # still gets its answer (a full stash stopped its retries).
+            async with websockets.connect(ws_url(d), max_size=None) as more:
+                await more.send(json.dumps({"type": "START", "filename": name,
+                                            "size": len(data), "id": uid}))
+                await asyncio.sleep(0.3)  # it waits now, and reads on
+                await more.send(os.urandom(70000))
+                expect_error(json.loads(await asyncio.wait_for(more.recv(), 15)), 409,
+                             "upload in use")
             # One that stays: told the upload is in use.
             t0 = time.monotonic()
             answer = await loop.run_in_executor(None, lambda: tcp_ask(d, uid, name, len(data)))

@@ -232,3 +232,41 @@ def test_metrics_sum_over_workers(daemon_factory):
     assert "intake_workers 2" in text
     assert 'intake_scan_duration_seconds_bucket{le="+Inf"} 0' in text
     assert "# TYPE intake_scan_duration_seconds histogram" in text
+
+
+def test_done_then_gone_is_still_finished(daemon):
+    """A client that sends DONE and leaves at once still has its upload
+    finished and placed (it learns the verdict by asking again): leaving
+    while the file is hashed, fsynced or scanned drops nothing. The
+    connection is read while the upload finishes (to answer pings), and the
+    first version of that dropped the upload when it saw the client go
+    while a hash job ran."""
+    from conftest import wait_for
+    data = os.urandom(32 << 20)
+
+    async def go(name):
+        async with websockets.connect("ws://127.0.0.1:%d/" % daemon.ws_port,
+                                      max_size=None, close_timeout=0.1) as ws:
+            await ws.send(json.dumps({"type": "START", "filename": name, "size": len(data)}))
+            await ws.recv()
+            for k in range(0, len(data), 1 << 20):
+                await ws.send(data[k:k + (1 << 20)])
+            await ws.send(json.dumps({"type": "DONE"}))
+            # Gone without reading a single ack: its side shut (FIN) once
+            # DONE is out. (A close with the acks unread would be a reset,
+            # which can discard the DONE before the server reads it: then
+            # the upload is rightly only interrupted.)
+            while ws.transport.get_write_buffer_size():
+                await asyncio.sleep(0.005)
+            ws.transport.write_eof()
+            for _ in range(3000):
+                if name in daemon.accepted():
+                    break
+                await asyncio.sleep(0.01)
+            ws.transport.abort()
+    names = ["gone-%d.bin" % i for i in range(3)]
+    for n in names:
+        asyncio.run(go(n))
+    wait_for(lambda: sorted(daemon.accepted()) == names, 60, what="all three placed")
+    for n in names:
+        assert file_sha256(os.path.join(daemon.accept_dir, n)) == hashlib.sha256(data).hexdigest()
