@@ -429,14 +429,21 @@ static int names_dir(struct store *s)
 }
 
 /* 1 if the reservation cand in nfd names upload id. */
+ssize_t store_reservation_owner(int nfd, const char *name, char id[STORE_ID_LEN + 1])
+{
+    int fd = openat(nfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, id, STORE_ID_LEN);
+    close(fd);
+    id[n > 0 ? n : 0] = '\0';
+    return n;
+}
+
 static int held_by(int nfd, const char *cand, const char *id)
 {
-    int fd = openat(nfd, cand, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return 0;
-    char buf[STORE_ID_LEN + 1];
-    ssize_t n = read(fd, buf, STORE_ID_LEN);
-    close(fd);
-    return n == STORE_ID_LEN && memcmp(buf, id, STORE_ID_LEN) == 0;
+    char owner[STORE_ID_LEN + 1];
+    return store_reservation_owner(nfd, cand, owner) == STORE_ID_LEN &&
+           memcmp(owner, id, STORE_ID_LEN) == 0;
 }
 
 int store_reserve_name(struct store *s, const char *id, const char *name, char *stored)

@@ -104,6 +104,9 @@ int store_link_part_as(struct store *s, const char *id, int dir_fd, const char *
 int store_reserve_name(struct store *s, const char *id, const char *name, char *stored);
 /* Drops upload id's reservation of name (after it was placed there). */
 void store_release_name(struct store *s, const char *id, const char *name);
+/* The id in reservation name of directory nfd (spool/.names), NUL-ended:
+ * the bytes read (STORE_ID_LEN when whole), or -1. */
+ssize_t store_reservation_owner(int nfd, const char *name, char id[STORE_ID_LEN + 1]);
 /* Where the reservations are, under the spool. */
 #define STORE_NAMES_DIR ".names"
 

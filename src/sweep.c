@@ -114,10 +114,8 @@ static void sweep_names(int dfd, int64_t now, uint64_t limit_ms, unsigned batch)
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
         if (!mtime_of(nfd, e->d_name, &t, NULL)) continue;
         if (now - t < (int64_t)limit_ms * 1000000) continue;
-        char id[STORE_ID_LEN + 1] = "";
-        int fd = openat(nfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        ssize_t got = fd < 0 ? -1 : read(fd, id, STORE_ID_LEN);
-        if (fd >= 0) close(fd);
+        char id[STORE_ID_LEN + 1];
+        ssize_t got = store_reservation_owner(nfd, e->d_name, id);
         if (got < 0) continue;
         bool valid = got == STORE_ID_LEN && is_id(id);
         char part[48], state[48];

@@ -188,14 +188,7 @@ static bool reading(const struct conn *c)
     return (c->state == CONN_HEADER || c->state == CONN_BODY) && !c->hash_wait;
 }
 
-static void update_io(struct conn *c);
-
 void conn_update_io(struct conn *c)
-{
-    update_io(c);
-}
-
-static void update_io(struct conn *c)
 {
     int ev = 0;
     if (c->out_len > c->out_off || tls_read_wants_write(c)) ev |= EV_WRITE;
@@ -241,7 +234,7 @@ void conn_set_state(struct conn *c, enum conn_state s)
     } else {
         ev_timer_stop(c->w->loop, &c->timer);
     }
-    update_io(c);
+    conn_update_io(c);
 }
 
 static int flush(struct conn *c)
@@ -268,7 +261,7 @@ static int flush(struct conn *c)
 static void after_flush(struct conn *c)
 {
     if (c->out_len == 0 && c->state == CONN_LINGER) conn_shutdown_write(c);
-    update_io(c);
+    conn_update_io(c);
 }
 
 int conn_send(struct conn *c, const void *data, size_t len)
@@ -427,20 +420,27 @@ static void hash_done(struct job *j)
     if (c->up.phase == UPLOAD_RECEIVING && upload_unhashed(&c->up) >= HASH_STEP) submit_hash(c);
     if (paused) {
         /* Caught up: read again, and the idle time counts from now. */
-        update_io(c);
+        conn_update_io(c);
         ev_timer_again(c->w->loop, &c->timer);
     }
 }
 
 static void after_body(struct conn *c, size_t len);
 
+/* What was written since before, all of it or up to a failure, is no longer
+ * promised (conn_promise). */
+static void unpromise_written(struct conn *c, uint64_t before)
+{
+    metrics_promise(c->w->metrics, c->w->mslot, -(int64_t)(c->up.received - before));
+}
+
 int conn_write_body(struct conn *c, const void *data, size_t len)
 {
     struct upload_error e;
     uint64_t before = c->up.received;
-    if (upload_write(&c->up, data, len, &e) < 0) {
-        /* What went in before the failure was written all the same. */
-        metrics_promise(c->w->metrics, c->w->mslot, -(int64_t)(c->up.received - before));
+    int rc = upload_write(&c->up, data, len, &e);
+    unpromise_written(c, before);
+    if (rc < 0) {
         conn_fail_with(c, &e);
         return -1;
     }
@@ -452,8 +452,9 @@ int conn_splice_body(struct conn *c, size_t len)
 {
     struct upload_error e;
     uint64_t before = c->up.received;
-    if (upload_splice(&c->up, c->w->pipe[0], len, &e) < 0) {
-        metrics_promise(c->w->metrics, c->w->mslot, -(int64_t)(c->up.received - before));
+    int rc = upload_splice(&c->up, c->w->pipe[0], len, &e);
+    unpromise_written(c, before);
+    if (rc < 0) {
         /* The shared pipe must be empty for the next connection. */
         char sink[4096];
         while (read(c->w->pipe[0], sink, sizeof sink) > 0) {
@@ -468,12 +469,11 @@ int conn_splice_body(struct conn *c, size_t len)
 static void after_body(struct conn *c, size_t len)
 {
     metrics_received(c->w->mslot, c->t->kind, len);
-    metrics_promise(c->w->metrics, c->w->mslot, -(int64_t)len);
     if (!c->in_job && upload_unhashed(&c->up) >= HASH_STEP && !upload_complete(&c->up)) {
         submit_hash(c);
     } else if (c->in_job && c->up.received - c->hash_to >= HASH_LAG) {
         c->hash_wait = true;
-        update_io(c);
+        conn_update_io(c);
     }
 }
 
@@ -870,7 +870,7 @@ static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
          * 1 GiB one on the same worker; with 1, ~20-45 ms. */
         c->t->read_step(c);
     /* TLS: a read may wait to write, or leave decrypted input behind. */
-    if (c->tls && c->state != CONN_CLOSED) update_io(c);
+    if (c->tls && c->state != CONN_CLOSED) conn_update_io(c);
 }
 
 /* The timer ran out while our messages waited for the client: we stopped

@@ -450,23 +450,30 @@ static size_t ws_process(struct conn *c, uint8_t *p, size_t n)
     return i;
 }
 
-/* Processes bytes; what is left when an upload starts finishing waits. */
 static void answer_waiting_pings(struct conn *c);
 
+/* Keeps bytes read while the connection waits, and answers the pings among
+ * them. false if the connection is closed (out of memory). */
+static bool stash(struct conn *c, const uint8_t *p, size_t n)
+{
+    struct ws *ws = c->ws;
+    uint8_t *s = realloc(ws->stash, ws->stash_len + n);
+    if (!s) {
+        conn_close(c);
+        return false;
+    }
+    memcpy(s + ws->stash_len, p, n);
+    ws->stash = s;
+    ws->stash_len += n;
+    answer_waiting_pings(c);
+    return c->state != CONN_CLOSED;
+}
+
+/* Processes bytes; what is left when an upload starts finishing waits. */
 static void consume(struct conn *c, uint8_t *p, size_t n)
 {
     size_t used = ws_process(c, p, n);
-    if (used >= n || !waits(c)) return;
-    struct ws *ws = c->ws;
-    uint8_t *s = realloc(ws->stash, ws->stash_len + (n - used));
-    if (!s) {
-        conn_close(c);
-        return;
-    }
-    memcpy(s + ws->stash_len, p + used, n - used);
-    ws->stash = s;
-    ws->stash_len += n - used;
-    answer_waiting_pings(c); /* pings that came in the same read */
+    if (used < n && waits(c)) stash(c, p + used, n - used);
 }
 
 /* While an upload finishes or a START with an id is looked up, the
@@ -532,17 +539,8 @@ static int read_waiting(struct conn *c)
         }
         return 0;
     }
-    uint8_t *s = realloc(ws->stash, ws->stash_len + (size_t)n);
-    if (!s) {
-        conn_close(c);
-        return 0;
-    }
-    ws->stash = s;
-    memcpy(s + ws->stash_len, w->rbuf, (size_t)n);
-    ws->stash_len += (size_t)n;
-    answer_waiting_pings(c);
-    if (c->state != CONN_CLOSED && ws->stash_len >= WS_WAIT_HOLD)
-        conn_update_io(c); /* full: reading stops until it is used */
+    if (!stash(c, (const uint8_t *)w->rbuf, (size_t)n)) return 0;
+    if (ws->stash_len >= WS_WAIT_HOLD) conn_update_io(c); /* full: reading stops until it is used */
     return 1;
 }
 
