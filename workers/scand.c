@@ -20,6 +20,7 @@
 #include "config.h"
 #include "log.h"
 #include "proctitle.h"
+#include "scand_dirs.h"
 
 #include <clamav.h>
 #include <dirent.h>
@@ -289,6 +290,7 @@ static int load_engine(const char *sigdir)
         return -1;
     }
     if (make_tmpdir() < 0 || check_tmpdir() < 0) return -1;
+    scand_dirs_init(tmpdir); /* each scan's directory is parked and reused */
     engine = cl_engine_new();
     if (!engine) return -1;
     cl_engine_set_str(engine, CL_ENGINE_TMPDIR, tmpdir);

@@ -196,6 +196,56 @@ def test_session_carries_many_scans(scand, tmp_path):
     sess.close()
 
 
+def test_scans_reuse_their_temp_directories(scand, tmp_path):
+    """libclamav makes and removes a directory per scan; intake-scand parks
+    each emptied one and hands it to the next scan, so scan after scan, in
+    parallel sessions, uses the same few directories (the same inodes),
+    archives are still unpacked in them and found, and nothing is left in
+    them."""
+    base = short_dir()
+    try:
+        s = scand("--tmpdir", base, "--threads", "2").ready()
+        (mine,) = [d for d in os.listdir(base) if d.startswith("intake-scand.")]
+        tmp = os.path.join(base, mine)
+        clean, bad, bundle = tmp_path / "clean.bin", tmp_path / "e.com", tmp_path / "b.zip"
+        clean.write_bytes(os.urandom(4096))
+        bad.write_bytes(EICAR)
+        bundle.write_bytes(eicar_zip())
+
+        def parked():
+            out = {}
+            for n in os.listdir(tmp):
+                if n != "lock":
+                    assert n.startswith("parked."), n
+                    assert os.listdir(os.path.join(tmp, n)) == [], n  # emptied first
+                    out[n] = os.lstat(os.path.join(tmp, n)).st_ino
+            return out
+
+        def scan_many(n):
+            sess = Session(s.sock)
+            for i in range(n):
+                f, want = [(clean, ": OK"), (bundle, ": %s FOUND" % EICAR_NAME),
+                           (bad, ": %s FOUND" % EICAR_NAME)][i % 3]
+                r = sess.fildes(f)
+                assert r.endswith(want), (i, f, r)
+            sess.close()
+
+        threads = [threading.Thread(target=scan_many, args=(30,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        first = parked()
+        assert 1 <= len(first) <= 2, first  # one per scan at a time, no more
+        scan_many(60)
+        again = parked()
+        # The scans took the parked directories and gave them back: no new
+        # directory (inode) was made for any of those 60 scans.
+        assert set(again.values()) <= set(first.values()), (first, again)
+    finally:
+        subprocess.run(["rm", "-rf", base])
+
+
 def test_temp_dir_gone_is_an_error_not_clean(scand, tmp_path):
     """libclamav 1.4 reports a file clean, unscanned, when it cannot make its
     per-scan temporary directory: intake-scand answers ERROR instead, and
@@ -549,7 +599,11 @@ def test_killed_scanner_leaves_no_temp_dir(daemon_factory, scand):
     assert "removed %s/%s, the temp directory of a scanner that is gone" % (base, first[0]) \
         in d.logs()
     assert Client(d.tcp_port).upload("bundle.zip", eicar_zip())[1]["verdict"] == "infected"
-    assert os.listdir(os.path.join(base, now[0])) == ["lock"]  # scans clean up after themselves
+    # Scans clean up after themselves: only the lock and the emptied scan
+    # directory, parked for the next scan.
+    left = sorted(os.listdir(os.path.join(base, now[0])))
+    assert left[0] == "lock" and [n.split(".")[0] for n in left[1:]] == ["parked"] * (len(left) - 1)
+    assert all(os.listdir(os.path.join(base, now[0], n)) == [] for n in left[1:])
 
 
 def test_stalled_scans_do_not_hold_up_hashing(daemon_factory):
