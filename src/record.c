@@ -414,29 +414,36 @@ static void names(const char *id, char *state, char *tmp)
     snprintf(tmp, 48, "%.32s.state.tmp", id);
 }
 
-int record_save(int spool_fd, const struct record *r, unsigned seq, bool sync)
+int record_open(int spool_fd, const char *id, bool create)
+{
+    char state[48];
+    snprintf(state, sizeof state, "%.32s.state", id);
+    int flags = O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0);
+    int fd = openat(spool_fd, state, flags, 0640);
+    return fd < 0 ? -errno : fd;
+}
+
+int record_write(int fd, const struct record *r, unsigned seq, bool sync)
 {
     static _Thread_local char buf[RECORD_SLOT];
     int n = record_slot_format(r, seq, buf, sizeof buf);
     if (n < 0) return -EOVERFLOW;
-    char state[48];
-    snprintf(state, sizeof state, "%.32s.state", r->id);
-    int flags = O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (seq == 0 ? O_CREAT | O_TRUNC : 0);
-    int fd = openat(spool_fd, state, flags, 0640);
-    if (fd < 0) return -errno;
-    int rc = 0;
     size_t off = 0;
     off_t at = (off_t)(seq % 2) * RECORD_SLOT;
     while (off < (size_t)n) {
         ssize_t w = pwrite(fd, buf + off, (size_t)n - off, at + (off_t)off);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            rc = w < 0 ? -errno : -EIO;
-            break;
-        }
+        if (w <= 0) return w < 0 ? -errno : -EIO;
         off += (size_t)w;
     }
-    if (rc == 0 && sync && fdatasync(fd) < 0) rc = -errno;
+    return sync && fdatasync(fd) < 0 ? -errno : 0;
+}
+
+int record_save(int spool_fd, const struct record *r, unsigned seq, bool sync)
+{
+    int fd = record_open(spool_fd, r->id, seq == 0);
+    if (fd < 0) return fd;
+    int rc = record_write(fd, r, seq, sync);
     if (close(fd) < 0 && rc == 0) rc = -errno;
     return rc;
 }

@@ -92,6 +92,11 @@ int record_file_parse(const char *buf, size_t len, struct record *r, unsigned *s
  * may lose or garble it: only for a record that holds nothing worth keeping
  * yet. 0 or -errno. */
 int record_save(int spool_fd, const struct record *r, unsigned seq, bool sync);
+/* The same in two steps, for a writer that saves again and again: opens
+ * spool/<id>.state for saves (create: a new, empty one; the fd, or -errno),
+ * then writes save number seq into its slot of that fd (0 or -errno). */
+int record_open(int spool_fd, const char *id, bool create);
+int record_write(int fd, const struct record *r, unsigned seq, bool sync);
 /* Reads spool/<id>.state: its newest whole slot, and that save's number in
  * *seq (the next save is *seq + 1). 0, -ENOENT, or -EINVAL (corrupt: treat
  * as unknown). */

@@ -48,7 +48,7 @@ static void texts_none(struct upload *u)
 void upload_init(struct upload *u)
 {
     memset(u, 0, sizeof *u);
-    u->fd = u->rfd = -1;
+    u->fd = u->rfd = u->record_fd = -1;
     u->filename = u->logname = no_name;
     texts_none(u);
 }
@@ -203,7 +203,11 @@ int upload_save_record(struct upload *u, struct store *st, bool sync)
 {
     static _Thread_local struct record r; /* 4 KiB of filename: not on the stack */
     upload_to_record(u, &r);
-    int rc = record_save(st->spool_fd, &r, u->record_seq, sync);
+    /* Kept open between saves: each open was a lookup in a spool
+     * directory that holds an hour of records. */
+    int rc = u->record_fd >= 0 ? 0 : record_open(st->spool_fd, u->id, u->record_seq == 0);
+    if (rc >= 0 && u->record_fd < 0) u->record_fd = rc;
+    if (rc >= 0) rc = record_write(u->record_fd, &r, u->record_seq, sync);
     if (rc < 0)
         log_error("upload %s: cannot write its record in the spool: %s", u->id, strerror(-rc));
     else
@@ -665,7 +669,8 @@ void upload_release(struct upload *u)
 {
     if (u->fd >= 0) close(u->fd);
     if (u->rfd >= 0) close(u->rfd);
-    u->fd = u->rfd = -1;
+    if (u->record_fd >= 0) close(u->record_fd);
+    u->fd = u->rfd = u->record_fd = -1;
     if (u->md) EVP_MD_CTX_free(u->md);
     u->md = NULL;
     u->phase = UPLOAD_IDLE;

@@ -112,6 +112,7 @@ struct upload {
     int64_t durable_ms; /* when (CLOCK_MONOTONIC), 0: not yet */
     unsigned steps;   /* enum record_step bits */
     unsigned record_seq; /* the next save's number (record.h: slots) */
+    int record_fd;       /* spool/<id>.state, open from the first save to release */
     bool resumed;     /* picked up again by START with its id */
     bool named;       /* stored holds the stored_as chosen (and recorded) before the
                          hook and the publish; placement links exactly that name */

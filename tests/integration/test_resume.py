@@ -1193,3 +1193,43 @@ def test_cli_waits_while_the_server_holds_the_dead_connection(daemon_factory, tm
     assert "resumed at byte" in d.logs()
     assert file_sha256(os.path.join(d.accept_dir, f.name)) == sha256(data)
     assert proxy.forwarded < 1.5 * len(data)
+
+
+def test_no_record_is_left_open(daemon_factory):
+    """An upload keeps its record (spool/<id>.state) open from the first save
+    to its end, not reopened per save, and lets it go however it ends:
+    placed, infected, a checksum mismatch, cut off, resumed and placed,
+    asked again."""
+    d = daemon_factory(scan=True, workers=1)
+    worker = d.workers()[0]
+
+    def open_records():
+        out = []
+        for fd in os.listdir("/proc/%d/fd" % worker):
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (worker, fd)).endswith(".state"):
+                    out.append(fd)
+            except OSError:
+                pass
+        return out
+
+    data = os.urandom(200000)
+    ready, st = Client(d.tcp_port).upload("clean.bin", data, sha=True)
+    assert st["verdict"] == "clean"
+    assert Client(d.tcp_port).upload("e.com", EICAR)[1]["verdict"] == "infected"
+    c = Client(d.tcp_port)
+    c.start("bad.bin", 5, "0" * 64)
+    c.send(b"hello")
+    assert c.line()["type"] == "READY" and c.line()["code"] == 422
+    c.close()
+    uid = tcp_begin(d, "cut.bin", data, 1000, sha=True)
+    # Held open while the upload waits to be resumed? No: an interrupted
+    # upload holds nothing, its record included.
+    wait_for(lambda: open_records() == [], 5, what="the cut upload's record closed")
+    assert tcp_resume(d, uid, "cut.bin", data, 1000, sha=True)["verdict"] == "clean"
+    assert tcp_ask(d, ready["id"], "clean.bin", len(data), sha256(data)) == st
+    c, held = tcp_open(d, "open.bin", data, 5000)
+    assert len(open_records()) == 1  # the one upload in progress: one record open
+    c.close()
+    interrupted(d, held, 5000)
+    wait_for(lambda: open_records() == [], 5, what="every record closed")

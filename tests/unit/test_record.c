@@ -381,9 +381,20 @@ static void files(void)
     snprintf(path, sizeof path, "%s/%s.state", dir, r.id);
     struct stat sb;
     CHECK(stat(path, &sb) == 0 && sb.st_size > RECORD_SLOT && sb.st_size < 2 * RECORD_SLOT);
-    /* Slot 1 cut by a crash: save 2, in slot 0, stands. */
+    /* Saves through one open fd, as an upload makes them. */
+    CHECK(record_open(dfd, "0123456789abcdef0123456789abcdee", false) == -ENOENT);
+    int rfd = record_open(dfd, r.id, false);
+    CHECK(rfd >= 0);
+    r.durable = 500;
+    CHECK(record_write(rfd, &r, 3, false) == 0);
+    CHECK(record_load(dfd, r.id, &back, &seq) == 0 && back.durable == 500 && seq == 3);
+    r.durable = 999;
+    CHECK(record_write(rfd, &r, 4, true) == 0);
+    CHECK(record_load(dfd, r.id, &back, &seq) == 0 && back.durable == 999 && seq == 4);
+    close(rfd);
+    /* Slot 1 cut by a crash: save 4, in slot 0, stands. */
     CHECK(truncate(path, RECORD_SLOT + 40) == 0);
-    CHECK(record_load(dfd, r.id, &back, &seq) == 0 && seq == 2);
+    CHECK(record_load(dfd, r.id, &back, &seq) == 0 && seq == 4);
     /* Both cut: unknown, never something. */
     CHECK(truncate(path, 40) == 0);
     CHECK(record_load(dfd, r.id, &back, &seq) == -EINVAL);
