@@ -186,6 +186,7 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
         }
         /* Resumed now: the sweep measures resume_timeout from here. */
         futimens(fd, NULL);
+        u->spool_mark = store_dir_mark(st, st->spool_fd);
         snprintf(u->id, sizeof u->id, "%s", id);
         u->received = u->wb_started = u->wb_done = have;
         u->phase = UPLOAD_RECEIVING;

@@ -72,16 +72,19 @@ void store_close(struct store *s)
     }
 }
 
-int store_sync_dir(struct store *s, int dir_fd)
+static struct dir_sync *dir_sync_of(struct store *s, int dir_fd)
 {
-    int which = dir_fd == s->spool_fd        ? 0
-                : dir_fd == s->accept_fd     ? 1
-                : dir_fd == s->quarantine_fd ? 2
-                                             : -1;
-    if (dir_fd < 0 || which < 0) return fsync(dir_fd) < 0 ? -errno : 0;
-    struct dir_sync *d = &s->sync[which];
-    pthread_mutex_lock(&d->mu);
-    uint64_t me = ++d->asked; /* our change was made before this */
+    if (dir_fd < 0) return NULL;
+    return dir_fd == s->spool_fd        ? &s->sync[0]
+           : dir_fd == s->accept_fd     ? &s->sync[1]
+           : dir_fd == s->quarantine_fd ? &s->sync[2]
+                                        : NULL;
+}
+
+/* Waits until caller `me` is covered (mutex held), running the fsync when
+ * none runs. 0 or -errno. */
+static int sync_covering(struct dir_sync *d, int dir_fd, uint64_t me)
+{
     while (d->covered < me) {
         if (d->running) {
             pthread_cond_wait(&d->cv, &d->mu);
@@ -102,7 +105,38 @@ int store_sync_dir(struct store *s, int dir_fd)
         pthread_cond_broadcast(&d->cv);
     }
     /* A later successful fsync also started after our change. */
-    int rc = me <= d->ok ? 0 : -d->err;
+    return me <= d->ok ? 0 : -d->err;
+}
+
+int store_sync_dir(struct store *s, int dir_fd)
+{
+    struct dir_sync *d = dir_sync_of(s, dir_fd);
+    if (!d) return fsync(dir_fd) < 0 ? -errno : 0;
+    pthread_mutex_lock(&d->mu);
+    uint64_t me = ++d->asked; /* our change was made before this */
+    int rc = sync_covering(d, dir_fd, me);
+    pthread_mutex_unlock(&d->mu);
+    return rc;
+}
+
+uint64_t store_dir_mark(struct store *s, int dir_fd)
+{
+    struct dir_sync *d = dir_sync_of(s, dir_fd);
+    if (!d) return 0;
+    pthread_mutex_lock(&d->mu);
+    uint64_t me = ++d->asked;
+    pthread_mutex_unlock(&d->mu);
+    return me;
+}
+
+int store_sync_dir_since(struct store *s, int dir_fd, uint64_t mark)
+{
+    struct dir_sync *d = dir_sync_of(s, dir_fd);
+    if (!d || mark == 0) return store_sync_dir(s, dir_fd);
+    pthread_mutex_lock(&d->mu);
+    /* Covered, but by a failed fsync: ask for a new one. */
+    if (d->covered >= mark && d->ok < mark) mark = ++d->asked;
+    int rc = sync_covering(d, dir_fd, mark);
     pthread_mutex_unlock(&d->mu);
     return rc;
 }
@@ -270,12 +304,17 @@ int store_open_part(struct store *s, const char *id, int flags)
     return fd < 0 ? -errno : fd;
 }
 
-int store_discard_part(struct store *s, const char *id)
+int store_drop_part(struct store *s, const char *id, uint64_t mark)
 {
     char part[STORE_ID_LEN + 8];
     snprintf(part, sizeof part, "%s.part", id);
     if (unlinkat(s->spool_fd, part, 0) < 0) return -errno;
-    return store_sync_dir(s, s->spool_fd);
+    return store_sync_dir_since(s, s->spool_fd, mark);
+}
+
+int store_discard_part(struct store *s, const char *id)
+{
+    return store_drop_part(s, id, 0);
 }
 
 /* Looks for an earlier link of the .part among the candidate names. */

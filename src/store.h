@@ -45,6 +45,13 @@ void store_close(struct store *s);
  * change made in the directory before it started. Any other fd is synced
  * alone. 0 or -errno. */
 int store_sync_dir(struct store *s, int dir_fd);
+/* The same in two steps, for changes whose durability can wait: the mark
+ * taken after a change (store_dir_mark), then store_sync_dir_since(mark)
+ * returns at once if an fsync that began after the mark has succeeded
+ * meanwhile (other uploads' syncs run all the time), and otherwise syncs as
+ * store_sync_dir does. Only for the store's three directories. */
+uint64_t store_dir_mark(struct store *s, int dir_fd);
+int store_sync_dir_since(struct store *s, int dir_fd, uint64_t mark);
 
 /* 32 lowercase hex characters from getrandom(2), NUL-terminated (33 bytes). */
 void store_new_id(char out[STORE_ID_LEN + 1]);
@@ -74,6 +81,11 @@ int store_place(struct store *s, const char *id, int dir_fd, const char *prefix,
 int store_open_part(struct store *s, const char *id, int flags);
 /* Removes spool/<id>.part and fsyncs the spool directory. 0 or -errno. */
 int store_discard_part(struct store *s, const char *id);
+/* The same once the placement is recorded: then what must be durable is
+ * the record's own name in the spool, and a spool fsync begun since `mark`
+ * (store_dir_mark, taken when the upload began or was taken over) covers
+ * it: usually another upload's has, and none is run. */
+int store_drop_part(struct store *s, const char *id, uint64_t mark);
 /* Links spool/<id>.part into dir_fd under prefix+name, or the first free
  * name-1, name-2... (link(2) never overwrites), and fsyncs dir_fd; the spool
  * entry stays (store_discard_part removes it once the placement is

@@ -148,6 +148,7 @@ int upload_begin(struct upload *u, struct store *st, const struct upload_limits 
         store_discard_part(st, u->id);
         return upload_fail(e, 500, "cannot record the upload in the spool");
     }
+    u->spool_mark = store_dir_mark(st, st->spool_fd);
     return 0;
 }
 
@@ -547,7 +548,7 @@ static int place(struct upload *u, struct store *st, const struct upload_policy 
         return 1;
     }
     if (u->named) store_release_name(st, u->id, u->stored);
-    rc = store_discard_part(st, u->id);
+    rc = store_drop_part(st, u->id, u->spool_mark);
     if (rc < 0 && rc != -ENOENT)
         log_warn("upload %s: placed, but removing its spool entry failed: %s (the sweep will)",
                  u->id, strerror(-rc));

@@ -113,6 +113,7 @@ struct upload {
     unsigned steps;   /* enum record_step bits */
     unsigned record_seq; /* the next save's number (record.h: slots) */
     int record_fd;       /* spool/<id>.state, open from the first save to release */
+    uint64_t spool_mark; /* store_dir_mark of the spool once the record's name was there */
     bool resumed;     /* picked up again by START with its id */
     bool named;       /* stored holds the stored_as chosen (and recorded) before the
                          hook and the publish; placement links exactly that name */

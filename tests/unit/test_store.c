@@ -302,6 +302,24 @@ static void test_sync_dir(void)
     CHECK(store_sync_dir(&sync_store, watch_fd) == -EIO);
     fail_fsync = 0;
     CHECK(store_sync_dir(&sync_store, watch_fd) == 0);
+    /* A mark taken after a change: a sync begun after it (anyone's) covers
+     * it, so none is run; with none since, one is. */
+    fsyncs = 0;
+    uint64_t m = store_dir_mark(&sync_store, watch_fd);
+    CHECK(store_sync_dir(&sync_store, watch_fd) == 0 && fsyncs == 1);
+    CHECK(store_sync_dir_since(&sync_store, watch_fd, m) == 0 && fsyncs == 1);
+    m = store_dir_mark(&sync_store, watch_fd);
+    CHECK(store_sync_dir_since(&sync_store, watch_fd, m) == 0 && fsyncs == 2);
+    CHECK(store_sync_dir_since(&sync_store, watch_fd, m) == 0 && fsyncs == 2);
+    /* Covered by a failed sync: a new one is run, and its result counts. */
+    m = store_dir_mark(&sync_store, watch_fd);
+    fail_fsync = 1;
+    CHECK(store_sync_dir(&sync_store, watch_fd) == -EIO && fsyncs == 3);
+    CHECK(store_sync_dir_since(&sync_store, watch_fd, m) == -EIO && fsyncs == 4);
+    fail_fsync = 0;
+    CHECK(store_sync_dir_since(&sync_store, watch_fd, m) == 0 && fsyncs == 5);
+    /* No mark (0): a sync of its own. */
+    CHECK(store_sync_dir_since(&sync_store, watch_fd, 0) == 0 && fsyncs == 6);
     /* Not one of the store's directories: synced alone, result passed on. */
     CHECK(store_sync_dir(&sync_store, -1) == -EBADF);
     watch_fd = -1;
