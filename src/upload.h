@@ -101,8 +101,12 @@ struct upload {
     uint64_t hashed;
     bool has_want;
     unsigned char want[32], digest[32];
+    bool resumed; /* picked up again by START with its id */
+    bool named;   /* stored holds the stored_as chosen (and recorded) before the
+                     hook and the publish; placement links exactly that name */
     enum upload_verdict verdict; /* the outcome told to the client */
     enum upload_verdict scanned; /* the scan's verdict, with RECORD_SCANNED */
+    int record_fd;               /* spool/<id>.state, open from the first save to release */
     char *virus;
     char *reason;
     struct timespec started;
@@ -112,11 +116,7 @@ struct upload {
     int64_t durable_ms; /* when (CLOCK_MONOTONIC), 0: not yet */
     unsigned steps;   /* enum record_step bits */
     unsigned record_seq; /* the next save's number (record.h: slots) */
-    int record_fd;       /* spool/<id>.state, open from the first save to release */
     uint64_t spool_mark; /* store_dir_mark of the spool once the record's name was there */
-    bool resumed;     /* picked up again by START with its id */
-    bool named;       /* stored holds the stored_as chosen (and recorded) before the
-                         hook and the publish; placement links exactly that name */
 };
 
 void upload_init(struct upload *u);
