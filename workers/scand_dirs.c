@@ -16,9 +16,10 @@
  * directory directly under the temp dir renames a parked one into place
  * (RENAME_NOREPLACE: an existing name still fails with EEXIST). A rename
  * allocates and frees nothing. Everything else, a directory that is not
- * empty, more than PARK_MAX parked, and any failure go to the real calls
- * (mkdirat, unlinkat), so the worst case is the old behaviour. A parked
- * directory keeps its mode: libclamav makes every one 0700. What is parked
+ * empty or has grown big, more than PARK_MAX parked, and any failure go to
+ * the real calls (mkdirat, unlinkat). A parked directory keeps its mode
+ * (mkdir's mode and the umask are not applied again): libclamav makes
+ * every one 0700. What is parked
  * goes with the temp dir when the scanner exits (or with the sweep of a
  * dead scanner's). */
 #define _GNU_SOURCE
@@ -101,14 +102,24 @@ static void put(int i, enum slot to)
     pthread_mutex_unlock(&mu);
 }
 
-/* Only . and .. in it (a directory that is not one reads as not empty). */
-static bool empty_dir(const char *path)
+/* What a directory may be parked as. */
+enum parkable { PARK_OK, PARK_TOO_BIG, PARK_NO };
+
+/* A directory never shrinks: one that held an archive's thousands of
+ * members keeps their blocks when emptied. It is removed, not parked. */
+#define PARK_DIR_MAX (16 * 1024)
+
+/* PARK_OK for an empty directory of at most PARK_DIR_MAX bytes,
+ * PARK_TOO_BIG for a bigger empty one, PARK_NO for anything else (a
+ * directory with entries, or not a directory). */
+static enum parkable classify(const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return false;
+    if (fd < 0) return PARK_NO;
+    struct stat st;
     char buf[512] __attribute__((aligned(8)));
-    bool empty = true;
-    ssize_t n;
+    bool empty = fstat(fd, &st) == 0;
+    ssize_t n = 0;
     while (empty && (n = getdents64(fd, buf, sizeof buf)) > 0) {
         for (ssize_t off = 0; off < n;) {
             const struct dirent64 *e = (const struct dirent64 *)(buf + off);
@@ -116,9 +127,9 @@ static bool empty_dir(const char *path)
             off += e->d_reclen;
         }
     }
-    if (n < 0) empty = false;
     close(fd);
-    return empty;
+    if (!empty || n < 0) return PARK_NO;
+    return st.st_size > PARK_DIR_MAX ? PARK_TOO_BIG : PARK_OK;
 }
 
 __attribute__((noinline)) static int park_mkdir(const char *path, mode_t mode)
@@ -139,14 +150,25 @@ __attribute__((noinline)) static int park_mkdir(const char *path, mode_t mode)
 
 __attribute__((noinline)) static int park_rmdir(const char *path)
 {
-    int i = in_scope(path) && empty_dir(path) ? take(SLOT_FREE) : -1;
+    int i = in_scope(path) ? take(SLOT_FREE) : -1;
     if (i >= 0) {
         char to[PATH_MAX + 16];
-        /* Replacing: a leftover empty parked.N (after the temp dir was
-         * moved away and back) is simply taken over. */
+        /* Renamed first, then looked at: under its parking name nobody
+         * adds to it between the look and the parking. Replacing: a
+         * leftover empty parked.N (after the temp dir was moved away and
+         * back) is simply taken over. */
         if (slot_path(i, to, sizeof to) && renameat2(AT_FDCWD, path, AT_FDCWD, to, 0) == 0) {
-            put(i, SLOT_PARKED);
-            return 0;
+            enum parkable k = classify(to);
+            if (k == PARK_OK) {
+                put(i, SLOT_PARKED);
+                return 0;
+            }
+            put(i, SLOT_FREE);
+            if (k == PARK_TOO_BIG) return unlinkat(AT_FDCWD, to, AT_REMOVEDIR);
+            /* Not empty, or not a directory: back under its name, and the
+             * real rmdir below says why it cannot go. */
+            renameat2(AT_FDCWD, to, AT_FDCWD, path, RENAME_NOREPLACE);
+            return unlinkat(AT_FDCWD, path, AT_REMOVEDIR);
         }
         put(i, SLOT_FREE);
     }

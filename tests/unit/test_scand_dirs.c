@@ -81,6 +81,7 @@ int main(void)
     errno = 0;
     CHECK(rmdir(at("c-scantemp.3")) == -1 && errno == ENOTEMPTY);
     CHECK(scand_dirs_parked() == 0 && ino(at("c-scantemp.3")) == first);
+    CHECK(ino(at("c-scantemp.3/member")) != 0); /* where it was, untouched */
     CHECK(mkdir(at("c-scantemp.3/sub"), 0700) == 0); /* deeper: out of scope */
     CHECK(unlink(at("c-scantemp.3/member")) == 0);
     errno = 0;
@@ -130,6 +131,25 @@ int main(void)
     CHECK(mkdir(at("y-scantemp.10"), 0700) == -1 && errno == ENOENT);
     CHECK(rename(moved, base) == 0);
     CHECK(mkdir(at("y-scantemp.10"), 0700) == 0 && rmdir(at("y-scantemp.10")) == 0);
+
+    /* Emptied but grown big (an archive's many members): removed, not
+     * parked, since a directory never shrinks. */
+    int before = scand_dirs_parked();
+    CHECK(mkdir(at("z-scantemp.11"), 0700) == 0);
+    char member[PATH_MAX];
+    for (int i = 0; i < 600; i++) {
+        snprintf(member, sizeof member, "%s/member-with-a-long-name-%04d", at("z-scantemp.11"), i);
+        touch(member);
+    }
+    struct stat big;
+    CHECK(stat(at("z-scantemp.11"), &big) == 0 && big.st_size > 16 * 1024);
+    for (int i = 0; i < 600; i++) {
+        snprintf(member, sizeof member, "%s/member-with-a-long-name-%04d", at("z-scantemp.11"), i);
+        CHECK(unlink(member) == 0);
+    }
+    CHECK(rmdir(at("z-scantemp.11")) == 0 && ino(at("z-scantemp.11")) == 0);
+    CHECK_MSG(scand_dirs_parked() == (before ? before - 1 : 0), "%d parked, %d before",
+              scand_dirs_parked(), before); /* its mkdir took one; none came back */
 
     /* At most PARK_MAX (64) are parked; the rest are removed for real. */
     for (int i = 0; i < 70; i++) {
