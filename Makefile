@@ -107,9 +107,9 @@ $(BUILD)/tests/test_sweep: $(call obj,src/sweep.c)
 # intake-scand's mkdir/rmdir: its test gets them as the program does.
 $(BUILD)/tests/test_scand_dirs: $(call obj,workers/scand_dirs.c)
 
-# Fault injection: test_upload makes SHA-256 fail; test_store counts,
+# Fault injection: test_upload makes SHA-256 and the spool's fsync fail; test_store counts,
 # slows and fails directory fsyncs.
-$(BUILD)/tests/test_upload: LDFLAGS += -Wl,--wrap=EVP_DigestUpdate
+$(BUILD)/tests/test_upload: LDFLAGS += -Wl,--wrap=EVP_DigestUpdate -Wl,--wrap=fsync
 $(BUILD)/tests/test_store: LDFLAGS += -Wl,--wrap=fsync
 
 unit: $(UNIT_BINS)

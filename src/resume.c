@@ -82,8 +82,16 @@ static enum upload_found final(struct upload *u, struct store *st, const struct 
 {
     if (from_record(u, rec, seq, e) < 0) return FOUND_ERROR;
     /* A crash between recording the placement and removing the spool
-     * entry leaves the .part behind: it is no longer needed. */
-    store_discard_part(st, rec->id);
+     * entry leaves the .part behind: it is no longer needed. And the
+     * answer waits for a spool fsync: the upload's own may have failed, or
+     * not have run yet (it is still finishing on another connection). */
+    int rc = store_discard_part(st, rec->id);
+    if (rc < 0) {
+        log_error("upload %s: asked again, but syncing the spool directory failed: %s", rec->id,
+                  strerror(-rc));
+        upload_release(u);
+        return upload_fail(e, 500, "cannot sync the spool directory"), FOUND_ERROR;
+    }
     u->phase = UPLOAD_DONE;
     return FOUND_FINAL;
 }

@@ -98,14 +98,18 @@ static int sync_covering(struct dir_sync *d, int dir_fd, uint64_t me)
         pthread_mutex_lock(&d->mu);
         d->running = false;
         d->covered = upto;
-        if (en)
+        if (en) {
             d->err = en;
-        else
+            d->failed = upto;
+        } else {
             d->ok = upto;
+        }
         pthread_cond_broadcast(&d->cv);
     }
-    /* A later successful fsync also started after our change. */
-    return me <= d->ok ? 0 : -d->err;
+    /* A failed fsync that was to write our change may have dropped it (on
+     * Linux the pages it could not write are no longer dirty), so no later
+     * success vouches for it: an error, for every caller it covered. */
+    return me <= d->failed ? -d->err : 0;
 }
 
 int store_sync_dir(struct store *s, int dir_fd)
@@ -134,8 +138,6 @@ int store_sync_dir_since(struct store *s, int dir_fd, uint64_t mark)
     struct dir_sync *d = dir_sync_of(s, dir_fd);
     if (!d || mark == 0) return store_sync_dir(s, dir_fd);
     pthread_mutex_lock(&d->mu);
-    /* Covered, but by a failed fsync: ask for a new one. */
-    if (d->covered >= mark && d->ok < mark) mark = ++d->asked;
     int rc = sync_covering(d, dir_fd, mark);
     pthread_mutex_unlock(&d->mu);
     return rc;
@@ -304,17 +306,17 @@ int store_open_part(struct store *s, const char *id, int flags)
     return fd < 0 ? -errno : fd;
 }
 
-int store_drop_part(struct store *s, const char *id, uint64_t mark)
+int store_unlink_part(struct store *s, const char *id)
 {
     char part[STORE_ID_LEN + 8];
     snprintf(part, sizeof part, "%s.part", id);
-    if (unlinkat(s->spool_fd, part, 0) < 0) return -errno;
-    return store_sync_dir_since(s, s->spool_fd, mark);
+    return unlinkat(s->spool_fd, part, 0) < 0 ? -errno : 0;
 }
 
 int store_discard_part(struct store *s, const char *id)
 {
-    return store_drop_part(s, id, 0);
+    store_unlink_part(s, id);
+    return store_sync_dir(s, s->spool_fd);
 }
 
 /* Looks for an earlier link of the .part among the candidate names. */

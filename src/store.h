@@ -22,6 +22,7 @@ struct dir_sync {
     uint64_t asked;   /* callers so far, numbered */
     uint64_t covered; /* callers up to this one are covered by a finished fsync */
     uint64_t ok;      /* ... by a successful one */
+    uint64_t failed;  /* ... by a failed one (the latest): never vouched for */
     bool running;
     int err; /* errno of the last failed fsync */
 };
@@ -49,7 +50,8 @@ int store_sync_dir(struct store *s, int dir_fd);
  * taken after a change (store_dir_mark), then store_sync_dir_since(mark)
  * returns at once if an fsync that began after the mark has succeeded
  * meanwhile (other uploads' syncs run all the time), and otherwise syncs as
- * store_sync_dir does. Only for the store's three directories. */
+ * store_sync_dir does. Only for the store's three directories. A mark that
+ * a failed fsync covered stays an error: no later fsync vouches for it. */
 uint64_t store_dir_mark(struct store *s, int dir_fd);
 int store_sync_dir_since(struct store *s, int dir_fd, uint64_t mark);
 
@@ -79,13 +81,11 @@ int store_place(struct store *s, const char *id, int dir_fd, const char *prefix,
 
 /* spool/<id>.part opened with flags (O_NOFOLLOW|O_CLOEXEC added). fd or -errno. */
 int store_open_part(struct store *s, const char *id, int flags);
-/* Removes spool/<id>.part and fsyncs the spool directory. 0 or -errno. */
+/* Removes spool/<id>.part if it is there, then fsyncs the spool directory
+ * (whoever removed it). 0 or -errno of the fsync. */
 int store_discard_part(struct store *s, const char *id);
-/* The same once the placement is recorded: then what must be durable is
- * the record's own name in the spool, and a spool fsync begun since `mark`
- * (store_dir_mark, taken when the upload began or was taken over) covers
- * it: usually another upload's has, and none is run. */
-int store_drop_part(struct store *s, const char *id, uint64_t mark);
+/* Removes spool/<id>.part. 0 or -errno (-ENOENT: gone already). */
+int store_unlink_part(struct store *s, const char *id);
 /* Links spool/<id>.part into dir_fd under prefix+name, or the first free
  * name-1, name-2... (link(2) never overwrites), and fsyncs dir_fd; the spool
  * entry stays (store_discard_part removes it once the placement is
