@@ -274,6 +274,13 @@ static void *syncer(void *arg)
     return NULL;
 }
 
+static void *sync_once(void *arg)
+{
+    (void)arg;
+    store_sync_dir(&sync_store, watch_fd);
+    return NULL;
+}
+
 static void test_sync_dir(void)
 {
     char root[] = "/tmp/intake-test-sync-XXXXXX";
@@ -323,8 +330,18 @@ static void test_sync_dir(void)
     CHECK(store_sync_dir_since(&sync_store, watch_fd, m) == -EIO && fsyncs == 4);
     uint64_t m2 = store_dir_mark(&sync_store, watch_fd);
     CHECK(store_sync_dir_since(&sync_store, watch_fd, m2) == 0 && fsyncs == 5);
+    /* A sync already running when the mark is taken does not count (it
+     * may have begun before the change): the mark waits for the next. */
+    pthread_t runner;
+    fsyncs = 0;
+    CHECK(pthread_create(&runner, NULL, sync_once, NULL) == 0);
+    while (__atomic_load_n(&fsyncs, __ATOMIC_SEQ_CST) == 0)
+        usleep(1000); /* the runner is inside its (20 ms) fsync */
+    uint64_t m3 = store_dir_mark(&sync_store, watch_fd);
+    CHECK(store_sync_dir_since(&sync_store, watch_fd, m3) == 0 && fsyncs == 2);
+    pthread_join(runner, NULL);
     /* No mark (0): a sync of its own. */
-    CHECK(store_sync_dir_since(&sync_store, watch_fd, 0) == 0 && fsyncs == 6);
+    CHECK(store_sync_dir_since(&sync_store, watch_fd, 0) == 0 && fsyncs == 3);
     /* Not one of the store's directories: synced alone, result passed on. */
     CHECK(store_sync_dir(&sync_store, -1) == -EBADF);
     watch_fd = -1;
