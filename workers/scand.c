@@ -32,6 +32,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,13 @@ static sem_t scan_slots;
 static int active_connections;
 static pthread_mutex_t conn_mu = PTHREAD_MUTEX_INITIALIZER;
 static volatile sig_atomic_t stopping, reopen_logs;
+/* Set by the main thread once it stops (after the signal): a scan that ends
+ * after it is answered ERROR, never OK, and the process leaves with _exit
+ * once the scans in libclamav are done, without atexit handlers: exit()
+ * tore down OpenSSL under running scans, and libclamav then reported
+ * infected files clean. */
+static atomic_bool shutting_down;
+static atomic_int scans_running;
 static char sock_path[108];
 static void unlink_own_socket(void);
 
@@ -133,10 +141,22 @@ static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
     const char *virname = NULL;
     unsigned long scanned = 0;
     sem_wait(&scan_slots);
+    /* Counted before the flag is read: the stopping main thread either sees
+     * this scan running or this scan sees it stopping. */
+    atomic_fetch_add(&scans_running, 1);
+    cl_error_t rc = CL_EARG;
+    bool stopped = atomic_load(&shutting_down);
     tmp_failed = false;
-    cl_error_t rc = cl_scandesc_callback(fd, NULL, &virname, &scanned, engine, &opts, sc);
+    if (!stopped) rc = cl_scandesc_callback(fd, NULL, &virname, &scanned, engine, &opts, sc);
     bool failed = tmp_failed;
+    stopped = stopped || atomic_load(&shutting_down);
+    atomic_fetch_sub(&scans_running, 1);
     sem_post(&scan_slots);
+    if (stopped && rc != CL_VIRUS) {
+        free(sc);
+        snprintf(out, outlen, "not scanned: the scanner is stopping");
+        return V_ERROR;
+    }
     if (failed && rc != CL_VIRUS) {
         free(sc);
         snprintf(out, outlen, "not scanned: the engine could not use its temporary directory");
@@ -635,7 +655,7 @@ static void *selftest_thread(void *arg)
     (void)arg;
     for (;;) {
         sleep(SELFTEST_PERIOD_S);
-        if (selftest() < 0) {
+        if (selftest() < 0 && !atomic_load(&shutting_down)) {
             log_error("periodic self-test failed: exiting so the master restarts the scanner");
             unlink_own_socket();
             _exit(3);
@@ -703,10 +723,61 @@ static void on_usr1(int sig)
     reopen_logs = 1;
 }
 
+/* Removes dir if only its lock file is left in it (the lock, then dir). */
+static int rmdir_only_lock_left(const char *dir, const char *lock)
+{
+    if (unlinkat(AT_FDCWD, dir, AT_REMOVEDIR) == 0) return 0;
+    if (errno != ENOTEMPTY && errno != EEXIST) return -1;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    int others = d ? 0 : 1;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "lock")) others++;
+    if (d)
+        closedir(d);
+    else if (fd >= 0)
+        close(fd);
+    if (others) return -1;
+    unlink(lock);
+    return unlinkat(AT_FDCWD, dir, AT_REMOVEDIR);
+}
+
+/* Our temp dir goes, its lock last: if a scan that outlived the wait keeps
+ * adding to it, the lock stays, and the next scanner's sweep (which needs
+ * it) removes the rest once this process is gone. */
 static void cleanup_tmpdir(void)
 {
     if (!tmpdir[0]) return;
-    remove_tree_at(AT_FDCWD, tmpdir, 0);
+    int fd = open(tmpdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0) close(fd);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, "lock"))
+            continue;
+        if (unlinkat(fd, e->d_name, 0) < 0 && errno == EISDIR) remove_tree_at(fd, e->d_name, 1);
+    }
+    closedir(d);
+    char lock[PATH_MAX + 8];
+    snprintf(lock, sizeof lock, "%s/lock", tmpdir);
+    if (rmdir_only_lock_left(tmpdir, lock) < 0)
+        log_warn("temp directory %s is not empty after the scans; the next scanner removes it",
+                 tmpdir);
+}
+
+/* Waits (at most `ms`) for the scans inside libclamav to end. */
+static void wait_for_scans(int ms)
+{
+    struct timespec step = {0, 10 * 1000 * 1000};
+    for (int waited = 0; atomic_load(&scans_running) > 0 && waited < ms; waited += 10)
+        nanosleep(&step, NULL);
+    int left = atomic_load(&scans_running);
+    if (left > 0)
+        log_warn("%d scans still running at exit; their clients see the scanner go away", left);
 }
 
 static void usage(FILE *f)
@@ -878,13 +949,18 @@ int main(int argc, char **argv)
         pthread_attr_destroy(&a);
     }
     log_info("intake-scand stopping");
+    atomic_store(&shutting_down, true);
     rc = 0;
 out:
     if (lfd >= 0) {
         close(lfd);
         unlink_own_socket();
     }
+    /* Scans that ended now were answered ERROR; the ones inside libclamav
+     * get a moment, then die with the process. */
+    wait_for_scans(2000);
     cleanup_tmpdir();
-    /* Scans still running die with the process; the engine goes with it. */
-    return rc;
+    /* _exit, not exit: atexit handlers (OpenSSL's) must not run while a
+     * scan may still be inside libclamav. */
+    _exit(rc);
 }

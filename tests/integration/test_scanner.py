@@ -246,6 +246,50 @@ def test_scans_reuse_their_temp_directories(scand, tmp_path):
         subprocess.run(["rm", "-rf", base])
 
 
+def test_stopping_mid_scan_never_answers_ok(scand, tmp_path):
+    """SIGTERM while sessions scan an infected archive: every answer is
+    FOUND or ERROR, never OK, and the scanner's temp dir is gone after it.
+    (exit() tore down OpenSSL under running scans, libclamav then reported
+    the archive clean, and the temp dir, being written to, stayed.)"""
+    inner = eicar_zip()
+    for _ in range(2):  # a zip in a zip in a zip
+        b = io.BytesIO()
+        with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("inner.zip", inner)
+        inner = b.getvalue()
+    bundle = tmp_path / "nested.zip"
+    bundle.write_bytes(inner)
+    for round_ in range(5):
+        base = short_dir()
+        try:
+            s = scand("--tmpdir", base, "--threads", "2").ready()
+            replies = []
+
+            def loop():
+                try:
+                    sess = Session(s.sock)
+                    while True:
+                        replies.append(sess.fildes(bundle))
+                except (OSError, EOFError):
+                    pass  # the scanner went away: what a client sees, not an answer
+
+            threads = [threading.Thread(target=loop) for _ in range(2)]
+            for t in threads:
+                t.start()
+            wait_for(lambda: len(replies) >= 4, 10, what="scans before the stop")
+            s.proc.terminate()
+            assert s.proc.wait(10) == 0
+            for t in threads:
+                t.join(10)
+            found = [r for r in replies if r.endswith(": %s FOUND" % EICAR_NAME)]
+            wrong = [r for r in replies if r not in found and not r.endswith(" ERROR")]
+            assert found and not wrong, (round_, wrong)
+            assert [d for d in os.listdir(base) if d.startswith("intake-scand.")] == [], \
+                (round_, os.listdir(base))
+        finally:
+            subprocess.run(["rm", "-rf", base])
+
+
 def test_temp_dir_gone_is_an_error_not_clean(scand, tmp_path):
     """libclamav 1.4 reports a file clean, unscanned, when it cannot make its
     per-scan temporary directory: intake-scand answers ERROR instead, and
