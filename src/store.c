@@ -114,13 +114,7 @@ static int sync_covering(struct dir_sync *d, int dir_fd, uint64_t me)
 
 int store_sync_dir(struct store *s, int dir_fd)
 {
-    struct dir_sync *d = dir_sync_of(s, dir_fd);
-    if (!d) return fsync(dir_fd) < 0 ? -errno : 0;
-    pthread_mutex_lock(&d->mu);
-    uint64_t me = ++d->asked; /* our change was made before this */
-    int rc = sync_covering(d, dir_fd, me);
-    pthread_mutex_unlock(&d->mu);
-    return rc;
+    return store_sync_dir_since(s, dir_fd, 0);
 }
 
 uint64_t store_dir_mark(struct store *s, int dir_fd)
@@ -136,8 +130,9 @@ uint64_t store_dir_mark(struct store *s, int dir_fd)
 int store_sync_dir_since(struct store *s, int dir_fd, uint64_t mark)
 {
     struct dir_sync *d = dir_sync_of(s, dir_fd);
-    if (!d || mark == 0) return store_sync_dir(s, dir_fd);
+    if (!d) return fsync(dir_fd) < 0 ? -errno : 0;
     pthread_mutex_lock(&d->mu);
+    if (mark == 0) mark = ++d->asked; /* our change was made before this */
     int rc = sync_covering(d, dir_fd, mark);
     pthread_mutex_unlock(&d->mu);
     return rc;

@@ -50,8 +50,9 @@ int store_sync_dir(struct store *s, int dir_fd);
  * taken after a change (store_dir_mark), then store_sync_dir_since(mark)
  * returns at once if an fsync that began after the mark has succeeded
  * meanwhile (other uploads' syncs run all the time), and otherwise syncs as
- * store_sync_dir does. Only for the store's three directories. A mark that
- * a failed fsync covered stays an error: no later fsync vouches for it. */
+ * store_sync_dir does (mark 0: a sync of its own, store_sync_dir itself).
+ * A mark that a failed fsync covered stays an error: no later fsync vouches
+ * for it. */
 uint64_t store_dir_mark(struct store *s, int dir_fd);
 int store_sync_dir_since(struct store *s, int dir_fd, uint64_t mark);
 

@@ -206,9 +206,8 @@ int upload_save_record(struct upload *u, struct store *st, bool sync)
     upload_to_record(u, &r);
     /* Kept open between saves: each open was a lookup in a spool
      * directory that holds an hour of records. */
-    int rc = u->record_fd >= 0 ? 0 : record_open(st->spool_fd, u->id, u->record_seq == 0);
-    if (rc >= 0 && u->record_fd < 0) u->record_fd = rc;
-    if (rc >= 0) rc = record_write(u->record_fd, &r, u->record_seq, sync);
+    if (u->record_fd < 0) u->record_fd = record_open(st->spool_fd, u->id, u->record_seq == 0);
+    int rc = u->record_fd < 0 ? u->record_fd : record_write(u->record_fd, &r, u->record_seq, sync);
     if (rc < 0)
         log_error("upload %s: cannot write its record in the spool: %s", u->id, strerror(-rc));
     else
@@ -558,8 +557,7 @@ static int place(struct upload *u, struct store *st, const struct upload_policy 
         log_warn("upload %s: placed, but removing its spool entry failed: %s (the sweep will)",
                  u->id, strerror(-rc));
     bool deleted = u->scanned == VERDICT_INFECTED && p->infected_delete;
-    rc = deleted ? store_sync_dir(st, st->spool_fd)
-                 : store_sync_dir_since(st, st->spool_fd, u->spool_mark);
+    rc = store_sync_dir_since(st, st->spool_fd, deleted ? 0 : u->spool_mark);
     if (rc < 0) {
         log_error("upload %s (%s): placed in %s%s%s, but syncing the spool directory failed: %s; "
                   "answering error until a retry succeeds",

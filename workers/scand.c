@@ -144,12 +144,12 @@ static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
     /* Counted before the flag is read: the stopping main thread either sees
      * this scan running or this scan sees it stopping. */
     atomic_fetch_add(&scans_running, 1);
-    cl_error_t rc = CL_EARG;
-    bool stopped = atomic_load(&shutting_down);
     tmp_failed = false;
-    if (!stopped) rc = cl_scandesc_callback(fd, NULL, &virname, &scanned, engine, &opts, sc);
+    cl_error_t rc = atomic_load(&shutting_down)
+                        ? CL_EARG
+                        : cl_scandesc_callback(fd, NULL, &virname, &scanned, engine, &opts, sc);
     bool failed = tmp_failed;
-    stopped = stopped || atomic_load(&shutting_down);
+    bool stopped = atomic_load(&shutting_down); /* never cleared once set */
     atomic_fetch_sub(&scans_running, 1);
     sem_post(&scan_slots);
     if (stopped && rc != CL_VIRUS) {
@@ -225,23 +225,37 @@ static int check_tmpdir(void)
     return 0;
 }
 
-/* rm -r of parent/name, not following symlinks (libclamav leaves a
- * directory per scan, with what it extracted, when it is killed mid-scan). */
-static void remove_tree_at(int parent, const char *name, int depth)
+/* rm -r of what the directory parent/name holds, but an entry named keep
+ * (NULL: none), not following symlinks. How many entries it left there
+ * besides keep (-1: the directory could not be read). */
+static int empty_dir_at(int parent, const char *name, const char *keep, int depth)
 {
     int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            if (unlinkat(fd, e->d_name, 0) < 0 && errno == EISDIR && depth < 32)
-                remove_tree_at(fd, e->d_name, depth + 1);
-        }
-        closedir(d);
-    } else if (fd >= 0) {
-        close(fd);
+    if (!d) {
+        if (fd >= 0) close(fd);
+        return -1;
     }
+    int left = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (keep && !strcmp(e->d_name, keep)) continue;
+        if (unlinkat(fd, e->d_name, 0) == 0) continue;
+        if (errno == EISDIR && depth < 32 && empty_dir_at(fd, e->d_name, NULL, depth + 1) >= 0 &&
+            unlinkat(fd, e->d_name, AT_REMOVEDIR) == 0)
+            continue;
+        left++;
+    }
+    closedir(d);
+    return left;
+}
+
+/* rm -r of parent/name (libclamav leaves a directory per scan, with what it
+ * extracted, when it is killed mid-scan). */
+static void remove_tree_at(int parent, const char *name)
+{
+    empty_dir_at(parent, name, NULL, 0);
     unlinkat(parent, name, AT_REMOVEDIR);
 }
 
@@ -260,7 +274,7 @@ static void sweep_stale_tmpdirs(void)
         if (dfd < 0) continue;
         int lfd = openat(dfd, "lock", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) == 0) {
-            remove_tree_at(dirfd(d), e->d_name, 0);
+            remove_tree_at(dirfd(d), e->d_name);
             log_info("removed %s/%s, the temp directory of a scanner that is gone", tmpbase,
                      e->d_name);
         }
@@ -723,48 +737,17 @@ static void on_usr1(int sig)
     reopen_logs = 1;
 }
 
-/* Removes dir if only its lock file is left in it (the lock, then dir). */
-static int rmdir_only_lock_left(const char *dir, const char *lock)
-{
-    if (unlinkat(AT_FDCWD, dir, AT_REMOVEDIR) == 0) return 0;
-    if (errno != ENOTEMPTY && errno != EEXIST) return -1;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    int others = d ? 0 : 1;
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "lock")) others++;
-    if (d)
-        closedir(d);
-    else if (fd >= 0)
-        close(fd);
-    if (others) return -1;
-    unlink(lock);
-    return unlinkat(AT_FDCWD, dir, AT_REMOVEDIR);
-}
-
 /* Our temp dir goes, its lock last: if a scan that outlived the wait keeps
  * adding to it, the lock stays, and the next scanner's sweep (which needs
  * it) removes the rest once this process is gone. */
 static void cleanup_tmpdir(void)
 {
     if (!tmpdir[0]) return;
-    int fd = open(tmpdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d) {
-        if (fd >= 0) close(fd);
-        return;
-    }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, "lock"))
-            continue;
-        if (unlinkat(fd, e->d_name, 0) < 0 && errno == EISDIR) remove_tree_at(fd, e->d_name, 1);
-    }
-    closedir(d);
     char lock[PATH_MAX + 8];
     snprintf(lock, sizeof lock, "%s/lock", tmpdir);
-    if (rmdir_only_lock_left(tmpdir, lock) < 0)
+    int left = empty_dir_at(AT_FDCWD, tmpdir, "lock", 0);
+    if (left < 0) return; /* gone already */
+    if (left > 0 || unlink(lock) < 0 || unlinkat(AT_FDCWD, tmpdir, AT_REMOVEDIR) < 0)
         log_warn("temp directory %s is not empty after the scans; the next scanner removes it",
                  tmpdir);
 }

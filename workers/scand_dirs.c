@@ -19,9 +19,8 @@
  * empty or has grown big, more than PARK_MAX parked, and any failure go to
  * the real calls (mkdirat, unlinkat). A parked directory keeps its mode
  * (mkdir's mode and the umask are not applied again): libclamav makes
- * every one 0700. What is parked
- * goes with the temp dir when the scanner exits (or with the sweep of a
- * dead scanner's). */
+ * every one 0700. What is parked goes with the temp dir when the scanner
+ * exits (or with the sweep of a dead scanner's). */
 #define _GNU_SOURCE
 #include "scand_dirs.h"
 
