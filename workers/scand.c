@@ -21,6 +21,7 @@
 #include "log.h"
 #include "proctitle.h"
 #include "scand_dirs.h"
+#include "scand_writes.h"
 
 #include <clamav.h>
 #include <dirent.h>
@@ -145,9 +146,11 @@ static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
      * this scan running or this scan sees it stopping. */
     atomic_fetch_add(&scans_running, 1);
     tmp_failed = false;
+    scand_writes_watch(); /* libclamav does not check every temp-file write */
     cl_error_t rc = atomic_load(&shutting_down)
                         ? CL_EARG
                         : cl_scandesc_callback(fd, NULL, &virname, &scanned, engine, &opts, sc);
+    int write_error = scand_writes_end();
     bool failed = tmp_failed;
     bool stopped = atomic_load(&shutting_down); /* never cleared once set */
     atomic_fetch_sub(&scans_running, 1);
@@ -160,6 +163,16 @@ static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
     if (failed && rc != CL_VIRUS) {
         free(sc);
         snprintf(out, outlen, "not scanned: the engine could not use its temporary directory");
+        return V_ERROR;
+    }
+    if (write_error && rc != CL_VIRUS) {
+        /* What it extracted was cut short: what it scanned is not the file. */
+        free(sc);
+        log_error("a scan could not write a temporary file in %s: %s; answered ERROR, not OK. "
+                  "Make room on that file system (--tmpdir) or raise the file-size limit",
+                  tmpdir, strerror(write_error));
+        snprintf(out, outlen, "not scanned: the engine could not write a temporary file (%s)",
+                 strerror(write_error));
         return V_ERROR;
     }
     if (rc == CL_VIRUS) {
@@ -328,6 +341,12 @@ static int load_engine(const char *sigdir)
     engine = cl_engine_new();
     if (!engine) return -1;
     cl_engine_set_str(engine, CL_ENGINE_TMPDIR, tmpdir);
+    /* No clean cache: libclamav remembers every file it calls clean and
+     * answers the same bytes clean again unscanned, also after a scan that
+     * was answered ERROR here (a temp file cut short, the temp dir gone, a
+     * stop), and there is no call to forget one. Uploads are rarely the
+     * same file twice, and the cache cost an MD5 of every file it saw. */
+    cl_engine_set_num(engine, CL_ENGINE_DISABLE_CACHE, 1);
     /* libclamav cannot scan past 4000 MiB; bigger limits are refused by it. */
     uint64_t lim = max_size < (4000ULL << 20) ? max_size : (4000ULL << 20);
     cl_engine_set_num(engine, CL_ENGINE_MAX_FILESIZE, (long long)lim);
@@ -839,6 +858,9 @@ int main(int argc, char **argv)
     log_capture_stderr(); /* libclamav's own messages follow the log through USR1 */
     log_set_role("scanner");
     signal(SIGPIPE, SIG_IGN);
+    /* A file-size limit (ulimit -f) makes a temp file's write fail, which
+     * the scan then reports, instead of killing the scanner mid-scan. */
+    signal(SIGXFSZ, SIG_IGN);
     snprintf(sock_path, sizeof sock_path, "%s", sock);
     sem_init(&scan_slots, 0, (unsigned)threads);
     int rc = 1;

@@ -1,9 +1,12 @@
 """Scanning: intake-scand (libclamav) and intaked's verdicts before
 acknowledgement, with real clients (clamdscan) and a real clamd."""
 import asyncio
+import base64
+import binascii
 import io
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -12,6 +15,7 @@ import subprocess
 import threading
 import time
 import zipfile
+import zlib
 
 import pytest
 import websockets
@@ -315,6 +319,49 @@ def test_temp_dir_gone_is_an_error_not_clean(scand, tmp_path):
         sess.close()
     finally:
         subprocess.run(["rm", "-rf", base])
+
+
+def members_written_unchecked():
+    """Files whose EICAR libclamav extracts to a temp file without checking
+    the write: a base64 mail attachment, a uuencoded file, a PDF stream."""
+    mail = (b"From: a@example.org\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=XX\n\n--XX\n"
+            b"Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n"
+            + base64.encodebytes(EICAR) + b"\n--XX--\n")
+    uu = (b"begin 644 e.com\n" + b"".join(binascii.b2a_uu(EICAR[i:i + 45])
+                                         for i in range(0, len(EICAR), 45)) + b"`\nend\n")
+    flate = zlib.compress(EICAR)
+    pdf = (b"%%PDF-1.4\n1 0 obj\n<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(flate)
+           + flate + b"\nendstream\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n")
+    return {"mail.eml": mail, "e.uu": uu, "e.pdf": pdf, "e.zip": eicar_zip()}
+
+
+def test_temp_file_cut_short_is_an_error_not_clean(scand, tmp_path):
+    """With its temp files cut short (a full file system; here a file-size
+    limit, which fails the same writes with EFBIG) libclamav 1.4 scanned what
+    it could write of a mail part, a uuencoded file or a PDF stream and
+    called the file clean: intake-scand answers ERROR, stays up (SIGXFSZ),
+    and finds the same files once writes work again."""
+    s = scand().ready()
+    files = {}
+    for name, data in members_written_unchecked().items():
+        files[name] = tmp_path / name
+        files[name].write_bytes(data)
+    sess = Session(s.sock)
+    soft, hard = resource.prlimit(s.proc.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(s.proc.pid, resource.RLIMIT_FSIZE, (32, hard))
+    try:
+        for name, path in files.items():
+            r = sess.fildes(path)
+            assert r.endswith(": not scanned: the engine could not write a temporary file "
+                              "(File too large) ERROR"), (name, r)
+    finally:
+        resource.prlimit(s.proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+    assert s.proc.poll() is None
+    for name, path in files.items():
+        r = sess.fildes(path)
+        assert r.endswith(": %s FOUND" % EICAR_NAME), (name, r)
+    sess.close()
 
 
 def test_clamdscan_fdpass_and_stream(scand, tmp_path):

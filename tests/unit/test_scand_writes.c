@@ -1,0 +1,353 @@
+/* Unit tests for scand_writes: every write call libclamav imports, made to
+ * fail on a regular file (a file-size limit: EFBIG), is remembered on a
+ * watching thread; failures elsewhere (not watching, another thread, a pipe,
+ * EAGAIN, a bad descriptor) are not, and the calls still do their work. */
+#undef _FILE_OFFSET_BITS /* call each name itself, with and without 64 */
+#define _GNU_SOURCE
+#include "scand_writes.h"
+#include "test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+enum { LIMIT = 4096 };
+static char dir[64];
+static struct rlimit unlimited;
+
+/* A regular file whose offset is at the file-size limit: the next byte
+ * written there fails with EFBIG while the limit is on. */
+static int at_limit(void)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/f.XXXXXX", dir);
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    unlink(path);
+    lseek(fd, LIMIT, SEEK_SET);
+    return fd;
+}
+
+static void limit_on(void)
+{
+    struct rlimit r = {LIMIT, unlimited.rlim_max};
+    CHECK(setrlimit(RLIMIT_FSIZE, &r) == 0);
+}
+
+static void limit_off(void)
+{
+    CHECK(setrlimit(RLIMIT_FSIZE, &unlimited) == 0);
+}
+
+static const char data[64] = "what libclamav extracted";
+
+/* Each makes one call that fails past the limit; returns what it returned
+ * (negative or short) as 0 for "failed", 1 for "did not fail". */
+static int do_write(int fd)
+{
+    return write(fd, data, sizeof data) >= 0;
+}
+
+static int do_writev(int fd)
+{
+    struct iovec v[2] = {{(void *)data, 10}, {(void *)(data + 10), 10}};
+    return writev(fd, v, 2) >= 0;
+}
+
+static int do_pwrite(int fd)
+{
+    return pwrite(fd, data, sizeof data, LIMIT) >= 0;
+}
+
+static int do_pwrite64(int fd)
+{
+    return pwrite64(fd, data, sizeof data, LIMIT) >= 0;
+}
+
+static int do_pwritev(int fd)
+{
+    struct iovec v = {(void *)data, sizeof data};
+    return pwritev(fd, &v, 1, LIMIT) >= 0;
+}
+
+static int do_pwritev64(int fd)
+{
+    struct iovec v = {(void *)data, sizeof data};
+    return pwritev64(fd, &v, 1, LIMIT) >= 0;
+}
+
+static int do_ftruncate(int fd)
+{
+    return ftruncate(fd, 2 * LIMIT) >= 0;
+}
+
+static int do_ftruncate64(int fd)
+{
+    return ftruncate64(fd, 2 * LIMIT) >= 0;
+}
+
+static int do_sendfile(int fd)
+{
+    int in = at_limit();
+    pwrite(in, data, sizeof data, 0);
+    off_t off = 0;
+    int ok = sendfile(fd, in, &off, sizeof data) >= 0;
+    close(in);
+    return ok;
+}
+
+static int do_sendfile64(int fd)
+{
+    int in = at_limit();
+    pwrite(in, data, sizeof data, 0);
+    off64_t off = 0;
+    int ok = sendfile64(fd, in, &off, sizeof data) >= 0;
+    close(in);
+    return ok;
+}
+
+static int do_splice(int fd)
+{
+    int p[2];
+    CHECK(pipe(p) == 0);
+    CHECK(write(p[1], data, sizeof data) == (ssize_t)sizeof data);
+    int ok = splice(p[0], NULL, fd, NULL, sizeof data, 0) >= 0;
+    close(p[0]);
+    close(p[1]);
+    return ok;
+}
+
+static int do_copy_file_range(int fd)
+{
+    int in = at_limit();
+    pwrite(in, data, sizeof data, 0);
+    off_t off = 0;
+    int ok = copy_file_range(in, &off, fd, NULL, sizeof data, 0) >= 0;
+    close(in);
+    return ok;
+}
+
+static FILE *unbuffered(int fd)
+{
+    FILE *f = fdopen(fd, "w");
+    CHECK(f != NULL);
+    setvbuf(f, NULL, _IONBF, 0);
+    return f;
+}
+
+static int do_fwrite(int fd)
+{
+    FILE *f = unbuffered(dup(fd));
+    int ok = fwrite(data, 1, sizeof data, f) == sizeof data;
+    fclose(f);
+    return ok;
+}
+
+static int do_fputs(int fd)
+{
+    FILE *f = unbuffered(dup(fd));
+    int ok = fputs(data, f) != EOF;
+    fclose(f);
+    return ok;
+}
+
+static int do_fputc(int fd)
+{
+    FILE *f = unbuffered(dup(fd));
+    int ok = fputc('x', f) != EOF;
+    fclose(f);
+    return ok;
+}
+
+static int do_putc(int fd)
+{
+    FILE *f = unbuffered(dup(fd));
+    int ok = putc('x', f) != EOF;
+    fclose(f);
+    return ok;
+}
+
+static int do_fflush(int fd)
+{
+    FILE *f = fdopen(dup(fd), "w");
+    fwrite(data, 1, sizeof data, f); /* buffered: this one succeeds */
+    int ok = fflush(f) != EOF;
+    fclose(f);
+    return ok;
+}
+
+static int do_fclose(int fd)
+{
+    FILE *f = fdopen(dup(fd), "w");
+    fwrite(data, 1, sizeof data, f);
+    return fclose(f) != EOF; /* the flush inside fails */
+}
+
+static const struct {
+    const char *name;
+    int (*call)(int fd);
+} calls[] = {
+    {"write", do_write},
+    {"writev", do_writev},
+    {"pwrite", do_pwrite},
+    {"pwrite64", do_pwrite64},
+    {"pwritev", do_pwritev},
+    {"pwritev64", do_pwritev64},
+    {"ftruncate", do_ftruncate},
+    {"ftruncate64", do_ftruncate64},
+    {"sendfile", do_sendfile},
+    {"sendfile64", do_sendfile64},
+    {"splice", do_splice},
+    {"copy_file_range", do_copy_file_range},
+    {"fwrite", do_fwrite},
+    {"fputs", do_fputs},
+    {"fputc", do_fputc},
+    {"putc", do_putc},
+    {"fflush", do_fflush},
+    {"fclose", do_fclose},
+};
+
+static void *fail_unwatched(void *arg)
+{
+    (void)arg;
+    int fd = at_limit();
+    limit_on();
+    int ok = do_write(fd);
+    limit_off();
+    close(fd);
+    return (void *)(long)ok;
+}
+
+static void *fail_watched(void *arg)
+{
+    (void)arg;
+    int fd = at_limit();
+    scand_writes_watch();
+    limit_on();
+    do_write(fd);
+    limit_off();
+    close(fd);
+    return (void *)(long)scand_writes_end();
+}
+
+int main(void)
+{
+    signal(SIGXFSZ, SIG_IGN); /* as intake-scand: the write fails instead */
+    signal(SIGPIPE, SIG_IGN);
+    getrlimit(RLIMIT_FSIZE, &unlimited);
+    snprintf(dir, sizeof dir, "/tmp/test_scand_writes.XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+
+    /* Every call: failing past the limit is remembered while watched, with
+     * its errno, and errno is what the call set. */
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        int fd = at_limit();
+        scand_writes_watch();
+        limit_on();
+        errno = 0;
+        int ok = calls[i].call(fd);
+        int en = errno;
+        limit_off();
+        int got = scand_writes_end();
+        CHECK_MSG(!ok, "%s past the limit did not fail", calls[i].name);
+        CHECK_MSG(got == EFBIG, "%s: remembered %d (%s), not EFBIG", calls[i].name, got,
+                  strerror(got));
+        if (strcmp(calls[i].name, "fclose") != 0)
+            CHECK_MSG(en == EFBIG, "%s: errno %d after the call", calls[i].name, en);
+        close(fd);
+    }
+
+    /* Under the limit the calls work and nothing is remembered. */
+    {
+        int fd = at_limit();
+        lseek(fd, 0, SEEK_SET);
+        scand_writes_watch();
+        limit_on();
+        CHECK(write(fd, data, sizeof data) == (ssize_t)sizeof data);
+        FILE *f = fdopen(dup(fd), "w");
+        CHECK(fwrite(data, 1, sizeof data, f) == sizeof data);
+        CHECK(fclose(f) == 0);
+        limit_off();
+        CHECK(scand_writes_end() == 0);
+        char back[sizeof data];
+        CHECK(pread(fd, back, sizeof back, 0) == (ssize_t)sizeof back &&
+              memcmp(back, data, sizeof data) == 0);
+        close(fd);
+    }
+
+    /* Not watching: the same failure is not remembered, and a later watch
+     * starts clean. */
+    {
+        int fd = at_limit();
+        limit_on();
+        CHECK(!do_write(fd));
+        limit_off();
+        scand_writes_watch();
+        CHECK(scand_writes_end() == 0);
+        close(fd);
+    }
+
+    /* Only the first failure counts, and a new watch forgets it. */
+    {
+        int fd = at_limit();
+        scand_writes_watch();
+        limit_on();
+        do_write(fd);
+        limit_off();
+        char path[128];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        int ro = open(path, O_RDONLY);
+        CHECK(ro >= 0 && write(ro, data, 1) < 0 && errno == EBADF); /* a file, but second */
+        close(ro);
+        CHECK(scand_writes_end() == EFBIG);
+        scand_writes_watch();
+        CHECK(scand_writes_end() == 0);
+        close(fd);
+    }
+
+    /* Not files: a pipe with no reader (EPIPE), a full non-blocking pipe
+     * (EAGAIN), a bad descriptor (EBADF). */
+    {
+        int p[2];
+        CHECK(pipe2(p, O_NONBLOCK) == 0);
+        scand_writes_watch();
+        char big[4096] = {0};
+        while (write(p[1], big, sizeof big) > 0) {
+        }
+        CHECK(errno == EAGAIN);
+        close(p[0]);
+        CHECK(write(p[1], data, 1) < 0 && errno == EPIPE);
+        CHECK(write(-1, data, 1) < 0 && errno == EBADF);
+        CHECK(fsync(-1) < 0 && fdatasync(-1) < 0);
+        CHECK(scand_writes_end() == 0);
+        close(p[1]);
+    }
+
+    /* Per thread: another thread's failure is not this thread's, and a
+     * thread that watches sees its own. */
+    {
+        scand_writes_watch();
+        pthread_t t;
+        void *ok;
+        CHECK(pthread_create(&t, NULL, fail_unwatched, NULL) == 0);
+        pthread_join(t, &ok);
+        CHECK(ok == NULL); /* it failed there */
+        void *got;
+        CHECK(pthread_create(&t, NULL, fail_watched, NULL) == 0);
+        pthread_join(t, &got);
+        CHECK((long)got == EFBIG);
+        CHECK(scand_writes_end() == 0);
+    }
+
+    rmdir(dir);
+    return test_report("scand_writes");
+}
