@@ -4,7 +4,10 @@
  * server. Per upload the header line and the body go out together without
  * waiting for READY (SPEC allows it; -r waits for READY first); the next
  * upload on a connection starts when its STATUS has arrived (no pipelining
- * across uploads). The body is the same random block (up to 1 MiB) repeated.
+ * across uploads). Each body starts with 24 bytes of its own (process,
+ * connection, upload number, time) and goes on with one random block (up
+ * to 1 MiB) repeated: no two uploads are the same file, so a scanner that
+ * remembers files it found clean measures its scanning, not its memory.
  * Each upload's latency is from its first byte sent to its STATUS received,
  * timed with CLOCK_MONOTONIC (the clock of Python's time.monotonic()).
  *
@@ -47,6 +50,8 @@ struct conn {
     uint64_t total;
     char hdr[96];
     size_t hdr_len;
+    uint8_t stamp[24]; /* the body's first bytes, this upload's own */
+    size_t stamp_len;
     uint64_t t_start;
     char in[8192];
     size_t in_len;
@@ -114,6 +119,11 @@ static void start_upload(struct conn *c)
 {
     c->hdr_len = (size_t)snprintf(c->hdr, sizeof c->hdr, "%llu tcpload-%d-%d-%ld.bin\n",
                                   (unsigned long long)size, (int)getpid(), c->index, c->done);
+    uint32_t ids[2] = {(uint32_t)getpid(), (uint32_t)c->index};
+    uint64_t more[2] = {(uint64_t)c->done, now_ns()};
+    memcpy(c->stamp, ids, sizeof ids);
+    memcpy(c->stamp + sizeof ids, more, sizeof more);
+    c->stamp_len = size < sizeof c->stamp ? (size_t)size : sizeof c->stamp;
     c->sent = 0;
     c->total = c->hdr_len + size;
     c->ready_seen = 0;
@@ -142,10 +152,15 @@ static void on_writable(struct conn *c)
                 set_events(c, EPOLLIN);
                 return;
             }
-            uint64_t off = (c->sent - c->hdr_len) % body_len;
-            uint64_t n = body_len - off;
-            if (n > c->total - c->sent) n = c->total - c->sent;
-            w = send(c->fd, body + off, (size_t)n, MSG_NOSIGNAL);
+            uint64_t boff = c->sent - c->hdr_len;
+            if (boff < c->stamp_len) {
+                w = send(c->fd, c->stamp + boff, c->stamp_len - boff, MSG_NOSIGNAL);
+            } else {
+                uint64_t off = boff % body_len;
+                uint64_t n = body_len - off;
+                if (n > c->total - c->sent) n = c->total - c->sent;
+                w = send(c->fd, body + off, (size_t)n, MSG_NOSIGNAL);
+            }
         }
         if (w < 0) {
             if (errno == EAGAIN || errno == EINTR) return;
