@@ -41,11 +41,11 @@ DAEMON  := src/main.c src/master.c src/sweep.c src/net.c src/notify.c src/pidfil
            workers/hook.c workers/publish.c \
            $(WORKER_LIB)
 CLI     := src/intake.c src/cli_progress.c src/cli_tls.c
-SCAND   := workers/scand.c workers/scand_dirs.c workers/scand_writes.c src/log.c src/utf8.c src/proctitle.c src/config.c src/origin.c
+SCAND   := workers/scand.c workers/scand_dirs.c workers/scand_tempfiles.c src/log.c src/utf8.c src/proctitle.c src/config.c src/origin.c
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
-UNIT_TESTS := config log store record message upload tcp_line http ws_frame scan proxy metrics token origin sweep scand_dirs scand_writes
+UNIT_TESTS := config log store record message upload tcp_line http ws_frame scan proxy metrics token origin sweep scand_dirs scand_tempfiles
 UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
@@ -107,7 +107,7 @@ $(BUILD)/tests/test_sweep: $(call obj,src/sweep.c)
 # intake-scand's mkdir/rmdir: its test gets them as the program does.
 $(BUILD)/tests/test_scand_dirs: $(call obj,workers/scand_dirs.c)
 # intake-scand's write calls, likewise.
-$(BUILD)/tests/test_scand_writes: $(call obj,workers/scand_writes.c)
+$(BUILD)/tests/test_scand_tempfiles: $(call obj,workers/scand_tempfiles.c)
 
 # Fault injection: test_upload makes SHA-256 and the spool's fsync fail; test_store counts,
 # slows and fails directory fsyncs.

@@ -21,7 +21,7 @@
 #include "log.h"
 #include "proctitle.h"
 #include "scand_dirs.h"
-#include "scand_writes.h"
+#include "scand_tempfiles.h"
 
 #include <clamav.h>
 #include <dirent.h>
@@ -41,6 +41,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -146,11 +147,11 @@ static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
      * this scan running or this scan sees it stopping. */
     atomic_fetch_add(&scans_running, 1);
     tmp_failed = false;
-    scand_writes_watch(); /* libclamav does not check every temp-file write */
+    scand_tempfiles_watch(); /* libclamav does not check every temp file */
     cl_error_t rc = atomic_load(&shutting_down)
                         ? CL_EARG
                         : cl_scandesc_callback(fd, NULL, &virname, &scanned, engine, &opts, sc);
-    int write_error = scand_writes_end();
+    int temp_error = scand_tempfiles_end();
     bool failed = tmp_failed;
     bool stopped = atomic_load(&shutting_down); /* never cleared once set */
     atomic_fetch_sub(&scans_running, 1);
@@ -165,14 +166,17 @@ static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
         snprintf(out, outlen, "not scanned: the engine could not use its temporary directory");
         return V_ERROR;
     }
-    if (write_error && rc != CL_VIRUS) {
-        /* What it extracted was cut short: what it scanned is not the file. */
+    if (temp_error && rc != CL_VIRUS) {
+        /* What it extracted was cut short or left out: what it scanned is
+         * not the file. */
         free(sc);
-        log_error("a scan could not write a temporary file in %s: %s; answered ERROR, not OK. "
-                  "Make room on that file system (--tmpdir) or raise the file-size limit",
-                  tmpdir, strerror(write_error));
-        snprintf(out, outlen, "not scanned: the engine could not write a temporary file (%s)",
-                 strerror(write_error));
+        log_error("a scan could not make or write a temporary file in %s: %s; answered ERROR, "
+                  "not OK. Make room (space, inodes) on that file system (--tmpdir), or raise "
+                  "the file-size or open-files limit",
+                  tmpdir, strerror(temp_error));
+        snprintf(out, outlen,
+                 "not scanned: the engine could not make or write a temporary file (%s)",
+                 strerror(temp_error));
         return V_ERROR;
     }
     if (rc == CL_VIRUS) {
@@ -338,6 +342,7 @@ static int load_engine(const char *sigdir)
     }
     if (make_tmpdir() < 0 || check_tmpdir() < 0) return -1;
     scand_dirs_init(tmpdir); /* each scan's directory is parked and reused */
+    scand_tempfiles_init(tmpdir);
     engine = cl_engine_new();
     if (!engine) return -1;
     cl_engine_set_str(engine, CL_ENGINE_TMPDIR, tmpdir);
@@ -861,6 +866,13 @@ int main(int argc, char **argv)
     /* A file-size limit (ulimit -f) makes a temp file's write fail, which
      * the scan then reports, instead of killing the scanner mid-scan. */
     signal(SIGXFSZ, SIG_IGN);
+    /* Nested archives hold a descriptor per level in every scan thread:
+     * take all the descriptors allowed (a failed open fails the scan). */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     snprintf(sock_path, sizeof sock_path, "%s", sock);
     sem_init(&scan_slots, 0, (unsigned)threads);
     int rc = 1;

@@ -5,6 +5,7 @@ import base64
 import binascii
 import io
 import json
+import lzma
 import os
 import resource
 import select
@@ -353,14 +354,63 @@ def test_temp_file_cut_short_is_an_error_not_clean(scand, tmp_path):
     try:
         for name, path in files.items():
             r = sess.fildes(path)
-            assert r.endswith(": not scanned: the engine could not write a temporary file "
-                              "(File too large) ERROR"), (name, r)
+            assert r.endswith(": not scanned: the engine could not make or write a temporary "
+                              "file (File too large) ERROR"), (name, r)
     finally:
         resource.prlimit(s.proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
     assert s.proc.poll() is None
     for name, path in files.items():
         r = sess.fildes(path)
         assert r.endswith(": %s FOUND" % EICAR_NAME), (name, r)
+    sess.close()
+
+
+def test_temp_file_not_opened_is_an_error_not_clean(scand, tmp_path):
+    """Out of descriptors, libclamav 1.4 skipped the mail part it could not
+    open again and called the mail clean with EICAR inside: with each small
+    number of descriptors to spare, intake-scand answers FOUND or ERROR,
+    never OK, and finds it again once descriptors are back."""
+    s = scand().ready()
+    mail = tmp_path / "plain.eml"
+    mail.write_bytes(b"From: a@example.org\nSubject: hello\n\n" + EICAR + b"\n")
+    sess = Session(s.sock)
+    assert sess.fildes(mail).endswith(": %s FOUND" % EICAR_NAME)
+    soft, hard = resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE)
+    replies = []
+    for spare in range(1, 7):
+        in_use = len(os.listdir("/proc/%d/fd" % s.proc.pid))
+        resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (in_use + spare, hard))
+        try:
+            replies.append(sess.fildes(mail))
+        finally:
+            resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    assert not [r for r in replies if r.endswith(": OK")], replies
+    assert [r for r in replies if "could not make or write a temporary file (Too many open "
+            "files) ERROR" in r], replies
+    assert sess.fildes(mail).endswith(": %s FOUND" % EICAR_NAME)
+    sess.close()
+
+
+def test_unwritable_log_fails_no_scan(scand, tmp_path):
+    """The scanner's own log (a regular file) on a full disk is not the
+    engine losing content: a file that makes libclamav write a log line mid-
+    scan is still answered OK, and a clean one too."""
+    s = scand().ready()
+    xz = tmp_path / "corrupt.xz"
+    xz.write_bytes(lzma.compress(b"hello, just text\n" * 50)[:40] + b"\0" * 40)
+    clean = tmp_path / "clean.txt"
+    clean.write_bytes(b"nothing to see\n")
+    sess = Session(s.sock)
+    assert sess.fildes(xz).endswith(": OK")
+    logged = os.path.getsize(os.path.join(s.dir, "scand.log"))
+    soft, hard = resource.prlimit(s.proc.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(s.proc.pid, resource.RLIMIT_FSIZE, (logged - 1, hard))
+    try:
+        replies = [sess.fildes(xz), sess.fildes(clean)]
+    finally:
+        resource.prlimit(s.proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+    assert all(r.endswith(": OK") for r in replies), replies
+    assert os.path.getsize(os.path.join(s.dir, "scand.log")) == logged  # its lines were lost
     sess.close()
 
 

@@ -1,16 +1,19 @@
-/* Unit tests for scand_writes: every write call libclamav imports, made to
- * fail on a regular file (a file-size limit: EFBIG), is remembered on a
- * watching thread; failures elsewhere (not watching, another thread, a pipe,
- * EAGAIN, a bad descriptor) are not, and the calls still do their work. */
+/* Unit tests for scand_tempfiles: every write call libclamav imports, made
+ * to fail on a file in the temp dir (a file-size limit: EFBIG), and every
+ * open that fails there or runs out of descriptors, is remembered on a
+ * watching thread; failures elsewhere (not watching, another thread, a
+ * file outside the temp dir such as a log, a pipe, EAGAIN, EEXIST, a bad
+ * descriptor) are not, and the calls still do their work. */
 #undef _FILE_OFFSET_BITS /* call each name itself, with and without 64 */
 #define _GNU_SOURCE
-#include "scand_writes.h"
+#include "scand_tempfiles.h"
 #include "test.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +195,42 @@ static int do_fclose(int fd)
     return fclose(f) != EOF; /* the flush inside fails */
 }
 
+static int do_fprintf(int fd)
+{
+    FILE *f = unbuffered(dup(fd));
+    int ok = fprintf(f, "%s", data) >= 0;
+    fclose(f);
+    return ok;
+}
+
+static int call_vfprintf(FILE *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vfprintf(f, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static int do_vfprintf(int fd)
+{
+    FILE *f = unbuffered(dup(fd));
+    int ok = call_vfprintf(f, "%s", data) >= 0;
+    fclose(f);
+    return ok;
+}
+
+/* glibc's fortified names, as the libraries libclamav loads call them. */
+int __fprintf_chk(FILE *f, int flag, const char *fmt, ...);
+
+static int do_fprintf_chk(int fd)
+{
+    FILE *f = unbuffered(dup(fd));
+    int ok = __fprintf_chk(f, 1, "%s", data) >= 0;
+    fclose(f);
+    return ok;
+}
+
 static const struct {
     const char *name;
     int (*call)(int fd);
@@ -214,6 +253,9 @@ static const struct {
     {"putc", do_putc},
     {"fflush", do_fflush},
     {"fclose", do_fclose},
+    {"fprintf", do_fprintf},
+    {"vfprintf", do_vfprintf},
+    {"__fprintf_chk", do_fprintf_chk},
 };
 
 static void *fail_unwatched(void *arg)
@@ -231,12 +273,12 @@ static void *fail_watched(void *arg)
 {
     (void)arg;
     int fd = at_limit();
-    scand_writes_watch();
+    scand_tempfiles_watch();
     limit_on();
     do_write(fd);
     limit_off();
     close(fd);
-    return (void *)(long)scand_writes_end();
+    return (void *)(long)scand_tempfiles_end();
 }
 
 int main(void)
@@ -244,20 +286,24 @@ int main(void)
     signal(SIGXFSZ, SIG_IGN); /* as intake-scand: the write fails instead */
     signal(SIGPIPE, SIG_IGN);
     getrlimit(RLIMIT_FSIZE, &unlimited);
-    snprintf(dir, sizeof dir, "/tmp/test_scand_writes.XXXXXX");
+    snprintf(dir, sizeof dir, "/tmp/test_scand_tempfiles.XXXXXX");
     CHECK(mkdtemp(dir) != NULL);
+    /* Outside the temp dir: a file that is not the engine's (a log). */
+    char outside[96];
+    snprintf(outside, sizeof outside, "%s.log", dir);
+    scand_tempfiles_init(dir);
 
     /* Every call: failing past the limit is remembered while watched, with
      * its errno, and errno is what the call set. */
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
         int fd = at_limit();
-        scand_writes_watch();
+        scand_tempfiles_watch();
         limit_on();
         errno = 0;
         int ok = calls[i].call(fd);
         int en = errno;
         limit_off();
-        int got = scand_writes_end();
+        int got = scand_tempfiles_end();
         CHECK_MSG(!ok, "%s past the limit did not fail", calls[i].name);
         CHECK_MSG(got == EFBIG, "%s: remembered %d (%s), not EFBIG", calls[i].name, got,
                   strerror(got));
@@ -270,14 +316,14 @@ int main(void)
     {
         int fd = at_limit();
         lseek(fd, 0, SEEK_SET);
-        scand_writes_watch();
+        scand_tempfiles_watch();
         limit_on();
         CHECK(write(fd, data, sizeof data) == (ssize_t)sizeof data);
         FILE *f = fdopen(dup(fd), "w");
         CHECK(fwrite(data, 1, sizeof data, f) == sizeof data);
         CHECK(fclose(f) == 0);
         limit_off();
-        CHECK(scand_writes_end() == 0);
+        CHECK(scand_tempfiles_end() == 0);
         char back[sizeof data];
         CHECK(pread(fd, back, sizeof back, 0) == (ssize_t)sizeof back &&
               memcmp(back, data, sizeof data) == 0);
@@ -291,15 +337,15 @@ int main(void)
         limit_on();
         CHECK(!do_write(fd));
         limit_off();
-        scand_writes_watch();
-        CHECK(scand_writes_end() == 0);
+        scand_tempfiles_watch();
+        CHECK(scand_tempfiles_end() == 0);
         close(fd);
     }
 
     /* Only the first failure counts, and a new watch forgets it. */
     {
         int fd = at_limit();
-        scand_writes_watch();
+        scand_tempfiles_watch();
         limit_on();
         do_write(fd);
         limit_off();
@@ -308,9 +354,9 @@ int main(void)
         int ro = open(path, O_RDONLY);
         CHECK(ro >= 0 && write(ro, data, 1) < 0 && errno == EBADF); /* a file, but second */
         close(ro);
-        CHECK(scand_writes_end() == EFBIG);
-        scand_writes_watch();
-        CHECK(scand_writes_end() == 0);
+        CHECK(scand_tempfiles_end() == EFBIG);
+        scand_tempfiles_watch();
+        CHECK(scand_tempfiles_end() == 0);
         close(fd);
     }
 
@@ -319,7 +365,7 @@ int main(void)
     {
         int p[2];
         CHECK(pipe2(p, O_NONBLOCK) == 0);
-        scand_writes_watch();
+        scand_tempfiles_watch();
         char big[4096] = {0};
         while (write(p[1], big, sizeof big) > 0) {
         }
@@ -328,14 +374,14 @@ int main(void)
         CHECK(write(p[1], data, 1) < 0 && errno == EPIPE);
         CHECK(write(-1, data, 1) < 0 && errno == EBADF);
         CHECK(fsync(-1) < 0 && fdatasync(-1) < 0);
-        CHECK(scand_writes_end() == 0);
+        CHECK(scand_tempfiles_end() == 0);
         close(p[1]);
     }
 
     /* Per thread: another thread's failure is not this thread's, and a
      * thread that watches sees its own. */
     {
-        scand_writes_watch();
+        scand_tempfiles_watch();
         pthread_t t;
         void *ok;
         CHECK(pthread_create(&t, NULL, fail_unwatched, NULL) == 0);
@@ -345,9 +391,88 @@ int main(void)
         CHECK(pthread_create(&t, NULL, fail_watched, NULL) == 0);
         pthread_join(t, &got);
         CHECK((long)got == EFBIG);
-        CHECK(scand_writes_end() == 0);
+        CHECK(scand_tempfiles_end() == 0);
+    }
+
+    /* A file outside the temp dir (the scanner's log on a full disk): its
+     * failed writes are not the engine's. */
+    {
+        int fd = open(outside, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        CHECK(fd >= 0);
+        lseek(fd, LIMIT, SEEK_SET);
+        scand_tempfiles_watch();
+        limit_on();
+        CHECK(!do_write(fd) && !do_fwrite(fd) && !do_fprintf(fd));
+        limit_off();
+        CHECK(scand_tempfiles_end() == 0);
+        close(fd);
+        unlink(outside);
+    }
+
+    /* Opens: one that fails in the temp dir counts (a directory gone:
+     * ENOENT; by a relative path too), EEXIST there does not (a unique name
+     * being looked for), ENOENT elsewhere does not (a probe). */
+    {
+        char path[160];
+        snprintf(path, sizeof path, "%s/gone/part", dir);
+        scand_tempfiles_watch();
+        CHECK(open(path, O_WRONLY | O_CREAT, 0600) < 0 && errno == ENOENT);
+        CHECK(scand_tempfiles_end() == ENOENT);
+
+        scand_tempfiles_watch();
+        CHECK(fopen(path, "w") == NULL && errno == ENOENT);
+        CHECK(scand_tempfiles_end() == ENOENT);
+
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+        CHECK(dfd >= 0);
+        scand_tempfiles_watch();
+        CHECK(openat(dfd, "gone/part", O_RDONLY) < 0 && errno == ENOENT);
+        CHECK(scand_tempfiles_end() == ENOENT);
+
+        snprintf(path, sizeof path, "%s/taken", dir);
+        int fd = open(path, O_WRONLY | O_CREAT, 0600);
+        CHECK(fd >= 0);
+        close(fd);
+        scand_tempfiles_watch();
+        CHECK(openat(dfd, "taken", O_WRONLY | O_CREAT | O_EXCL, 0600) < 0 && errno == EEXIST);
+        CHECK(open("/nonexistent-intake/file", O_RDONLY) < 0 && errno == ENOENT);
+        CHECK(fopen("/nonexistent-intake/file", "r") == NULL);
+        CHECK(scand_tempfiles_end() == 0);
+        unlink(path);
+
+        /* The mode reaches the file (the variadic argument is passed on). */
+        snprintf(path, sizeof path, "%s/mode", dir);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0640);
+        struct stat st;
+        CHECK(fd >= 0 && fstat(fd, &st) == 0 && (st.st_mode & 0777) == (0640 & ~umask(022)));
+        close(fd);
+        unlink(path);
+        close(dfd);
+    }
+
+    /* Out of descriptors: counts anywhere (open, fopen, dup). */
+    {
+        struct rlimit nofile, few;
+        getrlimit(RLIMIT_NOFILE, &nofile);
+        int probe = open("/dev/null", O_RDONLY);
+        CHECK(probe >= 0);
+        few.rlim_cur = (rlim_t)probe; /* every descriptor below is taken */
+        few.rlim_max = nofile.rlim_max;
+        for (int k = 0; k < 3; k++) {
+            scand_tempfiles_watch();
+            CHECK(setrlimit(RLIMIT_NOFILE, &few) == 0);
+            int rc = k == 0   ? open("/dev/null", O_RDONLY)
+                     : k == 1 ? (fopen("/dev/null", "r") ? 0 : -1)
+                              : dup(probe);
+            int en = errno;
+            CHECK(setrlimit(RLIMIT_NOFILE, &nofile) == 0);
+            CHECK_MSG(rc < 0 && en == EMFILE, "call %d: rc %d errno %d", k, rc, en);
+            int got = scand_tempfiles_end();
+            CHECK_MSG(got == en, "call %d: remembered %d, not %d", k, got, en);
+        }
+        close(probe);
     }
 
     rmdir(dir);
-    return test_report("scand_writes");
+    return test_report("scand_tempfiles");
 }
