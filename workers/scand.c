@@ -813,6 +813,19 @@ int main(int argc, char **argv)
         {"tmpdir", required_argument, 0, 'T'},  {"version", no_argument, 0, 'V'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int c;
+    /* A descriptor 0-2 its starter left closed would be the next file opened
+     * (the temp dir's lock) and take log lines or reads meant elsewhere. */
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            int n = open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (n >= 0 && n != fd) {
+                dup2(n, fd);
+                close(n);
+            } else if (n == fd) {
+                fcntl(fd, F_SETFD, 0);
+            }
+        }
+    }
     proctitle_init(argc, argv);
     while ((c = getopt_long(argc, argv, "Vh", longs, NULL)) != -1) {
         switch (c) {

@@ -20,8 +20,9 @@
  * one is answered ERROR unless it found something. What counts:
  *  - a failed write to a regular file in the temp dir (not a log, a pipe,
  *    a socket: those are not the engine losing content);
- *  - a failed open in the temp dir (but EEXIST: a unique name being looked
- *    for), or anywhere when out of descriptors or memory.
+ *  - a failed open to make or write a file in the temp dir (but EEXIST: a
+ *    unique name being looked for; an open to read may look for a file
+ *    that was never made), or any open when out of descriptors or memory.
  * EINTR and EAGAIN never count. */
 #undef _FILE_OFFSET_BITS /* define exactly the names libclamav imports */
 #define _GNU_SOURCE
@@ -103,22 +104,27 @@ static bool temp_file(int fd)
     return !given_len || in_temp_dir(path);
 }
 
-/* A write to fd failed with errno en. Keeps errno. */
+/* A write to fd failed with errno en. Keeps errno. EBADF is a descriptor
+ * not open for writing, not a file that lost content. */
 __attribute__((noinline)) static void write_failed(int fd, int en)
 {
-    if (watching && !first_error && en != EINTR && en != EAGAIN &&
+    if (watching && !first_error && en != EINTR && en != EAGAIN && en != EBADF &&
         (fd == ANY_FILE || temp_file(fd)))
         first_error = en ? en : EIO;
     errno = en;
 }
 
-/* An open of path (relative to dirfd), a dup or an fdopen (path NULL)
- * failed with errno en. Keeps errno. */
-__attribute__((noinline)) static void open_failed(int dirfd, const char *path, int en)
+/* An open of path (relative to dirfd; to make or write a file if making),
+ * a dup or an fdopen (path NULL) failed with errno en. Keeps errno. An
+ * open only to read is not counted in the temp dir: libclamav looks for
+ * files a step may or may not have made (after HTML, html-tmp.*\/javascript
+ * exists only if there was a script). */
+__attribute__((noinline)) static void open_failed(int dirfd, const char *path, bool making,
+                                                  int en)
 {
     if (watching && !first_error && en != EINTR && en != EAGAIN && en != EEXIST) {
         bool counts = en == EMFILE || en == ENFILE || en == ENOMEM;
-        if (!counts && path) {
+        if (!counts && path && making) {
             char full[PATH_MAX * 2];
             if (path[0] == '/') {
                 snprintf(full, sizeof full, "%s", path);
@@ -258,7 +264,10 @@ UNCHECKED int fdatasync(int fd)
 static int open_at(int dirfd, const char *path, int flags, mode_t mode)
 {
     int rc = (int)syscall(SYS_openat, dirfd, path, flags, mode);
-    if (rc < 0 && watching) open_failed(dirfd, path, errno);
+    if (rc < 0 && watching)
+        open_failed(dirfd, path,
+                    (flags & (O_CREAT | O_WRONLY | O_RDWR)) || (flags & O_TMPFILE) == O_TMPFILE,
+                    errno);
     return rc;
 }
 
@@ -293,14 +302,14 @@ UNCHECKED int openat64(int dirfd, const char *path, int flags, ...)
 UNCHECKED int dup(int fd)
 {
     int rc = (int)syscall(SYS_dup, fd);
-    if (rc < 0 && watching) open_failed(AT_FDCWD, NULL, errno);
+    if (rc < 0 && watching) open_failed(AT_FDCWD, NULL, false, errno);
     return rc;
 }
 
 UNCHECKED int dup2(int fd, int to)
 {
     int rc = (int)syscall(SYS_dup2, fd, to);
-    if (rc < 0 && watching) open_failed(AT_FDCWD, NULL, errno);
+    if (rc < 0 && watching) open_failed(AT_FDCWD, NULL, false, errno);
     return rc;
 }
 
@@ -393,24 +402,30 @@ UNCHECKED int fclose(FILE *f)
     return rc;
 }
 
+/* fopen's mode makes or writes the file: "w", "a", or "+" anywhere. */
+static bool making_mode(const char *mode)
+{
+    return mode && (mode[0] == 'w' || mode[0] == 'a' || strchr(mode, '+'));
+}
+
 UNCHECKED FILE *fopen(const char *restrict path, const char *restrict mode)
 {
     FILE *f = real_fopen()(path, mode);
-    if (!f && watching) open_failed(AT_FDCWD, path, errno);
+    if (!f && watching) open_failed(AT_FDCWD, path, making_mode(mode), errno);
     return f;
 }
 
 UNCHECKED FILE *fopen64(const char *restrict path, const char *restrict mode)
 {
     FILE *f = real_fopen64()(path, mode);
-    if (!f && watching) open_failed(AT_FDCWD, path, errno);
+    if (!f && watching) open_failed(AT_FDCWD, path, making_mode(mode), errno);
     return f;
 }
 
 UNCHECKED FILE *fdopen(int fd, const char *mode)
 {
     FILE *f = real_fdopen()(fd, mode);
-    if (!f && watching) open_failed(AT_FDCWD, NULL, errno);
+    if (!f && watching) open_failed(AT_FDCWD, NULL, false, errno);
     return f;
 }
 

@@ -14,8 +14,8 @@ void scand_tempfiles_init(const char *dir);
 
 /* From now on, on this thread, a failure that can lose what the engine
  * extracts is remembered: a write to a regular file in the temp dir, an
- * open in the temp dir (but EEXIST), running out of descriptors or memory
- * anywhere. EINTR and EAGAIN never count. */
+ * open to make or write a file there (but EEXIST), running out of
+ * descriptors or memory anywhere. EINTR, EAGAIN and EBADF never count. */
 void scand_tempfiles_watch(void);
 
 /* Stops watching on this thread: the errno of the first such failure since

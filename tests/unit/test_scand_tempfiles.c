@@ -360,8 +360,10 @@ int main(void)
         close(fd);
     }
 
-    /* Not files: a pipe with no reader (EPIPE), a full non-blocking pipe
-     * (EAGAIN), a bad descriptor (EBADF). */
+    /* Not a file losing content: a pipe with no reader (EPIPE), a full
+     * non-blocking pipe (EAGAIN), a bad descriptor (EBADF), a temp file
+     * open only for reading (EBADF: the scanner's lock on fd 2 when it was
+     * started with stderr closed). */
     {
         int p[2];
         CHECK(pipe2(p, O_NONBLOCK) == 0);
@@ -374,6 +376,12 @@ int main(void)
         CHECK(write(p[1], data, 1) < 0 && errno == EPIPE);
         CHECK(write(-1, data, 1) < 0 && errno == EBADF);
         CHECK(fsync(-1) < 0 && fdatasync(-1) < 0);
+        char lock[96];
+        snprintf(lock, sizeof lock, "%s/lock", dir);
+        int ro = open(lock, O_RDONLY | O_CREAT, 0600);
+        CHECK(ro >= 0 && write(ro, data, 1) < 0 && errno == EBADF);
+        close(ro);
+        unlink(lock);
         CHECK(scand_tempfiles_end() == 0);
         close(p[1]);
     }
@@ -426,7 +434,23 @@ int main(void)
         int dfd = open(dir, O_RDONLY | O_DIRECTORY);
         CHECK(dfd >= 0);
         scand_tempfiles_watch();
+        CHECK(openat(dfd, "gone/part", O_WRONLY | O_CREAT, 0600) < 0 && errno == ENOENT);
+        CHECK(scand_tempfiles_end() == ENOENT);
+
+        /* Only looking (to read) for a file that was never made is not a
+         * failure: libclamav does it after every HTML page without a
+         * script. */
+        scand_tempfiles_watch();
         CHECK(openat(dfd, "gone/part", O_RDONLY) < 0 && errno == ENOENT);
+        CHECK(open(path, O_RDONLY) < 0 && errno == ENOENT);
+        CHECK(fopen(path, "r") == NULL && errno == ENOENT);
+        CHECK(fopen(path, "rb") == NULL && errno == ENOENT);
+        CHECK(scand_tempfiles_end() == 0);
+        scand_tempfiles_watch();
+        CHECK(fopen(path, "r+") == NULL && errno == ENOENT);
+        CHECK(scand_tempfiles_end() == ENOENT);
+        scand_tempfiles_watch();
+        CHECK(fopen(path, "ab") == NULL && errno == ENOENT);
         CHECK(scand_tempfiles_end() == ENOENT);
 
         snprintf(path, sizeof path, "%s/taken", dir);
