@@ -48,10 +48,10 @@ struct conn {
     int ready_seen;
     uint64_t sent;      /* of header + body */
     uint64_t total;
-    char hdr[96];
+    char hdr[96 + 24]; /* the header line, then the body's first bytes, this upload's own */
     size_t hdr_len;
-    uint8_t stamp[24]; /* the body's first bytes, this upload's own */
-    size_t stamp_len;
+    size_t stamp_len; /* those first bytes */
+    size_t pre_len;   /* what goes out in the first send: the line and, unless -r, the stamp */
     uint64_t t_start;
     char in[8192];
     size_t in_len;
@@ -117,13 +117,17 @@ static void set_events(struct conn *c, uint32_t ev)
 
 static void start_upload(struct conn *c)
 {
-    c->hdr_len = (size_t)snprintf(c->hdr, sizeof c->hdr, "%llu tcpload-%d-%d-%ld.bin\n",
+    c->hdr_len = (size_t)snprintf(c->hdr, sizeof c->hdr - 24, "%llu tcpload-%d-%d-%ld.bin\n",
                                   (unsigned long long)size, (int)getpid(), c->index, c->done);
     uint32_t ids[2] = {(uint32_t)getpid(), (uint32_t)c->index};
     uint64_t more[2] = {(uint64_t)c->done, now_ns()};
-    memcpy(c->stamp, ids, sizeof ids);
-    memcpy(c->stamp + sizeof ids, more, sizeof more);
-    c->stamp_len = size < sizeof c->stamp ? (size_t)size : sizeof c->stamp;
+    uint8_t stamp[24];
+    memcpy(stamp, ids, sizeof ids);
+    memcpy(stamp + sizeof ids, more, sizeof more);
+    c->stamp_len = size < sizeof stamp ? (size_t)size : sizeof stamp;
+    memcpy(c->hdr + c->hdr_len, stamp, c->stamp_len);
+    /* With the line, as the body went before: no send more per upload. */
+    c->pre_len = c->hdr_len + (wait_ready ? 0 : c->stamp_len);
     c->sent = 0;
     c->total = c->hdr_len + size;
     c->ready_seen = 0;
@@ -145,16 +149,16 @@ static void on_writable(struct conn *c)
 {
     while (c->sent < c->total) {
         ssize_t w;
-        if (c->sent < c->hdr_len) {
-            w = send(c->fd, c->hdr + c->sent, c->hdr_len - c->sent, MSG_NOSIGNAL);
+        if (c->sent < c->pre_len) {
+            w = send(c->fd, c->hdr + c->sent, c->pre_len - c->sent, MSG_NOSIGNAL);
         } else {
             if (wait_ready && !c->ready_seen) {
                 set_events(c, EPOLLIN);
                 return;
             }
             uint64_t boff = c->sent - c->hdr_len;
-            if (boff < c->stamp_len) {
-                w = send(c->fd, c->stamp + boff, c->stamp_len - boff, MSG_NOSIGNAL);
+            if (boff < c->stamp_len) { /* -r: the stamp after READY */
+                w = send(c->fd, c->hdr + c->hdr_len + boff, c->stamp_len - boff, MSG_NOSIGNAL);
             } else {
                 uint64_t off = boff % body_len;
                 uint64_t n = body_len - off;
