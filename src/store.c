@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 int store_mkdir_p(const char *path, mode_t mode)
@@ -332,10 +333,28 @@ static bool find_link(const struct stat *part, int dir_fd, const char *prefix, c
     return false;
 }
 
-/* Copies spool/<part> into a new unnamed file (O_TMPFILE) in dir_fd and
- * fsyncs it: a file that can be linked to its final name but never has a
- * name of its own meanwhile. Returns its fd or -errno. */
-static int copy_unnamed(struct store *s, const char *part, int dir_fd)
+/* A copy placed on another filesystem carries its upload's id here: it is
+ * not the .part's inode, and after a crash between its link and its record
+ * this is how a retry knows the name holds its own copy (and neither
+ * places a second one nor calls its own name taken). */
+#define COPY_XATTR "user.intake.upload"
+
+/* name in dir_fd is a placed copy of upload id. */
+static bool own_copy(int dir_fd, const char *name, const char *id)
+{
+    int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return false;
+    char got[STORE_ID_LEN + 1];
+    ssize_t n = fgetxattr(fd, COPY_XATTR, got, sizeof got);
+    close(fd);
+    return n == STORE_ID_LEN && memcmp(got, id, STORE_ID_LEN) == 0;
+}
+
+/* Copies spool/<part> into a new unnamed file (O_TMPFILE) in dir_fd, marks
+ * it with the upload's id (where the filesystem can) and fsyncs it: a file
+ * that can be linked to its final name but never has a name of its own
+ * meanwhile. Returns its fd or -errno. */
+static int copy_unnamed(struct store *s, const char *part, const char *id, int dir_fd)
 {
     int in = openat(s->spool_fd, part, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (in < 0) return -errno;
@@ -372,6 +391,8 @@ static int copy_unnamed(struct store *s, const char *part, int dir_fd)
         if (n < 0) rc = -errno;
         if (n <= 0) break;
     }
+    /* Best effort: without it, the crash case reports the name taken. */
+    if (rc == 0) fsetxattr(out, COPY_XATTR, id, strlen(id), 0);
     if (rc == 0 && fsync(out) < 0) rc = -errno;
     free(buf);
     close(in);
@@ -403,6 +424,9 @@ int store_link_part(struct store *s, const char *id, int dir_fd, const char *pre
     struct stat pst;
     if (fstatat(s->spool_fd, part, &pst, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
     bool done = pst.st_nlink > 1 && find_link(&pst, dir_fd, prefix, name, cand, sizeof cand);
+    /* On another filesystem a name taken may be this upload's own copy. */
+    struct stat dst;
+    bool across = fstat(dir_fd, &dst) == 0 && dst.st_dev != pst.st_dev;
     int tmp = -1, rc = -EEXIST;
     for (unsigned n = 0; !done && n < 100000; n++) {
         if (candidate(prefix, name, n, cand, sizeof cand) < 0) {
@@ -414,8 +438,11 @@ int store_link_part(struct store *s, const char *id, int dir_fd, const char *pre
         } else if (errno == EXDEV && tmp < 0) {
             /* dir_fd is on another filesystem than the spool: link a
              * complete, synced copy instead, under the same name rules. */
-            if ((tmp = copy_unnamed(s, part, dir_fd)) < 0) return tmp;
+            if ((tmp = copy_unnamed(s, part, id, dir_fd)) < 0) return tmp;
+            across = true;
             n--; /* the same candidate again */
+        } else if (errno == EEXIST && across && own_copy(dir_fd, cand, id)) {
+            done = true; /* placed before a crash kept the record from saying so */
         } else if (errno != EEXIST) {
             rc = -errno;
             break;
@@ -436,11 +463,13 @@ int store_link_part_as(struct store *s, const char *id, int dir_fd, const char *
     struct stat pst, st;
     if (fstatat(s->spool_fd, part, &pst, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
     if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        /* Linked before a crash kept the record from saying so: done. */
-        if (st.st_ino != pst.st_ino || st.st_dev != pst.st_dev) return -EEXIST;
+        /* Linked (or its copy placed) before a crash kept the record from
+         * saying so: done. */
+        if ((st.st_ino != pst.st_ino || st.st_dev != pst.st_dev) && !own_copy(dir_fd, name, id))
+            return -EEXIST;
     } else if (link_as(s, part, -1, dir_fd, name) < 0) {
         if (errno != EXDEV) return -errno;
-        int tmp = copy_unnamed(s, part, dir_fd);
+        int tmp = copy_unnamed(s, part, id, dir_fd);
         if (tmp < 0) return tmp;
         int rc = link_as(s, part, tmp, dir_fd, name) < 0 ? -errno : 0;
         close(tmp);

@@ -175,12 +175,16 @@ def test_placing_across_filesystems(daemon_factory, other_fs):
         assert st["stored_as"] == "big-1.bin"
         from conftest import file_sha256
         assert file_sha256(os.path.join(d.accept_dir, "big.bin")) == sha256(data)
+        # The copy says whose it is (how a retry after a crash knows it).
+        first = Client(d.tcp_port).upload("mark.bin", b"marked")[1]
+        assert os.getxattr(os.path.join(d.accept_dir, "mark.bin"),
+                           "user.intake.upload") == first["id"].encode(), first
         st = Client(d.tcp_port).upload("eicar.com", EICAR)[1]
         assert st["verdict"] == "infected", st
         q = os.listdir(other_fs / "quarantine")
         assert len(q) == 1 and q[0].endswith("-eicar.com")
         # Only final names, nothing left in the spool.
-        assert d.accepted() == ["big-1.bin", "big.bin"]
+        assert d.accepted() == ["big-1.bin", "big.bin", "mark.bin"]
         assert d.spooled() == []
     finally:
         d.stop()

@@ -252,6 +252,32 @@ static void test_place_across(void)
     int n = -1;
     CHECK(p && fscanf(p, "%d", &n) == 1 && n == 2); /* nothing else, ever */
     if (p) pclose(p);
+
+    /* A crash between placing a copy and recording it: the retry finds its
+     * own copy under its name (the copy carries the upload's id) and makes
+     * no second one; another upload's copy under a name is not its own. */
+    {
+        char id[STORE_ID_LEN + 1], other_id[STORE_ID_LEN + 1], stored[STORE_NAME_MAX + 1];
+        store_new_id(id);
+        store_new_id(other_id);
+        CHECK(write_part(&s, id, "placed, then the machine went down") == 0);
+        bool linked = false;
+        CHECK(store_link_part(&s, id, s.accept_fd, "", "x.bin", stored, &linked) == 0 && linked);
+        CHECK_STR(stored, "x-2.bin");
+        linked = false;
+        CHECK(store_link_part(&s, id, s.accept_fd, "", "x.bin", stored, &linked) == 0 && linked);
+        CHECK_STR(stored, "x-2.bin"); /* before: x-3.bin, a second copy */
+        CHECK(faccessat(s.accept_fd, "x-3.bin", F_OK, AT_SYMLINK_NOFOLLOW) < 0);
+        /* Under a name chosen before (a hook's stored_as), likewise. */
+        CHECK(store_link_part_as(&s, id, s.accept_fd, "y.bin", &linked) == 0 && linked);
+        linked = false;
+        CHECK(store_link_part_as(&s, id, s.accept_fd, "y.bin", &linked) == 0 && linked);
+        CHECK(write_part(&s, other_id, "another upload") == 0);
+        CHECK(store_link_part_as(&s, other_id, s.accept_fd, "y.bin", &linked) == -EEXIST);
+        CHECK(store_link_part(&s, other_id, s.accept_fd, "", "x.bin", stored, &linked) == 0);
+        CHECK_STR(stored, "x-3.bin");
+        CHECK(store_discard_part(&s, id) == 0 && store_discard_part(&s, other_id) == 0);
+    }
     store_close(&s);
     snprintf(cmd, sizeof cmd, "rm -rf %s %s", root, other);
     CHECK(system(cmd) == 0);
