@@ -350,6 +350,18 @@ static bool own_copy(int dir_fd, const char *name, const char *id)
     return n == STORE_ID_LEN && memcmp(got, id, STORE_ID_LEN) == 0;
 }
 
+/* dir_fd is on another filesystem or mount than the spool file pst. */
+static bool other_mount(struct store *s, int dir_fd, const struct stat *pst)
+{
+    struct stat dst;
+    if (fstat(dir_fd, &dst) < 0) return false;
+    if (dst.st_dev != pst->st_dev) return true;
+    struct statx a, b;
+    return statx(dir_fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &a) == 0 &&
+           statx(s->spool_fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &b) == 0 &&
+           (a.stx_mask & b.stx_mask & STATX_MNT_ID) && a.stx_mnt_id != b.stx_mnt_id;
+}
+
 /* Copies spool/<part> into a new unnamed file (O_TMPFILE) in dir_fd, marks
  * it with the upload's id (where the filesystem can) and fsyncs it: a file
  * that can be linked to its final name but never has a name of its own
@@ -424,9 +436,9 @@ int store_link_part(struct store *s, const char *id, int dir_fd, const char *pre
     struct stat pst;
     if (fstatat(s->spool_fd, part, &pst, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
     bool done = pst.st_nlink > 1 && find_link(&pst, dir_fd, prefix, name, cand, sizeof cand);
-    /* On another filesystem a name taken may be this upload's own copy. */
-    struct stat dst;
-    bool across = fstat(dir_fd, &dst) == 0 && dst.st_dev != pst.st_dev;
+    /* On another filesystem, or mount (a bind mount of the same one
+     * refuses links too), a name taken may be this upload's own copy. */
+    bool across = other_mount(s, dir_fd, &pst);
     int tmp = -1, rc = -EEXIST;
     for (unsigned n = 0; !done && n < 100000; n++) {
         if (candidate(prefix, name, n, cand, sizeof cand) < 0) {

@@ -92,14 +92,15 @@ int store_unlink_part(struct store *s, const char *id);
  * entry stays (store_discard_part removes it once the placement is
  * recorded). If a crash came between a link and its record, the .part is
  * already linked there (same inode): that name is reported, no second link
- * is made. When dir_fd is on another filesystem (EXDEV), a complete fsynced
- * copy made as an unnamed O_TMPFILE in dir_fd is linked instead: no partial
- * or temporary name ever appears there. Such a copy is not the .part's
- * inode: it carries the upload's id (xattr user.intake.upload, where the
- * filesystem takes one), so after a crash between its link and its record
- * the name holding it is reported, no second copy is made. The final name
- * without prefix goes to stored (STORE_NAME_MAX + 1 bytes). Blocking. 0, or -errno with *linked telling whether the file is
- * in dir_fd anyway (its directory fsync failed). */
+ * is made. When dir_fd is on another filesystem or mount (EXDEV), a
+ * complete fsynced copy made as an unnamed O_TMPFILE in dir_fd is linked
+ * instead: no partial or temporary name ever appears there. Such a copy is
+ * not the .part's inode: it carries the upload's id (xattr
+ * user.intake.upload, where the filesystem takes one), so after a crash
+ * between its link and its record the name holding it is reported, no
+ * second copy is made. The final name without prefix goes to stored
+ * (STORE_NAME_MAX + 1 bytes). Blocking. 0, or -errno with *linked telling
+ * whether the file is in dir_fd anyway (its directory fsync failed). */
 int store_link_part(struct store *s, const char *id, int dir_fd, const char *prefix,
                     const char *name, char *stored, bool *linked);
 /* Links spool/<id>.part into dir_fd under exactly name (a stored_as

@@ -21,8 +21,11 @@
  *  - a failed write to a regular file in the temp dir (not a log, a pipe,
  *    a socket: those are not the engine losing content);
  *  - a failed open to make or write a file in the temp dir (but EEXIST: a
- *    unique name being looked for; an open to read may look for a file
- *    that was never made), or any open when out of descriptors or memory.
+ *    unique name being looked for; an open to read, or to write without
+ *    O_CREAT, may look for a file that was never made), or any open when
+ *    out of descriptors or memory;
+ *  - of a copy in the kernel (copy_file_range, sendfile, splice), only what
+ *    loses data: "not supported here" makes the caller read and write.
  * EINTR and EAGAIN never count. */
 #undef _FILE_OFFSET_BITS /* define exactly the names libclamav imports */
 #define _GNU_SOURCE
@@ -114,17 +117,29 @@ __attribute__((noinline)) static void write_failed(int fd, int en)
     errno = en;
 }
 
-/* An open of path (relative to dirfd; to make or write a file if making),
- * a dup or an fdopen (path NULL) failed with errno en. Keeps errno. An
- * open only to read is not counted in the temp dir: libclamav looks for
- * files a step may or may not have made (after HTML, html-tmp.*\/javascript
- * exists only if there was a script). */
-__attribute__((noinline)) static void open_failed(int dirfd, const char *path, bool making,
+/* A copy in the kernel (copy_file_range, sendfile, splice) failed: callers
+ * fall back to reading and writing on "not here" (EINVAL, EXDEV, ENOSYS,
+ * EOPNOTSUPP...), so only what loses data counts. */
+__attribute__((noinline)) static void copy_failed(int fd, int en)
+{
+    if (en == ENOSPC || en == EDQUOT || en == EFBIG || en == EIO || en == ENOMEM)
+        write_failed(fd, en);
+    errno = en;
+}
+
+enum open_kind { READING, WRITING, CREATING };
+
+/* An open of path (relative to dirfd), a dup or an fdopen (path NULL)
+ * failed with errno en. Keeps errno. In the temp dir, an open only to read,
+ * or to write a file that is not there (ENOENT without O_CREAT), is a look,
+ * not a failure: libclamav looks for files a step may or may not have made
+ * (after HTML, html-tmp.*\/javascript exists only if there was a script). */
+__attribute__((noinline)) static void open_failed(int dirfd, const char *path, enum open_kind kind,
                                                   int en)
 {
     if (watching && !first_error && en != EINTR && en != EAGAIN && en != EEXIST) {
         bool counts = en == EMFILE || en == ENFILE || en == ENOMEM;
-        if (!counts && path && making) {
+        if (!counts && path && (kind == CREATING || (kind == WRITING && en != ENOENT))) {
             char full[PATH_MAX * 2];
             if (path[0] == '/') {
                 snprintf(full, sizeof full, "%s", path);
@@ -151,6 +166,10 @@ __attribute__((noinline)) static void open_failed(int dirfd, const char *path, b
 #define CHECK(fd, rc)                                                                              \
     do {                                                                                           \
         if ((rc) < 0 && watching) write_failed((fd), errno);                                       \
+    } while (0)
+#define CHECK_COPY(fd, rc)                                                                         \
+    do {                                                                                           \
+        if ((rc) < 0 && watching) copy_failed((fd), errno);                                        \
     } while (0)
 
 UNCHECKED ssize_t write(int fd, const void *buf, size_t n)
@@ -199,7 +218,7 @@ UNCHECKED ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 UNCHECKED ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
 {
     ssize_t rc = syscall(SYS_sendfile, out, in, off, n);
-    CHECK(out, rc);
+    CHECK_COPY(out, rc);
     return rc;
 }
 
@@ -224,7 +243,7 @@ UNCHECKED ssize_t splice(int in, off64_t *in_off, int out, off64_t *out_off, siz
                          unsigned flags)
 {
     ssize_t rc = syscall(SYS_splice, in, in_off, out, out_off, n, flags);
-    CHECK(out, rc);
+    CHECK_COPY(out, rc);
     return rc;
 }
 
@@ -232,7 +251,7 @@ UNCHECKED ssize_t copy_file_range(int in, off64_t *in_off, int out, off64_t *out
                                   unsigned flags)
 {
     ssize_t rc = syscall(SYS_copy_file_range, in, in_off, out, out_off, n, flags);
-    CHECK(out, rc);
+    CHECK_COPY(out, rc);
     return rc;
 }
 
@@ -253,7 +272,7 @@ UNCHECKED int fdatasync(int fd)
 /* Opening: the mode is there only with O_CREAT or O_TMPFILE. */
 #define OPEN_MODE(flags, mode)                                                                     \
     do {                                                                                           \
-        if (((flags) & O_CREAT) || ((flags) & O_TMPFILE) == O_TMPFILE) {                           \
+        if (((flags)&O_CREAT) || ((flags)&O_TMPFILE) == O_TMPFILE) {                               \
             va_list ap;                                                                            \
             va_start(ap, flags);                                                                   \
             mode = (mode_t)va_arg(ap, int);                                                        \
@@ -266,7 +285,9 @@ static int open_at(int dirfd, const char *path, int flags, mode_t mode)
     int rc = (int)syscall(SYS_openat, dirfd, path, flags, mode);
     if (rc < 0 && watching)
         open_failed(dirfd, path,
-                    (flags & (O_CREAT | O_WRONLY | O_RDWR)) || (flags & O_TMPFILE) == O_TMPFILE,
+                    (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? CREATING
+                    : flags & (O_WRONLY | O_RDWR)                         ? WRITING
+                                                                          : READING,
                     errno);
     return rc;
 }
@@ -302,14 +323,19 @@ UNCHECKED int openat64(int dirfd, const char *path, int flags, ...)
 UNCHECKED int dup(int fd)
 {
     int rc = (int)syscall(SYS_dup, fd);
-    if (rc < 0 && watching) open_failed(AT_FDCWD, NULL, false, errno);
+    if (rc < 0 && watching) open_failed(AT_FDCWD, NULL, READING, errno);
     return rc;
 }
 
 UNCHECKED int dup2(int fd, int to)
 {
+#ifdef SYS_dup2
     int rc = (int)syscall(SYS_dup2, fd, to);
-    if (rc < 0 && watching) open_failed(AT_FDCWD, NULL, false, errno);
+#else /* arm64, riscv64: dup3, which refuses fd == to where dup2 checks fd */
+    int rc = fd == to ? (int)syscall(SYS_fcntl, fd, F_GETFD) : (int)syscall(SYS_dup3, fd, to, 0);
+    if (fd == to && rc >= 0) rc = to;
+#endif
+    if (rc < 0 && watching) open_failed(AT_FDCWD, NULL, READING, errno);
     return rc;
 }
 
@@ -402,30 +428,31 @@ UNCHECKED int fclose(FILE *f)
     return rc;
 }
 
-/* fopen's mode makes or writes the file: "w", "a", or "+" anywhere. */
-static bool making_mode(const char *mode)
+/* What fopen's mode does: "w" and "a" make the file, "r+" writes it. */
+static enum open_kind mode_kind(const char *mode)
 {
-    return mode && (mode[0] == 'w' || mode[0] == 'a' || strchr(mode, '+'));
+    if (mode && (mode[0] == 'w' || mode[0] == 'a')) return CREATING;
+    return mode && strchr(mode, '+') ? WRITING : READING;
 }
 
 UNCHECKED FILE *fopen(const char *restrict path, const char *restrict mode)
 {
     FILE *f = real_fopen()(path, mode);
-    if (!f && watching) open_failed(AT_FDCWD, path, making_mode(mode), errno);
+    if (!f && watching) open_failed(AT_FDCWD, path, mode_kind(mode), errno);
     return f;
 }
 
 UNCHECKED FILE *fopen64(const char *restrict path, const char *restrict mode)
 {
     FILE *f = real_fopen64()(path, mode);
-    if (!f && watching) open_failed(AT_FDCWD, path, making_mode(mode), errno);
+    if (!f && watching) open_failed(AT_FDCWD, path, mode_kind(mode), errno);
     return f;
 }
 
 UNCHECKED FILE *fdopen(int fd, const char *mode)
 {
     FILE *f = real_fdopen()(fd, mode);
-    if (!f && watching) open_failed(AT_FDCWD, NULL, false, errno);
+    if (!f && watching) open_failed(AT_FDCWD, NULL, READING, errno);
     return f;
 }
 

@@ -4,8 +4,8 @@
  * server. Per upload the header line and the body go out together without
  * waiting for READY (SPEC allows it; -r waits for READY first); the next
  * upload on a connection starts when its STATUS has arrived (no pipelining
- * across uploads). Each body starts with 24 bytes of its own (process,
- * connection, upload number, time) and goes on with one random block (up
+ * across uploads). Each body starts with 24 bytes of its own (time, upload
+ * number, connection, process) and goes on with one random block (up
  * to 1 MiB) repeated: no two uploads are the same file, so a scanner that
  * remembers files it found clean measures its scanning, not its memory.
  * Each upload's latency is from its first byte sent to its STATUS received,
@@ -119,11 +119,12 @@ static void start_upload(struct conn *c)
 {
     c->hdr_len = (size_t)snprintf(c->hdr, sizeof c->hdr - 24, "%llu tcpload-%d-%d-%ld.bin\n",
                                   (unsigned long long)size, (int)getpid(), c->index, c->done);
-    uint32_t ids[2] = {(uint32_t)getpid(), (uint32_t)c->index};
-    uint64_t more[2] = {(uint64_t)c->done, now_ns()};
+    /* What changes most first: a body shorter than the stamp still differs. */
+    uint64_t more[2] = {now_ns(), (uint64_t)c->done};
+    uint32_t ids[2] = {(uint32_t)c->index, (uint32_t)getpid()};
     uint8_t stamp[24];
-    memcpy(stamp, ids, sizeof ids);
-    memcpy(stamp + sizeof ids, more, sizeof more);
+    memcpy(stamp, more, sizeof more);
+    memcpy(stamp + sizeof more, ids, sizeof ids);
     c->stamp_len = size < sizeof stamp ? (size_t)size : sizeof stamp;
     memcpy(c->hdr + c->hdr_len, stamp, c->stamp_len);
     /* With the line, as the body went before: no send more per upload. */

@@ -402,6 +402,22 @@ int main(void)
         CHECK(scand_tempfiles_end() == 0);
     }
 
+    /* A copy in the kernel refused as "not here" (from a pipe: EINVAL) is
+     * not lost data: the caller reads and writes instead. */
+    {
+        int fd = at_limit();
+        int p[2];
+        CHECK(pipe(p) == 0);
+        CHECK(write(p[1], data, sizeof data) == (ssize_t)sizeof data);
+        scand_tempfiles_watch();
+        CHECK(copy_file_range(p[0], NULL, fd, NULL, sizeof data, 0) < 0 && errno == EINVAL);
+        CHECK(sendfile(fd, p[0], NULL, sizeof data) < 0 && errno == EINVAL);
+        CHECK(scand_tempfiles_end() == 0);
+        close(p[0]);
+        close(p[1]);
+        close(fd);
+    }
+
     /* A file outside the temp dir (the scanner's log on a full disk): its
      * failed writes are not the engine's. */
     {
@@ -446,9 +462,19 @@ int main(void)
         CHECK(fopen(path, "r") == NULL && errno == ENOENT);
         CHECK(fopen(path, "rb") == NULL && errno == ENOENT);
         CHECK(scand_tempfiles_end() == 0);
+        /* To write one that is not there, without making it: a look too. */
         scand_tempfiles_watch();
         CHECK(fopen(path, "r+") == NULL && errno == ENOENT);
-        CHECK(scand_tempfiles_end() == ENOENT);
+        CHECK(open(path, O_RDWR) < 0 && errno == ENOENT);
+        CHECK(scand_tempfiles_end() == 0);
+        /* But a write open that fails otherwise counts (a directory). */
+        char sub[160];
+        snprintf(sub, sizeof sub, "%s/sub", dir);
+        CHECK(mkdir(sub, 0700) == 0);
+        scand_tempfiles_watch();
+        CHECK(open(sub, O_WRONLY) < 0 && errno == EISDIR);
+        CHECK(scand_tempfiles_end() == EISDIR);
+        rmdir(sub);
         scand_tempfiles_watch();
         CHECK(fopen(path, "ab") == NULL && errno == ENOENT);
         CHECK(scand_tempfiles_end() == ENOENT);
