@@ -21,10 +21,17 @@ import zlib
 import pytest
 import websockets
 
-from conftest import (EICAR, INTAKE, ROOT, SIGNATURES, Client, alive, free_port, sha256,
-                      short_dir, wait_for)
+from conftest import (EICAR, INTAKE, INTAKED, ROOT, SIGNATURES, Client, alive, free_port,
+                      sha256, short_dir, wait_for)
 
-SCAND = os.path.join(ROOT, "build", "intake-scand")
+# The scanner of the build under test: INTAKED=build/asan/intaked runs these
+# against the sanitizer build's intake-scand too.
+SCAND = os.path.join(os.path.dirname(INTAKED), "intake-scand")
+
+
+def sanitized(path):
+    with open(path, "rb") as f:
+        return b"__asan_init" in f.read()
 EICAR_NAME = "Eicar-Test-Signature.UNOFFICIAL"
 
 
@@ -557,6 +564,8 @@ def test_failed_fd_read_closes_nothing(tmp_path):
     connection: the failed recvmsg must not walk its (uninitialized) control
     buffer, which could close other threads' descriptors. Under valgrind,
     which flags the read of uninitialized memory deterministically."""
+    if sanitized(SCAND):
+        pytest.skip("valgrind cannot run a sanitizer build; the plain build's run covers this")
     d = short_dir()
     sock = os.path.join(d, "s.sock")
     vglog = os.path.join(d, "valgrind.log")
