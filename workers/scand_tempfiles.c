@@ -31,6 +31,7 @@
 #define _GNU_SOURCE
 #include "scand_tempfiles.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -362,6 +363,8 @@ typedef FILE *(*fopen_fn)(const char *, const char *);
 typedef FILE *(*fdopen_fn)(int, const char *);
 typedef int (*vfprintf_fn)(FILE *, const char *, va_list);
 typedef int (*vfprintf_chk_fn)(FILE *, int, const char *, va_list);
+typedef DIR *(*opendir_fn)(const char *);
+typedef DIR *(*fdopendir_fn)(int);
 REAL(fwrite, fwrite_fn)
 REAL(fputs, fputs_fn)
 REAL(fputc, fputc_fn)
@@ -373,6 +376,8 @@ REAL(fopen64, fopen_fn)
 REAL(fdopen, fdopen_fn)
 REAL(vfprintf, vfprintf_fn)
 REAL(__vfprintf_chk, vfprintf_chk_fn)
+REAL(opendir, opendir_fn)
+REAL(fdopendir, fdopendir_fn)
 
 static int stream_fd(FILE *f)
 {
@@ -454,6 +459,23 @@ UNCHECKED FILE *fdopen(int fd, const char *mode)
     FILE *f = real_fdopen()(fd, mode);
     if (!f && watching) open_failed(AT_FDCWD, NULL, READING, errno);
     return f;
+}
+
+/* Directories: libclamav walks what some extractors made. glibc opens them
+ * inside, not through open(): out of descriptors or memory counts here,
+ * and a directory that is not there is a look. */
+UNCHECKED DIR *opendir(const char *path)
+{
+    DIR *d = real_opendir()(path);
+    if (!d && watching) open_failed(AT_FDCWD, path, READING, errno);
+    return d;
+}
+
+UNCHECKED DIR *fdopendir(int fd)
+{
+    DIR *d = real_fdopendir()(fd);
+    if (!d && watching) open_failed(AT_FDCWD, NULL, READING, errno);
+    return d;
 }
 
 /* The printf family writes through the stream like fwrite (glibc's

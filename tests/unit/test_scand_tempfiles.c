@@ -9,6 +9,7 @@
 #include "scand_tempfiles.h"
 #include "test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -487,6 +488,12 @@ int main(void)
         CHECK(openat(dfd, "taken", O_WRONLY | O_CREAT | O_EXCL, 0600) < 0 && errno == EEXIST);
         CHECK(open("/nonexistent-intake/file", O_RDONLY) < 0 && errno == ENOENT);
         CHECK(fopen("/nonexistent-intake/file", "r") == NULL);
+        char gone[160];
+        snprintf(gone, sizeof gone, "%s/gone", dir);
+        CHECK(opendir(gone) == NULL && errno == ENOENT); /* a look */
+        DIR *d = opendir(dir);
+        CHECK(d != NULL);
+        if (d) closedir(d);
         CHECK(scand_tempfiles_end() == 0);
         unlink(path);
 
@@ -500,7 +507,7 @@ int main(void)
         close(dfd);
     }
 
-    /* Out of descriptors: counts anywhere (open, fopen, dup). */
+    /* Out of descriptors: counts anywhere (open, fopen, dup, opendir). */
     {
         struct rlimit nofile, few;
         getrlimit(RLIMIT_NOFILE, &nofile);
@@ -508,12 +515,13 @@ int main(void)
         CHECK(probe >= 0);
         few.rlim_cur = (rlim_t)probe; /* every descriptor below is taken */
         few.rlim_max = nofile.rlim_max;
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             scand_tempfiles_watch();
             CHECK(setrlimit(RLIMIT_NOFILE, &few) == 0);
             int rc = k == 0   ? open("/dev/null", O_RDONLY)
                      : k == 1 ? (fopen("/dev/null", "r") ? 0 : -1)
-                              : dup(probe);
+                     : k == 2 ? dup(probe)
+                              : (opendir(dir) ? 0 : -1);
             int en = errno;
             CHECK(setrlimit(RLIMIT_NOFILE, &nofile) == 0);
             CHECK_MSG(rc < 0 && en == EMFILE, "call %d: rc %d errno %d", k, rc, en);
