@@ -121,6 +121,21 @@ static int listen_any(int *port)
     return fd;
 }
 
+/* A port that refuses connections and stays ours: bound, never listening.
+ * (A listener closed again frees its port for any other process on the
+ * machine, which may then accept and never answer.) */
+static int refusing_port(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0)
+        abort();
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
 /* Waits until the fake has closed n sessions itself (so the client sees
  * the close before its next scan). */
 static void wait_closed(struct fake *f, int n)
@@ -158,8 +173,7 @@ static void test_pool_client(void)
     /* A refused address first, then a fake clamd: clean, the refused one
      * marked down and counted as an error, the file streamed in bounded
      * chunks, all of it, in a session. */
-    int dead_port, dead = listen_any(&dead_port);
-    close(dead);
+    int dead_port, dead = refusing_port(&dead_port);
     struct fake f = {0};
     f.lfd = listen_any(&f.port);
     struct scan_client sc = {.timeout_ms = 5000, .shared = m, .metrics = &m->slot[0]};
@@ -249,6 +263,7 @@ static void test_pool_client(void)
     struct scanner_addr addrs[2] = {sc.t[0].addr, ft->addr};
     scan_probe(addrs, 2, 300, up);
     CHECK(!up[0] && !up[1]);
+    close(dead);
     close(fd);
 }
 
