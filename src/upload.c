@@ -486,6 +486,14 @@ static int scan(struct upload *u, struct store *st, const struct upload_policy *
     return 0;
 }
 
+static void remove_spool_entry(struct upload *u, struct store *st)
+{
+    int rc = store_unlink_part(st, u->id);
+    if (rc < 0 && rc != -ENOENT)
+        log_warn("upload %s: placed, but removing its spool entry failed: %s (the sweep will)",
+                 u->id, strerror(-rc));
+}
+
 /* Step 4: placement by verdict, recorded before the spool entry goes, so a
  * crash anywhere in it never places the file twice. 0 or 1. */
 static int place(struct upload *u, struct store *st, const struct upload_policy *p)
@@ -547,26 +555,24 @@ static int place(struct upload *u, struct store *st, const struct upload_policy 
         return 1;
     }
     if (u->named) store_release_name(st, u->id, u->stored);
-    /* The spool entry goes (a re-query may have removed it already). What
-     * must be durable before STATUS is the record's own name in the spool,
-     * made when the upload began: a spool fsync begun since the mark covers
-     * it, and other uploads' usually have. A deletion must be durable
-     * itself: that takes an fsync of its own. */
-    rc = store_unlink_part(st, u->id);
-    if (rc < 0 && rc != -ENOENT)
-        log_warn("upload %s: placed, but removing its spool entry failed: %s (the sweep will)",
-                 u->id, strerror(-rc));
+    /* What must be durable before STATUS is the record's own name in the
+     * spool, made when the upload began: a spool fsync begun since the mark
+     * covers it, and other uploads' usually have. Then the spool entry goes
+     * (a re-query may have removed it already); that need not be durable.
+     * A deletion must be: it goes first and takes an fsync of its own. */
     bool deleted = u->scanned == VERDICT_INFECTED && p->infected_delete;
+    if (deleted) remove_spool_entry(u, st);
     rc = store_sync_dir_since(st, st->spool_fd, deleted ? 0 : u->spool_mark);
     if (rc < 0) {
         log_error("upload %s (%s): placed in %s%s%s, but syncing the spool directory failed: %s; "
-                  "answering error until a retry succeeds",
+                  "kept in the spool, answering error until a retry succeeds",
                   u->id, u->logname, where, u->placed[0] ? " as " : "", u->placed, strerror(-rc));
         /* The record keeps the name it was placed under: a re-query answers
          * with it once a spool fsync succeeds. */
         step_failed(u, st, "cannot sync the spool directory");
         return 1;
     }
+    if (!deleted) remove_spool_entry(u, st);
     return 0;
 }
 

@@ -290,6 +290,9 @@ static void test_session(void)
     CHECK(upload_finalize(&u, &st, &pol, &e) == 0 && u.verdict == VERDICT_ERROR);
     CHECK_STR(u.reason, "cannot sync the spool directory");
     CHECK_STR(u.stored, "");
+    char held_part[STORE_ID_LEN + 8];
+    snprintf(held_part, sizeof held_part, "%s.part", held);
+    CHECK(faccessat(st.spool_fd, held_part, F_OK, 0) == 0); /* kept in the spool */
     struct upload_request again = {0};
     snprintf(again.resume_id, sizeof again.resume_id, "%s", held);
     snprintf(again.filename, sizeof again.filename, "synced.txt");
@@ -302,6 +305,7 @@ static void test_session(void)
     CHECK(upload_find(&v, &st, &again, &e) == FOUND_FINAL);
     CHECK(v.verdict == VERDICT_UNSCANNED);
     CHECK_STR(v.stored, "synced.txt");
+    CHECK(faccessat(st.spool_fd, held_part, F_OK, 0) < 0); /* and gone once answered */
     upload_free(&v);
     upload_free(&u);
     CHECK(u.filename && u.filename[0] == '\0' && u.filename_len == 0);
