@@ -98,14 +98,15 @@ static void fd_path(int fd, char *out, size_t cap)
 
 #define ANY_FILE (-100) /* a stream with no descriptor, or fflush(NULL) */
 
-/* fd is a regular file in the temp dir (before init: any regular file). */
+/* fd is a regular file in the temp dir (before init, or where its path
+ * cannot be read, as without /proc: any regular file, failing closed). */
 static bool temp_file(int fd)
 {
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) return false;
     char path[PATH_MAX];
     fd_path(fd, path, sizeof path);
-    return !given_len || in_temp_dir(path);
+    return !given_len || !path[0] || in_temp_dir(path);
 }
 
 /* A write to fd failed with errno en. Keeps errno. EBADF is a descriptor
