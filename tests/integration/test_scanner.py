@@ -384,10 +384,17 @@ def test_temp_file_not_opened_is_an_error_not_clean(scand, tmp_path):
     sess = Session(s.sock)
     assert sess.fildes(mail).endswith(": %s FOUND" % EICAR_NAME)
     soft, hard = resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE)
+
+    def in_use():
+        return len(os.listdir("/proc/%d/fd" % s.proc.pid))
+
+    # Counted when idle: a scan's descriptors close just after its reply.
+    time.sleep(0.2)
+    idle = in_use()
     replies = []
-    for spare in range(1, 7):
-        in_use = len(os.listdir("/proc/%d/fd" % s.proc.pid))
-        resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (in_use + spare, hard))
+    for spare in range(1, 13):
+        wait_for(lambda: in_use() <= idle, 5, what="the last scan's descriptors closed")
+        resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (idle + spare, hard))
         try:
             replies.append(sess.fildes(mail))
         finally:
