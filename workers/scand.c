@@ -387,15 +387,35 @@ struct client {
     int fd;
     char buf[CMD_MAX + 8];
     size_t len;
-    int fds[8]; /* descriptors received with SCM_RIGHTS, not yet used */
+    /* Descriptors received with SCM_RIGHTS, not yet used, in the order they
+     * came; FD_LOST where one was sent and could not be received. */
+    int fds[16];
     int nfds;
     bool session;
     unsigned id; /* IDSESSION request counter */
     char term;   /* reply terminator: '\0' (z) or '\n' (n, bare) */
 };
 
-/* recvmsg into the buffer, keeping any passed descriptors. >0 bytes, 0 EOF,
- * -1 error or timeout. */
+#define FD_LOST (-1)
+
+/* Queues a received descriptor, or FD_LOST. Full (a client with 16
+ * descriptors sent ahead of their commands): closed, and -1, the client is
+ * dropped, since a later FILDES would take another file's descriptor. */
+static int queue_fd(struct client *cl, int fd)
+{
+    if (cl->nfds == (int)(sizeof cl->fds / sizeof cl->fds[0])) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    cl->fds[cl->nfds++] = fd;
+    return 0;
+}
+
+/* recvmsg into the buffer, keeping any passed descriptors in order. >0
+ * bytes, 0 EOF, -1 error or timeout. A message's descriptors the kernel
+ * could not give (MSG_CTRUNC: out of descriptors here) are queued as
+ * FD_LOST, so the FILDES they came with fails instead of taking the next
+ * FILDES's file (one recvmsg takes one message's descriptors at most). */
 static ssize_t fill(struct client *cl)
 {
     if (cl->len >= sizeof cl->buf) return -1;
@@ -411,19 +431,29 @@ static ssize_t fill(struct client *cl)
      * were: cbuf is uninitialized, and walking it would close whatever
      * descriptors its garbage names, other threads' included. */
     if (n < 0) return -1;
-    if (m.msg_flags & MSG_CTRUNC)
-        log_warn("a client passed more descriptors than fit; the extra ones were dropped");
+    int got = 0, overflow = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
             continue;
         size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         int *p = (int *)CMSG_DATA(c);
-        for (size_t i = 0; i < k; i++) {
-            if (cl->nfds < 8)
-                cl->fds[cl->nfds++] = p[i];
-            else
-                close(p[i]);
+        for (size_t i = 0; i < k; i++, got++)
+            overflow |= queue_fd(cl, p[i]) < 0;
+    }
+    if (m.msg_flags & MSG_CTRUNC) {
+        if (got) {
+            log_warn("a client passed more file descriptors in one message than fit; the extra "
+                     "ones were dropped");
+        } else {
+            log_warn("a client passed a file descriptor this scanner could not take (no free "
+                     "descriptor: raise its open-files limit); that FILDES is answered ERROR");
+            overflow |= queue_fd(cl, FD_LOST) < 0;
         }
+    }
+    if (overflow) {
+        log_warn("a client sent more than 16 file descriptors ahead of their commands; "
+                 "connection closed");
+        return -1;
     }
     if (n > 0) cl->len += (size_t)n;
     return n;
@@ -488,6 +518,11 @@ static void do_fildes(struct client *cl)
     /* Drop the dummy byte(s) that carried it. */
     while (cl->len && (cl->buf[0] == '\0' || cl->buf[0] == '\n')) {
         memmove(cl->buf, cl->buf + 1, --cl->len);
+    }
+    if (fd == FD_LOST) {
+        reply(cl, "FILDES: the file descriptor could not be received (too many open files). "
+                  "ERROR");
+        return;
     }
     char out[512];
     enum verdict v = scan_fd(fd, out, sizeof out);
@@ -677,7 +712,7 @@ static void *client_thread(void *arg)
         if (!keep) break;
     }
     for (int i = 0; i < cl->nfds; i++)
-        close(cl->fds[i]);
+        if (cl->fds[i] >= 0) close(cl->fds[i]);
     close(cl->fd);
     free(cl);
     pthread_mutex_lock(&conn_mu);

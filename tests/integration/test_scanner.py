@@ -406,6 +406,42 @@ def test_temp_file_not_opened_is_an_error_not_clean(scand, tmp_path):
     sess.close()
 
 
+def test_descriptor_not_received_is_an_error_not_the_next_file(scand, tmp_path):
+    """A FILDES whose descriptor the scanner cannot take (no free descriptor:
+    the kernel drops it) is answered ERROR; the next FILDES, sent before that
+    answer as a pipelining client does, is answered with its own file. Before,
+    the first took the second's descriptor: an infected file answered OK."""
+    s = scand().ready()
+    bad, clean = tmp_path / "e.com", tmp_path / "clean.txt"
+    bad.write_bytes(EICAR)
+    clean.write_bytes(b"nothing to see\n")
+    sess = Session(s.sock)
+    assert sess.fildes(bad).endswith(": %s FOUND" % EICAR_NAME)
+    time.sleep(0.2)
+    soft, hard = resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE)
+    full = len(os.listdir("/proc/%d/fd" % s.proc.pid))
+
+    def send(path):
+        with open(path, "rb") as f:
+            sess.s.sendmsg([b"zFILDES\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                              struct.pack("i", f.fileno()))])
+
+    resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (full, hard))
+    try:
+        send(bad)
+        time.sleep(0.5)  # taken off the socket while no descriptor is free
+    finally:
+        resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    send(clean)
+    first, second = sess.reply(), sess.reply()
+    assert first.startswith("2: ") and first.endswith(
+        "FILDES: the file descriptor could not be received (too many open files). ERROR"), first
+    assert second.startswith("3: ") and second.endswith(": OK"), second
+    assert sess.fildes(bad).endswith(": %s FOUND" % EICAR_NAME)
+    sess.close()
+    assert "could not take" in s.logs()
+
+
 def test_unwritable_log_fails_no_scan(scand, tmp_path):
     """The scanner's own log (a regular file) on a full disk is not the
     engine losing content: a file that makes libclamav write a log line mid-
