@@ -437,8 +437,9 @@ int store_link_part(struct store *s, const char *id, int dir_fd, const char *pre
     if (fstatat(s->spool_fd, part, &pst, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
     bool done = pst.st_nlink > 1 && find_link(&pst, dir_fd, prefix, name, cand, sizeof cand);
     /* On another filesystem, or mount (a bind mount of the same one
-     * refuses links too), a name taken may be this upload's own copy. */
-    bool across = other_mount(s, dir_fd, &pst);
+     * refuses links too), a name taken may be this upload's own copy. Asked
+     * only when a name is taken (-1: not yet): the usual link needs none. */
+    int across = -1;
     int tmp = -1, rc = -EEXIST;
     for (unsigned n = 0; !done && n < 100000; n++) {
         if (candidate(prefix, name, n, cand, sizeof cand) < 0) {
@@ -451,9 +452,11 @@ int store_link_part(struct store *s, const char *id, int dir_fd, const char *pre
             /* dir_fd is on another filesystem than the spool: link a
              * complete, synced copy instead, under the same name rules. */
             if ((tmp = copy_unnamed(s, part, id, dir_fd)) < 0) return tmp;
-            across = true;
+            across = 1;
             n--; /* the same candidate again */
-        } else if (errno == EEXIST && across && own_copy(dir_fd, cand, id)) {
+        } else if (errno == EEXIST &&
+                   (across < 0 ? (across = other_mount(s, dir_fd, &pst)) : across) &&
+                   own_copy(dir_fd, cand, id)) {
             done = true; /* placed before a crash kept the record from saying so */
         } else if (errno != EEXIST) {
             rc = -errno;

@@ -156,27 +156,24 @@ static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
     bool stopped = atomic_load(&shutting_down); /* never cleared once set */
     atomic_fetch_sub(&scans_running, 1);
     sem_post(&scan_slots);
-    if (stopped && rc != CL_VIRUS) {
+    /* Found is found; anything else from a scan that did not see the
+     * whole file is an error, never OK. */
+    if (rc != CL_VIRUS && (stopped || failed || temp_error)) {
         free(sc);
-        snprintf(out, outlen, "not scanned: the scanner is stopping");
-        return V_ERROR;
-    }
-    if (failed && rc != CL_VIRUS) {
-        free(sc);
-        snprintf(out, outlen, "not scanned: the engine could not use its temporary directory");
-        return V_ERROR;
-    }
-    if (temp_error && rc != CL_VIRUS) {
-        /* What it extracted was cut short or left out: what it scanned is
-         * not the file. */
-        free(sc);
-        log_error("a scan could not make or write a temporary file in %s: %s; answered ERROR, "
-                  "not OK. Make room (space, inodes) on that file system (--tmpdir), or raise "
-                  "the file-size or open-files limit",
-                  tmpdir, strerror(temp_error));
-        snprintf(out, outlen,
-                 "not scanned: the engine could not make or write a temporary file (%s)",
-                 strerror(temp_error));
+        if (stopped) {
+            snprintf(out, outlen, "not scanned: the scanner is stopping");
+        } else if (failed) {
+            snprintf(out, outlen, "not scanned: the engine could not use its temporary directory");
+        } else {
+            /* What it extracted was cut short or left out. */
+            log_error("a scan could not make or write a temporary file in %s: %s; answered "
+                      "ERROR, not OK. Make room (space, inodes) on that file system (--tmpdir), "
+                      "or raise the file-size or open-files limit",
+                      tmpdir, strerror(temp_error));
+            snprintf(out, outlen,
+                     "not scanned: the engine could not make or write a temporary file (%s)",
+                     strerror(temp_error));
+        }
         return V_ERROR;
     }
     if (rc == CL_VIRUS) {
@@ -849,18 +846,10 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int c;
     /* A descriptor 0-2 its starter left closed would be the next file opened
-     * (the temp dir's lock) and take log lines or reads meant elsewhere. */
-    for (int fd = 0; fd < 3; fd++) {
-        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
-            int n = open("/dev/null", O_RDWR | O_CLOEXEC);
-            if (n >= 0 && n != fd) {
-                dup2(n, fd);
-                close(n);
-            } else if (n == fd) {
-                fcntl(fd, F_SETFD, 0);
-            }
-        }
-    }
+     * (the temp dir's lock) and take log lines or reads meant elsewhere. In
+     * this order, an open gets the lowest free descriptor: that one. */
+    for (int fd = 0; fd < 3; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) open("/dev/null", O_RDWR);
     proctitle_init(argc, argv);
     while ((c = getopt_long(argc, argv, "Vh", longs, NULL)) != -1) {
         switch (c) {

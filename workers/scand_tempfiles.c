@@ -301,12 +301,8 @@ UNCHECKED int open(const char *path, int flags, ...)
     return open_at(AT_FDCWD, path, flags, mode);
 }
 
-UNCHECKED int open64(const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-    OPEN_MODE(flags, mode);
-    return open_at(AT_FDCWD, path, flags, mode);
-}
+/* The same calls under their LFS names (one function on 64-bit Linux). */
+UNCHECKED int open64(const char *path, int flags, ...) __attribute__((alias("open")));
 
 UNCHECKED int openat(int dirfd, const char *path, int flags, ...)
 {
@@ -316,11 +312,7 @@ UNCHECKED int openat(int dirfd, const char *path, int flags, ...)
 }
 
 UNCHECKED int openat64(int dirfd, const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-    OPEN_MODE(flags, mode);
-    return open_at(dirfd, path, flags, mode);
-}
+    __attribute__((alias("openat")));
 
 UNCHECKED int dup(int fd)
 {
@@ -373,7 +365,6 @@ REAL(putc, fputc_fn)
 REAL(fflush, fflush_fn)
 REAL(fclose, fflush_fn)
 REAL(fopen, fopen_fn)
-REAL(fopen64, fopen_fn)
 REAL(fdopen, fdopen_fn)
 REAL(vfprintf, vfprintf_fn)
 REAL(__vfprintf_chk, vfprintf_chk_fn)
@@ -449,11 +440,7 @@ UNCHECKED FILE *fopen(const char *restrict path, const char *restrict mode)
 }
 
 UNCHECKED FILE *fopen64(const char *restrict path, const char *restrict mode)
-{
-    FILE *f = real_fopen64()(path, mode);
-    if (!f && watching) open_failed(AT_FDCWD, path, mode_kind(mode), errno);
-    return f;
-}
+    __attribute__((alias("fopen")));
 
 UNCHECKED FILE *fdopen(int fd, const char *mode)
 {
