@@ -284,6 +284,25 @@ static void describe_exit(int status, char *buf, size_t cap)
 
 static void restart_scanner(struct master *m);
 
+/* A worker that ended with accept hooks still running (killed, crashed, or
+ * past shutdown_timeout) left them behind with nobody to stop them: they
+ * would run on past hook_timeout and past intaked itself, and a re-query
+ * would start the hook again beside them. Their process groups die here;
+ * their uploads stay in the spool, and a re-query runs the hook again. */
+static void kill_orphan_hooks(struct master *m, int slot, pid_t worker)
+{
+    int32_t *e = m->metrics->slot[slot].hook_pgid;
+    for (int i = 0; i < METRICS_HOOKS; i++) {
+        pid_t g = __atomic_exchange_n(&e[i], 0, __ATOMIC_ACQ_REL);
+        if (g <= 0) continue;
+        if (kill(-g, SIGKILL) == 0)
+            log_warn("worker %d (pid %d) ended with an accept hook running; killed the hook's "
+                     "process group %d (its upload stays in the spool; a re-query runs the hook "
+                     "again)",
+                     slot, (int)worker, (int)g);
+    }
+}
+
 static void reap(struct master *m)
 {
     int status;
@@ -315,6 +334,7 @@ static void reap(struct master *m)
             __atomic_store_n(&m->metrics->accepting[p.slot], 0, __ATOMIC_RELAXED);
             /* What a dead worker's uploads promised will not be written. */
             __atomic_store_n(&m->metrics->promised[p.slot], 0, __ATOMIC_RELAXED);
+            kill_orphan_hooks(m, p.slot, pid);
         }
         if (p.slot == SCANNER_SLOT) {
             snprintf(what, sizeof what, "scanner intake-scand");

@@ -18,6 +18,8 @@ enum metrics_scanner { MS_OFF, MS_UP, MS_DOWN };
 /* Delivery: accept hook runs and NATS publishes, by result. */
 enum metrics_hook { MH_OK, MH_FAILED, MH_TIMEOUT, MH_COUNT };
 enum metrics_publish { MP_ACKED, MP_FAILED, MP_DROPPED, MP_COUNT };
+/* Accept hooks one worker runs at once, at most. */
+#define METRICS_HOOKS 16
 
 /* Scanner addresses with series of their own in intake_scans_total: the
  * master registers each address it is configured with (reloads add, never
@@ -42,6 +44,10 @@ struct metrics_slot {
     uint64_t hook_bucket[METRICS_BUCKETS];
     uint64_t hook_sum_us;
     uint64_t publishes[MP_COUNT];
+    /* Not a metric: the process groups of the accept hooks the slot's
+     * worker runs (0: free). A worker that dies cannot kill them, so the
+     * master does, when it reaps the worker, and clears them. */
+    int32_t hook_pgid[METRICS_HOOKS];
 };
 
 struct metrics {

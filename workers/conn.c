@@ -25,6 +25,10 @@
 #include <unistd.h>
 
 #define LINGER_SECONDS 5.0
+/* Past shutdown_timeout the master kills what is left 5 s later: a client
+ * that keeps its side open after its 503 must not be what holds the
+ * worker until then. */
+#define LINGER_PAST_DEADLINE 1.0
 
 static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents);
 static void leg_done(struct job *j);
@@ -217,7 +221,7 @@ static double state_timeout(struct conn *c)
     case CONN_BODY:
         return (double)cfg->idle_timeout_ms / 1e3;
     case CONN_LINGER:
-        return LINGER_SECONDS;
+        return c->w->past_deadline ? LINGER_PAST_DEADLINE : LINGER_SECONDS;
     default:
         return 0;
     }
@@ -301,7 +305,8 @@ void conn_linger(struct conn *c)
 {
     if (c->state == CONN_CLOSED || c->state == CONN_LINGER) return;
     conn_set_state(c, CONN_LINGER);
-    c->linger_until = ev_now(c->w->loop) + LINGER_SECONDS;
+    c->linger_until =
+        ev_now(c->w->loop) + (c->w->past_deadline ? LINGER_PAST_DEADLINE : LINGER_SECONDS);
     after_flush(c);
 }
 
@@ -575,9 +580,36 @@ static char *hook_input(struct conn *c, size_t *len)
     return line;
 }
 
+/* shutdown_timeout struck between two legs: nothing more runs for this
+ * upload here. Its record keeps the steps done (a hook stopped is not a
+ * hook that failed), its file stays in the spool, and a re-query, after
+ * the restart or to another worker, does the rest; the client is told so. */
+static void finishing_stopped(struct conn *c, const char *leg)
+{
+    c->in_job = false;
+    log_warn("upload %s (%s): shutdown_timeout reached before its %s; kept in the spool, a "
+             "re-query finishes it",
+             c->up.id, c->up.logname, leg);
+    if (c->state == CONN_CLOSED || c->state == CONN_LINGER) {
+        conn_abort_upload(c, 499);
+        if (c->state == CONN_CLOSED) conn_park(c);
+        return;
+    }
+    conn_fail(c, 503,
+              "server is shutting down: the file is kept; ask for its verdict (START with id "
+              "%s) on a new connection",
+              c->up.id);
+}
+
 static void hook_done(struct hook_run *h, bool ok, const char *reason)
 {
     struct conn *c = h->owner;
+    if (h->stopped) {
+        free(h);
+        c->hook = NULL;
+        finishing_stopped(c, "accept hook ended");
+        return;
+    }
     if (!ok)
         log_error("upload %s (%s): accept hook failed: %s; kept in the spool (verdict error; "
                   "a re-query runs the hook again)",
@@ -690,10 +722,16 @@ static void leg_done(struct job *j)
         }
         switch (upload_next(u, &w->policy)) {
         case NEXT_HOOK:
-            start_hook(c);
+            if (w->past_deadline)
+                finishing_stopped(c, "accept hook ran");
+            else
+                start_hook(c);
             return;
         case NEXT_PUBLISH:
-            start_publish(c);
+            if (w->past_deadline)
+                finishing_stopped(c, "event was published");
+            else
+                start_publish(c);
             return;
         case NEXT_PLACE:
             leg_submit(c, false);

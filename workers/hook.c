@@ -27,12 +27,14 @@ struct hooks {
     double timeout;
     uint64_t timeout_ms;
     int cap, running, queued;
+    bool stopping; /* hooks_stop was called: nothing starts any more */
     struct hook_run *head, *tail; /* waiting for a slot */
     struct hook_run *live;        /* running (linked through next) */
     struct metrics_slot *metrics;
 };
 
 static void start(struct hooks *hs, struct hook_run *h);
+static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents);
 
 struct hooks *hooks_start(struct ev_loop *loop, char *const *argv, uint64_t timeout_ms, int cap,
                           struct metrics_slot *metrics)
@@ -53,10 +55,30 @@ int hooks_pending(const struct hooks *hs)
     return hs ? hs->running + hs->queued : 0;
 }
 
+/* Reported from the loop, after hooks_submit returned: a hook that never
+ * ran (it could not be started, or the worker is stopping). */
+static void report_later(struct hooks *hs, struct hook_run *h)
+{
+    h->pid = 0;
+    ev_init(&h->timer, on_timeout);
+    ev_timer_set(&h->timer, 0.0, 0.0);
+    ev_timer_start(hs->loop, &h->timer);
+}
+
 void hooks_submit(struct hooks *hs, struct hook_run *h)
 {
     h->hs = hs;
     h->next = NULL;
+    h->pgid_ix = -1;
+    h->pid = 0;
+    /* Nothing open yet, whichever way it ends. */
+    h->in_io.fd = h->exit_io.fd = h->out.io.fd = h->err.io.fd = -1;
+    if (hs->stopping) {
+        h->stopped = true;
+        snprintf(h->why, sizeof h->why, "not started: the worker is past shutdown_timeout");
+        report_later(hs, h);
+        return;
+    }
     if (hs->running < hs->cap) {
         start(hs, h);
         return;
@@ -192,7 +214,7 @@ static void finish(struct hook_run *h, bool ok, const char *reason)
     }
     h->pid = 0;
     /* A slot is free: the next waiting hook starts. */
-    while (hs->head && hs->running < hs->cap) {
+    while (hs->head && hs->running < hs->cap && !hs->stopping) {
         struct hook_run *n = hs->head;
         hs->head = n->next;
         if (!hs->head) hs->tail = NULL;
@@ -200,6 +222,31 @@ static void finish(struct hook_run *h, bool ok, const char *reason)
         start(hs, n);
     }
     h->done(h, ok, reason);
+}
+
+/* The master's view of the hooks running (metrics.h, hook_pgid): written
+ * once the hook runs, cleared once its group has been killed, before the
+ * leader is reaped, so an entry never names a group id that could be
+ * reused. A worker that dies between the spawn and the entry leaves that
+ * one hook to run out on its own. */
+static void remember_group(struct hook_run *h)
+{
+    h->pgid_ix = -1;
+    if (!h->hs->metrics) return;
+    int32_t *e = h->hs->metrics->hook_pgid;
+    for (int i = 0; i < METRICS_HOOKS; i++)
+        if (__atomic_load_n(&e[i], __ATOMIC_RELAXED) == 0) {
+            __atomic_store_n(&e[i], (int32_t)h->pid, __ATOMIC_RELEASE);
+            h->pgid_ix = i;
+            return;
+        }
+}
+
+static void forget_group(struct hook_run *h)
+{
+    if (h->pgid_ix < 0) return;
+    __atomic_store_n(&h->hs->metrics->hook_pgid[h->pgid_ix], 0, __ATOMIC_RELEASE);
+    h->pgid_ix = -1;
 }
 
 static void on_exit_(struct ev_loop *loop, ev_io *io, int revents)
@@ -211,6 +258,7 @@ static void on_exit_(struct ev_loop *loop, ev_io *io, int revents)
     /* The hook is a zombie now, so its pid (and group id) cannot be reused
      * yet: kill whatever it left running in its group, then reap it. */
     kill(-h->pid, SIGKILL);
+    forget_group(h);
     int status = 0;
     pid_t r;
     do
@@ -227,6 +275,9 @@ static void on_exit_(struct ev_loop *loop, ev_io *io, int revents)
     bool ok = false;
     if (r < 0) {
         snprintf(reason, sizeof reason, "cannot learn how it ended: %s", strerror(errno));
+    } else if (h->stopped) {
+        snprintf(reason, sizeof reason,
+                 "stopped at shutdown_timeout (killed with its process group)");
     } else if (h->timed_out) {
         snprintf(reason, sizeof reason, "timed out after %llu ms (killed with its process group)",
                  (unsigned long long)hs->timeout_ms);
@@ -348,12 +399,11 @@ static void start(struct hooks *hs, struct hook_run *h)
         snprintf(h->why, sizeof h->why, "cannot start it: %s: %s", what, strerror(rc));
         log_error("upload %s: cannot start the accept hook %s (%s: %s)", h->id, hs->argv[0], what,
                   strerror(rc));
-        /* Reported from the loop, after hooks_submit returned. */
-        ev_timer_set(&h->timer, 0.0, 0.0);
-        ev_timer_start(hs->loop, &h->timer);
+        report_later(hs, h);
         return;
     }
     h->pid = pid;
+    remember_group(h);
     h->started = ev_now(hs->loop);
     h->next = hs->live;
     hs->live = h;
@@ -372,6 +422,29 @@ static void start(struct hooks *hs, struct hook_run *h)
     ev_timer_set(&h->timer, hs->timeout, 0.0);
     ev_timer_start(hs->loop, &h->timer);
     log_debug("upload %s: accept hook started, pid %d", h->id, (int)pid);
+}
+
+void hooks_stop(struct hooks *hs)
+{
+    if (!hs || hs->stopping) return;
+    hs->stopping = true;
+    for (struct hook_run *h = hs->live; h; h = h->next)
+        if (h->pid > 0) {
+            log_warn("upload %s: shutdown_timeout reached while its accept hook runs; killing "
+                     "its process group %d; the upload is kept in the spool",
+                     h->id, (int)h->pid);
+            h->stopped = true;
+            kill(-h->pid, SIGKILL); /* on_exit_ reaps it and reports */
+        }
+    while (hs->head) {
+        struct hook_run *h = hs->head;
+        hs->head = h->next;
+        hs->queued--;
+        h->stopped = true;
+        snprintf(h->why, sizeof h->why, "not started: the worker is past shutdown_timeout");
+        report_later(hs, h);
+    }
+    hs->tail = NULL;
 }
 
 void hooks_kill_all(struct hooks *hs)

@@ -10,7 +10,9 @@
  * signal dispositions and mask, and a process group of its own: at
  * hook_timeout the whole group is killed, and so is whatever the hook left
  * behind in its group when it exits. At most `cap` hooks run at once per
- * worker; the others wait in a queue, in order. */
+ * worker; the others wait in a queue, in order. Each running hook's group
+ * is also written into the worker's slot of the shared mapping (hook_pgid):
+ * a worker that dies cannot kill its hooks, so the master does. */
 #ifndef INTAKE_HOOK_H
 #define INTAKE_HOOK_H
 
@@ -57,6 +59,8 @@ struct hook_run {
     ev_timer timer;
     ev_tstamp started;
     bool timed_out;
+    bool stopped; /* by hooks_stop: the worker is past shutdown_timeout */
+    int pgid_ix;  /* its entry in the slot's hook_pgid (the master's view), or -1 */
     size_t logged; /* output bytes logged */
     char why[96];  /* it could not be started */
     struct hook_run *next;
@@ -71,6 +75,10 @@ struct hooks *hooks_start(struct ev_loop *loop, char *const *argv, uint64_t time
 void hooks_submit(struct hooks *hs, struct hook_run *h);
 /* Hooks running or queued. */
 int hooks_pending(const struct hooks *hs);
+/* shutdown_timeout: every running hook is killed with its process group and
+ * every waiting one dropped; each one's done gets ok false with h->stopped
+ * set, and so does any hook submitted from now on. */
+void hooks_stop(struct hooks *hs);
 /* The worker is exiting: kill every running hook's process group. */
 void hooks_kill_all(struct hooks *hs);
 

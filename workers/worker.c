@@ -36,7 +36,7 @@
 #define BULK_THREADS 2
 #define SCAN_THREADS 4
 /* Accept hooks running at once per worker; more wait in a queue. */
-#define HOOKS_PER_WORKER 16
+#define HOOKS_PER_WORKER METRICS_HOOKS /* each has its entry in the slot (hook.h) */
 
 static void set_accepting(struct worker *w, bool on)
 {
@@ -229,6 +229,7 @@ static void worker_on_drain_deadline(struct ev_loop *loop, ev_timer *t, int reve
              "(interrupted uploads stay in the spool)",
              w->n_conns);
     w->past_deadline = true;
+    hooks_stop(w->hooks); /* their uploads are told 503 as each one ends */
     struct conn *next;
     for (struct conn *c = w->conns; c; c = next) {
         next = c->next;

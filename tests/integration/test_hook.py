@@ -65,7 +65,16 @@ def hook(tmp_path):
     d.mkdir()
     script = tmp_path / "hook.py"
     script.write_text(HOOK)
-    return {"dir": str(d), "directive": "%s %s %s extra-arg" % (PY, script, d)}
+    yield {"dir": str(d), "directive": "%s %s %s extra-arg" % (PY, script, d)}
+    # A hook left running by a failed test (they run in groups of their own,
+    # out of the daemon's reach once it is gone): not left behind.
+    pids = os.path.join(str(d), "pids")
+    if os.path.exists(pids):
+        for p in open(pids).read().split():
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
 
 
 def runs(d):
@@ -431,3 +440,67 @@ def test_hook_holds_no_log_or_listening_descriptor(daemon_factory, client_factor
         others = {fd: t for fd, t in run["fds"].items() if fd not in ("0", "1", "2")}
         assert all(t.startswith("/proc/") for t in others.values()), run["fds"]
     assert "accept hook stdout" in open(tmp_path / "err.log").read()
+
+
+def hook_pids(d):
+    wait_for(lambda: os.path.exists(os.path.join(d, "pids")), what="the hook to start its child")
+    return [int(x) for x in open(os.path.join(d, "pids")).read().split()]
+
+
+def test_shutdown_timeout_stops_a_running_hook_and_tells_the_client(daemon_factory, client_factory,
+                                                                   hook):
+    """QUIT while a hook runs longer than shutdown_timeout: at the deadline the
+    hook's whole group is killed, the client hears 503 with the id to ask
+    again (it got a bare close before, and the hook ran on past intaked's
+    exit, unstoppable), the master exits without having to kill its worker,
+    and a re-query after the restart runs the hook again and places it."""
+    d = daemon_factory(accept_hook=hook["directive"], hook_timeout="60s", shutdown_timeout="1s",
+                       workers=1)
+    set_exit(hook["dir"], "sleep")
+    c = client_factory(d.tcp_port)
+    c.start("q.txt", 4)
+    c.send(b"quit")
+    ready = c.line()
+    pids = hook_pids(hook["dir"])
+    d.signal(signal.SIGQUIT)
+    answer = c.line()
+    assert answer is not None and answer["type"] == "ERROR" and answer["code"] == 503, answer
+    assert ready["id"] in answer["message"] and "verdict" in answer["message"], answer
+    wait_for(lambda: not any(alive(p) for p in pids), what="the hook's group to be killed")
+    assert d.wait_exit(5) == 0
+    logs = d.logs()
+    assert "shutdown_timeout reached while its accept hook runs" in logs
+    assert "grace period" not in logs and "killed by signal" not in logs  # it ended on its own
+    d.log.close()
+    set_exit(hook["dir"], "0")
+    d.start()
+    again = requery(client_factory, d.tcp_port, "q.txt", b"quit", ready["id"])
+    assert again["type"] == "STATUS" and again["verdict"] == "unscanned", again
+    assert again["stored_as"] == "q.txt" and d.accepted() == ["q.txt"]
+    assert len(runs(hook["dir"])) == 2
+
+
+def test_worker_killed_while_its_hook_runs_takes_the_hook_along(daemon_factory, client_factory,
+                                                               hook):
+    """A worker killed (-9) while its hook runs cannot kill the hook: the
+    master does, as it reaps the worker (before, the hook ran on, past
+    hook_timeout and intaked's own exit, and a re-query started a second one
+    beside it: the file shipped twice at once)."""
+    d = daemon_factory(accept_hook=hook["directive"], hook_timeout="60s", workers=1)
+    set_exit(hook["dir"], "sleep")
+    c = client_factory(d.tcp_port)
+    c.start("k.txt", 4)
+    c.send(b"kill")
+    ready = c.line()
+    pids = hook_pids(hook["dir"])
+    worker = d.workers()[0]
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: not any(alive(p) for p in pids), what="the orphaned hook's group to be killed")
+    assert "ended with an accept hook running; killed the hook's process group %d" % pids[0] \
+        in d.logs()
+    assert c.line() is None  # its worker is gone: nothing could answer
+    set_exit(hook["dir"], "0")
+    wait_for(lambda: len(d.workers()) == 1 and d.workers()[0] != worker, what="a new worker")
+    again = requery(client_factory, d.tcp_port, "k.txt", b"kill", ready["id"])
+    assert again["type"] == "STATUS" and again["verdict"] == "unscanned", again
+    assert d.accepted() == ["k.txt"] and len(runs(hook["dir"])) == 2
