@@ -110,13 +110,13 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
         if (rc == -EINVAL)
             log_warn("upload %s: its record in the spool is unreadable; answering 404", id);
         if (rc < 0) return upload_fail(e, 404, "upload %s is unknown or expired", id), FOUND_ERROR;
-        if (!matches(&rec, r))
-            return upload_fail(
-                       e, 409,
-                       "resume does not match: upload %s was started with another filename, "
-                       "size or sha256",
-                       id),
-                   FOUND_ERROR;
+        if (!matches(&rec, r)) {
+            /* The client hears SPEC's words exactly; the operator, which. */
+            log_info("upload %s: a resume with another filename, size or sha256 than its "
+                     "first START; refused (409)",
+                     id);
+            return upload_fail(e, 409, "resume does not match"), FOUND_ERROR;
+        }
         if (rec.steps & RECORD_PLACED) return final(u, st, &rec, seq, e);
         int fd = store_open_part(st, id, O_WRONLY);
         if (fd < 0) {
@@ -138,11 +138,10 @@ enum upload_found upload_find(struct upload *u, struct store *st, const struct u
              * fsync); until then a complete, locked upload may as well be
              * a WebSocket one whose sender has not said DONE. */
             if (complete) return rec.steps & RECORD_RECEIVED ? FOUND_FINISHING : FOUND_HELD;
-            return upload_fail(e, 409,
-                               "upload in use: upload %s is still being received on another "
-                               "connection; retry after that one is closed",
-                               id),
-                   FOUND_ERROR;
+            log_info("upload %s: still being received on another connection; a resume is "
+                     "refused (409) until that one is closed",
+                     id);
+            return upload_fail(e, 409, "upload in use"), FOUND_ERROR;
         }
         /* Ours now. Gone while we locked it? Then look again. */
         if (fstat(fd, &sb) < 0 || sb.st_nlink == 0) {

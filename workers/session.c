@@ -141,11 +141,11 @@ static void lookup_done(struct job *j)
         if (c->lookups < UINT8_MAX) c->lookups++;
         if (c->found == FOUND_HELD && c->lookups > LOOKUP_HELD_TRIES) {
             struct upload_error e;
-            upload_fail(&e, 409,
-                        "upload in use: upload %s has every byte, but another connection holds "
-                        "it without finishing it (a WebSocket sender that has not sent DONE); "
-                        "retry after that one is closed",
-                        r->resume_id);
+            log_info("upload %s: has every byte, but another connection holds it without "
+                     "finishing it (a WebSocket sender that has not sent DONE); a re-query is "
+                     "refused (409) until that one is closed",
+                     r->resume_id);
+            upload_fail(&e, 409, "upload in use");
             conn_log_access(c, 409, r);
             session_release(c);
             conn_fail_with(c, &e);
