@@ -597,6 +597,11 @@ static bool probe_scanners(struct master *m, const struct config *c, bool *all)
     scan_probe(c->scanners, c->n_scanners, PROBE_TIMEOUT_MS, up);
     for (int i = 0; i < c->n_scanners; i++) {
         int mi = metrics_scanner_index(m->metrics, c->scanners[i].text, 0);
+        /* intake-scand does not answer while it loads its signatures: it is
+         * down once it has been up (or a worker could not reach it). */
+        bool starting = c->scanner == SCANNER_BUILTIN && mi < METRICS_SCANNERS &&
+                        m->metrics->scanner_state[mi] == MS_UNSEEN;
+        if (!up[i] && starting) continue;
         scan_mark(m->metrics, mi, c->scanners[i].text, up[i], "no answer to PING",
                   c->n_scanners);
         any |= up[i];

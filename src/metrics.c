@@ -104,7 +104,7 @@ int metrics_scanner_index(struct metrics *m, const char *name, int add)
         if (strcmp(m->scanner_name[i], name) == 0) return i;
     if (!add || n == METRICS_SCANNERS) return METRICS_SCANNERS;
     snprintf(m->scanner_name[n], METRICS_SCANNER_NAME, "%s", name);
-    __atomic_store_n(&m->scanner_state[n], MS_DOWN, __ATOMIC_RELAXED);
+    __atomic_store_n(&m->scanner_state[n], MS_UNSEEN, __ATOMIC_RELAXED);
     __atomic_store_n(&m->n_scanner_names, n + 1, __ATOMIC_RELEASE);
     return n;
 }

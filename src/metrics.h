@@ -14,7 +14,8 @@
 
 enum metrics_transport { MT_WS, MT_TCP, MT_COUNT };
 enum metrics_verdict { MV_CLEAN, MV_INFECTED, MV_UNSCANNED, MV_ERROR, MV_COUNT };
-enum metrics_scanner { MS_OFF, MS_UP, MS_DOWN };
+/* MS_UNSEEN: a scanner address neither probed nor tried since it was listed. */
+enum metrics_scanner { MS_OFF, MS_UP, MS_DOWN, MS_UNSEEN };
 /* Delivery: accept hook runs and NATS publishes, by result. */
 enum metrics_hook { MH_OK, MH_FAILED, MH_TIMEOUT, MH_COUNT };
 enum metrics_publish { MP_ACKED, MP_FAILED, MP_DROPPED, MP_COUNT };
@@ -91,7 +92,7 @@ void metrics_publish(struct metrics_slot *s, enum metrics_publish r);
 
 /* The series index of a scanner address, added (master only, before the
  * workers that use it fork) when add is set and there is room; it starts
- * MS_DOWN. METRICS_SCANNERS ("other") when it is not in the table. */
+ * MS_UNSEEN. METRICS_SCANNERS ("other") when it is not in the table. */
 int metrics_scanner_index(struct metrics *m, const char *name, int add);
 /* One round trip to scanner idx: ok or not. */
 void metrics_scan_result(struct metrics_slot *s, int idx, enum metrics_scan_result r);

@@ -235,10 +235,14 @@ void scan_mark(struct metrics *shared, int mi, const char *text, bool up, const 
                int n_addrs)
 {
     if (!shared || mi < 0 || mi >= METRICS_SCANNERS) return;
-    int from = up ? MS_DOWN : MS_UP, to = up ? MS_UP : MS_DOWN;
-    if (!__atomic_compare_exchange_n(&shared->scanner_state[mi], &from, to, false,
-                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-        return; /* already so: someone else said it */
+    int to = up ? MS_UP : MS_DOWN;
+    /* From either other state: an address down from the start is said to be
+     * down too, once (an operator's typo in a pool must not go unheard). */
+    int from = __atomic_load_n(&shared->scanner_state[mi], __ATOMIC_RELAXED);
+    do
+        if (from == to) return; /* already so: someone else said it */
+    while (!__atomic_compare_exchange_n(&shared->scanner_state[mi], &from, to, false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED));
     if (up)
         log_info("scanner at %s is up", text);
     else if (n_addrs > 1)

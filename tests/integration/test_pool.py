@@ -182,3 +182,30 @@ def test_bad_scanner_addresses_fail_check(tmp_path):
     r = subprocess.run([INTAKED, "-t", "-c", str(conf)], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 0, r.stderr
+
+
+def test_addresses_down_from_the_start_are_logged_once(daemon_factory, tmp_path):
+    """A pool address that never answered is said to be down, once, like one
+    that went away (before, only an address that had been up got a line:
+    a mistyped address went unheard while the others did the scanning)."""
+    live = unix_clamd(tmp_path)
+    try:
+        refused = "tcp:127.0.0.1:%d" % free_port()
+        missing = "unix:%s" % (tmp_path / "no-such.sock")
+        good = "unix:" + live.sock
+        d = daemon_factory(workers=1, scanner="%s %s %s" % (refused, good, missing),
+                           scan_timeout="3s")
+        wait_for(lambda: all("scanner at %s is down" % a in d.logs() for a in (refused, missing)),
+                 10, what="the down lines")
+        assert "scanner at %s is up" % good in d.logs()
+        c = Client(d.tcp_port)
+        for i in range(4):  # round-robin would reach the dead ones: skipped, not logged again
+            assert c.upload("p%d.txt" % i, b"pool %d" % i)[1]["verdict"] == "clean"
+        c.close()
+        logs = d.logs()
+        for a in (refused, missing):
+            assert logs.count("scanner at %s is down" % a) == 1, logs
+            assert "scanner at %s is up" % a not in logs
+        assert d.health()["scanner"] == "up"
+    finally:
+        live.stop()
