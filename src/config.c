@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
@@ -418,6 +419,17 @@ static int add_listen(struct ctx *x, enum listen_kind kind, char **v, int n)
     const char *why = "";
     if (config_parse_listen(v[0], &a, &why) < 0)
         return fail(x, "invalid address \"%s\": %s", v[0], why);
+    if (!a.is_unix && a.host[0]) {
+        /* A name that does not resolve cannot be listened on: said here,
+         * with file:line, at -t as at start and reload (as nginx does). */
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+        struct addrinfo *res = NULL;
+        int g = getaddrinfo(a.host, a.port, &hints, &res);
+        if (res) freeaddrinfo(res);
+        if (g != 0) return fail(x, "cannot listen on \"%s\": the host name does not resolve: %s",
+                                v[0], gai_strerror(g));
+    }
     a.kind = kind;
     a.tls = n == 2;
     if (a.tls && !x->tls_where[0]) snprintf(x->tls_where, sizeof x->tls_where, "%s", x->where);

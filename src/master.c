@@ -481,8 +481,13 @@ static int build_listeners(struct master *m, const struct config *cfg, struct ma
         const char *why = "";
         int fd = net_listen(want, &why);
         if (fd < 0) {
-            log_error("cannot listen on %s (%s): %s: %s", want->text,
-                      want->kind == LISTEN_WS ? "listen_ws" : "listen_tcp", why, strerror(-fd));
+            const char *dir = want->kind == LISTEN_WS ? "listen_ws" : "listen_tcp";
+            if (fd == NET_UNRESOLVED)
+                log_error("cannot listen on %s (%s): the host name does not resolve: %s",
+                          want->text, dir, why);
+            else
+                log_error("cannot listen on %s (%s): %s: %s", want->text, dir, why,
+                          strerror(-fd));
             goto fail;
         }
         out[n++] = (struct master_listener){.fd = fd, .addr = *want};

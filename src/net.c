@@ -61,7 +61,7 @@ int net_listen(const struct listen_addr *a, const char **why)
     int g = getaddrinfo(a->host[0] ? a->host : NULL, a->port, &hints, &res);
     if (g != 0) {
         *why = gai_strerror(g);
-        return -EINVAL;
+        return NET_UNRESOLVED;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {

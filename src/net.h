@@ -7,7 +7,9 @@
 
 /* Binds and listens (non-blocking, close-on-exec, SO_REUSEADDR; a stale unix
  * socket file is replaced only when nothing answers on it). Returns the fd or
- * -errno with *why naming the step that failed. */
+ * -errno with *why naming the step that failed; NET_UNRESOLVED when the host
+ * name does not resolve, with *why the resolver's reason. */
+#define NET_UNRESOLVED (-100000)
 int net_listen(const struct listen_addr *a, const char **why);
 
 #endif

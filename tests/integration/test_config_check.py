@@ -126,3 +126,23 @@ def test_hup_refuses_what_only_opening_can_check(daemon_factory, tmp_path):
         wait_for(lambda: "reload failed: %s:%d: %s " % (d.conf, line, what) in d.logs(),
                  what="the refused reload (%s)" % what)
         assert sorted(d.workers()) == workers
+
+
+def test_t_and_start_refuse_a_listen_host_that_does_not_resolve(tmp_path):
+    """A named listen host is resolved when the file is read: -t fails with
+    file:line (it said "configuration ok" before, and the start then failed
+    with no line and two causes); a name that resolves passes."""
+    conf = tmp_path / "c.conf"
+    base = ("scanner off\npid_file %s/p.pid\nspool_dir %s/s\naccept_dir %s/a\n"
+            "quarantine_dir %s/q\n" % (tmp_path, tmp_path, tmp_path, tmp_path))
+    conf.write_text(base + "listen_tcp 127.0.0.1:%d\nlisten_ws nosuchhost.invalid:%d\n"
+                    % (free_port(), free_port()))
+    for args in (["-t"], []):
+        r = run(["-c", str(conf)] + args)
+        assert r.returncode == 1, r
+        assert ("%s:7: cannot listen on \"nosuchhost.invalid:" % conf) in r.stderr, r.stderr
+        assert "the host name does not resolve" in r.stderr
+    conf.write_text(base + "listen_tcp localhost:%d\nlisten_ws 127.0.0.1:%d\n"
+                    % (free_port(), free_port()))
+    r = run(["-c", str(conf), "-t"])
+    assert r.returncode == 0 and r.stdout == "configuration ok\n", r
