@@ -1027,7 +1027,8 @@ static int finish(struct ctx *x)
                   {c->at_tls_certificate_key, "tls_certificate_key"},
                   {c->at_access_log, "access_log"},
                   {c->at_error_log, "error_log"},
-                  {c->at_signature_dir, "signature_dir"}};
+                  {c->at_signature_dir, "signature_dir"},
+                  {c->at_accept_hook, "accept_hook"}};
     for (size_t i = 0; i < sizeof locate / sizeof *locate; i++)
         snprintf(locate[i].at, sizeof c->at_access_log, "%s",
                  set_at(x, locate[i].name)[0] ? set_at(x, locate[i].name) : c->file);
@@ -1162,9 +1163,39 @@ static const char *log_unwritable(const char *path)
     return NULL;
 }
 
+/* Why the accept hook cannot be started as posix_spawnp would look for it
+ * (a name without '/' through PATH), or NULL. */
+static const char *hook_unstartable(const char *prog)
+{
+    struct stat st;
+    if (strchr(prog, '/')) {
+        if (stat(prog, &st) < 0) return strerror(errno);
+        if (!S_ISREG(st.st_mode)) return "not a regular file";
+        return access(prog, X_OK) < 0 ? strerror(errno) : NULL;
+    }
+    const char *path = getenv("PATH");
+    if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
+    char cand[4096];
+    for (const char *p = path; *p;) {
+        size_t n = strcspn(p, ":");
+        int w = snprintf(cand, sizeof cand, "%.*s/%s", (int)n, n ? p : ".", prog);
+        if (w > 0 && (size_t)w < sizeof cand && stat(cand, &st) == 0 && S_ISREG(st.st_mode) &&
+            access(cand, X_OK) == 0)
+            return NULL;
+        p += n;
+        if (*p == ':') p++;
+    }
+    return "not found in PATH";
+}
+
 int config_check_paths(const struct config *c, char *err, size_t errlen)
 {
     const char *why;
+    if (c->accept_hook && (why = hook_unstartable(c->accept_hook[0]))) {
+        snprintf(err, errlen, "%s: accept_hook %s: %s (it could not be started for any upload)",
+                 c->at_accept_hook, c->accept_hook[0], why);
+        return -1;
+    }
     if (c->error_log[0] == '/' && (why = log_unwritable(c->error_log))) {
         snprintf(err, errlen, "%s: error_log %s: cannot open: %s", c->at_error_log, c->error_log,
                  why);

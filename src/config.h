@@ -100,7 +100,7 @@ struct config {
      * default): errors found only when the files they name are opened
      * point there. */
     char at_tls_certificate[320], at_tls_certificate_key[320];
-    char at_access_log[320], at_signature_dir[320], at_error_log[320];
+    char at_access_log[320], at_signature_dir[320], at_error_log[320], at_accept_hook[320];
 };
 
 /* Loads `path` (NULL = the compiled-in default) and applies the overrides
@@ -111,7 +111,9 @@ struct config *config_load(const char *path, char *const *overrides, int n_overr
 void config_free(struct config *c);
 /* What the configuration names that only opening can check, as -t, start
  * and HUP must: access_log can be opened for appending (it is created),
- * and, with the builtin scanner, signature_dir is a readable directory.
+ * with the builtin scanner, signature_dir is a readable directory, and the
+ * accept hook's program exists and is executable (found through PATH when
+ * its name has no '/').
  * 0, or -1 with a message in err ("file:line: ..."). */
 int config_check_paths(const struct config *c, char *err, size_t errlen);
 

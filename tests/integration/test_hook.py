@@ -252,7 +252,13 @@ def test_hook_timeout_kills_its_process_group(daemon_factory, client_factory, ho
 
 
 def test_unstartable_hook_is_an_error(daemon_factory, client_factory, tmp_path):
-    d = daemon_factory(accept_hook=str(tmp_path / "no-such-hook"))
+    """A hook that was there at start and is gone since: every upload that
+    passes gets verdict error, its file kept, and the log says why."""
+    prog = tmp_path / "gone-hook"
+    prog.write_text("#!/bin/sh\nexit 0\n")
+    prog.chmod(0o755)
+    d = daemon_factory(accept_hook=str(prog))
+    prog.unlink()
     _, status = client_factory(d.tcp_port).upload("n.txt", b"n")
     assert status["verdict"] == "error" and "accept hook failed" in status["status"]
     assert "cannot start the accept hook" in d.logs()
@@ -325,6 +331,20 @@ def test_config_rules(tmp_path):
     assert r.returncode == 0, r.stderr
     r = check_config(tmp_path, ["accept_hook /bin/true", "hook_timeout 5x"])
     assert r.returncode != 0 and "hook_timeout" in r.stderr
+    # The program must be there to be started (-t said ok before, and then
+    # every clean upload failed with "accept hook failed").
+    r = check_config(tmp_path, ["workers 1", "accept_hook %s x" % (tmp_path / "no-such-hook")])
+    assert r.returncode == 1 and "check.conf:2: accept_hook %s: No such file or directory" \
+        % (tmp_path / "no-such-hook") in r.stderr, r.stderr
+    plain = tmp_path / "not-executable"
+    plain.write_text("exit 0\n")
+    plain.chmod(0o644)
+    r = check_config(tmp_path, ["accept_hook %s" % plain])
+    assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
+    r = check_config(tmp_path, ["accept_hook no-such-hook-in-path"])
+    assert r.returncode == 1 and "not found in PATH" in r.stderr, r.stderr
+    r = check_config(tmp_path, ["accept_hook true"])  # through PATH
+    assert r.returncode == 0, r.stderr
 
 
 def test_infected_file_is_never_hooked(daemon_factory, client_factory, hook):
