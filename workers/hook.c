@@ -456,5 +456,6 @@ void hooks_kill_all(struct hooks *hs)
                      "%d); the upload is kept in the spool",
                      h->id, (int)h->pid);
             kill(-h->pid, SIGKILL);
+            forget_group(h); /* done: the master need not */
         }
 }

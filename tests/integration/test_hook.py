@@ -524,3 +524,22 @@ def test_worker_killed_while_its_hook_runs_takes_the_hook_along(daemon_factory, 
     again = requery(client_factory, d.tcp_port, "k.txt", b"kill", ready["id"])
     assert again["type"] == "STATUS" and again["verdict"] == "unscanned", again
     assert d.accepted() == ["k.txt"] and len(runs(hook["dir"])) == 2
+
+
+def test_term_kills_a_running_hook_with_its_group(daemon_factory, client_factory, hook):
+    """TERM: every process gone within 5 s, hooks and what they started
+    included (they run in groups of their own, out of a killpg's reach)."""
+    d = daemon_factory(accept_hook=hook["directive"], hook_timeout="60s", workers=1)
+    set_exit(hook["dir"], "sleep")
+    c = client_factory(d.tcp_port)
+    c.start("t.txt", 4)
+    c.send(b"term")
+    ready = c.line()
+    pids = hook_pids(hook["dir"])
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(5) == 0
+    wait_for(lambda: not any(alive(p) for p in pids), what="the hook's group to be gone")
+    logs = d.logs()
+    assert "the worker is exiting; killing its accept hook" in logs
+    assert "ended with an accept hook running" not in logs  # the worker saw to it itself
+    assert ready["id"] + ".part" in d.spooled()
