@@ -662,6 +662,12 @@ static char *event_json(struct conn *c, int code, size_t *len)
 static void publish_done(struct publish_req *p, bool ok, const char *reason)
 {
     struct conn *c = p->owner;
+    if (p->stopped) {
+        free(p);
+        c->pub = NULL;
+        finishing_stopped(c, "event was acknowledged");
+        return;
+    }
     if (!ok)
         log_error("upload %s (%s): publish failed: %s; kept in the spool (verdict error; a "
                   "re-query publishes again)",

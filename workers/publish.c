@@ -421,6 +421,7 @@ void publish_submit(struct publisher *p, struct publish_req *r, const char *id,
     r->json = json;
     r->len = len;
     r->why[0] = '\0';
+    r->stopped = false;
     r->prev = NULL;
     r->next = p->pending;
     if (p->pending) p->pending->prev = r;
@@ -440,6 +441,16 @@ void publish_async(struct publisher *p, const char *id, const char *verdict, cha
     char msgid[48];
     snprintf(msgid, sizeof msgid, "%s.%s", id, verdict);
     enqueue(p, msgid, json, len, false, 0);
+}
+
+void publish_give_up(struct publisher *p)
+{
+    if (!p) return;
+    while (p->pending) {
+        struct publish_req *r = p->pending;
+        r->stopped = true;
+        complete(r, false, "stopped at shutdown_timeout");
+    }
 }
 
 int publish_pending(const struct publisher *p)

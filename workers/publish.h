@@ -46,6 +46,7 @@ struct publish_req {
     size_t len;
     ev_timer deadline;
     char why[128]; /* the last attempt's failure */
+    bool stopped;  /* by publish_give_up: the worker is past shutdown_timeout */
     struct publish_req *prev, *next;
 };
 
@@ -62,6 +63,10 @@ void publish_async(struct publisher *p, const char *id, const char *verdict, cha
                    size_t len);
 /* publish_submit requests not done yet. */
 int publish_pending(const struct publisher *p);
+/* shutdown_timeout: nobody waits for an acknowledgement any more; each
+ * pending request's done gets ok false with r->stopped set (an event that
+ * still reaches the stream is a duplicate its re-query's is dropped as). */
+void publish_give_up(struct publisher *p);
 /* The worker is exiting: gives queued events up to wait_ms to go out. */
 void publish_stop(struct publisher *p, int wait_ms);
 

@@ -230,6 +230,7 @@ static void worker_on_drain_deadline(struct ev_loop *loop, ev_timer *t, int reve
              w->n_conns);
     w->past_deadline = true;
     hooks_stop(w->hooks); /* their uploads are told 503 as each one ends */
+    publish_give_up(w->pub);
     struct conn *next;
     for (struct conn *c = w->conns; c; c = next) {
         next = c->next;

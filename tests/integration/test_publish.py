@@ -135,3 +135,42 @@ def test_all_nodes_down_is_publish_failed_then_requery_publishes(daemon_factory,
     ids = [mid for mid, _ in cluster.messages(STREAM)]
     assert st["id"] + ".unscanned" in ids
     assert st["id"] + ".error" not in ids  # "publish failed" is not itself published
+
+
+def test_shutdown_timeout_stops_waiting_for_the_stream(daemon_factory, client_factory, cluster):
+    """QUIT while an upload waits for the stream's acknowledgement (NATS
+    away, hook_timeout long): at shutdown_timeout its client hears 503 with
+    the id to ask again, the worker ends on its own, and the re-query after
+    the restart publishes it once (before, the worker waited into the
+    master's kill and the client got a bare close)."""
+    d = daemon_factory(hook_timeout="60s", resume_timeout="200s", shutdown_timeout="1s",
+                       workers=1, **publishing(cluster))
+    wait_for(lambda: connected_port(d), 15, what="intaked to connect to NATS")
+    cluster.stop()
+    data = b"quit while waiting"
+    c = client_factory(d.tcp_port)
+    c.start("w.txt", len(data))
+    c.send(data)
+    ready = c.line()
+    d.signal(signal.SIGQUIT)
+    answer = c.line()
+    assert answer is not None and answer["type"] == "ERROR" and answer["code"] == 503, answer
+    assert ready["id"] in answer["message"]
+    assert d.wait_exit(8) == 0
+    logs = d.logs()
+    assert "shutdown_timeout reached before its event was acknowledged" in logs
+    assert "grace period" not in logs and "killed by signal" not in logs
+    d.log.close()
+    cluster.start()
+    cluster.add_stream(STREAM, SUBJECT)
+    d.start()
+
+    def requery():
+        q = client_factory(d.tcp_port, timeout=30)
+        q.start("w.txt", len(data), id=ready["id"])
+        r = q.line()
+        return r if r and r.get("verdict") == "unscanned" else None
+    again = wait_for(requery, 60, 0.5, what="the re-query to publish and place it")
+    assert again["stored_as"] == "w.txt" and d.accepted() == ["w.txt"]
+    ids = [mid for mid, _ in cluster.messages(STREAM)]
+    assert ids.count(ready["id"] + ".unscanned") == 1, ids
