@@ -284,17 +284,52 @@ static void describe_exit(int status, char *buf, size_t cap)
 
 static void restart_scanner(struct master *m);
 
+/* True if a child of this master (an orphan it adopted as subreaper) is
+ * in process group g: then every member of g descends from one of our
+ * workers, and killing the group kills nothing of anyone else's. */
+static bool adopted_group(pid_t g)
+{
+    DIR *d = opendir("/proc");
+    if (!d) return false;
+    pid_t me = getpid();
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0) continue;
+        buf[n] = '\0';
+        /* "pid (comm) state ppid pgrp ...": comm may hold anything but
+         * ends at the last ')'. */
+        char *p = strrchr(buf, ')');
+        long ppid, pgrp;
+        if (p && sscanf(p + 1, " %*c %ld %ld", &ppid, &pgrp) == 2)
+            found = ppid == me && pgrp == g;
+    }
+    closedir(d);
+    return found;
+}
+
 /* A worker that ended with accept hooks still running (killed, crashed, or
  * past shutdown_timeout) left them behind with nobody to stop them: they
  * would run on past hook_timeout and past intaked itself, and a re-query
- * would start the hook again beside them. Their process groups die here;
- * their uploads stay in the spool, and a re-query runs the hook again. */
+ * would start the hook again beside them. The worker's slot names their
+ * groups, but a worker is not trusted (it parses what clients send, and
+ * can write its slot): a group is killed only if a process this master
+ * adopted (PR_SET_CHILD_SUBREAPER: the hook leader, or its children once
+ * it is reaped) is in it, never this master's own group. Their uploads
+ * stay in the spool, and a re-query runs the hook again. */
 static void kill_orphan_hooks(struct master *m, int slot, pid_t worker)
 {
     int32_t *e = m->metrics->slot[slot].hook_pgid;
     for (int i = 0; i < METRICS_HOOKS; i++) {
         pid_t g = __atomic_exchange_n(&e[i], 0, __ATOMIC_ACQ_REL);
-        if (g <= 0) continue;
+        if (g <= 1 || g == getpgrp() || !adopted_group(g)) continue;
         if (kill(-g, SIGKILL) == 0)
             log_warn("worker %d (pid %d) ended with an accept hook running; killed the hook's "
                      "process group %d (its upload stays in the spool; a re-query runs the hook "
@@ -830,6 +865,13 @@ int master_run(struct config *cfg, const struct master_args *args)
                   m->scand);
         goto out;
     }
+    /* Orphans of our workers (accept hooks whose worker died) become our
+     * children, not init's: kill_orphan_hooks can tell them apart, and the
+     * reap loop collects them. */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        log_warn("cannot become a subreaper (%s): accept hooks of a worker that dies will run "
+                 "on until they end",
+                 strerror(errno));
     m->metrics = metrics_create();
     if (!m->metrics) {
         log_error("cannot map the shared metrics segment: %s", strerror(errno));

@@ -543,3 +543,46 @@ def test_term_kills_a_running_hook_with_its_group(daemon_factory, client_factory
     assert "the worker is exiting; killing its accept hook" in logs
     assert "ended with an accept hook running" not in logs  # the worker saw to it itself
     assert ready["id"] + ".part" in d.spooled()
+
+
+def test_master_kills_only_groups_it_adopted(daemon_factory, client_factory, hook):
+    """The worker's slot names its hooks' groups, but a worker is not
+    trusted (it parses what clients send): a group id forged into its slot
+    is not killed by the master (root), only the group of a hook the dead
+    worker really left behind (before, the master killed whatever the slot
+    named: any process group on the host)."""
+    import struct
+    victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        d = daemon_factory(accept_hook=hook["directive"], hook_timeout="60s", workers=1)
+        set_exit(hook["dir"], "sleep")
+        c = client_factory(d.tcp_port)
+        c.start("f.txt", 4)
+        c.send(b"forg")
+        c.line()
+        pids = hook_pids(hook["dir"])
+        worker = d.workers()[0]
+        # The hook's entry in the shared mapping; the free entry after it
+        # gets the forged id, as a compromised worker could write it.
+        want = struct.pack("<ii", pids[0], 0)
+        spots = []
+        with open("/proc/%d/mem" % worker, "r+b", buffering=0) as mem:
+            for line in open("/proc/%d/maps" % worker):
+                span, perms = line.split()[:2]
+                if perms != "rw-s":
+                    continue
+                a, b = (int(x, 16) for x in span.split("-"))
+                mem.seek(a)
+                data = mem.read(b - a)
+                spots += [a + i for i in range(0, len(data) - 7, 4) if data[i:i + 8] == want]
+            assert len(spots) == 1, spots
+            mem.seek(spots[0] + 4)
+            mem.write(struct.pack("<i", victim.pid))
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: not any(alive(p) for p in pids), what="the real hook's group to be killed")
+        time.sleep(0.5)
+        assert victim.poll() is None, "the master killed a group it did not adopt"
+        assert d.logs().count("ended with an accept hook running") == 1
+    finally:
+        victim.kill()
+        victim.wait()
