@@ -419,17 +419,6 @@ static int add_listen(struct ctx *x, enum listen_kind kind, char **v, int n)
     const char *why = "";
     if (config_parse_listen(v[0], &a, &why) < 0)
         return fail(x, "invalid address \"%s\": %s", v[0], why);
-    if (!a.is_unix && a.host[0]) {
-        /* A name that does not resolve cannot be listened on: said here,
-         * with file:line, at -t as at start and reload (as nginx does). */
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-        struct addrinfo *res = NULL;
-        int g = getaddrinfo(a.host, a.port, &hints, &res);
-        if (res) freeaddrinfo(res);
-        if (g != 0) return fail(x, "cannot listen on \"%s\": the host name does not resolve: %s",
-                                v[0], gai_strerror(g));
-    }
     a.kind = kind;
     a.tls = n == 2;
     if (a.tls && !x->tls_where[0]) snprintf(x->tls_where, sizeof x->tls_where, "%s", x->where);
@@ -449,6 +438,7 @@ static int add_listen(struct ctx *x, enum listen_kind kind, char **v, int n)
                                  strcmp(o->port, a.port) == 0);
         if (same) return fail(x, "address \"%s\" is already used by another listener", v[0]);
     }
+    snprintf(c->listen_at[c->n_listen], sizeof c->listen_at[0], "%s", x->where);
     c->listen[c->n_listen++] = a;
     return 0;
 }
@@ -458,7 +448,10 @@ static void drop_listen(struct config *c, enum listen_kind kind)
 {
     int j = 0;
     for (int i = 0; i < c->n_listen; i++)
-        if (c->listen[i].kind != kind) c->listen[j++] = c->listen[i];
+        if (c->listen[i].kind != kind) {
+            memmove(c->listen_at[j], c->listen_at[i], sizeof c->listen_at[0]);
+            c->listen[j++] = c->listen[i];
+        }
     c->n_listen = j;
 }
 
@@ -962,11 +955,13 @@ static int finish(struct ctx *x)
     if (!has_ws && c->n_listen < CONFIG_MAX_LISTEN) {
         config_parse_listen("127.0.0.1:8080", &a, &why);
         a.kind = LISTEN_WS;
+        snprintf(c->listen_at[c->n_listen], sizeof c->listen_at[0], "%s", c->file);
         c->listen[c->n_listen++] = a;
     }
     if (!has_tcp && !x->tcp_off && c->n_listen < CONFIG_MAX_LISTEN) {
         config_parse_listen("127.0.0.1:9090", &a, &why);
         a.kind = LISTEN_TCP;
+        snprintf(c->listen_at[c->n_listen], sizeof c->listen_at[0], "%s", c->file);
         c->listen[c->n_listen++] = a;
     }
     /* The spool sweep removes files untouched for resume_timeout: an upload
@@ -1219,6 +1214,25 @@ int config_check_paths(const struct config *c, char *err, size_t errlen)
             snprintf(err, errlen,
                      "%s: signature_dir %s: %s (the builtin scanner loads its signatures there)",
                      c->at_signature_dir, c->signature_dir, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int config_check_listen_names(const struct config *c, char *err, size_t errlen)
+{
+    for (int i = 0; i < c->n_listen; i++) {
+        const struct listen_addr *a = &c->listen[i];
+        if (a->is_unix || !a->host[0]) continue;
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+        struct addrinfo *res = NULL;
+        int g = getaddrinfo(a->host, a->port, &hints, &res);
+        if (res) freeaddrinfo(res);
+        if (g != 0) {
+            snprintf(err, errlen, "%s: cannot listen on \"%s\": the host name does not resolve: %s",
+                     c->listen_at[i], a->text, gai_strerror(g));
             return -1;
         }
     }

@@ -114,7 +114,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "intaked: %s\n", err);
         goto out;
     }
-    if (!sig && config_check_paths(c, err, sizeof err) < 0) {
+    if (!sig && (config_check_paths(c, err, sizeof err) < 0 ||
+                 config_check_listen_names(c, err, sizeof err) < 0)) {
         fprintf(stderr, "intaked: %s\n", err);
         goto out;
     }

@@ -142,6 +142,12 @@ def test_t_and_start_refuse_a_listen_host_that_does_not_resolve(tmp_path):
         assert r.returncode == 1, r
         assert ("%s:7: cannot listen on \"nosuchhost.invalid:" % conf) in r.stderr, r.stderr
         assert "the host name does not resolve" in r.stderr
+    # Checked on what -o leaves, not while reading: an override replaces the
+    # line, and -s never waits for a resolver.
+    r = run(["-c", str(conf), "-t", "-o", "listen_ws=127.0.0.1:%d" % free_port()])
+    assert r.returncode == 0 and r.stdout == "configuration ok\n", r
+    r = run(["-c", str(conf), "-s", "reload"])
+    assert "does not resolve" not in r.stderr and "no pid file" in r.stderr, r
     conf.write_text(base + "listen_tcp localhost:%d\nlisten_ws 127.0.0.1:%d\n"
                     % (free_port(), free_port()))
     r = run(["-c", str(conf), "-t"])
