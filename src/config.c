@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <netdb.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <paths.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define LINE_MAX_BYTES 4096
@@ -1158,36 +1161,82 @@ static const char *log_unwritable(const char *path)
     return NULL;
 }
 
-/* Why the accept hook cannot be started as posix_spawnp would look for it
- * (a name without '/' through PATH), or NULL. */
-static const char *hook_unstartable(const char *prog)
+/* Whether the accept hook could be started, looked up as posix_spawnp
+ * does: a name with '/' as it is, any other in each PATH entry (an empty
+ * one is the current directory; no PATH at all: _PATH_DEFPATH). */
+enum hook_lookup { HOOK_FOUND, HOOK_MISSING, HOOK_DENIED, HOOK_NOT_FILE, HOOK_NOT_IN_PATH };
+
+static enum hook_lookup hook_lookup(const char *prog)
 {
     struct stat st;
     if (strchr(prog, '/')) {
-        if (stat(prog, &st) < 0) return strerror(errno);
-        if (!S_ISREG(st.st_mode)) return "not a regular file";
-        return access(prog, X_OK) < 0 ? strerror(errno) : NULL;
+        if (stat(prog, &st) < 0) return errno == EACCES ? HOOK_DENIED : HOOK_MISSING;
+        if (!S_ISREG(st.st_mode)) return HOOK_NOT_FILE;
+        return access(prog, X_OK) < 0 ? HOOK_DENIED : HOOK_FOUND;
     }
     const char *path = getenv("PATH");
-    if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
+    if (!path) path = _PATH_DEFPATH;
     char cand[4096];
-    for (const char *p = path; *p;) {
+    bool denied = false;
+    for (const char *p = path;; p++) {
         size_t n = strcspn(p, ":");
-        int w = snprintf(cand, sizeof cand, "%.*s/%s", (int)n, n ? p : ".", prog);
-        if (w > 0 && (size_t)w < sizeof cand && stat(cand, &st) == 0 && S_ISREG(st.st_mode) &&
-            access(cand, X_OK) == 0)
-            return NULL;
+        int w = n ? snprintf(cand, sizeof cand, "%.*s/%s", (int)n, p, prog)
+                  : snprintf(cand, sizeof cand, "%s", prog);
+        if (w > 0 && (size_t)w < sizeof cand && stat(cand, &st) == 0 && S_ISREG(st.st_mode)) {
+            if (access(cand, X_OK) == 0) return HOOK_FOUND;
+            denied = true;
+        }
         p += n;
-        if (*p == ':') p++;
+        if (!*p) break;
     }
-    return "not found in PATH";
+    return denied ? HOOK_DENIED : HOOK_NOT_IN_PATH;
+}
+
+/* Why the hook cannot be started, or NULL. As root with `user`, the hook
+ * runs as that user, so the lookup is made as that user too, in a child. */
+static const char *hook_unstartable(const char *prog, const char *user)
+{
+    int code = -1;
+    struct passwd *pw = user && geteuid() == 0 ? getpwnam(user) : NULL;
+    if (pw) {
+        uid_t uid = pw->pw_uid;
+        gid_t gid = pw->pw_gid;
+        pid_t pid = fork();
+        if (pid == 0) {
+            if (initgroups(user, gid) < 0 || setgid(gid) < 0 || setuid(uid) < 0) _exit(100);
+            _exit((int)hook_lookup(prog));
+        }
+        int st = 0;
+        while (pid > 0 && waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        if (pid > 0 && WIFEXITED(st) && WEXITSTATUS(st) <= HOOK_NOT_IN_PATH) code = WEXITSTATUS(st);
+        if (code < 0) return NULL; /* could not look: the start will tell */
+    } else {
+        code = (int)hook_lookup(prog);
+    }
+    switch ((enum hook_lookup)code) {
+    case HOOK_FOUND:
+        return NULL;
+    case HOOK_MISSING:
+        return "No such file or directory";
+    case HOOK_DENIED:
+        if (!pw) return "Permission denied";
+        static char denied[160];
+        snprintf(denied, sizeof denied, "Permission denied to user %.64s, who runs it", user);
+        return denied;
+    case HOOK_NOT_FILE:
+        return "not a regular file";
+    case HOOK_NOT_IN_PATH:
+        return "not found in PATH";
+    }
+    return NULL;
 }
 
 int config_check_paths(const struct config *c, char *err, size_t errlen)
 {
     const char *why;
-    if (c->accept_hook && (why = hook_unstartable(c->accept_hook[0]))) {
-        snprintf(err, errlen, "%s: accept_hook %s: %s (it could not be started for any upload)",
+    if (c->accept_hook && (why = hook_unstartable(c->accept_hook[0], c->user))) {
+        snprintf(err, errlen, "%s: accept_hook %s: %s; no upload could pass",
                  c->at_accept_hook, c->accept_hook[0], why);
         return -1;
     }

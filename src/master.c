@@ -639,9 +639,13 @@ static bool probe_scanners(struct master *m, const struct config *c, bool *all)
         int mi = metrics_scanner_index(m->metrics, c->scanners[i].text, 0);
         /* intake-scand does not answer while it loads its signatures: it is
          * down once it has been up (or a worker could not reach it). */
-        bool starting = c->scanner == SCANNER_BUILTIN && mi < METRICS_SCANNERS &&
-                        m->metrics->scanner_state[mi] == MS_UNSEEN;
-        if (!up[i] && starting) continue;
+        bool starting =
+            c->scanner == SCANNER_BUILTIN && mi < METRICS_SCANNERS &&
+            __atomic_load_n(&m->metrics->scanner_state[mi], __ATOMIC_RELAXED) == MS_UNSEEN;
+        if (!up[i] && starting) {
+            *all = false; /* looked at again soon, not at the next period */
+            continue;
+        }
         scan_mark(m->metrics, mi, c->scanners[i].text, up[i], "no answer to PING",
                   c->n_scanners);
         any |= up[i];

@@ -604,7 +604,7 @@ static void finishing_stopped(struct conn *c, const char *leg)
 static void hook_done(struct hook_run *h, bool ok, const char *reason)
 {
     struct conn *c = h->owner;
-    if (h->stopped) {
+    if (h->stopped && !ok) { /* one that ended well before it was killed counts */
         free(h);
         c->hook = NULL;
         finishing_stopped(c, "accept hook ended");

@@ -207,9 +207,11 @@ static void finish(struct hook_run *h, bool ok, const char *reason)
             }
         hs->running--;
         double secs = ev_now(hs->loop) - h->started;
-        metrics_hook(hs->metrics, ok ? MH_OK : h->timed_out ? MH_TIMEOUT : MH_FAILED,
-                     (uint64_t)(secs > 0 ? secs * 1e6 : 0));
-    } else {
+        /* One stopped by a shutdown did not fail: not counted. */
+        if (ok || !h->stopped)
+            metrics_hook(hs->metrics, ok ? MH_OK : h->timed_out ? MH_TIMEOUT : MH_FAILED,
+                         (uint64_t)(secs > 0 ? secs * 1e6 : 0));
+    } else if (!h->stopped) {
         metrics_hook(hs->metrics, MH_FAILED, 0); /* it could not be started */
     }
     h->pid = 0;
@@ -275,7 +277,8 @@ static void on_exit_(struct ev_loop *loop, ev_io *io, int revents)
     bool ok = false;
     if (r < 0) {
         snprintf(reason, sizeof reason, "cannot learn how it ended: %s", strerror(errno));
-    } else if (h->stopped) {
+    } else if (h->stopped && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        /* An exit 0 that came just before the deadline is a success. */
         snprintf(reason, sizeof reason,
                  "stopped at shutdown_timeout (killed with its process group)");
     } else if (h->timed_out) {

@@ -311,7 +311,7 @@ static void complete(struct publish_req *r, bool ok, const char *reason)
     p->n_pending--;
     free(r->json);
     r->json = NULL;
-    metrics_publish(p->metrics, ok ? MP_ACKED : MP_FAILED);
+    if (!r->stopped) metrics_publish(p->metrics, ok ? MP_ACKED : MP_FAILED);
     r->done(r, ok, reason);
 }
 

@@ -316,10 +316,11 @@ def test_accept_dir_off_removes_the_file_after_the_hook(daemon_factory, client_f
     assert st2["verdict"] == "error" and st2["id"] + ".part" in d.spooled()
 
 
-def check_config(tmp_path, lines):
+def check_config(tmp_path, lines, env=None):
     conf = tmp_path / "check.conf"
     conf.write_text("\n".join(lines) + "\nscanner off\n")
-    return subprocess.run([INTAKED, "-t", "-c", str(conf)], capture_output=True, text=True)
+    return subprocess.run([INTAKED, "-t", "-c", str(conf)], capture_output=True, text=True,
+                          env=env, cwd=str(tmp_path))
 
 
 def test_config_rules(tmp_path):
@@ -345,6 +346,33 @@ def test_config_rules(tmp_path):
     assert r.returncode == 1 and "not found in PATH" in r.stderr, r.stderr
     r = check_config(tmp_path, ["accept_hook true"])  # through PATH
     assert r.returncode == 0, r.stderr
+    # As posix_spawnp looks: no PATH at all is /usr/bin:/bin, an empty one
+    # the current directory only.
+    env = {k: v for k, v in os.environ.items() if k != "PATH"}
+    r = check_config(tmp_path, ["accept_hook true"], env=env)
+    assert r.returncode == 0, r.stderr
+    r = check_config(tmp_path, ["accept_hook true"], env=dict(env, PATH=""))
+    assert r.returncode == 1 and "not found in PATH" in r.stderr, r.stderr
+    if os.geteuid() == 0:
+        # The hook runs as `user`: looked at as that user (a script only
+        # root may run passed, and then every upload failed).
+        import shutil
+        import tempfile
+        shared = tempfile.mkdtemp(prefix="intake-hook-")  # pytest's tmp is root's alone
+        try:
+            os.chmod(shared, 0o755)
+            mine = os.path.join(shared, "root-only")
+            with open(mine, "w") as f:
+                f.write("#!/bin/sh\nexit 0\n")
+            os.chmod(mine, 0o700)
+            r = check_config(tmp_path, ["user nobody", "accept_hook %s" % mine])
+            assert r.returncode == 1 and \
+                "Permission denied to user nobody, who runs it" in r.stderr, r.stderr
+            os.chmod(mine, 0o755)
+            r = check_config(tmp_path, ["user nobody", "accept_hook %s" % mine])
+            assert r.returncode == 0, r.stderr
+        finally:
+            shutil.rmtree(shared)
 
 
 def test_infected_file_is_never_hooked(daemon_factory, client_factory, hook):
@@ -586,3 +614,32 @@ def test_master_kills_only_groups_it_adopted(daemon_factory, client_factory, hoo
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_hook_that_ended_well_just_before_the_deadline_counts(daemon_factory, client_factory,
+                                                              hook):
+    """The hook's exit and shutdown_timeout seen in one turn of a busy loop
+    (the worker is held stopped across both): the exit 0 counts, the file is
+    placed and STATUS sent (before, the stop won: 503, and the re-query ran
+    the hook a second time, shipping the file twice)."""
+    d = daemon_factory(accept_hook=hook["directive"], hook_timeout="60s", shutdown_timeout="1s",
+                       workers=1)
+    c = client_factory(d.tcp_port)
+    c.start("slow-e.txt", 3)
+    c.send(b"abc")
+    c.line()
+    wait_for(lambda: len(runs(hook["dir"])) == 1, what="the hook to start")
+    worker = d.workers()[0]
+    d.signal(signal.SIGQUIT)
+    wait_for(lambda: "stopped accepting; draining" in d.logs(), what="the drain")
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        open(os.path.join(hook["dir"], "release"), "w").close()  # the hook exits 0
+        time.sleep(1.5)  # and the deadline passes, both while the worker is stopped
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    status = c.line()
+    assert status is not None and status["type"] == "STATUS", status
+    assert status["verdict"] == "unscanned" and d.accepted() == ["slow-e.txt"]
+    assert d.wait_exit(8) == 0
+    assert len(runs(hook["dir"])) == 1
