@@ -124,6 +124,34 @@ enum verdict { V_CLEAN, V_FOUND, V_ERROR };
 /* Scans an open file. Writes the virus name or the error message. */
 /* With allmatch (ALLMATCHSCAN) every match is reported: out holds the names
  * one per line. */
+static void remove_tree_at(int parent, const char *name);
+
+/* Out of descriptors, libclamav cannot empty its per-scan directory and
+ * leaves it, with what it extracted. Removing it needs descriptors too, so
+ * what cannot go now is tried again after each later scan, not kept until
+ * the scanner exits. */
+#define LEFTOVERS_MAX 16
+static pthread_mutex_t leftovers_mu = PTHREAD_MUTEX_INITIALIZER;
+static char leftovers[LEFTOVERS_MAX][PATH_MAX];
+static int n_leftovers;
+
+static void remove_leftovers(const char *now)
+{
+    pthread_mutex_lock(&leftovers_mu);
+    if (now && n_leftovers < LEFTOVERS_MAX)
+        snprintf(leftovers[n_leftovers++], sizeof leftovers[0], "%s", now);
+    for (int i = 0; i < n_leftovers;) {
+        struct stat st;
+        remove_tree_at(AT_FDCWD, leftovers[i]);
+        if (lstat(leftovers[i], &st) < 0 && errno == ENOENT) {
+            memmove(leftovers[i], leftovers[--n_leftovers], sizeof leftovers[0]);
+            continue;
+        }
+        i++;
+    }
+    pthread_mutex_unlock(&leftovers_mu);
+}
+
 static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
 {
     struct cl_scan_options opts;
@@ -148,10 +176,12 @@ static enum verdict scan_fd_all(int fd, char *out, size_t outlen, bool allmatch)
     atomic_fetch_add(&scans_running, 1);
     tmp_failed = false;
     scand_tempfiles_watch(); /* libclamav does not check every temp file */
+    scand_dirs_scan_begin();
     cl_error_t rc = atomic_load(&shutting_down)
                         ? CL_EARG
                         : cl_scandesc_callback(fd, NULL, &virname, &scanned, engine, &opts, sc);
     int temp_error = scand_tempfiles_end();
+    remove_leftovers(scand_dirs_scan_leftover());
     bool failed = tmp_failed;
     bool stopped = atomic_load(&shutting_down); /* never cleared once set */
     atomic_fetch_sub(&scans_running, 1);

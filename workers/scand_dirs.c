@@ -44,6 +44,31 @@ static char base[PATH_MAX]; /* set once, before the first scan */
 static size_t base_len;
 static enum slot slots[PARK_MAX];
 static int n_parked;
+static bool in_scope(const char *path);
+/* The directory under base this thread's scan made and has not removed. */
+static _Thread_local char made[PATH_MAX];
+
+void scand_dirs_scan_begin(void)
+{
+    made[0] = '\0';
+}
+
+const char *scand_dirs_scan_leftover(void)
+{
+    struct stat st;
+    if (!made[0] || lstat(made, &st) < 0 || !S_ISDIR(st.st_mode)) return NULL;
+    return made;
+}
+
+static void made_now(const char *path)
+{
+    if (in_scope(path) && strlen(path) < sizeof made) memcpy(made, path, strlen(path) + 1);
+}
+
+static void removed_now(const char *path)
+{
+    if (made[0] && strcmp(path, made) == 0) made[0] = '\0';
+}
 
 void scand_dirs_init(const char *dir)
 {
@@ -142,9 +167,21 @@ __attribute__((noinline)) static int park_mkdir(const char *path, mode_t mode)
         /* The name exists (mkdir's EEXIST below): the parked one stays.
          * Anything else (the temp dir moved away): give the slot up. */
         put(i, rc == 0 || errno != EEXIST ? SLOT_FREE : SLOT_PARKED);
-        if (rc == 0) return 0;
+        if (rc == 0) {
+            made_now(path);
+            return 0;
+        }
     }
-    return mkdirat(AT_FDCWD, path, mode);
+    int rc = mkdirat(AT_FDCWD, path, mode);
+    if (rc == 0) made_now(path);
+    return rc;
+}
+
+static int unlink_dir(const char *path)
+{
+    int rc = unlinkat(AT_FDCWD, path, AT_REMOVEDIR);
+    if (rc == 0) removed_now(path);
+    return rc;
 }
 
 __attribute__((noinline)) static int park_rmdir(const char *path)
@@ -160,18 +197,23 @@ __attribute__((noinline)) static int park_rmdir(const char *path)
             enum parkable k = classify(to);
             if (k == PARK_OK) {
                 put(i, SLOT_PARKED);
+                removed_now(path);
                 return 0;
             }
             put(i, SLOT_FREE);
-            if (k == PARK_TOO_BIG) return unlinkat(AT_FDCWD, to, AT_REMOVEDIR);
+            if (k == PARK_TOO_BIG) {
+                int rc = unlinkat(AT_FDCWD, to, AT_REMOVEDIR);
+                if (rc == 0) removed_now(path);
+                return rc;
+            }
             /* Not empty, or not a directory: back under its name, and the
              * real rmdir below says why it cannot go. */
             renameat2(AT_FDCWD, to, AT_FDCWD, path, RENAME_NOREPLACE);
-            return unlinkat(AT_FDCWD, path, AT_REMOVEDIR);
+            return unlink_dir(path);
         }
         put(i, SLOT_FREE);
     }
-    return unlinkat(AT_FDCWD, path, AT_REMOVEDIR);
+    return unlink_dir(path);
 }
 
 /* Whoever calls mkdir or rmdir lands here, at any time: a sanitizer's

@@ -13,6 +13,12 @@ void scand_dirs_init(const char *dir);
 /* How many directories are parked now (for tests and the log). */
 int scand_dirs_parked(void);
 
+/* Around one scan, on its thread: the directory under dir that the scan
+ * made and did not remove (libclamav gives up emptying it when it runs out
+ * of descriptors), for the caller to remove; NULL when there is none. */
+void scand_dirs_scan_begin(void);
+const char *scand_dirs_scan_leftover(void);
+
 /* This file defines mkdir(2) and rmdir(2) for the whole program; see
  * scand_dirs.c. */
 int mkdir(const char *path, mode_t mode);

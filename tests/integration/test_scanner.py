@@ -404,6 +404,16 @@ def test_temp_file_not_opened_is_an_error_not_clean(scand, tmp_path):
             "files) ERROR" in r], replies
     assert sess.fildes(mail).endswith(": %s FOUND" % EICAR_NAME)
     sess.close()
+    # No scan's directory is left behind: one libclamav could not empty for
+    # lack of descriptors goes once there are some (it stayed until the
+    # scanner exited before).
+    lock = [os.readlink("/proc/%d/fd/%s" % (s.proc.pid, fd))
+            for fd in os.listdir("/proc/%d/fd" % s.proc.pid)]
+    lock = [p for p in lock if p.endswith("/lock")]
+    assert len(lock) == 1, lock
+    left = [n for n in os.listdir(os.path.dirname(lock[0]))
+            if n != "lock" and not n.startswith("parked.")]
+    assert left == [], left
 
 
 def test_descriptor_not_received_is_an_error_not_the_next_file(scand, tmp_path):

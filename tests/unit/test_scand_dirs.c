@@ -89,6 +89,27 @@ int main(void)
     CHECK(rmdir(at("c-scantemp.3/sub")) == 0 && scand_dirs_parked() == 0);
     CHECK(rmdir(at("c-scantemp.3")) == 0 && scand_dirs_parked() == 1);
 
+    /* A scan's leftover: the directory it made under base and did not
+     * remove (a parked one handed back counts as made), none once it is
+     * removed or parked, and never one deeper down. */
+    scand_dirs_scan_begin();
+    CHECK(scand_dirs_scan_leftover() == NULL);
+    CHECK(mkdir(at("l-scantemp.9"), 0700) == 0); /* takes parked.0 */
+    CHECK(mkdir(at("l-scantemp.9/deeper"), 0700) == 0);
+    CHECK(scand_dirs_scan_leftover() != NULL &&
+          strcmp(scand_dirs_scan_leftover(), at("l-scantemp.9")) == 0);
+    CHECK(rmdir(at("l-scantemp.9")) == -1); /* not empty: still left */
+    CHECK(scand_dirs_scan_leftover() != NULL);
+    CHECK(rmdir(at("l-scantemp.9/deeper")) == 0);
+    CHECK(scand_dirs_scan_leftover() != NULL); /* a deeper one is not the scan's */
+    CHECK(rmdir(at("l-scantemp.9")) == 0 && scand_dirs_parked() == 1);
+    CHECK(scand_dirs_scan_leftover() == NULL);
+    scand_dirs_scan_begin();
+    CHECK(mkdir(at("m-scantemp.10"), 0700) == 0);
+    scand_dirs_scan_begin(); /* the next scan: not its own */
+    CHECK(scand_dirs_scan_leftover() == NULL);
+    CHECK(rmdir(at("m-scantemp.10")) == 0 && scand_dirs_parked() == 1);
+
     /* mkdir of an existing name: EEXIST, and the parked one stays parked. */
     CHECK(mkdir(at("d-scantemp.4"), 0700) == 0); /* takes parked.0 */
     CHECK(mkdir(at("e-scantemp.5"), 0700) == 0); /* made for real */
