@@ -173,11 +173,17 @@ static void lookup_done(struct job *j)
         c->ended_ms = 0;
         c->abort_code = 0;
         if (c->up.steps & RECORD_RECEIVED) {
-            /* Its finishing steps ran before and one failed: redo from there. */
+            /* Its finishing steps ran before and one failed, or were cut
+             * short (its worker died, a shutdown): redo from there. */
             metrics_requery(c->w->mslot, c->t->kind);
-            log_info("upload %s (%s) from %s: asked again; finishing it from the step that "
-                     "failed before (%s)",
-                     c->up.id, c->up.logname, c->peer, c->up.reason);
+            if (c->up.reason[0])
+                log_info("upload %s (%s) from %s: asked again; finishing it from the step that "
+                         "failed before (%s)",
+                         c->up.id, c->up.logname, c->peer, c->up.reason);
+            else
+                log_info("upload %s (%s) from %s: asked again; finishing it from where its "
+                         "finishing steps were cut short (a worker that ended, a shutdown)",
+                         c->up.id, c->up.logname, c->peer);
         } else {
             metrics_resume(c->w->mslot, c->t->kind);
             log_info("upload %s (%s) from %s: resumed at byte %llu of %llu: every byte is in; "

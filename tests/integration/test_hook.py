@@ -526,6 +526,10 @@ def test_shutdown_timeout_stops_a_running_hook_and_tells_the_client(daemon_facto
     assert again["type"] == "STATUS" and again["verdict"] == "unscanned", again
     assert again["stored_as"] == "q.txt" and d.accepted() == ["q.txt"]
     assert len(runs(hook["dir"])) == 2
+    # Nothing failed: the log says the steps were cut short (it said
+    # "from the step that failed before ()").
+    assert "finishing it from where its finishing steps were cut short" in d.logs()
+    assert "failed before ()" not in d.logs()
 
 
 def test_worker_killed_while_its_hook_runs_takes_the_hook_along(daemon_factory, client_factory,
