@@ -586,3 +586,10 @@ void store_release_name(struct store *s, const char *id, const char *name)
     if (held_by(nfd, name, id)) unlinkat(nfd, name, 0);
     close(nfd);
 }
+
+int store_events_dir(const struct store *s)
+{
+    if (mkdirat(s->spool_fd, STORE_EVENTS_DIR, 0750) < 0 && errno != EEXIST) return -errno;
+    int fd = openat(s->spool_fd, STORE_EVENTS_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}

@@ -125,5 +125,10 @@ void store_release_name(struct store *s, const char *id, const char *name);
 ssize_t store_reservation_owner(int nfd, const char *name, char id[STORE_ID_LEN + 1]);
 /* Where the reservations are, under the spool. */
 #define STORE_NAMES_DIR ".names"
+/* spool/.events: the publisher's outbox (workers/publish.h). */
+#define STORE_EVENTS_DIR ".events"
+
+/* The outbox directory (made if missing), open, or -errno. */
+int store_events_dir(const struct store *s);
 
 #endif

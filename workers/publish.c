@@ -5,13 +5,17 @@
 #include "container.h"
 #include "log.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define RETRY_AWAITED_MS 250 /* a failed attempt of an awaited event, again after */
 #define RETRY_ASYNC_MS 1000  /* the same for an event nobody waits for */
@@ -50,6 +54,7 @@ struct publisher {
     struct publish_req *pending;
     int n_pending;
     unsigned long dropped;
+    int outbox; /* spool/.events: the events nobody waits for, until acknowledged; -1: none */
 
     /* Shared, under mu. */
     pthread_mutex_t mu;
@@ -72,6 +77,12 @@ static int64_t now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+/* An event bigger than this is not kept in the outbox (one is ~600 bytes). */
+#define OUTBOX_EVENT_MAX (64 * 1024)
+
+static void enqueue(struct publisher *p, const char *msgid, char *data, size_t len, bool awaited,
+                    int delay_ms);
 
 /* --- the queue to the thread (under mu) --------------------------------------------- */
 
@@ -103,6 +114,7 @@ static void drop_oldest_locked(struct publisher *p)
                      "far",
                      PUBLISH_QUEUE_MAX, m->msgid, p->dropped);
         metrics_publish(p->metrics, MP_DROPPED);
+        if (p->outbox >= 0) unlinkat(p->outbox, m->msgid, 0); /* given up: not kept either */
         free(m->data);
         free(m);
         return;
@@ -368,6 +380,7 @@ static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
             if (again) enqueue(p, r->msgid, again, r->len, true, RETRY_AWAITED_MS);
         } else if (res->ok) {
             metrics_publish(p->metrics, MP_ACKED);
+            if (p->outbox >= 0) unlinkat(p->outbox, res->msgid, 0); /* in the stream now */
         } else if (res->data && !late_awaited(res->msgid)) {
             log_debug("publish: %s failed (%s); trying again", res->msgid, res->err);
             enqueue(p, res->msgid, res->data, res->len, false, RETRY_ASYNC_MS);
@@ -378,11 +391,47 @@ static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
     }
 }
 
+/* Events a worker that ended (a reload, a shutdown, a crash) left in the
+ * outbox, not yet acknowledged: published again (any worker that starts
+ * does; copies the stream already has are dropped there by Nats-Msg-Id). */
+static void take_over_outbox(struct publisher *p)
+{
+    int fd = dup(p->outbox);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0) close(fd);
+        return;
+    }
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < PUBLISH_QUEUE_MAX) {
+        size_t nl = strlen(e->d_name);
+        if (e->d_name[0] == '.' || nl >= sizeof ((struct pmsg *)0)->msgid) continue;
+        int ef = openat(p->outbox, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
+        if (ef < 0) continue;
+        char *data = NULL;
+        if (fstat(ef, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+            st.st_size <= OUTBOX_EVENT_MAX && (data = malloc((size_t)st.st_size))) {
+            if (pread(ef, data, (size_t)st.st_size, 0) == st.st_size) {
+                enqueue(p, e->d_name, data, (size_t)st.st_size, false, 0);
+                data = NULL;
+                n++;
+            }
+        }
+        free(data);
+        close(ef);
+    }
+    closedir(d);
+    if (n) log_info("publish: %d events that a worker left unacknowledged are published again", n);
+}
+
 struct publisher *publish_start(struct ev_loop *loop, const char *urls, const char *subject,
-                                uint64_t timeout_ms, struct metrics_slot *metrics)
+                                uint64_t timeout_ms, struct metrics_slot *metrics, int outbox)
 {
     struct publisher *p = calloc(1, sizeof *p);
     if (!p) return NULL;
+    p->outbox = outbox;
     p->loop = loop;
     p->subject = strdup(subject);
     p->timeout_ms = timeout_ms;
@@ -410,6 +459,7 @@ struct publisher *publish_start(struct ev_loop *loop, const char *urls, const ch
         return p; /* every event fails: its deadline passes */
     }
     p->thread_started = true;
+    if (p->outbox >= 0) take_over_outbox(p);
     return p;
 }
 
@@ -440,6 +490,17 @@ void publish_async(struct publisher *p, const char *id, const char *verdict, cha
     if (!json) return;
     char msgid[48];
     snprintf(msgid, sizeof msgid, "%s.%s", id, verdict);
+    /* Kept in the outbox until the stream has it: this worker may end
+     * (reload, shutdown, crash) before NATS is back. A small write to the
+     * page cache; it outlives the worker, not the machine. */
+    int fd = p->outbox >= 0 && len <= OUTBOX_EVENT_MAX
+                 ? openat(p->outbox, msgid, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                          0640)
+                 : -1;
+    if (fd >= 0) {
+        if (write(fd, json, len) != (ssize_t)len) unlinkat(p->outbox, msgid, 0);
+        close(fd);
+    }
     enqueue(p, msgid, json, len, false, 0);
 }
 

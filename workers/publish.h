@@ -17,7 +17,10 @@
  *   req->done says why not.
  * - publish_async: infected and error verdicts, not awaited; retried while
  *   NATS is away, in a bounded queue (PUBLISH_QUEUE_MAX: beyond it the
- *   oldest waiting event is dropped, counted and logged). */
+ *   oldest waiting event is dropped, counted and logged), and kept in the
+ *   spool's outbox until acknowledged, so a worker that ends before NATS
+ *   is back (reload, shutdown, crash) loses none: the next one to start
+ *   publishes them. */
 #ifndef INTAKE_PUBLISH_H
 #define INTAKE_PUBLISH_H
 
@@ -50,9 +53,12 @@ struct publish_req {
     struct publish_req *prev, *next;
 };
 
-/* urls: "nats://h:p,nats://h:p". NULL on failure (logged). */
+/* urls: "nats://h:p,nats://h:p". outbox: a directory (spool/.events) where
+ * the events nobody waits for are kept until the stream acknowledges them,
+ * and whose leftovers (from a worker that ended) are published again at
+ * the start; -1: none. NULL on failure (logged). */
 struct publisher *publish_start(struct ev_loop *loop, const char *urls, const char *subject,
-                                uint64_t timeout_ms, struct metrics_slot *metrics);
+                                uint64_t timeout_ms, struct metrics_slot *metrics, int outbox);
 /* Announces json (len bytes, taken over: freed by the publisher; NULL: out
  * of memory, reported as a failure) for upload id with verdict; r->done is
  * called on the loop, after this returns. */

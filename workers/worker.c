@@ -363,9 +363,15 @@ void worker_run(const struct config *cfg, const struct listener *ls, int n_ls, i
     if (cfg->accept_hook)
         w->hooks = hooks_start(w->loop, cfg->accept_hook, cfg->hook_timeout_ms, HOOKS_PER_WORKER,
                                w->mslot);
-    if (cfg->publish_urls)
+    if (cfg->publish_urls) {
+        int outbox = store_events_dir(&w->store);
+        if (outbox < 0)
+            log_error("cannot open %s/%s: %s; events held while NATS is away are lost if their "
+                      "worker ends",
+                      cfg->spool_dir, STORE_EVENTS_DIR, strerror(-outbox));
         w->pub = publish_start(w->loop, cfg->publish_urls, cfg->publish_subject,
-                               cfg->hook_timeout_ms, w->mslot);
+                               cfg->hook_timeout_ms, w->mslot, outbox);
+    }
     if (!w->rbuf || !w->jobs || !w->bulk || (w->policy.scan && !w->scan) || (cfg->accept_hook && !w->hooks) ||
         (cfg->publish_urls && !w->pub)) {
         log_error("out of memory at start");

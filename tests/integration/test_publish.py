@@ -174,3 +174,40 @@ def test_shutdown_timeout_stops_waiting_for_the_stream(daemon_factory, client_fa
     assert again["stored_as"] == "w.txt" and d.accepted() == ["w.txt"]
     ids = [mid for mid, _ in cluster.messages(STREAM)]
     assert ids.count(ready["id"] + ".unscanned") == 1, ids
+
+
+def test_events_held_while_nats_is_away_outlive_their_worker(daemon_factory, client_factory,
+                                                             cluster):
+    """Infected verdicts are announced without holding up STATUS, retried
+    while NATS is away, and kept in the spool's outbox (.events/) until the
+    stream has them: one held by a worker that a reload ends, and one held by
+    a worker killed -9, are both published once NATS is back (before, both
+    were lost, silently)."""
+    d = daemon_factory(start=False, workers=1, hook_timeout="2s", shutdown_timeout="2s",
+                       **publishing(cluster))
+    d.scanning().start()
+    wait_for(lambda: connected_port(d), 15, what="intaked to connect to NATS")
+    cluster.stop()
+    outbox = os.path.join(d.spool_dir, ".events")
+    _, a = client_factory(d.tcp_port).upload("a.com", EICAR)
+    assert a["verdict"] == "infected"
+    first = d.workers()
+    d.signal(signal.SIGHUP)  # the old worker drains and ends with a's event unsent
+    wait_for(lambda: d.workers() and not set(d.workers()) & set(first), 15,
+             what="the reload's new worker alone")
+    _, b = client_factory(d.tcp_port).upload("b.com", EICAR)
+    assert b["verdict"] == "infected"
+    assert sorted(os.listdir(outbox)) == sorted([a["id"] + ".infected", b["id"] + ".infected"])
+    second = d.workers()
+    os.kill(second[0], signal.SIGKILL)  # b's event (and a's, taken over) held by it
+    wait_for(lambda: d.workers() and d.workers() != second, 15, what="a new worker")
+    cluster.start()
+    cluster.add_stream(STREAM, SUBJECT)
+    want = {a["id"] + ".infected", b["id"] + ".infected"}
+    msgs = wait_for(lambda: (lambda m: m if want <= set(by_id(m)) else None)(cluster.messages(STREAM)),
+                    60, 0.5, what="both events in the stream")
+    ids = [mid for mid, _ in msgs]
+    assert len(ids) == len(set(ids)), ids  # each once
+    assert by_id(msgs)[a["id"] + ".infected"]["virus"] == a["virus"]
+    wait_for(lambda: os.listdir(outbox) == [], 15, what="the outbox emptied")
+    assert "events that a worker left unacknowledged are published again" in d.logs()
