@@ -9,7 +9,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <netdb.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <paths.h>
@@ -1263,25 +1262,6 @@ int config_check_paths(const struct config *c, char *err, size_t errlen)
             snprintf(err, errlen,
                      "%s: signature_dir %s: %s (the builtin scanner loads its signatures there)",
                      c->at_signature_dir, c->signature_dir, why);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-int config_check_listen_names(const struct config *c, char *err, size_t errlen)
-{
-    for (int i = 0; i < c->n_listen; i++) {
-        const struct listen_addr *a = &c->listen[i];
-        if (a->is_unix || !a->host[0]) continue;
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-        struct addrinfo *res = NULL;
-        int g = getaddrinfo(a->host, a->port, &hints, &res);
-        if (res) freeaddrinfo(res);
-        if (g != 0) {
-            snprintf(err, errlen, "%s: cannot listen on \"%s\": the host name does not resolve: %s",
-                     c->listen_at[i], a->text, gai_strerror(g));
             return -1;
         }
     }

@@ -117,11 +117,6 @@ void config_free(struct config *c);
  * its name has no '/').
  * 0, or -1 with a message in err ("file:line: ..."). */
 int config_check_paths(const struct config *c, char *err, size_t errlen);
-/* -t and start: every listener's host name resolves (what binding needs;
- * a reload binds new addresses only, and says so if one does not). Not
- * part of config_load: -s must not wait for a resolver. 0, or -1 with
- * "file:line: ..." in err. */
-int config_check_listen_names(const struct config *c, char *err, size_t errlen);
 
 /* Value parsers, exposed for the CLI and the unit tests. 0 or -EINVAL. */
 int config_parse_size(const char *s, uint64_t *out);    /* 10, 4K, 1M, 1G */

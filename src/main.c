@@ -3,6 +3,7 @@
 #include "config.h"
 #include "log.h"
 #include "master.h"
+#include "net.h"
 #include "pidfile.h"
 #include "proctitle.h"
 #include "tls.h"
@@ -115,7 +116,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (!sig && (config_check_paths(c, err, sizeof err) < 0 ||
-                 config_check_listen_names(c, err, sizeof err) < 0)) {
+                 net_check_names(c, err, sizeof err) < 0)) {
         fprintf(stderr, "intaked: %s\n", err);
         goto out;
     }

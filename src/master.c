@@ -284,35 +284,38 @@ static void describe_exit(int status, char *buf, size_t cap)
 
 static void restart_scanner(struct master *m);
 
-/* True if a child of this master (an orphan it adopted as subreaper) is
- * in process group g: then every member of g descends from one of our
- * workers, and killing the group kills nothing of anyone else's. */
-static bool adopted_group(pid_t g)
+/* Marks ours[i] for each group g[i] (of n) that a child of this master is
+ * in, other than the master's own group, in one pass over /proc. Orphans
+ * it adopted as subreaper are its children: a group with one of them in it
+ * descends from one of our workers, and killing it kills nothing of anyone
+ * else's. */
+static void adopted_groups(const pid_t *g, bool *ours, int n)
 {
     DIR *d = opendir("/proc");
-    if (!d) return false;
-    pid_t me = getpid();
-    bool found = false;
+    if (!d) return;
+    pid_t me = getpid(), mine = getpgrp();
     struct dirent *e;
-    while (!found && (e = readdir(d))) {
+    while ((e = readdir(d))) {
         if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
         char path[300], buf[512];
         snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) continue;
-        ssize_t n = read(fd, buf, sizeof buf - 1);
+        ssize_t len = read(fd, buf, sizeof buf - 1);
         close(fd);
-        if (n <= 0) continue;
-        buf[n] = '\0';
+        if (len <= 0) continue;
+        buf[len] = '\0';
         /* "pid (comm) state ppid pgrp ...": comm may hold anything but
          * ends at the last ')'. */
         char *p = strrchr(buf, ')');
         long ppid, pgrp;
-        if (p && sscanf(p + 1, " %*c %ld %ld", &ppid, &pgrp) == 2)
-            found = ppid == me && pgrp == g;
+        if (!p || sscanf(p + 1, " %*c %ld %ld", &ppid, &pgrp) != 2 || ppid != me || pgrp <= 1 ||
+            pgrp == mine)
+            continue;
+        for (int i = 0; i < n; i++)
+            ours[i] |= g[i] == (pid_t)pgrp;
     }
     closedir(d);
-    return found;
 }
 
 /* A worker that ended with accept hooks still running (killed, crashed, or
@@ -327,15 +330,20 @@ static bool adopted_group(pid_t g)
 static void kill_orphan_hooks(struct master *m, int slot, pid_t worker)
 {
     int32_t *e = m->metrics->slot[slot].hook_pgid;
+    pid_t named[METRICS_HOOKS];
+    bool ours[METRICS_HOOKS] = {false};
+    int n = 0;
     for (int i = 0; i < METRICS_HOOKS; i++) {
         pid_t g = __atomic_exchange_n(&e[i], 0, __ATOMIC_ACQ_REL);
-        if (g <= 1 || g == getpgrp() || !adopted_group(g)) continue;
-        if (kill(-g, SIGKILL) == 0)
+        if (g > 0) named[n++] = g;
+    }
+    if (n) adopted_groups(named, ours, n);
+    for (int i = 0; i < n; i++)
+        if (ours[i] && kill(-named[i], SIGKILL) == 0)
             log_warn("worker %d (pid %d) ended with an accept hook running; killed the hook's "
                      "process group %d (its upload stays in the spool; a re-query runs the hook "
                      "again)",
-                     slot, (int)worker, (int)g);
-    }
+                     slot, (int)worker, (int)named[i]);
 }
 
 static void reap(struct master *m)

@@ -51,14 +51,38 @@ fail:;
     return -e;
 }
 
-int net_listen(const struct listen_addr *a, const char **why)
+/* The address to bind a (not a unix one) to, as getaddrinfo says. */
+static int resolve(const struct listen_addr *a, struct addrinfo **res)
 {
-    if (a->is_unix) return listen_unix(a, why);
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    return getaddrinfo(a->host[0] ? a->host : NULL, a->port, &hints, res);
+}
+
+int net_check_names(const struct config *c, char *err, size_t errlen)
+{
+    for (int i = 0; i < c->n_listen; i++) {
+        const struct listen_addr *a = &c->listen[i];
+        if (a->is_unix || !a->host[0]) continue;
+        struct addrinfo *res = NULL;
+        int g = resolve(a, &res);
+        if (g == 0) {
+            freeaddrinfo(res);
+            continue;
+        }
+        snprintf(err, errlen, "%s: cannot listen on \"%s\": the host name does not resolve: %s",
+                 c->listen_at[i], a->text, gai_strerror(g));
+        return -1;
+    }
+    return 0;
+}
+
+int net_listen(const struct listen_addr *a, const char **why)
+{
+    if (a->is_unix) return listen_unix(a, why);
     struct addrinfo *res;
-    int g = getaddrinfo(a->host[0] ? a->host : NULL, a->port, &hints, &res);
+    int g = resolve(a, &res);
     if (g != 0) {
         *why = gai_strerror(g);
         return NET_UNRESOLVED;

@@ -33,6 +33,11 @@
 static void conn_on_io(struct ev_loop *loop, ev_io *io, int revents);
 static void leg_done(struct job *j);
 
+static double linger_seconds(const struct conn *c)
+{
+    return c->w->past_deadline ? LINGER_PAST_DEADLINE : LINGER_SECONDS;
+}
+
 /* The client's filename in an access log line: JSON-escaped with its real
  * length; a name that is not UTF-8 (refused, but logged) has its bad bytes
  * replaced by U+FFFD and, so that nothing is lost, the exact bytes in hex as
@@ -221,7 +226,7 @@ static double state_timeout(struct conn *c)
     case CONN_BODY:
         return (double)cfg->idle_timeout_ms / 1e3;
     case CONN_LINGER:
-        return c->w->past_deadline ? LINGER_PAST_DEADLINE : LINGER_SECONDS;
+        return linger_seconds(c);
     default:
         return 0;
     }
@@ -305,8 +310,7 @@ void conn_linger(struct conn *c)
 {
     if (c->state == CONN_CLOSED || c->state == CONN_LINGER) return;
     conn_set_state(c, CONN_LINGER);
-    c->linger_until =
-        ev_now(c->w->loop) + (c->w->past_deadline ? LINGER_PAST_DEADLINE : LINGER_SECONDS);
+    c->linger_until = ev_now(c->w->loop) + linger_seconds(c);
     after_flush(c);
 }
 
@@ -726,18 +730,17 @@ static void leg_done(struct job *j)
             leg_submit(c, true);
             return;
         }
-        switch (upload_next(u, &w->policy)) {
+        enum upload_next next = upload_next(u, &w->policy);
+        if (w->past_deadline && next != NEXT_PLACE) {
+            finishing_stopped(c, next == NEXT_HOOK ? "accept hook ran" : "event was published");
+            return;
+        }
+        switch (next) {
         case NEXT_HOOK:
-            if (w->past_deadline)
-                finishing_stopped(c, "accept hook ran");
-            else
-                start_hook(c);
+            start_hook(c);
             return;
         case NEXT_PUBLISH:
-            if (w->past_deadline)
-                finishing_stopped(c, "event was published");
-            else
-                start_publish(c);
+            start_publish(c);
             return;
         case NEXT_PLACE:
             leg_submit(c, false);

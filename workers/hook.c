@@ -65,6 +65,14 @@ static void report_later(struct hooks *hs, struct hook_run *h)
     ev_timer_start(hs->loop, &h->timer);
 }
 
+/* One that will not run: the worker is past shutdown_timeout. */
+static void drop_stopped(struct hooks *hs, struct hook_run *h)
+{
+    h->stopped = true;
+    snprintf(h->why, sizeof h->why, "not started: the worker is past shutdown_timeout");
+    report_later(hs, h);
+}
+
 void hooks_submit(struct hooks *hs, struct hook_run *h)
 {
     h->hs = hs;
@@ -74,9 +82,7 @@ void hooks_submit(struct hooks *hs, struct hook_run *h)
     /* Nothing open yet, whichever way it ends. */
     h->in_io.fd = h->exit_io.fd = h->out.io.fd = h->err.io.fd = -1;
     if (hs->stopping) {
-        h->stopped = true;
-        snprintf(h->why, sizeof h->why, "not started: the worker is past shutdown_timeout");
-        report_later(hs, h);
+        drop_stopped(hs, h);
         return;
     }
     if (hs->running < hs->cap) {
@@ -443,9 +449,7 @@ void hooks_stop(struct hooks *hs)
         struct hook_run *h = hs->head;
         hs->head = h->next;
         hs->queued--;
-        h->stopped = true;
-        snprintf(h->why, sizeof h->why, "not started: the worker is past shutdown_timeout");
-        report_later(hs, h);
+        drop_stopped(hs, h);
     }
     hs->tail = NULL;
 }

@@ -495,6 +495,18 @@ def hook_pids(d):
     return [int(x) for x in open(os.path.join(d, "pids")).read().split()]
 
 
+def hanging_hook(daemon_factory, client_factory, hook, name, body, **directives):
+    """One worker whose hook, for an upload of name, hangs with a child in its
+    group: the daemon, the client (READY read), READY, the hook's pids."""
+    d = daemon_factory(accept_hook=hook["directive"], hook_timeout="60s", workers=1, **directives)
+    set_exit(hook["dir"], "sleep")
+    c = client_factory(d.tcp_port)
+    c.start(name, len(body))
+    c.send(body)
+    ready = c.line()
+    return d, c, ready, hook_pids(hook["dir"])
+
+
 def test_shutdown_timeout_stops_a_running_hook_and_tells_the_client(daemon_factory, client_factory,
                                                                    hook):
     """QUIT while a hook runs longer than shutdown_timeout: at the deadline the
@@ -502,14 +514,8 @@ def test_shutdown_timeout_stops_a_running_hook_and_tells_the_client(daemon_facto
     again (it got a bare close before, and the hook ran on past intaked's
     exit, unstoppable), the master exits without having to kill its worker,
     and a re-query after the restart runs the hook again and places it."""
-    d = daemon_factory(accept_hook=hook["directive"], hook_timeout="60s", shutdown_timeout="1s",
-                       workers=1)
-    set_exit(hook["dir"], "sleep")
-    c = client_factory(d.tcp_port)
-    c.start("q.txt", 4)
-    c.send(b"quit")
-    ready = c.line()
-    pids = hook_pids(hook["dir"])
+    d, c, ready, pids = hanging_hook(daemon_factory, client_factory, hook, "q.txt", b"quit",
+                                     shutdown_timeout="1s")
     d.signal(signal.SIGQUIT)
     answer = c.line()
     assert answer is not None and answer["type"] == "ERROR" and answer["code"] == 503, answer
@@ -538,13 +544,7 @@ def test_worker_killed_while_its_hook_runs_takes_the_hook_along(daemon_factory, 
     master does, as it reaps the worker (before, the hook ran on, past
     hook_timeout and intaked's own exit, and a re-query started a second one
     beside it: the file shipped twice at once)."""
-    d = daemon_factory(accept_hook=hook["directive"], hook_timeout="60s", workers=1)
-    set_exit(hook["dir"], "sleep")
-    c = client_factory(d.tcp_port)
-    c.start("k.txt", 4)
-    c.send(b"kill")
-    ready = c.line()
-    pids = hook_pids(hook["dir"])
+    d, c, ready, pids = hanging_hook(daemon_factory, client_factory, hook, "k.txt", b"kill")
     worker = d.workers()[0]
     os.kill(worker, signal.SIGKILL)
     wait_for(lambda: not any(alive(p) for p in pids), what="the orphaned hook's group to be killed")
@@ -561,13 +561,7 @@ def test_worker_killed_while_its_hook_runs_takes_the_hook_along(daemon_factory, 
 def test_term_kills_a_running_hook_with_its_group(daemon_factory, client_factory, hook):
     """TERM: every process gone within 5 s, hooks and what they started
     included (they run in groups of their own, out of a killpg's reach)."""
-    d = daemon_factory(accept_hook=hook["directive"], hook_timeout="60s", workers=1)
-    set_exit(hook["dir"], "sleep")
-    c = client_factory(d.tcp_port)
-    c.start("t.txt", 4)
-    c.send(b"term")
-    ready = c.line()
-    pids = hook_pids(hook["dir"])
+    d, c, ready, pids = hanging_hook(daemon_factory, client_factory, hook, "t.txt", b"term")
     d.signal(signal.SIGTERM)
     assert d.wait_exit(5) == 0
     wait_for(lambda: not any(alive(p) for p in pids), what="the hook's group to be gone")
@@ -586,13 +580,7 @@ def test_master_kills_only_groups_it_adopted(daemon_factory, client_factory, hoo
     import struct
     victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
-        d = daemon_factory(accept_hook=hook["directive"], hook_timeout="60s", workers=1)
-        set_exit(hook["dir"], "sleep")
-        c = client_factory(d.tcp_port)
-        c.start("f.txt", 4)
-        c.send(b"forg")
-        c.line()
-        pids = hook_pids(hook["dir"])
+        d, _, _, pids = hanging_hook(daemon_factory, client_factory, hook, "f.txt", b"forg")
         worker = d.workers()[0]
         # The hook's entry in the shared mapping; the free entry after it
         # gets the forged id, as a compromised worker could write it.
