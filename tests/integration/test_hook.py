@@ -635,3 +635,21 @@ def test_hook_that_ended_well_just_before_the_deadline_counts(daemon_factory, cl
     assert status["verdict"] == "unscanned" and d.accepted() == ["slow-e.txt"]
     assert d.wait_exit(8) == 0
     assert len(runs(hook["dir"])) == 1
+
+
+def test_hook_stopped_by_a_reload_is_not_counted_failed(daemon_factory, client_factory, hook):
+    """A hook killed because its draining worker reached shutdown_timeout did
+    not fail: intake_hook_runs_total does not count it as failed (it did, so
+    every reload that stopped a hook raised hook-failure alerts)."""
+    import urllib.request
+    d, c, ready, pids = hanging_hook(daemon_factory, client_factory, hook, "r.txt", b"hup!",
+                                     shutdown_timeout="1s")
+    old = d.workers()
+    d.signal(signal.SIGHUP)
+    answer = c.line()
+    assert answer is not None and answer["code"] == 503, answer
+    wait_for(lambda: not any(alive(p) for p in pids + old), 10, what="the old worker and hook gone")
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.ws_port, timeout=5) as r:
+        text = r.read().decode()
+    assert 'intake_hook_runs_total{result="failed"} 0' in text, text
+    assert 'intake_hook_runs_total{result="timeout"} 0' in text
