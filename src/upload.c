@@ -438,7 +438,9 @@ static int sync_data(struct upload *u, struct store *st)
 }
 
 /* Step 3: the verdict. Recorded with the placement that follows it: a crash
- * between the two scans again, which changes nothing outside. 0 or 1. */
+ * between the two scans again, which changes nothing outside. 0, 1, or 2
+ * when the scan was stopped (shutdown_timeout): nothing recorded, the
+ * upload stays sealed for its connection to let go of. */
 static int scan(struct upload *u, struct store *st, const struct upload_policy *p)
 {
     u->virus[0] = '\0';
@@ -448,6 +450,11 @@ static int scan(struct upload *u, struct store *st, const struct upload_policy *
         /* The spool fd is write-only: the scanner gets the read-only one. */
         u->verdict = p->scan(p->scan_ctx, u->rfd, u->id, u->virus, UPLOAD_TEXT_CAP, u->reason,
                              UPLOAD_TEXT_CAP);
+        if (u->verdict == VERDICT_STOPPED) {
+            u->verdict = VERDICT_NONE;
+            u->reason[0] = '\0';
+            return 2;
+        }
     }
     u->scanned = u->verdict;
     if (u->verdict == VERDICT_ERROR) {
@@ -626,6 +633,7 @@ void upload_scan_place(struct upload *u, struct store *st, const struct upload_p
 {
     int rc = 0;
     if (!(u->steps & RECORD_SCANNED)) rc = scan(u, st, p);
+    if (rc == 2) return;
     if (rc == 0 && !(u->steps & RECORD_PLACED)) rc = place(u, st, p);
     finish(u, rc);
 }
@@ -638,7 +646,7 @@ bool upload_passed(const struct upload *u)
 int upload_scan_step(struct upload *u, struct store *st, const struct upload_policy *p)
 {
     int rc = (u->steps & RECORD_SCANNED) ? 0 : scan(u, st, p);
-    if (rc != 0) finish(u, rc);
+    if (rc == 1) finish(u, rc);
     return rc;
 }
 

@@ -49,7 +49,10 @@ enum upload_verdict {
     VERDICT_CLEAN,
     VERDICT_INFECTED,
     VERDICT_UNSCANNED,
-    VERDICT_ERROR
+    VERDICT_ERROR,
+    /* Only from an upload_scan_fn cut short by the worker's shutdown_timeout:
+     * no verdict, never recorded nor sent; the file is scanned again. */
+    VERDICT_STOPPED
 };
 
 enum upload_phase { UPLOAD_IDLE, UPLOAD_RECEIVING, UPLOAD_SEALED, UPLOAD_DONE };
@@ -160,14 +163,15 @@ int upload_finalize(struct upload *u, struct store *st, const struct upload_poli
  * threads of its own: upload_seal_sync (checksum, fsync: -1 as above; 1 if a
  * step failed and the upload is done with verdict error; 0: sealed, phase
  * UPLOAD_SEALED), then upload_scan_place (scan and placement; the upload is
- * done). Steps a resumed upload has recorded are skipped, as there. */
+ * done, unless the scan was stopped: then it is still sealed, nothing
+ * recorded). Steps a resumed upload has recorded are skipped, as there. */
 int upload_seal_sync(struct upload *u, struct store *st, struct upload_error *e);
 void upload_scan_place(struct upload *u, struct store *st, const struct upload_policy *p);
 /* With an accept hook or publish, finishing goes on after the scan in more
  * legs, some of them on the event loop (workers/hook.c, workers/publish.c):
  * upload_scan_step (blocking: scan; a file that passed gets its stored_as
  * now, reserved and recorded; 0, or 1 if the step failed and the upload is
- * done with verdict error), then, as upload_next says, the hook and the
+ * done with verdict error, or 2: the scan was stopped, still sealed), then, as upload_next says, the hook and the
  * publish, each outcome recorded with upload_step_done (blocking: 0, or 1:
  * failed, done), then upload_place_step (blocking: placement; done). The
  * spool fds, and so the one writer's lock, are held until the upload is

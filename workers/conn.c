@@ -727,6 +727,11 @@ static void leg_done(struct job *j)
     if (!c->job_err.code && u->phase == UPLOAD_SEALED) {
         /* Still being finished: the next leg, client there or not. */
         if (!(u->steps & RECORD_SCANNED)) {
+            /* A scan stopped, or one not begun, at shutdown_timeout. */
+            if (w->past_deadline) {
+                finishing_stopped(c, c->on_scan_queue ? "scan was done" : "scan began");
+                return;
+            }
             leg_submit(c, true);
             return;
         }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -87,21 +88,36 @@ enum upload_verdict scan_parse_reply(const char *reply, char *virus, size_t viru
     return VERDICT_ERROR;
 }
 
-/* Waits until s is ready for events or the deadline: >0 ready, 0 timed out. */
-static int wait_fd(int s, short events, int64_t deadline, short *revents)
+/* How long a round trip may wait: until scan_timeout's deadline, or until
+ * the worker stops its scans (scan_stop), whichever comes first. */
+struct until {
+    int64_t ms;
+    int stop_fd; /* readable once the scans are stopped; -1: never */
+};
+
+/* Waits until s is ready for events, or the deadline, or the stop: >0
+ * ready, 0 not (the caller tells a stop by stopped()). */
+static int wait_fd(int s, short events, const struct until *u, short *revents)
 {
     for (;;) {
-        int64_t left = deadline - now_ms();
+        int64_t left = u->ms - now_ms();
         if (left <= 0) return 0;
-        struct pollfd p = {.fd = s, .events = events};
-        int pr = poll(&p, 1, (int)left);
+        struct pollfd p[2] = {{.fd = s, .events = events}, {.fd = u->stop_fd, .events = POLLIN}};
+        int pr = poll(p, u->stop_fd >= 0 ? 2 : 1, (int)left);
         if (pr < 0 && errno == EINTR) continue;
         if (pr < 0) return 0;
+        if (u->stop_fd >= 0 && p[1].revents) return 0;
         if (pr > 0) {
-            *revents = p.revents;
+            *revents = p[0].revents;
             return 1;
         }
     }
+}
+
+static bool stopped(const struct until *u)
+{
+    struct pollfd p = {.fd = u->stop_fd, .events = POLLIN};
+    return u->stop_fd >= 0 && poll(&p, 1, 0) > 0;
 }
 
 /* Starts a non-blocking connect to one sockaddr: the fd (connected or in
@@ -124,7 +140,7 @@ static int connect_start(int family, const struct sockaddr *sa, socklen_t len)
 
 /* Connects to a, within the deadline: a non-blocking fd, or -errno
  * (-ETIMEDOUT when it did not connect in time). */
-static int scan_connect(const struct scanner_addr *a, int64_t deadline)
+static int scan_connect(const struct scanner_addr *a, const struct until *u)
 {
     if (!a->tcp) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -144,7 +160,7 @@ static int scan_connect(const struct scanner_addr *a, int64_t deadline)
             continue;
         }
         short rev = 0;
-        if (!wait_fd(fd, POLLOUT, deadline, &rev)) {
+        if (!wait_fd(fd, POLLOUT, u, &rev)) {
             close(fd);
             rc = -ETIMEDOUT;
             break;
@@ -166,13 +182,14 @@ static int scan_connect(const struct scanner_addr *a, int64_t deadline)
 /* Reads one NUL- (or newline-) terminated reply before the deadline. 0, or
  * -1 with why. *extra is set when bytes followed the reply (a session
  * with those is not reused: one request at a time has one reply). */
-static int read_reply(int s, char *buf, size_t cap, int64_t deadline, const char **why, bool *extra)
+static int read_reply(int s, char *buf, size_t cap, const struct until *u, const char **why,
+                      bool *extra)
 {
     size_t len = 0;
     for (;;) {
         short rev = 0;
-        if (!wait_fd(s, POLLIN, deadline, &rev)) {
-            *why = "scan timed out";
+        if (!wait_fd(s, POLLIN, u, &rev)) {
+            *why = stopped(u) ? "stopped" : "scan timed out";
             return -1;
         }
         ssize_t n = read(s, buf + len, cap - 1 - len);
@@ -210,6 +227,7 @@ void scan_init(struct scan_client *sc, const struct config *cfg, struct metrics 
         sc->n++;
     }
     sc->next = 0;
+    sc->stop_fd = -1;
     sc->timeout_ms = cfg->scan_timeout_ms;
     sc->shared = shared;
     sc->metrics = slot;
@@ -217,8 +235,18 @@ void scan_init(struct scan_client *sc, const struct config *cfg, struct metrics 
 
 int scan_start(struct scan_client *sc, struct ev_loop *loop, int threads)
 {
+    sc->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (sc->stop_fd < 0) return -1;
     sc->queue = jobs_start(loop, threads, false);
     return sc->queue ? 0 : -1;
+}
+
+void scan_stop(struct scan_client *sc)
+{
+    uint64_t one = 1;
+    /* Level-triggered: stays readable, so every scan, running or to come, sees it. */
+    if (sc->stop_fd >= 0 && write(sc->stop_fd, &one, sizeof one) < 0)
+        log_error("cannot stop the running scans: %s", strerror(errno));
 }
 
 void scan_submit(struct scan_client *sc, struct job *j)
@@ -356,11 +384,11 @@ void scan_close_sessions(struct scan_client *sc)
 
 /* Sends len bytes before the deadline. 0; 1 when the scanner answered (or
  * closed) before taking them all, the reply to be read; -1 on timeout. */
-static int send_all(int s, const char *buf, size_t len, int64_t deadline)
+static int send_all(int s, const char *buf, size_t len, const struct until *u)
 {
     while (len > 0) {
         short rev = 0;
-        if (!wait_fd(s, POLLOUT | POLLIN, deadline, &rev)) return -1;
+        if (!wait_fd(s, POLLOUT | POLLIN, u, &rev)) return -1;
         if (rev & (POLLIN | POLLHUP | POLLERR)) return 1;
         ssize_t n = send(s, buf, len, MSG_NOSIGNAL);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
@@ -373,11 +401,11 @@ static int send_all(int s, const char *buf, size_t len, int64_t deadline)
 
 /* Sends len bytes of fd from *off (sendfile: the bytes go from the page
  * cache to the socket). Returns as send_all; -2 when the file cannot be read. */
-static int send_file(int s, int fd, off_t *off, size_t len, int64_t deadline)
+static int send_file(int s, int fd, off_t *off, size_t len, const struct until *u)
 {
     while (len > 0) {
         short rev = 0;
-        if (!wait_fd(s, POLLOUT | POLLIN, deadline, &rev)) return -1;
+        if (!wait_fd(s, POLLOUT | POLLIN, u, &rev)) return -1;
         if (rev & (POLLIN | POLLHUP | POLLERR)) return 1;
         ssize_t n = sendfile(s, fd, off, len);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
@@ -392,14 +420,15 @@ static int send_file(int s, int fd, off_t *off, size_t len, int64_t deadline)
  * must carry the request's number ("N: "); anything else is never taken
  * for a verdict. */
 static enum attempt finish_attempt(const struct scan_target *t, const struct session *ss,
-                                   const char *id, int64_t deadline, uint64_t timeout_ms,
+                                   const char *id, const struct until *u, uint64_t timeout_ms,
                                    struct result *r)
 {
     char reply[1024];
     const char *why = "";
     bool extra = false;
-    if (read_reply(ss->fd, reply, sizeof reply, deadline, &why, &extra) < 0) {
+    if (read_reply(ss->fd, reply, sizeof reply, u, &why, &extra) < 0) {
         snprintf(r->reason, r->reason_len, "%s", why);
+        if (strcmp(why, "stopped") == 0) return DONE;
         if (strcmp(why, "scan timed out") == 0) {
             log_error("upload %s: scan timed out at %s (scan_timeout %llu ms)", id, t->addr.text,
                       (unsigned long long)timeout_ms);
@@ -434,7 +463,7 @@ static enum attempt finish_attempt(const struct scan_target *t, const struct ses
  * when the scanner went away with it (it may have died of this file), DONE
  * with a verdict or a final error. */
 static enum attempt fildes_once(struct scan_client *sc, const struct scan_target *t,
-                                const struct session *ss, int fd, const char *id, int64_t deadline,
+                                const struct session *ss, int fd, const char *id, const struct until *u,
                                 struct result *r)
 {
     int s = ss->fd;
@@ -454,9 +483,10 @@ static enum attempt fildes_once(struct scan_client *sc, const struct scan_target
     short rev = 0;
     do
         sent = sendmsg(s, &m, MSG_NOSIGNAL);
-    while (sent < 0 && (errno == EINTR || (errno == EAGAIN && wait_fd(s, POLLOUT, deadline, &rev))));
+    while (sent < 0 && (errno == EINTR || (errno == EAGAIN && wait_fd(s, POLLOUT, u, &rev))));
     if (sent != (ssize_t)sizeof cmd && ss->reused && (errno == EPIPE || errno == ECONNRESET))
         return STALE;
+    if (sent != (ssize_t)sizeof cmd && stopped(u)) return DONE;
     if (sent != (ssize_t)sizeof cmd) {
         snprintf(r->reason, r->reason_len, "cannot send the file to the scanner");
         log_warn("upload %s: sending to the scanner at %s failed: %s", id, t->addr.text,
@@ -464,7 +494,7 @@ static enum attempt fildes_once(struct scan_client *sc, const struct scan_target
         return RETRY;
     }
     log_debug("upload %s: handed to the scanner at %s (request %u)", id, t->addr.text, ss->id);
-    return finish_attempt(t, ss, id, deadline, sc->timeout_ms, r);
+    return finish_attempt(t, ss, id, u, sc->timeout_ms, r);
 }
 
 /* One INSTREAM round trip: the file in SCAN_CHUNK chunks, each a 4-byte
@@ -472,7 +502,7 @@ static enum attempt fildes_once(struct scan_client *sc, const struct scan_target
  * before the end (StreamMaxLength): that reply is read, whatever it is. */
 static enum attempt instream_once(struct scan_client *sc, const struct scan_target *t,
                                   const struct session *ss, int fd, const char *id,
-                                  int64_t deadline, struct result *r)
+                                  const struct until *u, struct result *r)
 {
     int s = ss->fd;
     struct stat st;
@@ -482,7 +512,7 @@ static enum attempt instream_once(struct scan_client *sc, const struct scan_targ
         return DONE;
     }
     static const char cmd[] = "zINSTREAM";
-    int rc = send_all(s, cmd, sizeof cmd, deadline);
+    int rc = send_all(s, cmd, sizeof cmd, u);
     /* A reused session the scanner had closed: nothing was handed over. */
     if (rc == 1 && ss->reused) {
         char b;
@@ -492,13 +522,14 @@ static enum attempt instream_once(struct scan_client *sc, const struct scan_targ
     while (rc == 0 && off < st.st_size) {
         size_t n = st.st_size - off > SCAN_CHUNK ? SCAN_CHUNK : (size_t)(st.st_size - off);
         uint32_t be = htonl((uint32_t)n);
-        rc = send_all(s, (const char *)&be, 4, deadline);
-        if (rc == 0) rc = send_file(s, fd, &off, n, deadline);
+        rc = send_all(s, (const char *)&be, 4, u);
+        if (rc == 0) rc = send_file(s, fd, &off, n, u);
     }
     if (rc == 0) {
         static const char end[4] = {0, 0, 0, 0};
-        rc = send_all(s, end, 4, deadline);
+        rc = send_all(s, end, 4, u);
     }
+    if (rc == -1 && stopped(u)) return DONE;
     if (rc == -1) {
         snprintf(r->reason, r->reason_len, "scan timed out");
         log_error("upload %s: scan timed out at %s while sending the file (scan_timeout %llu ms)",
@@ -512,17 +543,17 @@ static enum attempt instream_once(struct scan_client *sc, const struct scan_targ
         return DONE;
     }
     log_debug("upload %s: handed to the scanner at %s (request %u)", id, t->addr.text, ss->id);
-    return finish_attempt(t, ss, id, deadline, sc->timeout_ms, r);
+    return finish_attempt(t, ss, id, u, sc->timeout_ms, r);
 }
 
 /* Opens a session to t: connect, then IDSESSION (clamd answers nothing to
  * it). The fd, or -errno. */
-static int open_session(struct scan_target *t, int64_t deadline)
+static int open_session(struct scan_target *t, const struct until *u)
 {
-    int s = scan_connect(&t->addr, deadline);
+    int s = scan_connect(&t->addr, u);
     if (s < 0) return s;
     static const char cmd[] = "zIDSESSION";
-    if (send_all(s, cmd, sizeof cmd, deadline) != 0) {
+    if (send_all(s, cmd, sizeof cmd, u) != 0) {
         close(s);
         return -ECONNRESET;
     }
@@ -542,7 +573,12 @@ enum upload_verdict scan_file(void *ctx, int fd, const char *id, char *virus, si
                        .virus_len = virus_len,
                        .reason = reason,
                        .reason_len = reason_len};
+    struct until until = {deadline, sc->stop_fd};
     for (;;) {
+        if (stopped(&until)) {
+            r.v = VERDICT_STOPPED;
+            return r.v;
+        }
         int i = pick(sc, tried);
         if (i < 0) {
             /* None answered: they may be restarting. Wait, within scan_timeout. */
@@ -553,33 +589,40 @@ enum upload_verdict scan_file(void *ctx, int fd, const char *id, char *virus, si
                 break;
             }
             if (!waited++) log_debug("upload %s: no scanner answering; waiting for one", id);
-            usleep(WAIT_STEP_US);
+            struct pollfd stop = {.fd = sc->stop_fd, .events = POLLIN};
+            poll(&stop, sc->stop_fd >= 0, WAIT_STEP_US / 1000);
             tried = 0;
             continue;
         }
         struct scan_target *t = &sc->t[i];
         tried |= 1u << i;
-        enum attempt a;
+        enum attempt a = RETRY;
         struct session ss;
         for (;;) {
             if (!take_session(t, &ss)) {
                 int64_t cdl = now_ms() + CONNECT_TIMEOUT_MS;
-                ss.fd = open_session(t, cdl < deadline ? cdl : deadline);
+                struct until cu = {cdl < deadline ? cdl : deadline, sc->stop_fd};
+                ss.fd = open_session(t, &cu);
                 ss.id = 1;
                 ss.reused = false;
             }
             if (ss.fd < 0) break;
             r.v = VERDICT_ERROR;
             r.answered = r.reusable = false;
-            a = t->addr.tcp ? instream_once(sc, t, &ss, fd, id, deadline, &r)
-                            : fildes_once(sc, t, &ss, fd, id, deadline, &r);
+            a = t->addr.tcp ? instream_once(sc, t, &ss, fd, id, &until, &r)
+                            : fildes_once(sc, t, &ss, fd, id, &until, &r);
             if (a == DONE && r.reusable) {
                 give_session(t, &ss);
                 break;
             }
             close(ss.fd);
-            if (a != STALE) break;
+            if (a != STALE || stopped(&until)) break;
             log_debug("upload %s: the session to %s was closed; opening another", id, t->addr.text);
+        }
+        /* Cut short by the stop: says nothing of the scanner or the file. */
+        if (stopped(&until)) {
+            r.v = VERDICT_STOPPED;
+            return r.v;
         }
         if (ss.fd < 0) {
             int e = -ss.fd;
@@ -644,7 +687,8 @@ void scan_probe(const struct scanner_addr *a, int n, int timeout_ms, bool *up)
         p->st = P_FINISHED;
         up[i] = false;
         if (!a[i].tcp) {
-            p->fd = scan_connect(&a[i], deadline); /* a UNIX connect does not wait */
+            struct until u = {deadline, -1};
+            p->fd = scan_connect(&a[i], &u); /* a UNIX connect does not wait */
             if (p->fd >= 0) p->st = P_CONNECTING;
             continue;
         }

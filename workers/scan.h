@@ -67,6 +67,7 @@ struct scan_client {
     struct metrics *shared;       /* the per-address state (up/down); may be NULL */
     struct metrics_slot *metrics; /* this worker's counters; may be NULL */
     struct jobs *queue;           /* the scan queue's threads (scan_start) */
+    int stop_fd;                  /* an eventfd, readable once scan_stop was called */
 };
 
 /* Fills sc's targets from the configuration (its scanners[]). */
@@ -78,6 +79,10 @@ int scan_start(struct scan_client *sc, struct ev_loop *loop, int threads);
 /* Queues a job whose run() makes scanner round trips (scan_file); its
  * done() comes back on the loop thread. */
 void scan_submit(struct scan_client *sc, struct job *j);
+/* shutdown_timeout struck: every scan running or still queued ends at
+ * once with VERDICT_STOPPED (no verdict: the file is scanned when its
+ * client asks again). Any thread. */
+void scan_stop(struct scan_client *sc);
 /* Scan jobs queued or running. */
 int scan_pending(const struct scan_client *sc);
 

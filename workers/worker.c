@@ -231,6 +231,7 @@ static void worker_on_drain_deadline(struct ev_loop *loop, ev_timer *t, int reve
     w->past_deadline = true;
     hooks_stop(w->hooks); /* their uploads are told 503 as each one ends */
     publish_give_up(w->pub);
+    if (w->scan) scan_stop(w->scan); /* the same for scans */
     struct conn *next;
     for (struct conn *c = w->conns; c; c = next) {
         next = c->next;

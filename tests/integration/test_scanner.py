@@ -888,6 +888,54 @@ def test_stalled_scans_do_not_hold_up_hashing(daemon_factory):
     assert d.accepted() == ["small-%d.txt" % i for i in range(4)]
 
 
+def test_shutdown_timeout_stops_the_scans_and_tells_each_client(daemon_factory):
+    """QUIT with the scanner frozen, six uploads waiting for their verdicts
+    (four in the scan threads' round trips, two still queued): at
+    shutdown_timeout every one is told 503 with its id, the worker ends on
+    its own, and after the restart each re-query scans its file and places
+    it. Before, the scans sat out scan_timeout: the clients got a bare close
+    when the master killed the worker."""
+    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug")
+    d.scanning(scan_timeout="120s")
+    d.start()
+    scanner = d.scanner()
+    os.kill(scanner, signal.SIGSTOP)
+    waiting = []
+    try:
+        for i in range(6):
+            c = Client(d.tcp_port, timeout=30)
+            c.start("s-%d.txt" % i, 5)
+            c.send(b"scan%d" % i)
+            waiting.append((c, c.line()["id"]))
+        wait_for(lambda: sum("upload %s: handed to the scanner" % i in d.logs()
+                             for _, i in waiting) == 4, 30, what="four scans at the scanner")
+        d.signal(signal.SIGQUIT)
+        for c, upload_id in waiting:
+            answer = c.line()
+            assert answer is not None and answer["type"] == "ERROR" and answer["code"] == 503, \
+                answer
+            assert upload_id in answer["message"] and "verdict" in answer["message"], answer
+    finally:
+        os.kill(scanner, signal.SIGCONT)
+    assert d.wait_exit(10) == 0
+    logs = d.logs()
+    for _, upload_id in waiting:
+        assert "upload %s (s-" % upload_id in logs
+    assert logs.count("shutdown_timeout reached before its scan was done") == 6
+    assert "grace period" not in logs and "killed by signal" not in logs  # it ended on its own
+    assert "scan timed out" not in logs and "is down" not in logs  # a stop is no verdict
+    assert d.accepted() == []
+    d.log.close()
+    d.start()
+    for i, (_, upload_id) in enumerate(waiting):
+        c = Client(d.tcp_port)
+        c.start("s-%d.txt" % i, 5, id=upload_id)
+        again = c.line()
+        assert again["type"] == "STATUS" and again["verdict"] == "clean", again
+        assert again["stored_as"] == "s-%d.txt" % i
+    assert d.accepted() == ["s-%d.txt" % i for i in range(6)]
+
+
 class DyingScanner:
     """A clamd that answers PING but goes away with every file it is given,
     as a scanner does that the file crashes."""

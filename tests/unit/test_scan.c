@@ -15,7 +15,9 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A fake clamd on loopback TCP, one connection at a time (the client under
@@ -176,7 +178,7 @@ static void test_pool_client(void)
     int dead_port, dead = refusing_port(&dead_port);
     struct fake f = {0};
     f.lfd = listen_any(&f.port);
-    struct scan_client sc = {.timeout_ms = 5000, .shared = m, .metrics = &m->slot[0]};
+    struct scan_client sc = {.timeout_ms = 5000, .shared = m, .metrics = &m->slot[0], .stop_fd = -1};
     target(&sc, m, dead_port);
     target(&sc, m, f.port);
     struct scan_target *ft = &sc.t[1];
@@ -267,6 +269,71 @@ static void test_pool_client(void)
     close(fd);
 }
 
+static void *stop_later(void *arg)
+{
+    usleep(200 * 1000);
+    scan_stop(arg);
+    return NULL;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* scan_stop (shutdown_timeout): a round trip waiting for a scanner that
+ * took the file and says nothing ends at once with VERDICT_STOPPED, well
+ * before scan_timeout, and so does one waiting for a scanner to come up;
+ * neither counts against the scanner nor marks it down. */
+static void test_stop(void)
+{
+    struct metrics *m = metrics_create();
+    CHECK(m != NULL);
+    if (!m) return;
+    char path[] = "/tmp/intake-test-scan-XXXXXX";
+    int fd = mkstemp(path);
+    unlink(path);
+    CHECK(write(fd, "stop", 4) == 4);
+    int port, silent = listen_any(&port); /* connects (backlog), never answers */
+    struct scan_client sc = {.timeout_ms = 60000, .shared = m, .metrics = &m->slot[0]};
+    target(&sc, m, port);
+    sc.stop_fd = eventfd(0, EFD_CLOEXEC);
+    char virus[128], reason[256] = "";
+    pthread_t th;
+    pthread_create(&th, NULL, stop_later, &sc);
+    int64_t t0 = mono_ms();
+    enum upload_verdict v = scan_file(&sc, fd, "s1", virus, sizeof virus, reason, sizeof reason);
+    int64_t took = mono_ms() - t0;
+    pthread_join(th, NULL);
+    CHECK_MSG(v == VERDICT_STOPPED, "verdict %d: %s", (int)v, reason);
+    CHECK_MSG(took >= 150 && took < 30000, "took %lld ms", (long long)took);
+    CHECK(m->scanner_state[sc.t[0].mi] == MS_UP);
+    CHECK(m->slot[0].scans[sc.t[0].mi][MSR_ERROR] == 0 && m->slot[0].scans[sc.t[0].mi][MSR_OK] == 0);
+    /* Stopped stays stopped: the next scan does not start. */
+    v = scan_file(&sc, fd, "s2", virus, sizeof virus, reason, sizeof reason);
+    CHECK(v == VERDICT_STOPPED);
+    close(sc.stop_fd);
+
+    /* Waiting for a scanner to come up (the only one is down): stopped too. */
+    int dead_port, dead = refusing_port(&dead_port);
+    struct scan_client wait = {.timeout_ms = 60000, .shared = m, .metrics = &m->slot[0]};
+    target(&wait, m, dead_port);
+    wait.stop_fd = eventfd(0, EFD_CLOEXEC);
+    pthread_create(&th, NULL, stop_later, &wait);
+    t0 = mono_ms();
+    v = scan_file(&wait, fd, "s3", virus, sizeof virus, reason, sizeof reason);
+    took = mono_ms() - t0;
+    pthread_join(th, NULL);
+    CHECK_MSG(v == VERDICT_STOPPED, "verdict %d: %s", (int)v, reason);
+    CHECK_MSG(took >= 150 && took < 30000, "took %lld ms", (long long)took);
+    close(wait.stop_fd);
+    close(dead);
+    close(silent);
+    close(fd);
+}
+
 int main(void)
 {
     struct {
@@ -311,5 +378,6 @@ int main(void)
         if (v == VERDICT_ERROR) CHECK_MSG(reason[0] != '\0', "\"%s\": no reason", cases[i].reply);
     }
     test_pool_client();
+    test_stop();
     return test_report("test_scan");
 }
