@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import EICAR, INTAKED, wait_for
+from conftest import EICAR, INTAKED, alive, wait_for
 from natslib import Cluster
 
 SUBJECT = "intake.uploads"
@@ -174,6 +174,33 @@ def test_shutdown_timeout_stops_waiting_for_the_stream(daemon_factory, client_fa
     assert again["stored_as"] == "w.txt" and d.accepted() == ["w.txt"]
     ids = [mid for mid, _ in cluster.messages(STREAM)]
     assert ids.count(ready["id"] + ".unscanned") == 1, ids
+
+
+def test_publish_stopped_by_a_reload_is_not_counted_failed(daemon_factory, client_factory,
+                                                           cluster):
+    """An upload whose acknowledgement its draining worker stopped waiting
+    for at shutdown_timeout (HUP, NATS away) did not fail to publish:
+    intake_publishes_total does not count it as failed, and the client hears
+    503 (it was counted, so every reload during a NATS outage raised
+    publish-failure alerts)."""
+    d = daemon_factory(hook_timeout="60s", shutdown_timeout="1s", workers=1,
+                       **publishing(cluster))
+    wait_for(lambda: connected_port(d), 15, what="intaked to connect to NATS")
+    cluster.stop()
+    data = b"reload while waiting"
+    c = client_factory(d.tcp_port)
+    c.start("h.txt", len(data))
+    c.send(data)
+    assert c.line()["type"] == "READY"
+    old = d.workers()
+    d.signal(signal.SIGHUP)
+    answer = c.line()
+    assert answer is not None and answer["type"] == "ERROR" and answer["code"] == 503, answer
+    wait_for(lambda: not any(alive(p) for p in old), 10, what="the old worker gone")
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.ws_port, timeout=5) as r:
+        text = r.read().decode()
+    assert 'intake_publishes_total{result="failed"} 0' in text, text
+    assert 'intake_publishes_total{result="acked"} 0' in text
 
 
 def test_events_held_while_nats_is_away_outlive_their_worker(daemon_factory, client_factory,
