@@ -420,12 +420,7 @@ static int check_hash(struct upload *u, struct store *st, struct upload_error *e
     return 0;
 }
 
-/* Step 2: the data on disk, recorded with the digest. 0 or 1 (failed).
- * That record is written, not synced: it only says what is already durable,
- * and nothing outside depends on it until the next save, which is synced
- * before anything is placed, hooked, published or answered (and syncs this
- * one with it). A crash that loses it loses only work: the record says less,
- * and the upload is resumed or finished again. */
+/* Step 2: the data on disk, recorded with the digest. 0 or 1 (failed). */
 static int sync_data(struct upload *u, struct store *st)
 {
     if (fsync(u->fd) < 0) {
@@ -435,7 +430,7 @@ static int sync_data(struct upload *u, struct store *st)
     }
     u->steps |= RECORD_SYNCED;
     u->durable = u->size;
-    if (upload_save_record(u, st, false) < 0) {
+    if (upload_save_record(u, st, true) < 0) {
         step_failed(u, st, "cannot record the upload");
         return 1;
     }
