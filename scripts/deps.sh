@@ -10,7 +10,7 @@ PKGS="build-essential pkg-config libev-dev libcjson-dev libssl-dev
       python3 python3-pytest python3-websockets socat curl clang libclang-rt-14-dev
       libsystemd-dev mandoc
       chromium nodejs nginx libnginx-mod-stream libclamav-dev clamav clamav-daemon clamdscan clamav-testfiles
-      valgrind zip
+      valgrind strace zip
       libnats-dev nats-server rclone jq"
 
 missing=""

@@ -420,7 +420,11 @@ static int check_hash(struct upload *u, struct store *st, struct upload_error *e
     return 0;
 }
 
-/* Step 2: the data on disk, recorded with the digest. 0 or 1 (failed). */
+/* Step 2: the data on disk, recorded with the digest. 0 or 1 (failed).
+ * The record is synced here, before the placement links the file: that
+ * link comes before the placement's own save, and a crash between them
+ * must find a record that says every byte is there (not a checkpoint, which
+ * a resume would cut the .part back to: the very inode now in accept_dir). */
 static int sync_data(struct upload *u, struct store *st)
 {
     if (fsync(u->fd) < 0) {

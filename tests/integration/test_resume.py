@@ -995,6 +995,92 @@ def test_after_a_machine_restart_only_durable_bytes_count(daemon_factory):
     assert "written before a restart of the machine" in d.logs()
 
 
+def strace_events(path):
+    """(call, fd, text) in the order the calls returned, from strace -f -o:
+    a call split by another thread's counts where it resumed."""
+    pending, events = {}, []
+    with open(path) as f:
+        for line in f:
+            pid, _, rest = line.rstrip("\n").partition(" ")
+            rest = rest.lstrip()
+            if rest.endswith("<unfinished ...>"):
+                pending[pid] = rest[:-len("<unfinished ...>")]
+                continue
+            m = re.match(r"<\.\.\. (\w+) resumed>(.*)", rest)
+            if m:
+                rest = pending.pop(pid, m.group(1) + "(") + m.group(2)
+            m = re.match(r"(\w+)\((\d+)?(.*)", rest)
+            if m:
+                events.append((m.group(1), m.group(2), m.group(3)))
+    return events
+
+
+def test_the_record_is_synced_before_the_file_is_placed(daemon_factory, tmp_path):
+    """The placement links the .part into accept_dir before its own save, so
+    the save made after the fsync step, which says every byte is there, must
+    be synced before that link (strace of the worker). Left unsynced once, a
+    machine crash in between left a checkpoint or nothing as the record: a
+    resume then cut back the very inode in accept_dir, or a 404 had the file
+    placed twice (a review found it)."""
+    d = daemon_factory(workers=1)
+    worker = d.workers()[0]
+    out = tmp_path / "strace.txt"
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-s", "16", "-o", str(out), "-e",
+                               "trace=pwrite64,fdatasync,fsync,linkat", "-p", str(worker)],
+                              stderr=subprocess.DEVNULL)
+    try:
+        def traced():  # uploads until strace, once attached, has seen one
+            Client(d.tcp_port).upload("probe.txt", b"p")
+            return out.exists() and out.stat().st_size > 0
+        wait_for(traced, 10, what="strace to attach")
+        ready, st = Client(d.tcp_port).upload("ordered.bin", os.urandom(5000))
+        assert st["stored_as"] == "ordered.bin"
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+    events = strace_events(out)
+    link = [i for i, e in enumerate(events)
+            if e[0] == "linkat" and '"ordered.bin"' in e[2]]
+    assert len(link) == 1, events
+    records = {e[1] for e in events if e[0] == "pwrite64" and '"intake-record' in e[2]}
+    before = events[:link[0]]
+    last = max(i for i, e in enumerate(before) if e[0] == "pwrite64" and e[1] in records)
+    fd = before[last][1]
+    assert any(e[0] in ("fdatasync", "fsync") and e[1] == fd for e in before[last:]), \
+        before[last:]
+
+
+def test_a_crash_between_the_link_and_its_record_places_the_file_once(daemon_factory):
+    """What a machine crash after the placement's link and before its save
+    leaves (the file in accept_dir and, as the same inode, the .part; the
+    record as the fsync step synced it; another boot): the re-query finds
+    the link, answers STATUS with that name and leaves the file whole."""
+    d = daemon_factory(workers=1, max_file_size="1G")
+    data = os.urandom(3 * MIB + 7)
+    c = Client(d.tcp_port)
+    c.start("once.bin", len(data))
+    uid = c.line()["id"]
+    state = os.path.join(d.spool_dir, uid + ".state")
+    c.send(data)
+    assert c.line()["stored_as"] == "once.bin"
+    final = newest_record(state)
+    d.stop()
+    acc = os.path.join(d.accept_dir, "once.bin")
+    os.link(acc, os.path.join(d.spool_dir, uid + ".part"))
+    synced = re.sub(r"^(stored|verdict) .*\n", "", final, flags=re.M)
+    synced = synced.replace(" scanned", "").replace(" placed", "")
+    assert "steps received hashed synced\n" in synced, synced
+    with open(state, "w") as f:  # as an intake from before the slots wrote it
+        f.write(synced.replace(boot_id(), "00000000-1111-2222-3333-444444444444"))
+    d.start()
+    c = Client(d.tcp_port)
+    c.start("once.bin", len(data), id=uid)
+    st = c.line()
+    assert st["type"] == "STATUS" and st["stored_as"] == "once.bin", st
+    assert d.accepted() == ["once.bin"] and file_sha256(acc) == sha256(data)
+    assert not os.path.exists(os.path.join(d.spool_dir, uid + ".part"))
+
+
 # --- 6. expiry ---------------------------------------------------------------------
 
 
