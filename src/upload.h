@@ -155,8 +155,9 @@ static inline uint64_t upload_unhashed(const struct upload *u)
 /* Blocking (a job thread): finishes the checksum and compares it with the
  * client's (-1 with e: 422, the spool file removed, nothing accepted); then
  * fsync, scan, and place the file by verdict (accept_dir, quarantine,
- * deleted, or kept in the spool). Sets verdict/stored/virus/reason. Touches
- * only this upload and the store's fds. */
+ * deleted, or kept in the spool), unless the scan was stopped (the upload
+ * is left sealed, as upload_scan_place says). Sets verdict/stored/virus/
+ * reason. Touches only this upload and the store's fds. */
 int upload_finalize(struct upload *u, struct store *st, const struct upload_policy *p,
                     struct upload_error *e);
 /* upload_finalize in two legs, so that the scanner round trip can run on
@@ -171,8 +172,8 @@ void upload_scan_place(struct upload *u, struct store *st, const struct upload_p
  * legs, some of them on the event loop (workers/hook.c, workers/publish.c):
  * upload_scan_step (blocking: scan; a file that passed gets its stored_as
  * now, reserved and recorded; 0, or 1 if the step failed and the upload is
- * done with verdict error, or 2: the scan was stopped, still sealed), then, as upload_next says, the hook and the
- * publish, each outcome recorded with upload_step_done (blocking: 0, or 1:
+ * done with verdict error, or 2: the scan was stopped, still sealed), then,
+ * as upload_next says, the hook and the publish, each outcome recorded with upload_step_done (blocking: 0, or 1:
  * failed, done), then upload_place_step (blocking: placement; done). The
  * spool fds, and so the one writer's lock, are held until the upload is
  * done: nobody else can take it over meanwhile. */

@@ -443,8 +443,8 @@ static enum attempt finish_attempt(const struct scan_target *t, const struct ses
         /* Not the answer to this request: a reply from before, or a scanner
          * out of step. Its words say nothing about this file. */
         snprintf(r->reason, r->reason_len,
-                 "scanner reply out of turn (expected the answer to request %u): \"%.80s\"",
-                 ss->id, reply);
+                 "scanner reply out of turn (expected the answer to request %u): \"%.80s\"", ss->id,
+                 reply);
         log_error("upload %s: %s (scanner at %s); closing that session", id, r->reason,
                   t->addr.text);
         return DONE;
@@ -463,8 +463,8 @@ static enum attempt finish_attempt(const struct scan_target *t, const struct ses
  * when the scanner went away with it (it may have died of this file), DONE
  * with a verdict or a final error. */
 static enum attempt fildes_once(struct scan_client *sc, const struct scan_target *t,
-                                const struct session *ss, int fd, const char *id, const struct until *u,
-                                struct result *r)
+                                const struct session *ss, int fd, const char *id,
+                                const struct until *u, struct result *r)
 {
     int s = ss->fd;
     /* As clamdscan --fdpass: the command and one dummy byte carrying the fd. */
@@ -645,7 +645,8 @@ enum upload_verdict scan_file(void *ctx, int fd, const char *id, char *virus, si
             break;
         }
         if (now_ms() + WAIT_STEP_US / 1000 >= deadline) break;
-        if (a == DIED) log_warn("upload %s: %s (scanner at %s); retrying", id, reason, t->addr.text);
+        if (a == DIED)
+            log_warn("upload %s: %s (scanner at %s); retrying", id, reason, t->addr.text);
     }
     metrics_scan(sc->metrics, (uint64_t)(now_us() - t0));
     return r.v;

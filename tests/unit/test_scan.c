@@ -25,18 +25,18 @@
  * from 1; the fields below are set by the test between scans. */
 struct fake {
     int lfd, port;
-    int limit;          /* reply "size limit exceeded" after this many bytes (0: never) */
-    int close_after;    /* close the session right after answering this request */
-    int die_at;         /* at this request, take the stream and close without a reply */
-    int wrong_id_at;    /* at this request, answer with another request's number */
+    int limit;       /* reply "size limit exceeded" after this many bytes (0: never) */
+    int close_after; /* close the session right after answering this request */
+    int die_at;      /* at this request, take the stream and close without a reply */
+    int wrong_id_at; /* at this request, answer with another request's number */
     /* What it saw (written by its thread, read by the test between scans). */
-    int conns;          /* connections accepted */
-    int requests;       /* INSTREAM requests, all sessions */
-    int no_session;     /* connections that did not start with zIDSESSION */
-    int bad_ids;        /* replies a correct client would not have expected */
-    int closed;         /* sessions it closed itself (close_after, die_at, limit) */
-    size_t max_chunk;   /* the largest chunk seen */
-    size_t total;       /* stream bytes of the last request */
+    int conns;        /* connections accepted */
+    int requests;     /* INSTREAM requests, all sessions */
+    int no_session;   /* connections that did not start with zIDSESSION */
+    int bad_ids;      /* replies a correct client would not have expected */
+    int closed;       /* sessions it closed itself (close_after, die_at, limit) */
+    size_t max_chunk; /* the largest chunk seen */
+    size_t total;     /* stream bytes of the last request */
     pthread_t th;
 };
 
@@ -178,7 +178,8 @@ static void test_pool_client(void)
     int dead_port, dead = refusing_port(&dead_port);
     struct fake f = {0};
     f.lfd = listen_any(&f.port);
-    struct scan_client sc = {.timeout_ms = 5000, .shared = m, .metrics = &m->slot[0], .stop_fd = -1};
+    struct scan_client sc = {
+        .timeout_ms = 5000, .shared = m, .metrics = &m->slot[0], .stop_fd = -1};
     target(&sc, m, dead_port);
     target(&sc, m, f.port);
     struct scan_target *ft = &sc.t[1];
@@ -195,8 +196,8 @@ static void test_pool_client(void)
      * each reply matched to its number. */
     int bad = 0;
     for (int i = 0; i < 49; i++)
-        bad += scan_file(&sc, fd, "many", virus, sizeof virus, reason, sizeof reason) !=
-               VERDICT_CLEAN;
+        bad +=
+            scan_file(&sc, fd, "many", virus, sizeof virus, reason, sizeof reason) != VERDICT_CLEAN;
     CHECK_MSG(bad == 0, "%d not clean: %s", bad, reason);
     CHECK_MSG(f.conns == 1 && ft->opened == 1 && f.requests == 50, "conns %d opened %llu req %d",
               f.conns, (unsigned long long)ft->opened, f.requests);
@@ -228,7 +229,8 @@ static void test_pool_client(void)
      * new one. */
     f.wrong_id_at = 55;
     v = scan_file(&sc, fd, "u55", virus, sizeof virus, reason, sizeof reason);
-    CHECK_MSG(v == VERDICT_ERROR && strstr(reason, "out of turn (expected the answer to request 2)"),
+    CHECK_MSG(v == VERDICT_ERROR &&
+                  strstr(reason, "out of turn (expected the answer to request 2)"),
               "verdict %d: %s", (int)v, reason);
     wait_closed(&f, 3);
     v = scan_file(&sc, fd, "u56", virus, sizeof virus, reason, sizeof reason);
@@ -310,7 +312,8 @@ static void test_stop(void)
     CHECK_MSG(v == VERDICT_STOPPED, "verdict %d: %s", (int)v, reason);
     CHECK_MSG(took >= 150 && took < 30000, "took %lld ms", (long long)took);
     CHECK(m->scanner_state[sc.t[0].mi] == MS_UP);
-    CHECK(m->slot[0].scans[sc.t[0].mi][MSR_ERROR] == 0 && m->slot[0].scans[sc.t[0].mi][MSR_OK] == 0);
+    CHECK(m->slot[0].scans[sc.t[0].mi][MSR_ERROR] == 0 &&
+          m->slot[0].scans[sc.t[0].mi][MSR_OK] == 0);
     /* Stopped stays stopped: the next scan does not start. */
     v = scan_file(&sc, fd, "s2", virus, sizeof virus, reason, sizeof reason);
     CHECK(v == VERDICT_STOPPED);
