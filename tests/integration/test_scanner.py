@@ -936,6 +936,107 @@ def test_shutdown_timeout_stops_the_scans_and_tells_each_client(daemon_factory):
     assert d.accepted() == ["s-%d.txt" % i for i in range(6)]
 
 
+def test_shutdown_timeout_stops_a_websocket_upload_scan(daemon_factory):
+    """The same on WebSocket: QUIT while the upload's scan waits on a frozen
+    scanner; at shutdown_timeout the client hears ERROR 503 with its id,
+    then close 1011, and a re-query after the restart places the file once
+    (a review's test)."""
+    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug")
+    d.scanning(scan_timeout="120s")
+    d.start()
+    scanner = d.scanner()
+    os.kill(scanner, signal.SIGSTOP)
+
+    async def go():
+        async with websockets.connect("ws://127.0.0.1:%d/upload" % d.ws_port) as ws:
+            await ws.send(json.dumps({"type": "START", "filename": "w.txt", "size": 5}))
+            ready = json.loads(await ws.recv())
+            await ws.send(b"wsbdy")
+            await ws.recv()  # the ack
+            await ws.send(json.dumps({"type": "DONE"}))
+            wait_for(lambda: "upload %s: handed to the scanner" % ready["id"] in d.logs(), 30,
+                     what="the scan to reach the scanner")
+            d.signal(signal.SIGQUIT)
+            answer = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            return ready, answer, closed.value.rcvd.code if closed.value.rcvd else None
+    try:
+        ready, answer, code = asyncio.run(go())
+    finally:
+        os.kill(scanner, signal.SIGCONT)
+    assert answer["type"] == "ERROR" and answer["code"] == 503, answer
+    assert ready["id"] in answer["message"], answer
+    assert code == 1011, code
+    assert d.wait_exit(10) == 0
+    assert d.accepted() == []
+    d.log.close()
+    d.start()
+
+    async def again():
+        async with websockets.connect("ws://127.0.0.1:%d/upload" % d.ws_port) as ws:
+            await ws.send(json.dumps({"type": "START", "filename": "w.txt", "size": 5,
+                                      "id": ready["id"]}))
+            return json.loads(await ws.recv())
+    st = asyncio.run(again())
+    assert st["type"] == "STATUS" and st["verdict"] == "clean", st
+    assert d.accepted() == ["w.txt"]
+
+
+def test_stopped_scans_are_never_let_through_nor_hooked_nor_counted(daemon_factory, tmp_path):
+    """HUP (the old worker drains) with scan_fail accept and an accept hook,
+    three scans waiting on a frozen scanner: at shutdown_timeout each client
+    hears 503 with its id; no stopped scan is accepted unscanned, hooked,
+    counted or taken for a scanner down; the re-queries on the new worker
+    scan, hook and place each file (a review's test)."""
+    from test_hook import HOOK, PY, runs
+    from wsraw import http_request
+    hd = tmp_path / "hookrun"
+    hd.mkdir()
+    script = tmp_path / "hook.py"
+    script.write_text(HOOK)
+    (hd / "exit").write_text("0")
+    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug",
+                       accept_hook="%s %s %s extra-arg" % (PY, script, hd), hook_timeout="30s")
+    d.scanning(scan_timeout="120s", scan_fail="accept")
+    d.start()
+    scanner = d.scanner()
+    os.kill(scanner, signal.SIGSTOP)
+    waiting = []
+    try:
+        for i in range(3):
+            c = Client(d.tcp_port, timeout=30)
+            c.start("h-%d.txt" % i, 5)
+            c.send(b"hook%d" % i)
+            waiting.append((c, c.line()["id"]))
+        wait_for(lambda: sum("upload %s: handed to the scanner" % i in d.logs()
+                             for _, i in waiting) == 3, 30, what="three scans at the scanner")
+        old = d.workers()
+        d.signal(signal.SIGHUP)
+        for c, upload_id in waiting:
+            answer = c.line()
+            assert answer is not None and answer["code"] == 503, answer
+            assert upload_id in answer["message"], answer
+        wait_for(lambda: not any(p in d.workers() for p in old), 10, what="the old worker gone")
+        _, _, body = http_request(d.ws_port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    finally:
+        os.kill(scanner, signal.SIGCONT)
+    logs = d.logs()
+    assert "ACCEPTING UNSCANNED" not in logs
+    assert "is down" not in logs and "scan timed out" not in logs
+    assert runs(str(hd)) == [] and d.accepted() == []
+    counted = [line for line in body.decode().splitlines()
+               if line.startswith(("intake_uploads_total", "intake_scans_total"))]
+    assert counted and all(line.endswith(" 0") for line in counted), counted
+    for i, (_, upload_id) in enumerate(waiting):
+        c = Client(d.tcp_port, timeout=30)
+        c.start("h-%d.txt" % i, 5, id=upload_id)
+        st = c.line()
+        assert st["type"] == "STATUS" and st["verdict"] == "clean", st
+    assert len(runs(str(hd))) == 3
+    assert d.accepted() == ["h-%d.txt" % i for i in range(3)]
+
+
 class DyingScanner:
     """A clamd that answers PING but goes away with every file it is given,
     as a scanner does that the file crashes."""
