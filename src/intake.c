@@ -575,6 +575,16 @@ int main(int argc, char **argv)
                                  (code->valueint == 404 || code->valueint == 409);
                 if (strcmp(msg_type(m), "ERROR") == 0) {
                     link_close(&l); /* the server closes after ERROR */
+                    /* Shutting down (a reload or a stop past its
+                     * shutdown_timeout): the server kept what it has and
+                     * asks for the rest on a new connection, as after a
+                     * lost one. */
+                    if (cJSON_IsNumber(code) && code->valueint == 503) {
+                        out.lost = true;
+                        snprintf(out.message, sizeof out.message, "%s",
+                                 cJSON_IsString(msg) ? msg->valuestring
+                                                     : "server is shutting down");
+                    }
                 }
                 cJSON_Delete(m);
             }

@@ -192,3 +192,35 @@ def test_help_fits_one_screen():
     assert r.returncode == 0
     lines = r.stdout.decode().splitlines()
     assert len(lines) <= 24 and max(len(l) for l in lines) <= 80
+
+
+def test_retries_ask_again_after_a_reload_cut_the_scan_short(daemon_factory, tmp_path):
+    """--retries: a reload whose shutdown_timeout ends while the file is
+    being scanned tells the client 503 (the file kept, its id); the CLI asks
+    again on a new connection, the new worker scans it, and the result is
+    OK. The CLI took the 503 for final before: exit 2, and the file sat in
+    the spool until resume_timeout (an audit found it)."""
+    import signal
+    from conftest import wait_for
+    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug")
+    d.scanning(scan_timeout="120s")
+    d.start()
+    scanner = d.scanner()
+    os.kill(scanner, signal.SIGSTOP)
+    path = make(tmp_path, "held.txt", b"held while scanning\n")
+    p = subprocess.Popen([INTAKE, "--retries", "6", "127.0.0.1:%d" % d.tcp_port, path],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: "handed to the scanner" in d.logs(), 30, what="the scan to start")
+        old = d.workers()
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: "shutdown_timeout reached before its scan was done" in d.logs(), 30,
+                 what="the old worker's deadline")
+    finally:
+        os.kill(scanner, signal.SIGCONT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, (out, err)
+    assert out.decode() == "%s: OK\n" % path
+    assert b"server is shutting down" in err and b"retrying" in err, err
+    assert d.accepted() == ["held.txt"]
+    assert not any(w in d.workers() for w in old)
