@@ -117,9 +117,9 @@ static void lookup_done(struct job *j)
         /* shutdown_timeout struck while it was looked up: nothing more is
          * received or finished here (the answer to a known verdict is
          * still given). */
-        session_release(c);
         upload_release(&c->up);
-        conn_shut_down(c);
+        conn_shut_down(c); /* names the id it asked for */
+        session_release(c);
         return;
     }
     switch (c->found) {

@@ -983,6 +983,37 @@ def test_shutdown_timeout_stops_a_websocket_upload_scan(daemon_factory):
     assert d.accepted() == ["w.txt"]
 
 
+def test_a_requery_waiting_at_shutdown_timeout_is_told_the_id(daemon_factory):
+    """A re-query waiting for the finishing steps another connection runs
+    (its scan at a frozen scanner) when shutdown_timeout strikes hears 503
+    naming the id to ask again with, as the upload's own connection does (it
+    heard the generic "send it again", as if nothing was kept: an audit
+    found it)."""
+    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug")
+    d.scanning(scan_timeout="120s")
+    d.start()
+    scanner = d.scanner()
+    os.kill(scanner, signal.SIGSTOP)
+    try:
+        c = Client(d.tcp_port, timeout=30)
+        c.start("q.txt", 5)
+        c.send(b"quiet")
+        upload_id = c.line()["id"]
+        wait_for(lambda: "upload %s: handed to the scanner" % upload_id in d.logs(), 30,
+                 what="the scan to reach the scanner")
+        c.close()
+        q = Client(d.tcp_port, timeout=30)
+        q.start("q.txt", 5, id=upload_id)
+        time.sleep(0.3)  # it waits, looking again every 200 ms (either way: the id)
+        d.signal(signal.SIGQUIT)
+        answer = q.line()
+    finally:
+        os.kill(scanner, signal.SIGCONT)
+    assert answer is not None and answer["type"] == "ERROR" and answer["code"] == 503, answer
+    assert upload_id in answer["message"] and "kept" in answer["message"], answer
+    assert d.wait_exit(10) == 0
+
+
 def test_stopped_scans_are_never_let_through_nor_hooked_nor_counted(daemon_factory, tmp_path):
     """HUP (the old worker drains) with scan_fail accept and an accept hook,
     three scans waiting on a frozen scanner: at shutdown_timeout each client
