@@ -526,11 +526,11 @@ static int build_listeners(struct master *m, const struct config *cfg, struct ma
         if (fd < 0) {
             const char *dir = want->kind == LISTEN_WS ? "listen_ws" : "listen_tcp";
             if (fd == NET_UNRESOLVED)
-                log_error("cannot listen on %s (%s): the host name does not resolve: %s",
-                          want->text, dir, why);
+                log_error("%s: cannot listen on %s (%s): the host name does not resolve: %s",
+                          cfg->listen_at[i], want->text, dir, why);
             else
-                log_error("cannot listen on %s (%s): %s: %s", want->text, dir, why,
-                          strerror(-fd));
+                log_error("%s: cannot listen on %s (%s): %s: %s", cfg->listen_at[i], want->text,
+                          dir, why, strerror(-fd));
             goto fail;
         }
         out[n++] = (struct master_listener){.fd = fd, .addr = *want};

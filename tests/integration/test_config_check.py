@@ -126,6 +126,14 @@ def test_hup_refuses_what_only_opening_can_check(daemon_factory, tmp_path):
         wait_for(lambda: "reload failed: %s:%d: %s " % (d.conf, line, what) in d.logs(),
                  what="the refused reload (%s)" % what)
         assert sorted(d.workers()) == workers
+    # A listen host that does not resolve (bound only when the reload
+    # applies): named by file:line too (it was not; an audit found it).
+    with open(d.conf, "w") as f:
+        f.write(good + "listen_ws nosuchhost.invalid:1\n")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "%s:%d: cannot listen on nosuchhost.invalid:1 (listen_ws): the host name "
+             "does not resolve" % (d.conf, n + 1) in d.logs(), what="the refused reload (listen)")
+    assert sorted(d.workers()) == workers
 
 
 def test_t_and_start_refuse_a_listen_host_that_does_not_resolve(tmp_path):
