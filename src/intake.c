@@ -251,6 +251,15 @@ static void attempt(struct link *l, int fd, uint64_t size, const char *name, con
     for (;;) {
         while (take_line(l, line, sizeof line)) {
             cJSON *m = cJSON_Parse(line);
+            if (!m && strncmp(line, "HTTP/", 5) == 0) {
+                /* Not worth retrying: the wrong port. */
+                snprintf(out->message, sizeof out->message,
+                         "the server answered in HTTP, not intake's raw TCP protocol: is this "
+                         "its WebSocket port (listen_ws)?");
+                out->r = R_ERROR;
+                progress_end(&pb);
+                return;
+            }
             const char *t = m ? msg_type(m) : "";
             if (strcmp(t, "READY") == 0) {
                 const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");

@@ -224,3 +224,15 @@ def test_retries_ask_again_after_a_reload_cut_the_scan_short(daemon_factory, tmp
     assert b"server is shutting down" in err and b"retrying" in err, err
     assert d.accepted() == ["held.txt"]
     assert not any(w in d.workers() for w in old)
+
+
+def test_the_websocket_port_is_named_not_retried(daemon, tmp_path):
+    """intake pointed at the WebSocket listener: the server answers in HTTP,
+    and the CLI says so at once (it said "connection closed by the server",
+    after three retries: an audit found it)."""
+    path = make(tmp_path, "a.txt", b"wrong port\n")
+    r = run(["127.0.0.1:%d" % daemon.ws_port, path])
+    assert r.returncode == 2, r
+    assert r.stdout.decode() == ("%s: the server answered in HTTP, not intake's raw TCP protocol: "
+                                 "is this its WebSocket port (listen_ws)? ERROR\n" % path), r
+    assert b"retrying" not in r.stderr, r.stderr
