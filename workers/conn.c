@@ -82,7 +82,12 @@ static cJSON *access_object(struct conn *c, int code, const struct upload_reques
     message_json_add(o, "remote", c->remote, strlen(c->remote), NULL);
     cJSON_AddStringToObject(o, "transport", c->t->kind == MT_TCP ? "tcp" : "ws");
     if (r) {
-        cJSON_AddNullToObject(o, "id");
+        /* A refused resume or re-query: the id asked for (a valid id, the
+         * parser checked), what an operator looks for. */
+        if (r->resume_id[0])
+            cJSON_AddStringToObject(o, "id", r->resume_id);
+        else
+            cJSON_AddNullToObject(o, "id");
         add_filename(o, r->filename, r->filename_len);
         cJSON_AddNullToObject(o, "stored_as");
         cJSON_AddNumberToObject(o, "size", (double)r->size);

@@ -646,6 +646,23 @@ def test_requery_of_an_infected_upload_writes_no_second_access_line(daemon_facto
     assert [(x["verdict"], x["code"]) for x in lines()] == [("infected", 200)]
 
 
+def test_a_refused_resume_is_logged_with_the_id_it_asked_for(daemon_factory, tmp_path):
+    """The access line of a resume refused with 404 names the id the client
+    asked for, the one thing an operator looks for (it was null: an audit
+    found it)."""
+    log = str(tmp_path / "access.log")
+    d = daemon_factory(access_log=log)
+    unknown = "0123456789abcdef" * 2
+    assert tcp_ask(d, unknown, "gone.bin", 10)["code"] == 404
+
+    def lines():
+        with open(log) as f:
+            return [json.loads(x) for x in f]
+    wait_for(lambda: len(lines()) == 1, 5, what="the refusal's access line")
+    [line] = lines()
+    assert (line["id"], line["filename"], line["code"]) == (unknown, "gone.bin", 404), line
+
+
 # --- 5. errors ---------------------------------------------------------------------
 
 
