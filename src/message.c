@@ -36,7 +36,7 @@ static int unhex(const char *s, size_t len, unsigned char *out, size_t n)
  * is bounded; a member given twice is refused rather than guessed at. */
 
 #define JSON_DEPTH_MAX 32
-enum { J_ABSENT = -1, J_BAD = -2 };
+enum { J_ABSENT = -1, J_BAD = -2, J_SURROGATE = -3 };
 
 struct jtext {
     const char *p;
@@ -183,7 +183,8 @@ static uint32_t jhex4(const char *p)
 
 /* Decodes the checked string token raw[0..n) (quotes included) into out,
  * cap bytes, with its real length: "\u0000" is a NUL byte like any other.
- * Returns the length, or -1 if it does not fit or holds a lone surrogate. */
+ * Returns the length, -1 if it does not fit, or -2 if it holds a lone
+ * surrogate (no UTF-8 can carry one). */
 static ssize_t jdecode(const char *raw, size_t n, char *out, size_t cap)
 {
     size_t o = 0;
@@ -202,11 +203,11 @@ static ssize_t jdecode(const char *raw, size_t n, char *out, size_t cap)
         i += 2;
         uint32_t cp = jhex4(raw + i);
         i += 4;
-        if (cp >= 0xDC00 && cp <= 0xDFFF) return -1;
+        if (cp >= 0xDC00 && cp <= 0xDFFF) return -2;
         if (cp >= 0xD800 && cp <= 0xDBFF) {
-            if (i + 6 > n - 1 || raw[i] != '\\' || raw[i + 1] != 'u') return -1;
+            if (i + 6 > n - 1 || raw[i] != '\\' || raw[i + 1] != 'u') return -2;
             uint32_t lo = jhex4(raw + i + 2);
-            if (lo < 0xDC00 || lo > 0xDFFF) return -1;
+            if (lo < 0xDC00 || lo > 0xDFFF) return -2;
             i += 6;
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
         }
@@ -250,7 +251,8 @@ static int jmember(const char *p, size_t n, const char *key, const char **v, siz
 }
 
 /* A string member, decoded into out (cap bytes): its length; J_ABSENT when
- * missing or null; J_BAD when not a string, longer than cap or repeated. */
+ * missing or null; J_BAD when not a string, longer than cap or repeated;
+ * J_SURROGATE when it holds a lone surrogate. */
 static ssize_t jget_string(const char *p, size_t n, const char *key, char *out, size_t cap)
 {
     const char *v;
@@ -260,7 +262,7 @@ static ssize_t jget_string(const char *p, size_t n, const char *key, char *out, 
     if (vl == 4 && memcmp(v, "null", 4) == 0) return J_ABSENT;
     if (v[0] != '"') return J_BAD;
     ssize_t l = jdecode(v, vl, out, cap);
-    return l < 0 ? J_BAD : l;
+    return l == -2 ? J_SURROGATE : l < 0 ? J_BAD : l;
 }
 
 int message_parse_start(const char *json, size_t len, struct upload_request *r,
@@ -274,6 +276,8 @@ int message_parse_start(const char *json, size_t len, struct upload_request *r,
     if (l != 5 || memcmp(buf, "START", 5) != 0)
         return upload_fail(e, 400, "expected {\"type\":\"START\",...}");
     l = jget_string(json, len, "filename", r->filename, UPLOAD_FILENAME_MAX);
+    if (l == J_SURROGATE)
+        return upload_fail(e, 400, "filename is not valid UTF-8 (a lone surrogate escape)");
     if (l < 0)
         return upload_fail(e, 400, "START needs one \"filename\" string of at most %d bytes",
                            UPLOAD_FILENAME_MAX);

@@ -113,6 +113,15 @@ static void test_parse_start(void)
     strcpy(big + n + UPLOAD_FILENAME_MAX + 1, "\"}");
     CHECK(message_parse_start(big, strlen(big), &r, &e) < 0 && e.code == 400);
     free(big);
+    /* A lone surrogate is named as what it is: no UTF-8 carries one (it was
+     * refused as a filename too long or not a string). */
+    const char *lone[] = {"{\"type\":\"START\",\"filename\":\"a\\ud800b\",\"size\":1}",
+                          "{\"type\":\"START\",\"filename\":\"\\udc00\",\"size\":1}",
+                          "{\"type\":\"START\",\"filename\":\"\\ud800\\u0041\",\"size\":1}"};
+    for (size_t i = 0; i < sizeof lone / sizeof *lone; i++) {
+        CHECK(message_parse_start(lone[i], strlen(lone[i]), &r, &e) < 0 && e.code == 400);
+        CHECK_MSG(strstr(e.message, "not valid UTF-8") != NULL, "%s: %s", lone[i], e.message);
+    }
 }
 
 static void test_parse_plain(void)
