@@ -258,6 +258,7 @@ static void attempt(struct link *l, int fd, uint64_t size, const char *name, con
                          "its WebSocket port (listen_ws)?");
                 out->r = R_ERROR;
                 progress_end(&pb);
+                link_close(l); /* the next file connects afresh */
                 return;
             }
             const char *t = m ? msg_type(m) : "";
@@ -560,10 +561,14 @@ int main(int argc, char **argv)
                     !(l.ssl = cli_tls_connect(tls_ctx, l.fd, target, err, sizeof err)))
                     link_close(&l);
                 if (l.fd < 0) {
-                    if (attempt_no < o.retries && out.id[0]) {
+                    /* A server that went away with the upload, or said it
+                     * is shutting down (503, out.line), may be back soon. */
+                    if (attempt_no < o.retries && (out.id[0] || out.line[0])) {
                         pause_for(&backoff);
                         continue;
                     }
+                    /* What the server said last is this file's result. */
+                    if (out.line[0]) print_result(path, &out, &o);
                     fprintf(stderr, "intake: cannot connect to %s: %s\n", target, err);
                     free(pathcopy);
                     close(fd);

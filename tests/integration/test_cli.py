@@ -228,11 +228,41 @@ def test_retries_ask_again_after_a_reload_cut_the_scan_short(daemon_factory, tmp
 
 def test_the_websocket_port_is_named_not_retried(daemon, tmp_path):
     """intake pointed at the WebSocket listener: the server answers in HTTP,
-    and the CLI says so at once (it said "connection closed by the server",
-    after three retries: an audit found it)."""
-    path = make(tmp_path, "a.txt", b"wrong port\n")
-    r = run(["127.0.0.1:%d" % daemon.ws_port, path])
+    and the CLI says so at once, for every file (it said "connection closed
+    by the server", after three retries: an audit found it; and the second
+    file went out on the answered connection: a review found that)."""
+    a = make(tmp_path, "a.txt", b"wrong port\n")
+    b = make(tmp_path, "b.txt", b"still the wrong port\n")
+    r = run(["127.0.0.1:%d" % daemon.ws_port, a, b])
     assert r.returncode == 2, r
-    assert r.stdout.decode() == ("%s: the server answered in HTTP, not intake's raw TCP protocol: "
-                                 "is this its WebSocket port (listen_ws)? ERROR\n" % path), r
+    said = ("the server answered in HTTP, not intake's raw TCP protocol: is this its WebSocket "
+            "port (listen_ws)? ERROR")
+    assert r.stdout.decode() == "%s: %s\n%s: %s\n" % (a, said, b, said), r
     assert b"retrying" not in r.stderr, r.stderr
+
+
+def test_a_503_from_a_server_that_then_stops_is_the_result(daemon_factory, tmp_path):
+    """--retries after a 503 from a stop (QUIT past shutdown_timeout) with
+    nothing coming back: the file's result line is the server's 503, then
+    the CLI says it cannot connect (it printed no result line, and the 503's
+    id was lost: a review found it)."""
+    import signal
+    from conftest import wait_for
+    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug")
+    d.scanning(scan_timeout="120s")
+    d.start()
+    scanner = d.scanner()
+    os.kill(scanner, signal.SIGSTOP)
+    a = make(tmp_path, "held.txt", b"held while scanning\n")
+    p = subprocess.Popen([INTAKE, "--retries", "2", "127.0.0.1:%d" % d.tcp_port, a],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: "handed to the scanner" in d.logs(), 30, what="the scan to start")
+        d.signal(signal.SIGQUIT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        os.kill(scanner, signal.SIGCONT)
+    assert p.returncode == 2
+    assert out.decode().startswith("%s: server is shutting down: the file is kept" % a), (out, err)
+    assert out.decode().endswith("(503) ERROR\n") and out.decode().count("\n") == 1, out
+    assert b"cannot connect" in err, err
