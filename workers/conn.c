@@ -857,14 +857,15 @@ void conn_shut_down(struct conn *c)
                   "server is shutting down: the %llu bytes received are kept; resume "
                   "(START with id %s) on a new connection",
                   (unsigned long long)c->up.received, c->up.id);
-    else if (c->req && c->req->resume_id[0])
+    else if (c->req && c->req->resume_id[0]) {
         /* A resume or re-query looked up, or waiting for the finishing
          * steps another connection runs: the upload stays where it is. */
+        conn_log_access(c, 503, c->req);
         conn_fail(c, 503,
                   "server is shutting down: the upload is kept; send START with id %s again on "
                   "a new connection",
                   c->req->resume_id);
-    else
+    } else
         conn_fail(c, 503, "server is shutting down; send it again on a new connection");
 }
 

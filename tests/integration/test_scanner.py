@@ -983,13 +983,16 @@ def test_shutdown_timeout_stops_a_websocket_upload_scan(daemon_factory):
     assert d.accepted() == ["w.txt"]
 
 
-def test_a_requery_waiting_at_shutdown_timeout_is_told_the_id(daemon_factory):
+def test_a_requery_waiting_at_shutdown_timeout_is_told_the_id(daemon_factory, tmp_path):
     """A re-query waiting for the finishing steps another connection runs
     (its scan at a frozen scanner) when shutdown_timeout strikes hears 503
     naming the id to ask again with, as the upload's own connection does (it
     heard the generic "send it again", as if nothing was kept: an audit
-    found it)."""
-    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug")
+    found it), and its refusal has an access line, as every refused
+    re-query does."""
+    log = tmp_path / "access.log"
+    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug",
+                       access_log=str(log))
     d.scanning(scan_timeout="120s")
     d.start()
     scanner = d.scanner()
@@ -1012,6 +1015,10 @@ def test_a_requery_waiting_at_shutdown_timeout_is_told_the_id(daemon_factory):
     assert answer is not None and answer["type"] == "ERROR" and answer["code"] == 503, answer
     assert upload_id in answer["message"] and "kept" in answer["message"], answer
     assert d.wait_exit(10) == 0
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    # The upload's own line, and the re-query's (received 0: it sent nothing).
+    assert [(x["id"], x["code"]) for x in lines] == [(upload_id, 503)] * 2, lines
+    assert sorted(x["received"] for x in lines) == [0, 5], lines
 
 
 def test_stopped_scans_are_never_let_through_nor_hooked_nor_counted(daemon_factory, tmp_path):
