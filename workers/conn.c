@@ -596,6 +596,10 @@ static char *hook_input(struct conn *c, size_t *len)
 static void finishing_stopped(struct conn *c, const char *leg)
 {
     c->in_job = false;
+    /* No verdict yet and nothing stored: what the access line of this 503
+     * says (the scan's verdict and the reserved name stay in the record). */
+    c->up.verdict = VERDICT_NONE;
+    c->up.stored[0] = '\0';
     log_warn("upload %s (%s): shutdown_timeout reached before its %s; kept in the spool, a "
              "re-query finishes it",
              c->up.id, c->up.logname, leg);

@@ -508,14 +508,15 @@ def hanging_hook(daemon_factory, client_factory, hook, name, body, **directives)
 
 
 def test_shutdown_timeout_stops_a_running_hook_and_tells_the_client(daemon_factory, client_factory,
-                                                                   hook):
+                                                                   hook, tmp_path):
     """QUIT while a hook runs longer than shutdown_timeout: at the deadline the
     hook's whole group is killed, the client hears 503 with the id to ask
     again (it got a bare close before, and the hook ran on past intaked's
     exit, unstoppable), the master exits without having to kill its worker,
     and a re-query after the restart runs the hook again and places it."""
+    log = tmp_path / "access.log"
     d, c, ready, pids = hanging_hook(daemon_factory, client_factory, hook, "q.txt", b"quit",
-                                     shutdown_timeout="1s")
+                                     shutdown_timeout="1s", access_log=str(log))
     d.signal(signal.SIGQUIT)
     answer = c.line()
     assert answer is not None and answer["type"] == "ERROR" and answer["code"] == 503, answer
@@ -525,6 +526,10 @@ def test_shutdown_timeout_stops_a_running_hook_and_tells_the_client(daemon_facto
     logs = d.logs()
     assert "shutdown_timeout reached while its accept hook runs" in logs
     assert "grace period" not in logs and "killed by signal" not in logs  # it ended on its own
+    # The 503's access line has no verdict and nothing stored (it said clean
+    # and the reserved name: a soak found it).
+    [line] = [json.loads(x) for x in log.read_text().splitlines()]
+    assert (line["code"], line["verdict"], line["stored_as"]) == (503, None, None), line
     d.log.close()
     set_exit(hook["dir"], "0")
     d.start()
