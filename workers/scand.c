@@ -243,6 +243,9 @@ static int selftest(void)
     char name[256];
     enum verdict v = scan_fd(fd, name, sizeof name);
     close(fd);
+    /* Refused because the scanner is stopping: that says nothing of the
+     * engine (it was logged as a failed self-test, a false alarm). */
+    if (v != V_FOUND && atomic_load(&shutting_down)) return -1;
     if (v != V_FOUND) {
         log_error("self-test FAILED: the EICAR test file was %s%s%s; the scanner would miss "
                   "malware. Check signature_dir and the temp directory.",
