@@ -47,6 +47,20 @@ def wait_for(pred, timeout=5.0, step=0.02, what="condition"):
     raise AssertionError("timed out waiting for " + what)
 
 
+
+def frozen_scanner(daemon_factory, scanning=None, **directives):
+    """One worker, shutdown_timeout 1s, the builtin scanner with scan_timeout
+    120s, stopped (SIGSTOP): scans wait on it. Returns (daemon, scanner pid);
+    the caller SIGCONTs it when done."""
+    import signal
+    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug",
+                       **directives)
+    d.scanning(scan_timeout="120s", **(scanning or {}))
+    d.start()
+    scanner = d.scanner()
+    os.kill(scanner, signal.SIGSTOP)
+    return d, scanner
+
 def children(pid):
     try:
         out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout

@@ -201,12 +201,8 @@ def test_retries_ask_again_after_a_reload_cut_the_scan_short(daemon_factory, tmp
     OK. The CLI took the 503 for final before: exit 2, and the file sat in
     the spool until resume_timeout (an audit found it)."""
     import signal
-    from conftest import wait_for
-    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug")
-    d.scanning(scan_timeout="120s")
-    d.start()
-    scanner = d.scanner()
-    os.kill(scanner, signal.SIGSTOP)
+    from conftest import frozen_scanner, wait_for
+    d, scanner = frozen_scanner(daemon_factory)
     path = make(tmp_path, "held.txt", b"held while scanning\n")
     p = subprocess.Popen([INTAKE, "--retries", "6", "127.0.0.1:%d" % d.tcp_port, path],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -247,12 +243,8 @@ def test_a_503_from_a_server_that_then_stops_is_the_result(daemon_factory, tmp_p
     the CLI says it cannot connect (it printed no result line, and the 503's
     id was lost: a review found it)."""
     import signal
-    from conftest import wait_for
-    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug")
-    d.scanning(scan_timeout="120s")
-    d.start()
-    scanner = d.scanner()
-    os.kill(scanner, signal.SIGSTOP)
+    from conftest import frozen_scanner, wait_for
+    d, scanner = frozen_scanner(daemon_factory)
     a = make(tmp_path, "held.txt", b"held while scanning\n")
     p = subprocess.Popen([INTAKE, "--retries", "2", "127.0.0.1:%d" % d.tcp_port, a],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -22,7 +22,7 @@ import pytest
 import websockets
 
 from conftest import (EICAR, INTAKE, INTAKED, ROOT, SIGNATURES, Client, alive, free_port,
-                      sha256, short_dir, wait_for)
+                      frozen_scanner, sha256, short_dir, wait_for)
 
 # The scanner of the build under test: INTAKED=build/asan/intaked runs these
 # against the sanitizer build's intake-scand too.
@@ -895,11 +895,7 @@ def test_shutdown_timeout_stops_the_scans_and_tells_each_client(daemon_factory):
     its own, and after the restart each re-query scans its file and places
     it. Before, the scans sat out scan_timeout: the clients got a bare close
     when the master killed the worker."""
-    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug")
-    d.scanning(scan_timeout="120s")
-    d.start()
-    scanner = d.scanner()
-    os.kill(scanner, signal.SIGSTOP)
+    d, scanner = frozen_scanner(daemon_factory)
     waiting = []
     try:
         for i in range(6):
@@ -941,11 +937,7 @@ def test_shutdown_timeout_stops_a_websocket_upload_scan(daemon_factory):
     scanner; at shutdown_timeout the client hears ERROR 503 with its id,
     then close 1011, and a re-query after the restart places the file once
     (a review's test)."""
-    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug")
-    d.scanning(scan_timeout="120s")
-    d.start()
-    scanner = d.scanner()
-    os.kill(scanner, signal.SIGSTOP)
+    d, scanner = frozen_scanner(daemon_factory)
 
     async def go():
         async with websockets.connect("ws://127.0.0.1:%d/upload" % d.ws_port) as ws:
@@ -991,12 +983,7 @@ def test_a_requery_waiting_at_shutdown_timeout_is_told_the_id(daemon_factory, tm
     found it), and its refusal has an access line, as every refused
     re-query does."""
     log = tmp_path / "access.log"
-    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug",
-                       access_log=str(log))
-    d.scanning(scan_timeout="120s")
-    d.start()
-    scanner = d.scanner()
-    os.kill(scanner, signal.SIGSTOP)
+    d, scanner = frozen_scanner(daemon_factory, access_log=str(log))
     try:
         c = Client(d.tcp_port, timeout=30)
         c.start("q.txt", 5)
@@ -1034,12 +1021,9 @@ def test_stopped_scans_are_never_let_through_nor_hooked_nor_counted(daemon_facto
     script = tmp_path / "hook.py"
     script.write_text(HOOK)
     (hd / "exit").write_text("0")
-    d = daemon_factory(start=False, workers=1, shutdown_timeout="1s", log_level="debug",
-                       accept_hook="%s %s %s extra-arg" % (PY, script, hd), hook_timeout="30s")
-    d.scanning(scan_timeout="120s", scan_fail="accept")
-    d.start()
-    scanner = d.scanner()
-    os.kill(scanner, signal.SIGSTOP)
+    d, scanner = frozen_scanner(daemon_factory, {"scan_fail": "accept"},
+                                accept_hook="%s %s %s extra-arg" % (PY, script, hd),
+                                hook_timeout="30s")
     waiting = []
     try:
         for i in range(3):
