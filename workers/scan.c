@@ -92,7 +92,8 @@ enum upload_verdict scan_parse_reply(const char *reply, char *virus, size_t viru
  * the worker stops its scans (scan_stop), whichever comes first. */
 struct until {
     int64_t ms;
-    int stop_fd; /* readable once the scans are stopped; -1: never */
+    int stop_fd;         /* readable once the scans are stopped (wakes a wait); -1: never */
+    const int *stopping; /* set before that (read without a system call); NULL: never */
 };
 
 /* Waits until s is ready for events, or the deadline, or the stop: >0
@@ -116,8 +117,7 @@ static int wait_fd(int s, short events, const struct until *u, short *revents)
 
 static bool stopped(const struct until *u)
 {
-    struct pollfd p = {.fd = u->stop_fd, .events = POLLIN};
-    return u->stop_fd >= 0 && poll(&p, 1, 0) > 0;
+    return u->stopping && __atomic_load_n(u->stopping, __ATOMIC_ACQUIRE);
 }
 
 /* Starts a non-blocking connect to one sockaddr: the fd (connected or in
@@ -228,6 +228,7 @@ void scan_init(struct scan_client *sc, const struct config *cfg, struct metrics 
     }
     sc->next = 0;
     sc->stop_fd = -1;
+    sc->stopping = 0;
     sc->timeout_ms = cfg->scan_timeout_ms;
     sc->shared = shared;
     sc->metrics = slot;
@@ -244,7 +245,8 @@ int scan_start(struct scan_client *sc, struct ev_loop *loop, int threads)
 void scan_stop(struct scan_client *sc)
 {
     uint64_t one = 1;
-    /* Level-triggered: stays readable, so every scan, running or to come, sees it. */
+    __atomic_store_n(&sc->stopping, 1, __ATOMIC_RELEASE);
+    /* Level-triggered: stays readable, so every wait, running or to come, ends. */
     if (sc->stop_fd >= 0 && write(sc->stop_fd, &one, sizeof one) < 0)
         log_error("cannot stop the running scans: %s", strerror(errno));
 }
@@ -573,7 +575,7 @@ enum upload_verdict scan_file(void *ctx, int fd, const char *id, char *virus, si
                        .virus_len = virus_len,
                        .reason = reason,
                        .reason_len = reason_len};
-    struct until until = {deadline, sc->stop_fd};
+    struct until until = {deadline, sc->stop_fd, &sc->stopping};
     for (;;) {
         if (stopped(&until)) {
             r.v = VERDICT_STOPPED;
@@ -601,7 +603,7 @@ enum upload_verdict scan_file(void *ctx, int fd, const char *id, char *virus, si
         for (;;) {
             if (!take_session(t, &ss)) {
                 int64_t cdl = now_ms() + CONNECT_TIMEOUT_MS;
-                struct until cu = {cdl < deadline ? cdl : deadline, sc->stop_fd};
+                struct until cu = {cdl < deadline ? cdl : deadline, sc->stop_fd, &sc->stopping};
                 ss.fd = open_session(t, &cu);
                 ss.id = 1;
                 ss.reused = false;
@@ -688,7 +690,7 @@ void scan_probe(const struct scanner_addr *a, int n, int timeout_ms, bool *up)
         p->st = P_FINISHED;
         up[i] = false;
         if (!a[i].tcp) {
-            struct until u = {deadline, -1};
+            struct until u = {deadline, -1, NULL};
             p->fd = scan_connect(&a[i], &u); /* a UNIX connect does not wait */
             if (p->fd >= 0) p->st = P_CONNECTING;
             continue;

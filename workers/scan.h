@@ -68,6 +68,7 @@ struct scan_client {
     struct metrics_slot *metrics; /* this worker's counters; may be NULL */
     struct jobs *queue;           /* the scan queue's threads (scan_start) */
     int stop_fd;                  /* an eventfd, readable once scan_stop was called */
+    int stopping;                 /* set (atomically) by scan_stop, before stop_fd */
 };
 
 /* Fills sc's targets from the configuration (its scanners[]). */
