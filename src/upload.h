@@ -174,9 +174,10 @@ void upload_scan_place(struct upload *u, struct store *st, const struct upload_p
  * now, reserved and recorded; 0, or 1 if the step failed and the upload is
  * done with verdict error, or 2: the scan was stopped, still sealed), then,
  * as upload_next says, the hook and the publish, each outcome recorded with
- * upload_step_done (blocking: 0, or 1: failed, done), then upload_place_step (blocking: placement; done). The
- * spool fds, and so the one writer's lock, are held until the upload is
- * done: nobody else can take it over meanwhile. */
+ * upload_step_done (blocking: 0, or 1: failed, done), then
+ * upload_place_step (blocking: placement; done). The spool fds, and so the
+ * one writer's lock, are held until the upload is done: nobody else can
+ * take it over meanwhile. */
 enum upload_next { NEXT_HOOK, NEXT_PUBLISH, NEXT_PLACE };
 int upload_scan_step(struct upload *u, struct store *st, const struct upload_policy *p);
 enum upload_next upload_next(const struct upload *u, const struct upload_policy *p);
