@@ -120,6 +120,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "intaked: %s\n", err);
         goto out;
     }
+    if (!sig && c->daemon && strcmp(c->error_log, "stderr") == 0)
+        fprintf(stderr, "intaked: warning: daemon on with error_log stderr: once detached, "
+                        "standard error is /dev/null and every log line is lost; set error_log "
+                        "to a file or syslog\n");
     if (test) {
         SSL_CTX *tls; /* -t also loads the certificate and key */
         if (tls_server_load(c, &tls, err, sizeof err) < 0) {

@@ -97,6 +97,7 @@ struct master {
     char oldbin[PATH_MAX + 8];
     bool told_ready;     /* systemd has READY=1 from this master */
     pid_t upgraded_from; /* the old binary's master, while it may roll back to it */
+    bool detached;       /* daemon on: standard error is /dev/null */
 };
 
 static double now_s(void)
@@ -193,7 +194,7 @@ static int spawn_scanner(struct master *m)
         static const char *const levels[] = {"error", "warn", "info", "debug"};
         setenv("INTAKE_LOG_LEVEL", levels[c->log_level & 3], 1);
         /* A log file is reopened by the scanner itself on USR1. */
-        if (c->error_log[0] == '/')
+        if (c->error_log[0] == '/' || strcmp(c->error_log, "syslog") == 0)
             setenv("INTAKE_LOG_FILE", c->error_log, 1);
         else
             unsetenv("INTAKE_LOG_FILE");
@@ -668,6 +669,32 @@ static bool probe_scanners(struct master *m, const struct config *c, bool *all)
     return any;
 }
 
+/* A reload that names another pid_file moves it, as nginx does: the new
+ * file is written first, the old one removed after. The master stays in the
+ * old one if the new cannot be written, or while a binary upgrade holds it
+ * as .oldbin (the new master owns the name then). */
+static void move_pid_file(struct master *m, const struct config *old, struct config *nc)
+{
+    if (strcmp(old->pid_file, nc->pid_file) == 0) return;
+    const char *stay = NULL;
+    if (m->upgrade_pid)
+        stay = "a binary upgrade is in progress";
+    else if (pidfile_write(nc->pid_file) < 0)
+        stay = "the new one cannot be written (see above)";
+    if (stay) {
+        log_error("reload: pid_file %s not applied: %s; the pid file stays %s", nc->pid_file, stay,
+                  old->pid_file);
+        char *keep = strdup(old->pid_file);
+        if (keep) {
+            free(nc->pid_file);
+            nc->pid_file = keep;
+        }
+        return;
+    }
+    pidfile_remove(old->pid_file);
+    log_info("reload: the pid file is now %s (was %s)", nc->pid_file, old->pid_file);
+}
+
 /* HUP: the new configuration, or no change at all. */
 static void reload(struct master *m)
 {
@@ -709,6 +736,10 @@ static void reload(struct master *m)
         return;
     }
     if (strcmp(old->error_log, nc->error_log) != 0 || old->log_level != nc->log_level) {
+        if (m->detached && strcmp(nc->error_log, "stderr") == 0)
+            log_warn("reload: error_log stderr, but this master has detached (daemon on) and its "
+                     "standard error is /dev/null: the log is lost from here on; set error_log "
+                     "to a file or syslog");
         int rc = log_open(nc->error_log, (enum log_level)nc->log_level);
         if (rc < 0) log_error("cannot open error_log %s: %s", nc->error_log, strerror(-rc));
     }
@@ -739,6 +770,7 @@ static void reload(struct master *m)
         log_info("reload: scans go to %s", nc->n_scanners ? list : "no scanner (scanner off)");
         m->next_probe = 0; /* look at the new ones at once */
     }
+    move_pid_file(m, old, nc);
     config_free(old);
     tls_server_use(tls); /* the new workers inherit it */
     char what[512];
@@ -903,6 +935,7 @@ int master_run(struct config *cfg, const struct master_args *args)
         log_error("cannot detach (daemon on): %s", strerror(errno));
         goto out;
     }
+    m->detached = cfg->daemon;
     if (pidfile_write(cfg->pid_file) < 0) goto out;
     if (cfg->scanner == SCANNER_OFF)
         log_warn("scanner off: uploads are accepted without a malware scan (verdict unscanned)");

@@ -481,6 +481,13 @@ def test_daemon_on_and_s_stop(tmp_path):
         r = subprocess.run([INTAKED, "-c", str(conf)], capture_output=True, text=True, timeout=10)
         assert r.returncode == 1
         assert "another intaked (pid %d)" % master in (tmp_path / "error.log").read_text()
+        # A reload to error_log stderr is warned about in the log it leaves.
+        conf.write_text(conf.read_text().replace("error_log %s/error.log" % tmp_path,
+                                                 "error_log stderr"))
+        os.kill(master, signal.SIGHUP)
+        wait_for(lambda: "this master has detached" in (tmp_path / "error.log").read_text(),
+                 what="the warning")
+        wait_for(lambda: len(_tree(master)) == 2, what="the new workers")
         workers = _tree(master)
         r = subprocess.run([INTAKED, "-c", str(conf), "-s", "stop"], capture_output=True, text=True)
         assert r.returncode == 0
@@ -490,6 +497,96 @@ def test_daemon_on_and_s_stop(tmp_path):
     finally:
         if alive(master):
             os.kill(master, signal.SIGKILL)
+
+
+def test_daemon_on_with_error_log_stderr_is_warned(tmp_path):
+    """daemon on with the default error_log stderr writes every line to
+    /dev/null after the detach: -t warns (and still passes)."""
+    base = ["-c", "/dev/null", "-o", "scanner=off", "-o", "pid_file=%s/p.pid" % tmp_path,
+            "-o", "spool_dir=%s/s" % tmp_path, "-o", "accept_dir=%s/a" % tmp_path,
+            "-o", "quarantine_dir=%s/q" % tmp_path, "-o", "daemon=on", "-t"]
+    r = subprocess.run([INTAKED] + base, capture_output=True, text=True)
+    assert r.returncode == 0 and "configuration ok" in r.stdout
+    assert "daemon on with error_log stderr" in r.stderr and "every log line is lost" in r.stderr
+    r = subprocess.run([INTAKED] + base + ["-o", "error_log=%s/e.log" % tmp_path],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
+def _rewrite(d, **directives):
+    d.dir.update({k: str(v) for k, v in directives.items()})
+    with open(d.conf, "w") as f:
+        for k, v in d.dir.items():
+            f.write("%s %s\n" % (k, v))
+
+
+def test_reload_moves_the_pid_file(daemon, tmp_path):
+    """A reload that names another pid_file writes it and removes the old
+    one, so intaked -s and USR2 find the master there (they looked for a
+    file that was never written)."""
+    old = daemon.dir["pid_file"]
+    new = str(tmp_path / "elsewhere" / "moved.pid")
+    _rewrite(daemon, pid_file=new)
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: os.path.exists(new) and not os.path.exists(old), 10,
+             what="the pid file to move")
+    with open(new) as f:
+        assert int(f.read()) == daemon.pid
+    assert "the pid file is now %s (was %s)" % (new, old) in daemon.logs()
+    r = subprocess.run([INTAKED, "-c", daemon.conf, "-s", "reopen"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    # One that cannot be written (its directory would be under a file):
+    # the master stays in the file it has, and says so.
+    (tmp_path / "plain").write_text("x")
+    _rewrite(daemon, pid_file=str(tmp_path / "plain" / "p.pid"))
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "not applied" in daemon.logs(), 10, what="the refusal")
+    assert "the pid file stays %s" % new in daemon.logs()
+    with open(new) as f:
+        assert int(f.read()) == daemon.pid
+    # Back where it started: the reload after that one still moves it.
+    _rewrite(daemon, pid_file=old)
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: os.path.exists(old) and not os.path.exists(new), 10,
+             what="the pid file to move back")
+    assert daemon.workers()
+
+
+def test_syslog_reaches_the_scanner_too(daemon_factory, tmp_path):
+    """error_log syslog: the builtin scanner logs to syslog as the master and
+    the workers do (its lines went to intaked's standard error)."""
+    if os.geteuid() != 0 or os.path.exists("/dev/log"):
+        pytest.skip("needs root and no syslog daemon on /dev/log, to stand in for one")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind("/dev/log")
+    except OSError as e:
+        pytest.skip("cannot bind /dev/log: %s" % e)
+    got = []
+    try:
+        sock.settimeout(0.2)
+        d = daemon_factory(start=False, workers=1, error_log="syslog")
+        d.scanning()
+        d.start()
+
+        def heard(what):
+            try:
+                while True:
+                    got.append(sock.recv(65536).decode(errors="replace"))
+            except socket.timeout:
+                pass
+            return any(what in g for g in got)
+        wait_for(lambda: heard("scanner: intake-scand ready"), 15, step=0,
+                 what="the scanner's line in syslog")
+        assert any("master: master ready" in g for g in got), got[:5]
+        assert all(g.startswith("<") and "intaked[" in g for g in got), got[:5]
+        # And none of it on intaked's standard error.
+        d.stop()
+        assert "intake-scand ready" not in d.logs()
+    finally:
+        sock.close()
+        os.unlink("/dev/log")
 
 
 def access_lines(path):
