@@ -146,29 +146,34 @@ test: deps
 FUZZ_TARGETS := http ws_frame tcp_line upload_header config_line escape
 FUZZ_RUNS ?= 200000
 FUZZ_SECONDS ?= 20
-FUZZ_SRCS := tests/fuzz/fuzz_parsers.c $(CORE) workers/tcp_line.c workers/http.c workers/ws_frame.c
-build/fuzz/fuzz_%: $(FUZZ_SRCS)
-	@mkdir -p build/fuzz
-	clang -g -O1 -std=c11 -D_GNU_SOURCE -Wno-macro-redefined -Isrc -Iworkers $(PKG_CFLAGS) \
-	    -fsanitize=fuzzer,address,undefined -DTARGET_$(shell echo $* | tr a-z A-Z) \
-	    -o $@ $(FUZZ_SRCS) $(PKG_LIBS) -lm
+# The parsers are compiled once, instrumented for libFuzzer (fuzzer-no-link)
+# and the sanitizers; each target is its harness (-DTARGET_<NAME> selects the
+# parser in fuzz_parsers.c) linked with those objects.
+FUZZ_CFLAGS := -g -O1 -std=c11 -D_GNU_SOURCE -Wno-macro-redefined -Isrc -Iworkers $(PKG_CFLAGS)
+FUZZ_SAN    := -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_LIB_SRCS := $(CORE) workers/tcp_line.c workers/http.c workers/ws_frame.c
+FUZZ_LIB_OBJS := $(patsubst %.c,build/fuzz/obj/%.o,$(FUZZ_LIB_SRCS))
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) $(FUZZ_SAN) -MMD -MP -c -o $@ $<
+-include $(FUZZ_LIB_OBJS:.o=.d)
 
-# Parsers with a fuzz file of their own.
-build/fuzz/fuzz_record: tests/fuzz/fuzz_record.c src/record.c
+build/fuzz/fuzz_%: tests/fuzz/fuzz_parsers.c $(FUZZ_LIB_OBJS)
 	@mkdir -p build/fuzz
-	clang -g -O1 -std=c11 -Isrc -fsanitize=fuzzer,address,undefined -o $@ $^
-FUZZ_TARGETS += record
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined \
+	    -DTARGET_$(shell echo $* | tr a-z A-Z) -o $@ $^ $(PKG_LIBS) -lm
 
-# Targets with a file of their own (tests/fuzz/fuzz_<name>.c).
-FUZZ_TARGETS += token origin
-FUZZ_OWN_CFLAGS = -g -O1 -std=c11 -D_GNU_SOURCE -Wno-macro-redefined -Isrc -Iworkers $(PKG_CFLAGS) \
-    -fsanitize=fuzzer,address,undefined
-build/fuzz/fuzz_token: tests/fuzz/fuzz_token.c src/token.c
+# Parsers with a fuzz file of their own (tests/fuzz/fuzz_<name>.c).
+FUZZ_TARGETS += record token origin
+build/fuzz/fuzz_record: tests/fuzz/fuzz_record.c build/fuzz/obj/src/record.o
 	@mkdir -p build/fuzz
-	clang $(FUZZ_OWN_CFLAGS) -o $@ $^ $(PKG_LIBS)
-build/fuzz/fuzz_origin: tests/fuzz/fuzz_origin.c src/origin.c
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^
+build/fuzz/fuzz_token: tests/fuzz/fuzz_token.c build/fuzz/obj/src/token.o
 	@mkdir -p build/fuzz
-	clang $(FUZZ_OWN_CFLAGS) -o $@ $^
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^ $(PKG_LIBS)
+build/fuzz/fuzz_origin: tests/fuzz/fuzz_origin.c build/fuzz/obj/src/origin.o
+	@mkdir -p build/fuzz
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^
 
 fuzz: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
 	@set -e; for t in $(FUZZ_TARGETS); do \
