@@ -56,7 +56,7 @@ static void usage(FILE *f)
     fputs("usage: intake [OPTIONS] HOST:PORT FILE...    (FILE - reads stdin)\n"
           "       intake token --secret-file FILE [--ttl DURATION] [--max-size SIZE]\n"
           "Sends each FILE to intaked and prints one line per file when it is scanned:\n"
-          "FILE: OK, FILE: VIRUS FOUND, or FILE: REASON ERROR.\n"
+          "FILE: OK, FILE: OK (not scanned), FILE: VIRUS FOUND, or FILE: REASON ERROR.\n"
           "  -n, --name NAME    store as NAME (one FILE only; stdin is stored as stdin)\n"
           "  -t, --token TOKEN  upload token (default $INTAKE_TOKEN)\n"
           "      --sha256       send the SHA-256 for the server to check (422 if not equal)\n"

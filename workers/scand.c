@@ -864,7 +864,8 @@ static void usage(FILE *f)
           "  --threads N        concurrent scans (default: online CPUs)\n"
           "  --max-size SIZE    largest file scanned in full and largest INSTREAM (default 1G;\n"
           "                     bigger files alert Heuristics.Limits.Exceeded, never pass)\n"
-          "  -V, -h\n",
+          "  -V, --version      print the version\n"
+          "  -h, --help         this help\n",
           f);
 }
 
