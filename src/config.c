@@ -639,7 +639,7 @@ static int h_accept_hook(struct ctx *x, char **v, int n)
     return 0;
 }
 
-/* "nats://host:port[,nats://host:port...] SUBJECT" */
+/* "nats://host:port[,nats://host:port...] SUBJECT", or every server tls:// */
 static int h_publish(struct ctx *x, char **v, int n)
 {
     struct config *c = x->c;
@@ -651,9 +651,10 @@ static int h_publish(struct ctx *x, char **v, int n)
     if (n != 2) return fail(x, "publish takes a server list and a subject: publish nats://HOST:PORT[,...] SUBJECT");
     char *list = strdup(v[0]);
     if (!list) abort();
-    int count = 0;
+    int count = 0, tls = 0;
     for (char *save = NULL, *u = strtok_r(list, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
         const char *hp = strncmp(u, "nats://", 7) == 0 ? u + 7 : strncmp(u, "tls://", 6) == 0 ? u + 6 : NULL;
+        tls += hp == u + 6;
         const char *colon = hp ? strrchr(hp, ':') : NULL;
         char port[8];
         if (!hp || !colon || colon == hp || parse_port(colon + 1, port, sizeof port) < 0) {
@@ -665,6 +666,11 @@ static int h_publish(struct ctx *x, char **v, int n)
     }
     free(list);
     if (!count) return fail(x, "publish needs at least one server (nats://HOST:PORT)");
+    /* tls:// makes TLS a requirement for the whole connection, which moves
+     * between the servers of the list. */
+    if (tls && tls != count)
+        return fail(x, "publish mixes tls:// and nats:// servers: make every one tls:// (TLS "
+                       "required) or every one nats://");
     const char *s = v[1];
     bool ok = *s && s[0] != '.' && s[strlen(s) - 1] != '.' && !strstr(s, "..");
     for (const char *p = s; *p; p++)

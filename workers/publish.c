@@ -241,6 +241,9 @@ static void *run(void *arg)
     if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(o, 16 * 1024 * 1024);
     if (s == NATS_OK) s = natsOptions_SetTimeout(o, 2000);
     if (s == NATS_OK) s = natsOptions_SetPingInterval(o, 5000);
+    /* tls:// (every server, config.c sees to it): never in the clear. The
+     * server's certificate is checked against the system's trusted CAs. */
+    if (s == NATS_OK && strncmp(p->servers[0], "tls://", 6) == 0) s = natsOptions_SetSecure(o, true);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, p);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_connected, p);
     /* Not there at start: go on connecting in the background. */
@@ -249,7 +252,11 @@ static void *run(void *arg)
         s = natsConnection_Connect(&p->nc, o);
         if (s == NATS_OK) on_connected(p->nc, p);
         if (s == NATS_NOT_YET_CONNECTED) {
-            log_warn("publish: no NATS server answers yet; connecting in the background");
+            log_warn("publish: no NATS server answers yet%s; connecting in the background",
+                     strncmp(p->servers[0], "tls://", 6) == 0
+                         ? " over TLS (tls://: a server without TLS, or whose certificate "
+                           "the system does not trust, is not used)"
+                         : "");
             s = NATS_OK;
         }
     }

@@ -75,7 +75,7 @@ class Cluster:
                 if n.proc is None:
                     continue
                 try:
-                    return Client(n.port)
+                    return Client(n.port, getattr(self, "cafile", None))
                 except OSError:
                     pass
             return None
@@ -135,12 +135,16 @@ class Cluster:
 
 
 class Client:
-    def __init__(self, port):
+    def __init__(self, port, cafile=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.buf = b""
         self.sid = 0
         info = self._line()
         assert info.startswith(b"INFO ")
+        if cafile:  # a server that requires TLS: the handshake follows its INFO
+            import ssl
+            ctx = ssl.create_default_context(cafile=cafile)
+            self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
         self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\nPING\r\n')
         while self._line() != b"PONG":
             pass

@@ -275,3 +275,81 @@ def test_publishing_keeps_worker_memory_flat(daemon_factory, cluster):
     uploads(2500)
     grown = rss_kib() - before
     assert grown < 768, "worker RSS grew %d KiB over 2,500 published uploads" % grown
+
+
+def _single_node(tmp_path, name, tls=None):
+    """One nats-server with JetStream; with tls (a CA file, a certificate and
+    its key) it takes TLS connections only."""
+    from natslib import Node
+    from conftest import free_ports
+    port, cport = free_ports(2)
+    n = Node(str(tmp_path / "nats"), name, port, cport, [])
+    with open(n.conf, "w") as f:
+        f.write("server_name: %s\nlisten: 127.0.0.1:%d\n" % (name, port))
+        f.write('jetstream { store_dir: "%s" }\n' % os.path.join(n.dir, "js"))
+        if tls:
+            f.write('tls { cert_file: "%s", key_file: "%s" }\n' % tls[1:])
+    n.start()
+    c = Cluster.__new__(Cluster)
+    c.nodes = [n]
+    c.cafile = tls[0] if tls else None
+    c.add_stream(STREAM, SUBJECT, replicas=1)
+    return c
+
+
+def test_tls_scheme_means_tls_required(daemon_factory, client_factory, tmp_path, monkeypatch):
+    """publish tls://: TLS to NATS, the server's certificate checked against
+    the trusted CAs (here SSL_CERT_FILE); a server whose certificate is not
+    trusted, or that has no TLS, is never used (tls:// was taken as
+    nats://, and went out in the clear)."""
+    import subprocess
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", "k.pem", "-out", "c.pem",
+                    "-days", "2", "-subj", "/CN=nats test", "-addext",
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1"], cwd=pki, check=True,
+                   capture_output=True)
+    ca = str(pki / "c.pem")
+    secure = _single_node(tmp_path, "tls1", (ca, ca, str(pki / "k.pem")))
+    plain = None
+    try:
+        url = "tls://localhost:%d %s" % (secure.nodes[0].port, SUBJECT)
+        # Not trusted: never connected, nothing sent.
+        d = daemon_factory(publish=url, workers=1, hook_timeout="1s")
+        wait_for(lambda: "over TLS" in d.logs(), 15, what="the warning")
+        st = client_factory(d.tcp_port).upload("u.txt", b"untrusted")[1]
+        assert st["status"] == "./u.txt: publish failed ERROR" and d.accepted() == []
+        d.stop()
+        # Trusted.
+        monkeypatch.setenv("SSL_CERT_FILE", ca)
+        d = daemon_factory(publish=url, workers=1, hook_timeout="2s")
+        wait_for(lambda: "publish: connected to NATS server" in d.logs(), 15,
+                 what="intaked to connect to NATS")
+        st = client_factory(d.tcp_port).upload("t.txt", b"over tls")[1]
+        assert st["type"] == "STATUS" and st["stored_as"] == "t.txt", st
+        assert [mid for mid, _ in secure.messages(STREAM)] == [st["id"] + ".unscanned"]
+        d.stop()
+        # A server without TLS.
+        plain = _single_node(tmp_path, "plain1")
+        d = daemon_factory(publish="tls://localhost:%d %s" % (plain.nodes[0].port, SUBJECT),
+                           workers=1, hook_timeout="1s")
+        wait_for(lambda: "over TLS" in d.logs(), 15, what="the warning")
+        st = client_factory(d.tcp_port).upload("p.txt", b"never in the clear")[1]
+        assert st["status"] == "./p.txt: publish failed ERROR" and "p.txt" not in d.accepted()
+        assert plain.messages(STREAM) == []
+        assert "connected to NATS server tls://localhost:%d" % plain.nodes[0].port not in d.logs()
+    finally:
+        secure.stop()
+        if plain:
+            plain.stop()
+
+
+def test_tls_and_nats_servers_are_not_mixed(tmp_path):
+    """One connection moves between the servers of the list: TLS required
+    for some and not others would be a downgrade, refused at -t."""
+    import subprocess
+    r = subprocess.run([INTAKED, "-c", "/dev/null", "-t", "-o", "scanner=off",
+                        "-o", "publish=tls://a:4222,nats://b:4222 s.x"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "mixes tls:// and nats://" in r.stderr, r.stderr
