@@ -131,12 +131,14 @@ integration-asan: all
 	    --deselect tests/integration/test_browser.py --deselect tests/integration/test_big.py \
 	    --deselect tests/integration/test_tls.py::test_upload_page_over_https
 
+# The steps run one after another; each builds what it needs on every core.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: deps
-	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory unit-asan
-	@$(MAKE) --no-print-directory fuzz-smoke
-	@$(MAKE) --no-print-directory integration-asan
+	@$(MAKE) --no-print-directory -j$(JOBS) all
+	@$(MAKE) --no-print-directory -j$(JOBS) unit
+	@$(MAKE) --no-print-directory -j$(JOBS) unit-asan
+	@$(MAKE) --no-print-directory -j$(JOBS) fuzz-smoke
+	@$(MAKE) --no-print-directory -j$(JOBS) integration-asan
 	@$(MAKE) --no-print-directory integration
 
 # libFuzzer targets (clang): build/fuzz/fuzz_<parser>. `make fuzz` runs each
