@@ -89,7 +89,9 @@ class Cluster:
         def attempt():
             c = self.client()
             try:
-                r = c.request("$JS.API.STREAM.CREATE." + name, json.dumps(cfg).encode(), 5)
+                # Short: a request made before the cluster has a JetStream
+                # leader is never answered, and the next one may be.
+                r = c.request("$JS.API.STREAM.CREATE." + name, json.dumps(cfg).encode(), 1)
             except (OSError, TimeoutError):
                 return None
             finally:
@@ -100,7 +102,7 @@ class Cluster:
             if "error" in r and "already in use" not in r["error"].get("description", ""):
                 return None
             return True
-        wait_for(attempt, timeout, 0.5, what="JetStream to create the stream")
+        wait_for(attempt, timeout, 0.1, what="JetStream to create the stream")
 
     def messages(self, stream, timeout=30):
         """Every message of the stream: [(Nats-Msg-Id, data dict)], in order."""
