@@ -50,7 +50,7 @@ UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
 
-.PHONY: all run test unit unit-asan integration integration-asan deps bench fuzz fuzz-smoke install clean
+.PHONY: all run test unit unit-asan integration integration-asan integration-both deps bench fuzz fuzz-smoke install clean
 
 all: $(BUILD)/intaked $(BUILD)/intake $(BUILD)/intake-scand
 
@@ -138,8 +138,23 @@ test: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) unit
 	@$(MAKE) --no-print-directory -j$(JOBS) unit-asan
 	@$(MAKE) --no-print-directory -j$(JOBS) fuzz-smoke
-	@$(MAKE) --no-print-directory -j$(JOBS) integration-asan
-	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory -j$(JOBS) integration-both
+
+# The plain and the sanitizer integration suites side by side: a test mostly
+# waits on the daemon, so the two take little more than the longer alone.
+# Each has its own port range (conftest.py) and its own log, shown at the end.
+integration-both: all
+	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined CC=clang all
+	@echo "integration and integration-asan side by side (logs: build/integration*.log)"
+	@INTAKE_TEST_PORTS=20000-25999 $(MAKE) --no-print-directory integration-asan \
+	    > build/integration-asan.log 2>&1 & asan=$$!; \
+	 INTAKE_TEST_PORTS=26000-31999 $(MAKE) --no-print-directory integration \
+	    > build/integration.log 2>&1; plain=$$?; \
+	 wait $$asan; asanrc=$$?; \
+	 for s in integration-asan integration; do \
+	    echo "== $$s"; grep -E '^(FAILED|ERROR) | in [0-9.]+s( \(|$$)' build/$$s.log | tail -40; done; \
+	 if [ $$plain -ne 0 ] || [ $$asanrc -ne 0 ]; then \
+	    echo "integration: plain exit $$plain, asan exit $$asanrc; see build/integration*.log"; exit 1; fi
 
 # libFuzzer targets (clang): build/fuzz/fuzz_<parser>. `make fuzz` runs each
 # for FUZZ_SECONDS on its seed corpus; `make fuzz-smoke` (part of `make test`)

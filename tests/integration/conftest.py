@@ -20,14 +20,37 @@ INTAKED = os.path.abspath(os.environ.get("INTAKED", os.path.join(ROOT, "build", 
 INTAKE = os.path.join(ROOT, "build", "intake")
 
 
+# Ports come from a range below the kernel's ephemeral ports (32768 and up,
+# where every client connection's own port comes from), so no connection
+# can take a port between its choice here and the daemon's bind. Two runs
+# at once (make test runs the plain and the sanitizer suites side by side)
+# are given ranges that do not overlap: INTAKE_TEST_PORTS=LOW-HIGH.
+_PORT_LO, _PORT_HI = (int(x) for x in os.environ.get("INTAKE_TEST_PORTS", "20000-31999").split("-"))
+_port_next = [_PORT_LO + (os.getpid() * 7919) % (_PORT_HI - _PORT_LO + 1)]
+
+
 def free_ports(n):
-    """n distinct free loopback ports (all held open while choosing, so the
-    kernel cannot hand out the same one twice)."""
-    socks = [socket.socket() for _ in range(n)]
+    """n distinct loopback ports of this run's range that are free now (each
+    is bound while the others are chosen); the next call goes on from there,
+    so a port is not handed out again until the range has come round."""
+    socks, ports = [], []
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+        for _ in range(_PORT_HI - _PORT_LO + 1):
+            if len(ports) == n:
+                return ports
+            p = _port_next[0]
+            _port_next[0] = p + 1 if p < _PORT_HI else _PORT_LO
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+            ports.append(p)
+        if len(ports) == n:
+            return ports
+        raise RuntimeError("no %d free ports in %d-%d" % (n, _PORT_LO, _PORT_HI))
     finally:
         for s in socks:
             s.close()
