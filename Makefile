@@ -1,8 +1,10 @@
 # intake: one plain Makefile. Objects under build/, header dependencies via -MMD -MP.
-#   make            build/intaked, build/intake
+#   make            build/intaked, build/intake, build/intake-scand
 #   make run        install missing packages, build, run intaked on etc/intake.conf
 #   make test       install missing packages, build, unit tests (plain and
-#                   ASan+UBSan), integration tests against the real daemon
+#                   ASan+UBSan), fuzz targets on their corpora, integration
+#                   tests against the real daemon (plain and ASan+UBSan builds
+#                   side by side)
 #   make bench      issue 12's performance figures, each next to a baseline
 #                   measured in the same run (scripts/bench*; BENCH_QUICK=1:
 #                   smaller sizes, fewer runs)

@@ -374,7 +374,7 @@ static char *abs_path(struct ctx *x, const char *p)
     char *r;
     if (p[0] == '/' || !x->base_dir)
         r = strdup(p);
-    else if (asprintf(&r, "%s/%s", x->base_dir, p) < 0)
+    else if (asprintf(&r, "%s%s%s", x->base_dir, strcmp(x->base_dir, "/") ? "/" : "", p) < 0)
         r = NULL;
     if (!r) abort();
     return r;

@@ -563,6 +563,9 @@ static void test_files(void)
 
     c = config_load("/nonexistent/intake.conf", NULL, 0, "/", err, sizeof err);
     CHECK(c == NULL && strstr(err, "/nonexistent/intake.conf: cannot open"));
+    /* Relative to the root directory: one slash, not "//nonexistent". */
+    c = config_load("nonexistent/intake.conf", NULL, 0, "/", err, sizeof err);
+    CHECK(c == NULL && strncmp(err, "/nonexistent/intake.conf: cannot open", 37) == 0);
 }
 
 int main(void)
