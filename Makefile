@@ -52,7 +52,7 @@ UNIT_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 
 .SECONDARY:
 
-.PHONY: all run test unit unit-asan integration integration-asan integration-both deps bench fuzz fuzz-smoke install clean
+.PHONY: all run test unit unit-asan integration integration-asan integration-both asan-all deps bench fuzz fuzz-smoke install clean
 
 all: $(BUILD)/intaked $(BUILD)/intake $(BUILD)/intake-scand
 
@@ -122,16 +122,23 @@ unit: $(UNIT_BINS)
 unit-asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined CC=clang unit
 
-integration: all
-	$(PYTHON) -m pytest -q tests/integration
+# The integration suite against the plain build, and against intaked built
+# with ASan+UBSan (the browser and 1 GiB tests are left to the plain run;
+# its pytest cache is its own).
+RUN_INTEGRATION := $(PYTHON) -m pytest -q tests/integration
+RUN_INTEGRATION_ASAN := INTAKED=build/asan/intaked $(PYTHON) -m pytest -q \
+    -o cache_dir=build/.pytest_cache-asan tests/integration \
+    --deselect tests/integration/test_browser.py --deselect tests/integration/test_big.py \
+    --deselect tests/integration/test_tls.py::test_upload_page_over_https
 
-# The same integration tests against intaked built with ASan+UBSan (the
-# browser and 1 GiB tests are left to the plain run).
-integration-asan: all
+asan-all:
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined CC=clang all
-	INTAKED=build/asan/intaked $(PYTHON) -m pytest -q tests/integration \
-	    --deselect tests/integration/test_browser.py --deselect tests/integration/test_big.py \
-	    --deselect tests/integration/test_tls.py::test_upload_page_over_https
+
+integration: all
+	$(RUN_INTEGRATION)
+
+integration-asan: all asan-all
+	$(RUN_INTEGRATION_ASAN)
 
 # The steps run one after another; each builds what it needs on every core.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -142,16 +149,17 @@ test: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) fuzz-smoke
 	@$(MAKE) --no-print-directory -j$(JOBS) integration-both
 
-# The plain and the sanitizer integration suites side by side: a test mostly
-# waits on the daemon, so the two take little more than the longer alone.
-# Each has its own port range (conftest.py) and its own log, shown at the end.
-integration-both: all
-	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=address,undefined CC=clang all
+# Both integration runs side by side: a test mostly waits on the daemon, so
+# the two take little more than the longer alone. Both builds are made
+# first (the runs build nothing); each run has its own port range
+# (conftest.py) and its own log, shown at the end. The background run gets
+# SIGINT back (a shell starts background jobs with it ignored), so Ctrl-C
+# stops both and their fixtures stop what they started.
+integration-both: all asan-all
 	@echo "integration and integration-asan side by side (logs: build/integration*.log)"
-	@INTAKE_TEST_PORTS=20000-25999 $(MAKE) --no-print-directory integration-asan \
+	@INTAKE_TEST_PORTS=20000-25999 env --default-signal=INT,QUIT $(RUN_INTEGRATION_ASAN) \
 	    > build/integration-asan.log 2>&1 & asan=$$!; \
-	 INTAKE_TEST_PORTS=26000-31999 $(MAKE) --no-print-directory integration \
-	    > build/integration.log 2>&1; plain=$$?; \
+	 INTAKE_TEST_PORTS=26000-31999 $(RUN_INTEGRATION) > build/integration.log 2>&1; plain=$$?; \
 	 wait $$asan; asanrc=$$?; \
 	 for s in integration-asan integration; do \
 	    echo "== $$s"; grep -E '^(FAILED|ERROR) | in [0-9.]+s( \(|$$)' build/$$s.log | tail -40; done; \

@@ -98,6 +98,8 @@ struct master {
     bool told_ready;     /* systemd has READY=1 from this master */
     pid_t upgraded_from; /* the old binary's master, while it may roll back to it */
     bool detached;       /* daemon on: standard error is /dev/null */
+    char scanner_log[PATH_MAX]; /* the builtin scanner's error_log and level, from its start */
+    int scanner_log_level;
 };
 
 static double now_s(void)
@@ -220,6 +222,8 @@ static int spawn_scanner(struct master *m)
         _exit(127);
     }
     add_proc(m, pid, SCANNER_SLOT);
+    snprintf(m->scanner_log, sizeof m->scanner_log, "%s", c->error_log);
+    m->scanner_log_level = c->log_level;
     log_info("started the scanner intake-scand (pid %d) on %s", (int)pid, c->scanner_socket);
     return 0;
 }
@@ -682,8 +686,8 @@ static void move_pid_file(struct master *m, const struct config *old, struct con
     else if (pidfile_write(nc->pid_file) < 0)
         stay = "the new one cannot be written (see above)";
     if (stay) {
-        log_error("reload: pid_file %s not applied: %s; the pid file stays %s", nc->pid_file, stay,
-                  old->pid_file);
+        log_error("reload: pid_file %s not applied: %s; the pid file stays %s%s", nc->pid_file,
+                  stay, old->pid_file, m->upgrade_pid ? " (.oldbin until the upgrade ends)" : "");
         char *keep = strdup(old->pid_file);
         if (keep) {
             free(nc->pid_file);
@@ -691,7 +695,12 @@ static void move_pid_file(struct master *m, const struct config *old, struct con
         }
         return;
     }
-    pidfile_remove(old->pid_file);
+    /* Two names of one file (a symlinked directory, "./"): written, it is
+     * the new one, and removing the old name would remove it. */
+    struct stat a, b;
+    if (!(stat(old->pid_file, &a) == 0 && stat(nc->pid_file, &b) == 0 && a.st_dev == b.st_dev &&
+          a.st_ino == b.st_ino))
+        pidfile_remove(old->pid_file);
     log_info("reload: the pid file is now %s (was %s)", nc->pid_file, old->pid_file);
 }
 
@@ -760,6 +769,12 @@ static void reload(struct master *m)
         log_info("reload: scanner settings changed; restarting the scanner");
         restart_scanner(m);
         if (nc->scanner == SCANNER_OFF) m->metrics->scanner = MS_OFF;
+    } else if (nc->scanner == SCANNER_BUILTIN && (strcmp(m->scanner_log, nc->error_log) != 0 ||
+                                                  m->scanner_log_level != nc->log_level)) {
+        /* Not worth a signature reload, but the operator should know. */
+        log_info("reload: the builtin scanner keeps error_log %s and its log level until it "
+                 "restarts",
+                 m->scanner_log);
     }
     if (scanner_addrs_changed(old, nc)) {
         register_scanners(m, nc);
@@ -931,7 +946,10 @@ int master_run(struct config *cfg, const struct master_args *args)
         if (inherited[j].fd >= 0) close(inherited[j].fd);
     if (n_inh) log_info("binary upgrade: inherited %d listening sockets", n_inh);
     if (n_inh) m->upgraded_from = getppid();
-    if (cfg->daemon && daemon(1, 0) < 0) {
+    /* The new binary of an upgrade is already detached: the old master's
+     * child, in its session. Detaching again would end that child, which the
+     * old master takes for a failed upgrade (and rolls back from). */
+    if (cfg->daemon && !n_inh && daemon(1, 0) < 0) {
         log_error("cannot detach (daemon on): %s", strerror(errno));
         goto out;
     }

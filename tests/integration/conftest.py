@@ -20,12 +20,19 @@ INTAKED = os.path.abspath(os.environ.get("INTAKED", os.path.join(ROOT, "build", 
 INTAKE = os.path.join(ROOT, "build", "intake")
 
 
-# Ports come from a range below the kernel's ephemeral ports (32768 and up,
-# where every client connection's own port comes from), so no connection
-# can take a port between its choice here and the daemon's bind. Two runs
-# at once (make test runs the plain and the sanitizer suites side by side)
-# are given ranges that do not overlap: INTAKE_TEST_PORTS=LOW-HIGH.
-_PORT_LO, _PORT_HI = (int(x) for x in os.environ.get("INTAKE_TEST_PORTS", "20000-31999").split("-"))
+# Ports come from a range below the kernel's ephemeral ports (where every
+# client connection's own port comes from; 32768 and up by default), so no
+# connection can take a port between its choice here and the daemon's bind.
+# Runs at once are given ranges that do not overlap: INTAKE_TEST_PORTS=LOW-HIGH
+# (make test gives its two suites 20000-25999 and 26000-31999; a run by hand
+# takes 12000-19999).
+_PORT_LO, _PORT_HI = (int(x) for x in os.environ.get("INTAKE_TEST_PORTS", "12000-19999").split("-"))
+with open("/proc/sys/net/ipv4/ip_local_port_range") as _f:
+    _EPH_LO, _EPH_HI = (int(x) for x in _f.read().split())
+if _PORT_LO <= _EPH_HI and _EPH_LO <= _PORT_HI:
+    raise RuntimeError("test ports %d-%d overlap the kernel's ephemeral ports %d-%d "
+                       "(net.ipv4.ip_local_port_range): set INTAKE_TEST_PORTS=LOW-HIGH outside it"
+                       % (_PORT_LO, _PORT_HI, _EPH_LO, _EPH_HI))
 _port_next = [_PORT_LO + (os.getpid() * 7919) % (_PORT_HI - _PORT_LO + 1)]
 
 

@@ -104,6 +104,22 @@ class Cluster:
             return True
         wait_for(attempt, timeout, 0.1, what="JetStream to create the stream")
 
+        def led():
+            # Created is not yet served: a replicated stream takes a
+            # publish only once its own group has elected a leader.
+            c = self.client()
+            try:
+                r = c.request("$JS.API.STREAM.INFO." + name, b"", 1)
+            except (OSError, TimeoutError):
+                return None
+            finally:
+                c.close()
+            info = json.loads(r) if r else {}
+            if "error" in info or "config" not in info:
+                return None
+            return replicas == 1 or bool(info.get("cluster", {}).get("leader"))
+        wait_for(led, timeout, 0.1, what="the stream to have a leader")
+
     def messages(self, stream, timeout=30):
         """Every message of the stream: [(Nats-Msg-Id, data dict)], in order."""
         def attempt():
@@ -146,7 +162,8 @@ class Client:
         if cafile:  # a server that requires TLS: the handshake follows its INFO
             import ssl
             ctx = ssl.create_default_context(cafile=cafile)
-            self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
+            ctx.check_hostname = False  # the tests give servers certificates for other names
+            self.sock = ctx.wrap_socket(self.sock)
         self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\nPING\r\n')
         while self._line() != b"PONG":
             pass

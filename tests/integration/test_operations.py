@@ -499,6 +499,52 @@ def test_daemon_on_and_s_stop(tmp_path):
             os.kill(master, signal.SIGKILL)
 
 
+def test_upgrade_with_daemon_on(tmp_path):
+    """USR2 to a master that detached (daemon on): the new binary does not
+    detach again, so the old master keeps it as its upgrade (.oldbin names
+    the old master, the pid file the new one) until QUIT to the old one. It
+    detached again: its first process ended at once, and the old master took
+    that for a failed upgrade and rolled back, leaving two masters."""
+    tcp, ws = free_ports(2)
+    conf = tmp_path / "d.conf"
+    conf.write_text("daemon on\nworkers 1\nscanner off\nlisten_tcp 127.0.0.1:%d\n"
+                    "listen_ws 127.0.0.1:%d\npid_file %s/run/d.pid\nerror_log %s/error.log\n"
+                    "spool_dir %s/s\naccept_dir %s/a\nquarantine_dir %s/q\nmin_free_space 0\n"
+                    % (tcp, ws, tmp_path, tmp_path, tmp_path, tmp_path, tmp_path))
+    assert subprocess.run([INTAKED, "-c", str(conf)], timeout=10).returncode == 0
+    pidf, oldbin = tmp_path / "run" / "d.pid", tmp_path / "run" / "d.pid.oldbin"
+    wait_for(pidf.exists, what="the pid file")
+    old = int(pidf.read_text())
+    new = None
+    try:
+        wait_for(lambda: len(_tree(old)) == 1, what="the worker")
+        r = subprocess.run([INTAKED, "-c", str(conf), "-s", "upgrade"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: oldbin.exists() and pidf.exists() and int(pidf.read_text()) != old,
+                 10, what="the new master's pid file")
+        new = int(pidf.read_text())
+        assert int(oldbin.read_text()) == old
+        time.sleep(1)  # the rollback came at once
+        assert alive(old) and alive(new) and oldbin.exists() and int(pidf.read_text()) == new
+        assert "restoring" not in (tmp_path / "error.log").read_text()
+        os.kill(old, signal.SIGQUIT)
+        wait_for(lambda: not alive(old), 10, what="the old master to leave")
+        assert Client(tcp).upload("after.txt", b"new binary")[1]["type"] == "STATUS"
+        r = subprocess.run([INTAKED, "-c", str(conf), "-s", "stop"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: not alive(new), 10, what="the new master to stop")
+        assert not pidf.exists() and not oldbin.exists()
+    finally:
+        # Whoever the pid files name too (a master that detached twice is
+        # nobody's child).
+        others = [int(f.read_text()) for f in (pidf, oldbin) if f.exists()]
+        for p in [old, new] + others:
+            if p and alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
 def test_daemon_on_with_error_log_stderr_is_warned(tmp_path):
     """daemon on with the default error_log stderr writes every line to
     /dev/null after the detach: -t warns (and still passes)."""
@@ -545,6 +591,14 @@ def test_reload_moves_the_pid_file(daemon, tmp_path):
     assert "the pid file stays %s" % new in daemon.logs()
     with open(new) as f:
         assert int(f.read()) == daemon.pid
+    # Another name of the same file (through a symlinked directory): the
+    # file stays (it was written, then removed under its old name).
+    os.symlink(os.path.dirname(new), str(tmp_path / "link"))
+    _rewrite(daemon, pid_file=str(tmp_path / "link" / "moved.pid"))
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "now %s/link/moved.pid" % tmp_path in daemon.logs(), 10, what="the move")
+    with open(new) as f:
+        assert int(f.read()) == daemon.pid
     # Back where it started: the reload after that one still moves it.
     _rewrite(daemon, pid_file=old)
     daemon.signal(signal.SIGHUP)
@@ -553,11 +607,39 @@ def test_reload_moves_the_pid_file(daemon, tmp_path):
     assert daemon.workers()
 
 
+def test_reload_says_the_scanner_keeps_its_log(daemon_factory):
+    """A reload that changes error_log or log_level does not restart the
+    builtin scanner (a signature reload): the log says it keeps the old
+    ones until it restarts, instead of leaving the operator to wonder."""
+    d = daemon_factory(start=False, workers=1)
+    d.scanning()
+    d.start()
+    scanner = d.scanner()
+    _rewrite(d, log_level="debug")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "builtin scanner keeps error_log stderr and its log level until it "
+             "restarts" in d.logs(), 10, what="the note")
+    assert d.scanner() == scanner
+
+
 def test_syslog_reaches_the_scanner_too(daemon_factory, tmp_path):
     """error_log syslog: the builtin scanner logs to syslog as the master and
     the workers do (its lines went to intaked's standard error)."""
-    if os.geteuid() != 0 or os.path.exists("/dev/log"):
-        pytest.skip("needs root and no syslog daemon on /dev/log, to stand in for one")
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to stand in for a syslog daemon on /dev/log")
+    if os.path.exists("/dev/log"):
+        # A socket nobody reads (a run of this test killed before it could
+        # remove it) is taken over; a live one belongs to a syslog daemon.
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            probe.connect("/dev/log")
+            pytest.skip("a syslog daemon owns /dev/log")
+        except ConnectionRefusedError:
+            os.unlink("/dev/log")
+        except OSError as e:
+            pytest.skip("/dev/log is in the way: %s" % e)
+        finally:
+            probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         sock.bind("/dev/log")
@@ -579,8 +661,9 @@ def test_syslog_reaches_the_scanner_too(daemon_factory, tmp_path):
             return any(what in g for g in got)
         wait_for(lambda: heard("scanner: intake-scand ready"), 15, step=0,
                  what="the scanner's line in syslog")
-        assert any("master: master ready" in g for g in got), got[:5]
-        assert all(g.startswith("<") and "intaked[" in g for g in got), got[:5]
+        ours = [g for g in got if "intaked[" in g]  # anything else is another program's
+        assert any("master: master ready" in g for g in ours), got[:5]
+        assert all(g.startswith("<") for g in ours), ours[:5]
         # And none of it on intaked's standard error.
         d.stop()
         assert "intake-scand ready" not in d.logs()

@@ -299,50 +299,66 @@ def _single_node(tmp_path, name, tls=None):
 
 def test_tls_scheme_means_tls_required(daemon_factory, client_factory, tmp_path, monkeypatch):
     """publish tls://: TLS to NATS, the server's certificate checked against
-    the trusted CAs (here SSL_CERT_FILE); a server whose certificate is not
-    trusted, or that has no TLS, is never used (tls:// was taken as
-    nats://, and went out in the clear)."""
+    the trusted CAs (here SSL_CERT_FILE) and for the URL's host name; a
+    server whose certificate is not trusted or names another host, or that
+    has no TLS, is never used (tls:// was taken as nats://, and went out in
+    the clear)."""
     import subprocess
     pki = tmp_path / "pki"
     pki.mkdir()
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", "k.pem", "-out", "c.pem",
-                    "-days", "2", "-subj", "/CN=nats test", "-addext",
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1"], cwd=pki, check=True,
-                   capture_output=True)
-    ca = str(pki / "c.pem")
-    secure = _single_node(tmp_path, "tls1", (ca, ca, str(pki / "k.pem")))
-    plain = None
-    try:
-        url = "tls://localhost:%d %s" % (secure.nodes[0].port, SUBJECT)
-        # Not trusted: never connected, nothing sent.
-        d = daemon_factory(publish=url, workers=1, hook_timeout="1s")
-        wait_for(lambda: "over TLS" in d.logs(), 15, what="the warning")
-        st = client_factory(d.tcp_port).upload("u.txt", b"untrusted")[1]
-        assert st["status"] == "./u.txt: publish failed ERROR" and d.accepted() == []
+
+    def cert(name, san):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", name + ".key", "-out",
+                        name + ".pem", "-days", "2", "-subj", "/CN=" + name, "-addext",
+                        "subjectAltName=" + san], cwd=pki, check=True, capture_output=True)
+        return str(pki / (name + ".pem")), str(pki / (name + ".key"))
+    right = cert("right", "DNS:localhost,IP:127.0.0.1")
+    wrong = cert("wrong", "DNS:nats.example")
+    trusted = pki / "trusted.pem"
+    trusted.write_text(open(right[0]).read() + open(wrong[0]).read())
+    secure = _single_node(tmp_path, "tls1", (right[0],) + right)
+    others = []
+
+    def fresh(url, **kw):
+        """A daemon publishing to url, and where its part of the shared log begins."""
+        d = daemon_factory(start=False, publish="%s %s" % (url, SUBJECT), workers=1, **kw)
+        at = os.path.getsize(d.log_path) if os.path.exists(d.log_path) else 0
+        d.start()
+        return d, lambda: d.logs()[at:]
+
+    def refused(url, name):
+        d, logs = fresh(url, hook_timeout="1s")
+        wait_for(lambda: "no NATS server answers yet over TLS" in logs(), 15, what="the warning")
+        st = client_factory(d.tcp_port).upload(name, b"not sent")[1]
+        assert st["status"] == "./%s: publish failed ERROR" % name and name not in d.accepted()
+        assert "publish: connected" not in logs()
         d.stop()
-        # Trusted.
-        monkeypatch.setenv("SSL_CERT_FILE", ca)
-        d = daemon_factory(publish=url, workers=1, hook_timeout="2s")
-        wait_for(lambda: "publish: connected to NATS server" in d.logs(), 15,
+    try:
+        url = "tls://localhost:%d" % secure.nodes[0].port
+        refused(url, "untrusted.txt")
+        monkeypatch.setenv("SSL_CERT_FILE", str(trusted))
+        d, logs = fresh(url, hook_timeout="2s")
+        wait_for(lambda: "publish: connected to NATS server" in logs(), 15,
                  what="intaked to connect to NATS")
         st = client_factory(d.tcp_port).upload("t.txt", b"over tls")[1]
         assert st["type"] == "STATUS" and st["stored_as"] == "t.txt", st
         assert [mid for mid, _ in secure.messages(STREAM)] == [st["id"] + ".unscanned"]
         d.stop()
-        # A server without TLS.
+        # Trusted, but for another name.
+        misnamed = _single_node(tmp_path, "tls2", (str(trusted),) + wrong)
+        others.append(misnamed)
+        refused("tls://localhost:%d" % misnamed.nodes[0].port, "misnamed.txt")
+        assert misnamed.messages(STREAM) == []
+        # No TLS at all.
         plain = _single_node(tmp_path, "plain1")
-        d = daemon_factory(publish="tls://localhost:%d %s" % (plain.nodes[0].port, SUBJECT),
-                           workers=1, hook_timeout="1s")
-        wait_for(lambda: "over TLS" in d.logs(), 15, what="the warning")
-        st = client_factory(d.tcp_port).upload("p.txt", b"never in the clear")[1]
-        assert st["status"] == "./p.txt: publish failed ERROR" and "p.txt" not in d.accepted()
+        others.append(plain)
+        refused("tls://localhost:%d" % plain.nodes[0].port, "plain.txt")
         assert plain.messages(STREAM) == []
-        assert "connected to NATS server tls://localhost:%d" % plain.nodes[0].port not in d.logs()
     finally:
         secure.stop()
-        if plain:
-            plain.stop()
+        for o in others:
+            o.stop()
 
 
 def test_tls_and_nats_servers_are_not_mixed(tmp_path):
