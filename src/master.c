@@ -98,6 +98,7 @@ struct master {
     bool told_ready;     /* systemd has READY=1 from this master */
     pid_t upgraded_from; /* the old binary's master, while it may roll back to it */
     bool detached;       /* daemon on: standard error is /dev/null */
+    bool on_terminal;    /* has a controlling terminal: WINCH may be a window resize */
     char scanner_log[PATH_MAX]; /* the builtin scanner's error_log and level, from its start */
     int scanner_log_level;
 };
@@ -369,6 +370,13 @@ static void reap(struct master *m)
             m->told_ready = false; /* READY=1 again, with MAINPID= this master */
             /* Its scanner may have taken over the scanner socket path. */
             if (m->state == RUNNING) restart_scanner(m);
+            /* Workers stopped by WINCH for the upgrade: nobody serves now. */
+            if (m->state == RUNNING && m->no_workers) {
+                log_warn("starting workers again: they had been stopped (WINCH) for the upgrade "
+                         "that just ended");
+                m->no_workers = false;
+                spawn_workers(m);
+            }
             continue;
         }
         int i = 0;
@@ -954,6 +962,10 @@ int master_run(struct config *cfg, const struct master_args *args)
         goto out;
     }
     m->detached = cfg->daemon;
+    /* Our controlling terminal, if we still have one. */
+    int tty = open("/dev/tty", O_RDONLY | O_NOCTTY | O_CLOEXEC);
+    m->on_terminal = tty >= 0;
+    if (tty >= 0) close(tty);
     if (pidfile_write(cfg->pid_file) < 0) goto out;
     if (cfg->scanner == SCANNER_OFF)
         log_warn("scanner off: uploads are accepted without a malware scan (verdict unscanned)");
@@ -1066,6 +1078,15 @@ int master_run(struct config *cfg, const struct master_args *args)
             break;
         case SIGWINCH:
             if (m->state != RUNNING) break;
+            /* A terminal sends WINCH to its foreground processes whenever
+             * its window is resized: on one (make run), WINCH counts only
+             * during a binary upgrade. Detached, or under systemd, always. */
+            if (m->on_terminal && !m->upgrade_pid) {
+                log_info("SIGWINCH ignored: this master runs on a terminal, which sends it when "
+                         "the window is resized; it stops the workers only during a binary "
+                         "upgrade (USR2) or when detached (daemon on)");
+                break;
+            }
             log_info("SIGWINCH: stopping this master's workers gracefully; the listeners stay "
                      "open (HUP starts workers again)");
             m->no_workers = true;

@@ -499,6 +499,64 @@ def test_daemon_on_and_s_stop(tmp_path):
             os.kill(master, signal.SIGKILL)
 
 
+def test_rollback_after_winch_starts_workers_again(daemon_factory):
+    """USR2, WINCH to the old master (its workers stop), then the new binary
+    dies: the old master starts workers again by itself (it served nothing
+    until someone sent HUP)."""
+    d = daemon_factory(workers=2)
+    pidf = d.dir["pid_file"]
+    d.signal(signal.SIGUSR2)
+    wait_for(lambda: read_pid(pidf) not in (None, d.pid), 10, what="new master")
+    new = read_pid(pidf)
+    wait_for(lambda: "inherited" in d.logs(), what="the new master up")
+    old_workers = set(d.workers())
+    d.signal(signal.SIGWINCH)
+    wait_for(lambda: not any(alive(p) for p in old_workers), 15, what="old workers gone")
+    os.kill(new, signal.SIGKILL)
+    wait_for(lambda: read_pid(pidf) == d.pid, 10, what="the pid file restored")
+    wait_for(lambda: len(d.workers()) == 2, 10, what="workers again")
+    assert "starting workers again" in d.logs()
+    assert Client(d.tcp_port).upload("after-rollback.txt", b"ok")[1]["type"] == "STATUS"
+
+
+def test_window_resize_on_a_terminal_stops_nothing(daemon_factory):
+    """intaked in the foreground on a terminal (make run): resizing the
+    window sends WINCH, which must not stop the workers (it did, and the
+    service hung until HUP)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    d = daemon_factory(start=False, workers=2)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(INTAKED, [INTAKED, "-c", d.conf])
+    try:
+        def workers():
+            return [p for p in _tree(pid) if _title(p) == "intaked: worker process"]
+        wait_for(lambda: len(workers()) == 2, 10, what="workers")
+        before = set(workers())
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        out = b""
+
+        def said():
+            nonlocal out
+            import select
+            while select.select([fd], [], [], 0.05)[0]:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:
+                    break
+            return b"SIGWINCH ignored" in out
+        wait_for(said, 10, step=0, what="the note")
+        assert set(workers()) == before
+        assert Client(d.tcp_port).upload("resized.txt", b"ok")[1]["type"] == "STATUS"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
 def test_upgrade_with_daemon_on(tmp_path):
     """USR2 to a master that detached (daemon on): the new binary does not
     detach again, so the old master keeps it as its upgrade (.oldbin names
