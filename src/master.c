@@ -38,7 +38,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -712,6 +714,44 @@ static void move_pid_file(struct master *m, const struct config *old, struct con
     log_info("reload: the pid file is now %s (was %s)", nc->pid_file, old->pid_file);
 }
 
+/* The master of another intaked whose scanner listens on path, or 0. The
+ * scanner takes its socket path over by design (a respawn, a binary
+ * upgrade), so a second intaked given the same scanner_socket would take
+ * the first one's scanner away from it. */
+static pid_t scanner_socket_owner(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) return 0;
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    bool up = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+              getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0;
+    close(fd);
+    if (!up) return 0;
+    char p[64], buf[512];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)cred.pid);
+    int sf = open(p, O_RDONLY | O_CLOEXEC);
+    if (sf < 0) return 0;
+    ssize_t n = read(sf, buf, sizeof buf - 1);
+    close(sf);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    char *rp = strrchr(buf, ')'); /* "pid (comm) state ppid ..." */
+    int ppid = 0;
+    if (!rp || sscanf(rp + 1, " %*c %d", &ppid) != 1 || ppid <= 1 || ppid == getpid()) return 0;
+    snprintf(p, sizeof p, "/proc/%d/cmdline", ppid);
+    int cf = open(p, O_RDONLY | O_CLOEXEC);
+    if (cf < 0) return 0;
+    n = read(cf, buf, sizeof buf - 1);
+    close(cf);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    return strstr(buf, "intaked") ? (pid_t)ppid : 0; /* an orphan (init's) is on its way out */
+}
+
 /* HUP: the new configuration, or no change at all. */
 static void reload(struct master *m)
 {
@@ -725,6 +765,18 @@ static void reload(struct master *m)
     }
     if (config_check_paths(nc, err, sizeof err) < 0) {
         log_error("reload failed: %s; still running with the previous configuration", err);
+        config_free(nc);
+        return;
+    }
+    pid_t other = nc->scanner == SCANNER_BUILTIN &&
+                          (!m->cfg->scanner_socket ||
+                           strcmp(m->cfg->scanner_socket, nc->scanner_socket) != 0)
+                      ? scanner_socket_owner(nc->scanner_socket)
+                      : 0;
+    if (other) {
+        log_error("reload failed: scanner_socket %s is the scanner socket of another intaked "
+                  "(master pid %d); still running with the previous configuration",
+                  nc->scanner_socket, (int)other);
         config_free(nc);
         return;
     }
@@ -953,6 +1005,14 @@ int master_run(struct config *cfg, const struct master_args *args)
     for (int j = 0; j < n_inh; j++)
         if (inherited[j].fd >= 0) close(inherited[j].fd);
     if (n_inh) log_info("binary upgrade: inherited %d listening sockets", n_inh);
+    pid_t other = !n_inh && cfg->scanner == SCANNER_BUILTIN ? scanner_socket_owner(cfg->scanner_socket) : 0;
+    if (other) {
+        log_error("scanner_socket %s is the scanner socket of another intaked (master pid %d); "
+                  "starting would take its scanner away from it: give each intaked its own "
+                  "scanner_socket",
+                  cfg->scanner_socket, (int)other);
+        goto out;
+    }
     if (n_inh) m->upgraded_from = getppid();
     /* The new binary of an upgrade is already detached: the old master's
      * child, in its session. Detaching again would end that child, which the

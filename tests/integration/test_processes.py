@@ -303,3 +303,39 @@ def test_out_of_file_descriptors(daemon_factory):
     st = Client(d.tcp_port, timeout=20).upload("after-emfile.txt", b"ok")[1]
     assert st["type"] == "STATUS"
     assert alive(worker)
+
+
+def test_a_second_intaked_does_not_take_the_first_ones_scanner(tmp_path):
+    """Two intakeds given one scanner_socket: the second refuses to start
+    (its scanner took the socket path over, and when it stopped the first
+    one's scanner was unreachable for good); a reload onto another's socket
+    fails the same way. The first keeps scanning."""
+    from conftest import EICAR, Daemon
+    made = []
+
+    def daemon(name, **scanning):
+        (tmp_path / name).mkdir()
+        d = Daemon(tmp_path / name, workers=1)
+        d.scanning(**scanning)
+        made.append(d)
+        return d
+    try:
+        a = daemon("a").start()
+        b = daemon("b", scanner_socket=a.dir["scanner_socket"])
+        b.start(wait=False)
+        assert b.wait_exit(15) == 1
+        assert ("scanner_socket %s is the scanner socket of another intaked (master pid %d)"
+                % (a.dir["scanner_socket"], a.pid)) in b.logs()
+        c = daemon("c").start()
+        c.dir["scanner_socket"] = a.dir["scanner_socket"]
+        with open(c.conf, "w") as f:
+            for k, v in c.dir.items():
+                f.write("%s %s\n" % (k, v))
+        c.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed: scanner_socket" in c.logs(), 10, what="the refusal")
+        for d in (a, c):
+            st = Client(d.tcp_port).upload("e.com", EICAR)[1]
+            assert st["verdict"] == "infected", st
+    finally:
+        for d in made:
+            d.stop()
