@@ -59,6 +59,7 @@ struct proc {
     int slot; /* worker slot (metrics), or SCANNER_SLOT */
     unsigned gen;
     bool stopping;  /* we asked it to go: do not respawn */
+    bool replaced;  /* a scanner that goes once its successor serves (stopping too) */
     double kill_at; /* SIGKILL a drainer still there then */
 };
 
@@ -291,6 +292,7 @@ static void describe_exit(int status, char *buf, size_t cap)
 }
 
 static void restart_scanner(struct master *m);
+static pid_t scanner_socket_pid(const char *path);
 
 /* Marks ours[i] for each group g[i] (of n) that a child of this master is
  * in, other than the master's own group, in one pass over /proc. Orphans
@@ -396,6 +398,17 @@ static void reap(struct master *m)
         }
         if (p.slot == SCANNER_SLOT) {
             snprintf(what, sizeof what, "scanner intake-scand");
+            bool previous = false;
+            for (int k = 0; k < m->n_procs; k++)
+                previous |= m->procs[k].replaced;
+            if (previous && !p.stopping) {
+                /* A successor that never served: the previous one goes on. */
+                log_error("the new scanner (pid %d) %s before it could serve; the previous "
+                          "scanner goes on scanning with the previous settings (fix what the "
+                          "line above says, then reload)",
+                          (int)pid, how);
+                continue;
+            }
             if (m->metrics && !p.stopping) m->metrics->scanner = MS_DOWN;
         } else {
             snprintf(what, sizeof what, "worker %d", p.slot);
@@ -454,6 +467,44 @@ static void respawn_due(struct master *m, double t)
     int rc = spawn_worker(m, slot);
     if (rc < 0) m->pending_respawn[m->n_pending++] = slot;
     m->respawn_at = m->n_pending ? t + 1.0 : 0;
+}
+
+/* A reload that changes the builtin scanner's settings but not its socket:
+ * the new scanner starts beside the old one, which goes on scanning until
+ * the new one has loaded its signatures and taken the socket over
+ * (retire_replaced). A new one that cannot start (a broken database) leaves
+ * the old one serving, with the previous settings, instead of no scanner. */
+static void replace_scanner(struct master *m)
+{
+    for (int i = 0; i < m->n_procs; i++)
+        if (m->procs[i].slot == SCANNER_SLOT && !m->procs[i].stopping) {
+            m->procs[i].stopping = true;
+            m->procs[i].replaced = true;
+        }
+    m->scanner_next_start = 0;
+    reconcile_scanner(m, now_s());
+}
+
+/* Stops the replaced scanners once the socket is their successor's. */
+static void retire_replaced(struct master *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->n_procs; i++)
+        n += m->procs[i].replaced;
+    if (!n) return;
+    pid_t serving = scanner_socket_pid(m->cfg->scanner_socket);
+    bool successor = false;
+    for (int i = 0; i < m->n_procs; i++)
+        successor |= m->procs[i].slot == SCANNER_SLOT && !m->procs[i].stopping &&
+                     m->procs[i].pid == serving;
+    if (!successor) return;
+    for (int i = 0; i < m->n_procs; i++)
+        if (m->procs[i].replaced) {
+            m->procs[i].replaced = false;
+            log_info("the new scanner (pid %d) serves; stopping the previous one (pid %d)",
+                     (int)serving, (int)m->procs[i].pid);
+            kill(m->procs[i].pid, SIGTERM);
+        }
 }
 
 static void restart_scanner(struct master *m)
@@ -714,23 +765,31 @@ static void move_pid_file(struct master *m, const struct config *old, struct con
     log_info("reload: the pid file is now %s (was %s)", nc->pid_file, old->pid_file);
 }
 
-/* The master of another intaked whose scanner listens on path, or 0. The
- * scanner takes its socket path over by design (a respawn, a binary
- * upgrade), so a second intaked given the same scanner_socket would take
- * the first one's scanner away from it. */
-static pid_t scanner_socket_owner(const char *path)
+/* The process listening on the UNIX socket path (its peer credentials), or 0. */
+static pid_t scanner_socket_pid(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path) return 0;
     strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return 0;
     struct ucred cred;
     socklen_t len = sizeof cred;
     bool up = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
               getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0;
     close(fd);
-    if (!up) return 0;
+    return up ? cred.pid : 0;
+}
+
+/* The master of another intaked whose scanner listens on path, or 0. The
+ * scanner takes its socket path over by design (a respawn, a binary
+ * upgrade), so a second intaked given the same scanner_socket would take
+ * the first one's scanner away from it. */
+static pid_t scanner_socket_owner(const char *path)
+{
+    pid_t listener = scanner_socket_pid(path);
+    if (!listener) return 0;
+    struct ucred cred = {.pid = listener};
     char p[64], buf[512];
     snprintf(p, sizeof p, "/proc/%d/stat", (int)cred.pid);
     int sf = open(p, O_RDONLY | O_CLOEXEC);
@@ -825,7 +884,12 @@ static void reload(struct master *m)
     m->n_workers = worker_count(nc);
     m->no_workers = false;
     m->n_pending = 0; /* pending worker respawns belonged to the old generation */
-    if (scanner_changed(old, nc)) {
+    if (scanner_changed(old, nc) && old->scanner == SCANNER_BUILTIN &&
+        nc->scanner == SCANNER_BUILTIN && strcmp(old->scanner_socket, nc->scanner_socket) == 0) {
+        log_info("reload: scanner settings changed; starting a new scanner, the previous one "
+                 "scans until it is ready");
+        replace_scanner(m);
+    } else if (scanner_changed(old, nc)) {
         log_info("reload: scanner settings changed; restarting the scanner");
         restart_scanner(m);
         if (nc->scanner == SCANNER_OFF) m->metrics->scanner = MS_OFF;
@@ -1072,6 +1136,7 @@ int master_run(struct config *cfg, const struct master_args *args)
             double every = (double)c->resume_timeout_ms / 4e3;
             m->next_sweep = t + (every < 1 ? (every < 0.25 ? 0.25 : every) : 1);
         }
+        if (m->state == RUNNING) retire_replaced(m);
         if (c->scanner != SCANNER_OFF && m->state == RUNNING && t >= m->next_probe) {
             bool all = false, up = probe_scanners(m, c, &all);
             /* One that is down is looked at again within a second (a frozen

@@ -339,3 +339,42 @@ def test_a_second_intaked_does_not_take_the_first_ones_scanner(tmp_path):
     finally:
         for d in made:
             d.stop()
+
+
+def test_reload_with_a_broken_database_keeps_the_scanner(daemon_factory, tmp_path):
+    """A reload whose signature_dir holds a database libclamav refuses: the
+    scanner that works goes on scanning (it was stopped first, the new one
+    never came up, and every upload waited scan_timeout for verdict error).
+    A reload with a good database then replaces it without a gap."""
+    from conftest import EICAR
+    d = daemon_factory(start=False, workers=1)
+    d.scanning()
+    d.start()
+    first = d.scanner()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bad.ndb").write_text("junk\n")
+    d.dir["signature_dir"] = str(broken)
+    with open(d.conf, "w") as f:
+        for k, v in d.dir.items():
+            f.write("%s %s\n" % (k, v))
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "before it could serve; the previous scanner goes on scanning" in d.logs(),
+             15, what="the failed successor")
+    t0 = time.monotonic()
+    st = Client(d.tcp_port).upload("e.com", EICAR)[1]
+    assert st["verdict"] == "infected" and time.monotonic() - t0 < 10, st
+    assert alive(first)
+    good = tmp_path / "good"
+    shutil.copytree(SIGNATURES, good)
+    d.dir["signature_dir"] = str(good)
+    with open(d.conf, "w") as f:
+        for k, v in d.dir.items():
+            f.write("%s %s\n" % (k, v))
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "stopping the previous one (pid %d)" % first in d.logs(), 15,
+             what="the new scanner to take over")
+    wait_for(lambda: not alive(first), 10, what="the previous scanner to stop")
+    assert d.scanner() not in (None, first)
+    st = Client(d.tcp_port).upload("e2.com", EICAR)[1]
+    assert st["verdict"] == "infected", st
