@@ -136,6 +136,24 @@ size_t log_escape(char *out, size_t cap, const void *in, size_t n, size_t *used)
     return o;
 }
 
+static bool errors_to_stderr;
+
+void log_errors_to_stderr(bool on)
+{
+    errors_to_stderr = on;
+}
+
+/* "intaked: MESSAGE" on stderr, for whoever started the program. */
+static void error_to_stderr(const char *msg, size_t ml)
+{
+    char line[8192];
+    int n = snprintf(line, sizeof line, "intaked: ");
+    size_t len = (size_t)n + log_escape(line + n, sizeof line - (size_t)n - 1, msg, ml, NULL);
+    line[len++] = '\n';
+    ssize_t w = write(2, line, len);
+    (void)w;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     if (level > log_min) return;
@@ -146,6 +164,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
     int m = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     size_t ml = m < 0 ? 0 : (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
+    if (errors_to_stderr && level == LOG_ERROR && (log_syslog || log_out != 2))
+        error_to_stderr(msg, ml);
     if (log_syslog) {
         static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
         size_t n = log_escape(line, sizeof line - 1, msg, ml, NULL);

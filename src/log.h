@@ -8,6 +8,7 @@
 #ifndef INTAKE_LOG_H
 #define INTAKE_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
@@ -22,6 +23,9 @@ int log_reopen(void);
  * which would otherwise keep a rotated file open. No-op unless the target
  * is a file. */
 void log_capture_stderr(void);
+/* While on, error lines also go to stderr when the log is elsewhere: a
+ * program that fails to start says why to whoever started it. */
+void log_errors_to_stderr(bool on);
 /* Names the process in every line: "1234: worker 1: message" (STYLE: an
  * operator must be able to follow a process and an upload with grep). */
 void log_set_role(const char *role);

@@ -144,6 +144,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "intaked: cannot open error_log %s: %s\n", c->error_log, strerror(-lrc));
         goto out;
     }
+    log_errors_to_stderr(true); /* until the master is up */
     struct master_args args = {.conf_path = conf,
                                .overrides = overrides,
                                .n_overrides = n_over,

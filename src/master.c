@@ -241,6 +241,7 @@ static int spawn_worker(struct master *m, int slot)
         return -1;
     }
     if (pid == 0) {
+        log_errors_to_stderr(false); /* the master says why it cannot start */
         sweep_close(&m->sweep); /* the master's pass, not the worker's */
         drop_privileges(m);
         struct listener ls[CONFIG_MAX_LISTEN];
@@ -969,6 +970,9 @@ static void upgrade(struct master *m)
         for (int i = 0; i < m->n_ls; i++)
             fcntl(m->ls[i].fd, F_SETFD, 0);
         setenv(MASTER_INHERIT_ENV, env, 1);
+        /* What the new binary says before it opens the log (a configuration
+         * it refuses) goes to ours: detached, its stderr is /dev/null. */
+        if (log_fd() > 2) dup2(log_fd(), 2);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -1110,6 +1114,7 @@ int master_run(struct config *cfg, const struct master_args *args)
     tls_server_describe(err, sizeof err);
     if (err[0]) log_info("%s", err);
     log_info("master ready: %d workers", m->n_workers);
+    log_errors_to_stderr(false); /* started: from now on the log alone */
 
     for (;;) {
         reap(m); /* also catches exits whose SIGCHLD merged with another */

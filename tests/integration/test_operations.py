@@ -603,6 +603,49 @@ def test_upgrade_with_daemon_on(tmp_path):
                 os.kill(p, signal.SIGKILL)
 
 
+def test_a_failed_start_says_why_on_stderr_too(daemon, tmp_path):
+    """error_log a file, and the start fails (the port is taken): the reason
+    is on stderr as well as in the log (it was only in the file, and a
+    terminal or systemd saw exit 1 and nothing else)."""
+    log = tmp_path / "other.log"
+    r = subprocess.run([INTAKED, "-c", "/dev/null", "-o", "scanner=off",
+                        "-o", "listen_tcp=127.0.0.1:%d" % daemon.tcp_port,
+                        "-o", "listen_ws=127.0.0.1:%d" % free_port(),
+                        "-o", "pid_file=%s/o.pid" % tmp_path, "-o", "spool_dir=%s/os" % tmp_path,
+                        "-o", "accept_dir=%s/oa" % tmp_path, "-o", "quarantine_dir=%s/oq" % tmp_path,
+                        "-o", "error_log=%s" % log], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    assert "intaked: " in r.stderr and "Address already in use" in r.stderr, r.stderr
+    assert "Address already in use" in log.read_text()
+
+
+def test_upgrade_refused_by_the_new_binary_says_why_in_the_log(tmp_path):
+    """daemon on, and USR2 with a configuration the new binary refuses: its
+    reason reaches the error log (its stderr was /dev/null; the log only
+    said it exited with status 1)."""
+    tcp, ws = free_ports(2)
+    conf = tmp_path / "d.conf"
+    conf.write_text("daemon on\nworkers 1\nscanner off\nlisten_tcp 127.0.0.1:%d\n"
+                    "listen_ws 127.0.0.1:%d\npid_file %s/run/d.pid\nerror_log %s/error.log\n"
+                    "spool_dir %s/s\naccept_dir %s/a\nquarantine_dir %s/q\nmin_free_space 0\n"
+                    % (tcp, ws, tmp_path, tmp_path, tmp_path, tmp_path, tmp_path))
+    assert subprocess.run([INTAKED, "-c", str(conf)], timeout=10).returncode == 0
+    pidf = tmp_path / "run" / "d.pid"
+    wait_for(pidf.exists, what="the pid file")
+    master = int(pidf.read_text())
+    try:
+        with open(conf, "a") as f:
+            f.write("no_such_directive 1\n")
+        os.kill(master, signal.SIGUSR2)
+        log = tmp_path / "error.log"
+        wait_for(lambda: "restoring" in log.read_text(), 10, what="the rollback")
+        assert 'unknown directive "no_such_directive"' in log.read_text()
+        assert alive(master) and int(pidf.read_text()) == master
+    finally:
+        os.kill(master, signal.SIGTERM)
+        wait_for(lambda: not alive(master), 10, what="the master to stop")
+
+
 def test_daemon_on_with_error_log_stderr_is_warned(tmp_path):
     """daemon on with the default error_log stderr writes every line to
     /dev/null after the detach: -t warns (and still passes)."""
