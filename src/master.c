@@ -620,6 +620,47 @@ fail:
 
 /* --- set-up that a reload repeats ---------------------------------------------------- */
 
+/* The scanner, running as user, makes its socket in this directory, which
+ * by default also holds the pid file. The user gets to create files there
+ * through the group, not the directory itself, and the sticky bit keeps
+ * the pid file (root's) from being replaced: owning the directory, a
+ * compromised scanner or worker could point root's "intaked -s stop" at any
+ * process. A socket left by a scanner that ran as someone else is given
+ * to the user, so the scanner can take the path over. */
+static void prepare_socket_dir(struct master *m, const char *sock)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", sock);
+    char *sockdir = dirname(dir);
+    store_mkdir_p(sockdir, 0755);
+    struct stat st;
+    if (stat(sockdir, &st) < 0) return;
+    mode_t want = (st.st_mode & 07777) | S_ISVTX | S_IRWXG;
+    if ((st.st_uid != geteuid() || st.st_gid != m->gid) && chown(sockdir, geteuid(), m->gid) < 0)
+        log_warn("cannot give %s to group %d: %s; the scanner may not be able to listen there",
+                 sockdir, (int)m->gid, strerror(errno));
+    if ((st.st_mode & 07777) != want && chmod(sockdir, want) < 0)
+        log_warn("cannot make %s group-writable and sticky: %s", sockdir, strerror(errno));
+    if (lstat(sock, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid != m->uid &&
+        lchown(sock, m->uid, m->gid) < 0) { /* best effort: the scanner says if it cannot */
+    }
+}
+
+/* Log files the user's processes reopen (USR1) must exist and be theirs. */
+static void give_logs(struct master *m, const struct config *c)
+{
+    const char *logs[] = {c->error_log, c->access_log};
+    for (int i = 0; i < 2; i++)
+        if (logs[i] && logs[i][0] == '/') {
+            int fd = open(logs[i], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+            if (fd >= 0) {
+                if (fchown(fd, m->uid, m->gid) < 0) { /* best effort */
+                }
+                close(fd);
+            }
+        }
+}
+
 static int prepare_dirs(struct master *m, const struct config *c)
 {
     struct store st;
@@ -635,23 +676,8 @@ static int prepare_dirs(struct master *m, const struct config *c)
         for (int i = 0; i < 3; i++)
             if (dirs[i] && chown(dirs[i], m->uid, m->gid) < 0)
                 log_warn("cannot give %s to user %s: %s", dirs[i], c->user, strerror(errno));
-        /* The scanner creates its socket there; log files are reopened by workers. */
-        char dir[PATH_MAX];
-        snprintf(dir, sizeof dir, "%s", c->scanner_socket);
-        char *sockdir = dirname(dir);
-        store_mkdir_p(sockdir, 0755);
-        if (chown(sockdir, m->uid, m->gid) < 0) { /* best effort */
-        }
-        const char *logs[] = {c->error_log, c->access_log};
-        for (int i = 0; i < 2; i++)
-            if (logs[i] && logs[i][0] == '/') {
-                int fd = open(logs[i], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-                if (fd >= 0) {
-                    if (fchown(fd, m->uid, m->gid) < 0) { /* best effort */
-                    }
-                    close(fd);
-                }
-            }
+        prepare_socket_dir(m, c->scanner_socket);
+        give_logs(m, c);
     }
     return 0;
 }
@@ -1199,6 +1225,8 @@ int master_run(struct config *cfg, const struct master_args *args)
             report(m, true);
             break;
         case SIGUSR1:
+            /* Renamed away (logrotate): made again, and the user's, first. */
+            if (m->drop) give_logs(m, m->cfg);
             if (log_reopen() < 0) log_error("cannot reopen the error log: %s", strerror(errno));
             log_info("SIGUSR1: log files reopened");
             signal_procs(m, ALL, SIGUSR1);

@@ -17,7 +17,7 @@ import time
 import pytest
 import websockets
 
-from conftest import (INTAKE, INTAKED, NGINX, ROOT, Client, alive, free_port, free_ports, sha256,
+from conftest import (EICAR, INTAKE, INTAKED, NGINX, ROOT, Client, alive, free_port, free_ports, sha256,
                       short_dir, small_tmpfs, start_nginx, wait_for)
 
 
@@ -434,6 +434,77 @@ def test_user_nobody(daemon_factory):
         st = Client(d.tcp_port).upload("as-nobody.txt", b"data")[1]
         assert st["verdict"] == "clean"
         assert os.stat(os.path.join(base, "accepted", "as-nobody.txt")).st_uid == nobody
+    finally:
+        d.stop()
+        subprocess.run(["rm", "-rf", base])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_nobody_cannot_replace_the_pid_file(daemon_factory):
+    """With user, the directory of the pid file and the scanner socket
+    (run/ by default) stays root's: the scanner gets to make its socket
+    through the group, and the sticky bit keeps the root-owned pid file
+    from being replaced. Owning the directory, the user (a compromised
+    worker or scanner) could point root's intaked -s stop at any process."""
+    base = short_dir()
+    os.chmod(base, 0o755)
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        run = base + "/run"
+        d = daemon_factory(start=False, user="nobody", spool_dir=base + "/spool",
+                           accept_dir=base + "/accepted", quarantine_dir=base + "/q",
+                           pid_file=run + "/intaked.pid")
+        d.scanning(scanner_socket=run + "/scand.sock")
+        d.start()
+        st = os.stat(run)
+        assert st.st_uid == 0 and st.st_mode & 0o1000, oct(st.st_mode)
+        assert Client(d.tcp_port).upload("e.com", EICAR)[1]["verdict"] == "infected"
+        swap = ("echo %d > %s/forged && mv -f %s/forged %s/intaked.pid"
+                % (victim.pid, run, run, run))
+        r = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", swap], capture_output=True,
+                           text=True)
+        assert r.returncode != 0, "nobody replaced the pid file"
+        with open(run + "/intaked.pid") as f:
+            assert int(f.read()) == d.pid
+        # The scanner, restarted, still takes its socket over.
+        old = d.scanner()
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: d.scanner() not in (None, old), 10, what="a new scanner")
+        wait_for(lambda: d.health()["scanner"] == "up", 15, what="the scanner up")
+        assert Client(d.tcp_port).upload("e2.com", EICAR)[1]["verdict"] == "infected"
+    finally:
+        victim.kill()
+        d.stop()
+        subprocess.run(["rm", "-rf", base])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_nobody_usr1_after_a_rename(daemon_factory):
+    """With user, logrotate renames the logs and sends USR1: the master makes
+    them again and gives them to the user, so the workers and the scanner
+    reopen them (they were made root's, and those went on writing to the
+    renamed files)."""
+    base = short_dir()
+    os.chmod(base, 0o755)
+    try:
+        d = daemon_factory(start=False, user="nobody", spool_dir=base + "/spool",
+                           accept_dir=base + "/accepted", quarantine_dir=base + "/q",
+                           error_log=base + "/error.log", access_log=base + "/access.log")
+        d.scanning(scanner_socket=base + "/run/scand.sock")
+        d.start()
+        assert Client(d.tcp_port).upload("before.txt", b"x")[1]["type"] == "STATUS"
+        for f in ("error.log", "access.log"):
+            os.rename(base + "/" + f, base + "/" + f + ".1")
+        d.signal(signal.SIGUSR1)
+        nobody = pwd.getpwnam("nobody").pw_uid
+        wait_for(lambda: os.path.exists(base + "/access.log"), 10, what="access.log again")
+        assert os.stat(base + "/error.log").st_uid == nobody
+        assert os.stat(base + "/access.log").st_uid == nobody
+        assert Client(d.tcp_port).upload("after.txt", b"y")[1]["type"] == "STATUS"
+        wait_for(lambda: "after.txt" in open(base + "/access.log").read(), 10,
+                 what="the access line in the new file")
+        old = open(base + "/error.log.1").read()
+        assert "Permission denied" not in old, old[-2000:]
     finally:
         d.stop()
         subprocess.run(["rm", "-rf", base])
