@@ -28,6 +28,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <grp.h>
 #include <libgen.h>
 #include <limits.h>
@@ -102,6 +103,8 @@ struct master {
     pid_t upgraded_from; /* the old binary's master, while it may roll back to it */
     bool detached;       /* daemon on: standard error is /dev/null */
     bool on_terminal;    /* has a controlling terminal: WINCH may be a window resize */
+    bool replace_by_successor; /* replaced scanners go when the new one serves (else: when
+                                  the old workers are gone) */
     char scanner_log[PATH_MAX]; /* the builtin scanner's error_log and level, from its start */
     int scanner_log_level;
 };
@@ -475,8 +478,9 @@ static void respawn_due(struct master *m, double t)
  * the new one has loaded its signatures and taken the socket over
  * (retire_replaced). A new one that cannot start (a broken database) leaves
  * the old one serving, with the previous settings, instead of no scanner. */
-static void replace_scanner(struct master *m)
+static void replace_scanner(struct master *m, bool by_successor)
 {
+    m->replace_by_successor = by_successor;
     for (int i = 0; i < m->n_procs; i++)
         if (m->procs[i].slot == SCANNER_SLOT && !m->procs[i].stopping) {
             m->procs[i].stopping = true;
@@ -486,24 +490,38 @@ static void replace_scanner(struct master *m)
     reconcile_scanner(m, now_s());
 }
 
-/* Stops the replaced scanners once the socket is their successor's. */
+/* Stops the replaced scanners once the socket is their successor's, or,
+ * with no successor on that socket (scanner off, a pool, another socket),
+ * once the workers of earlier generations, whose scans went there, are
+ * gone. */
 static void retire_replaced(struct master *m)
 {
     int n = 0;
     for (int i = 0; i < m->n_procs; i++)
         n += m->procs[i].replaced;
     if (!n) return;
-    pid_t serving = scanner_socket_pid(m->cfg->scanner_socket);
-    bool successor = false;
-    for (int i = 0; i < m->n_procs; i++)
-        successor |= m->procs[i].slot == SCANNER_SLOT && !m->procs[i].stopping &&
-                     m->procs[i].pid == serving;
-    if (!successor) return;
+    pid_t serving = 0;
+    if (m->replace_by_successor) {
+        serving = scanner_socket_pid(m->cfg->scanner_socket);
+        bool successor = false;
+        for (int i = 0; i < m->n_procs; i++)
+            successor |= m->procs[i].slot == SCANNER_SLOT && !m->procs[i].stopping &&
+                         m->procs[i].pid == serving;
+        if (!successor) return;
+    } else {
+        for (int i = 0; i < m->n_procs; i++)
+            if (m->procs[i].slot != SCANNER_SLOT && m->procs[i].gen != m->gen) return;
+    }
     for (int i = 0; i < m->n_procs; i++)
         if (m->procs[i].replaced) {
             m->procs[i].replaced = false;
-            log_info("the new scanner (pid %d) serves; stopping the previous one (pid %d)",
-                     (int)serving, (int)m->procs[i].pid);
+            if (serving)
+                log_info("the new scanner (pid %d) serves; stopping the previous one (pid %d)",
+                         (int)serving, (int)m->procs[i].pid);
+            else
+                log_info("the workers that scanned with the previous scanner (pid %d) are gone; "
+                         "stopping it",
+                         (int)m->procs[i].pid);
             kill(m->procs[i].pid, SIGTERM);
         }
 }
@@ -646,6 +664,21 @@ static void prepare_socket_dir(struct master *m, const char *sock)
     }
 }
 
+/* What the spool holds from before (a start or reload that sets user, the
+ * records and files of uploads written as root) becomes the user's, or
+ * every such upload answers 404: its workers could not read its record. */
+static uid_t spool_uid;
+static gid_t spool_gid;
+static int give_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)type;
+    (void)ftw;
+    if ((st->st_uid != spool_uid || st->st_gid != spool_gid) &&
+        lchown(path, spool_uid, spool_gid) < 0)
+        log_warn("cannot give %s to the user: %s", path, strerror(errno));
+    return 0;
+}
+
 /* Log files the user's processes reopen (USR1) must exist and be theirs. */
 static void give_logs(struct master *m, const struct config *c)
 {
@@ -676,6 +709,9 @@ static int prepare_dirs(struct master *m, const struct config *c)
         for (int i = 0; i < 3; i++)
             if (dirs[i] && chown(dirs[i], m->uid, m->gid) < 0)
                 log_warn("cannot give %s to user %s: %s", dirs[i], c->user, strerror(errno));
+        spool_uid = m->uid;
+        spool_gid = m->gid;
+        nftw(c->spool_dir, give_entry, 16, FTW_PHYS | FTW_MOUNT);
         prepare_socket_dir(m, c->scanner_socket);
         give_logs(m, c);
     }
@@ -890,6 +926,11 @@ static void reload(struct master *m)
         log_error("reload failed (see above); still running with the previous configuration");
         return;
     }
+    if (strcmp(old->spool_dir, nc->spool_dir) != 0)
+        log_warn("reload: spool_dir is now %s; what %s holds (interrupted uploads, verdicts "
+                 "not yet asked for) can no longer be resumed or asked for, and is not swept: "
+                 "move it over while no upload runs, or remove it",
+                 nc->spool_dir, old->spool_dir);
     if (strcmp(old->error_log, nc->error_log) != 0 || old->log_level != nc->log_level) {
         if (m->detached && strcmp(nc->error_log, "stderr") == 0)
             log_warn("reload: error_log stderr, but this master has detached (daemon on) and its "
@@ -911,11 +952,17 @@ static void reload(struct master *m)
     m->n_workers = worker_count(nc);
     m->no_workers = false;
     m->n_pending = 0; /* pending worker respawns belonged to the old generation */
-    if (scanner_changed(old, nc) && old->scanner == SCANNER_BUILTIN &&
-        nc->scanner == SCANNER_BUILTIN && strcmp(old->scanner_socket, nc->scanner_socket) == 0) {
-        log_info("reload: scanner settings changed; starting a new scanner, the previous one "
-                 "scans until it is ready");
-        replace_scanner(m);
+    bool same_socket = nc->scanner == SCANNER_BUILTIN &&
+                       strcmp(old->scanner_socket, nc->scanner_socket) == 0;
+    if (scanner_changed(old, nc) && old->scanner == SCANNER_BUILTIN) {
+        if (same_socket)
+            log_info("reload: scanner settings changed; starting a new scanner, the previous one "
+                     "scans until it is ready");
+        else
+            log_info("reload: scanner settings changed; the previous scanner serves the old "
+                     "workers' scans until they are gone");
+        replace_scanner(m, same_socket);
+        if (nc->scanner == SCANNER_OFF) m->metrics->scanner = MS_OFF;
     } else if (scanner_changed(old, nc)) {
         log_info("reload: scanner settings changed; restarting the scanner");
         restart_scanner(m);

@@ -378,3 +378,38 @@ def test_reload_with_a_broken_database_keeps_the_scanner(daemon_factory, tmp_pat
     assert d.scanner() not in (None, first)
     st = Client(d.tcp_port).upload("e2.com", EICAR)[1]
     assert st["verdict"] == "infected", st
+
+
+def test_reload_to_scanner_off_lets_the_old_scans_finish(daemon_factory):
+    """A reload from the builtin scanner to scanner off: the scanner stays
+    until the old workers, whose uploads are being scanned, are gone, so
+    those uploads get their verdicts (it was stopped at once, and they got
+    503 at shutdown_timeout); then it stops, and new uploads are unscanned."""
+    from conftest import EICAR
+    d = daemon_factory(start=False, workers=1, shutdown_timeout="30s")
+    d.scanning(scan_timeout="60s")
+    d.start()
+    scanner = d.scanner()
+    os.kill(scanner, signal.SIGSTOP)
+    try:
+        c = Client(d.tcp_port, timeout=30)
+        c.start("in-flight.com", len(EICAR))
+        c.send(EICAR)
+        assert c.line()["type"] == "READY"
+        time.sleep(0.3)  # the scan is waiting on the stopped scanner
+        d.dir["scanner"] = "off"
+        with open(d.conf, "w") as f:
+            for k, v in d.dir.items():
+                f.write("%s %s\n" % (k, v))
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: "the previous scanner serves the old workers' scans" in d.logs(), 10,
+                 what="the reload")
+        time.sleep(0.5)
+    finally:
+        os.kill(scanner, signal.SIGCONT)
+    st = c.line()
+    assert st["type"] == "STATUS" and st["verdict"] == "infected", st
+    wait_for(lambda: "are gone; stopping it" in d.logs(), 40, what="the scanner to be retired")
+    wait_for(lambda: not alive(scanner), 10, what="the scanner to stop")
+    st = Client(d.tcp_port).upload("later.txt", b"new")[1]
+    assert st["verdict"] == "unscanned", st

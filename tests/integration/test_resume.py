@@ -1339,3 +1339,39 @@ def test_no_record_is_left_open(daemon_factory):
     c.close()
     interrupted(d, held, 5000)
     wait_for(lambda: open_records() == [], 5, what="every record closed")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_reload_that_sets_user_keeps_the_spool_resumable(daemon_factory):
+    """Uploads written while intaked ran as root, then a reload that sets
+    user: their records and files become the user's, so they resume (every
+    one answered 404: the user's workers could not read the root-owned
+    records)."""
+    import subprocess
+    from conftest import short_dir
+    base = short_dir()
+    os.chmod(base, 0o755)
+    try:
+        d = daemon_factory(spool_dir=base + "/spool", accept_dir=base + "/accepted",
+                           quarantine_dir=base + "/q")
+        data = os.urandom(300000)
+        uid = tcp_begin(d, "as-root.bin", data, 100000)
+        d.dir["user"] = "nobody"
+        with open(d.conf, "w") as f:
+            for k, v in d.dir.items():
+                f.write("%s %s\n" % (k, v))
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: "applied" in d.logs(), 10, what="the reload")
+        st = tcp_resume(d, uid, "as-root.bin", data, 100000)
+        assert_whole(d, st, "as-root.bin", data)
+        # And a reload to another spool says what it leaves behind.
+        d.dir["spool_dir"] = base + "/spool2"
+        with open(d.conf, "w") as f:
+            for k, v in d.dir.items():
+                f.write("%s %s\n" % (k, v))
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: "reload: spool_dir is now %s/spool2" % base in d.logs(), 10,
+                 what="the warning")
+    finally:
+        d.stop()
+        subprocess.run(["rm", "-rf", base])
