@@ -376,8 +376,15 @@ static void reap(struct master *m)
                 log_error("cannot restore %s: %s", m->cfg->pid_file, strerror(errno));
             notify_silence(false);
             m->told_ready = false; /* READY=1 again, with MAINPID= this master */
-            /* Its scanner may have taken over the scanner socket path. */
-            if (m->state == RUNNING) restart_scanner(m);
+            /* Its scanner may have taken over the scanner socket path: if
+             * ours does not serve it any more, ours starts again. */
+            if (m->state == RUNNING && m->cfg->scanner == SCANNER_BUILTIN) {
+                pid_t serving = scanner_socket_pid(m->cfg->scanner_socket);
+                bool ours = false;
+                for (int k = 0; k < m->n_procs; k++)
+                    ours |= m->procs[k].slot == SCANNER_SLOT && m->procs[k].pid == serving;
+                if (!ours) restart_scanner(m);
+            }
             /* Workers stopped by WINCH for the upgrade: nobody serves now. */
             if (m->state == RUNNING && m->no_workers) {
                 log_warn("starting workers again: they had been stopped (WINCH) for the upgrade "
@@ -946,6 +953,15 @@ static void reload(struct master *m)
             log_info("reload: no longer listening on %s", pool[j].addr.text);
             close_listener(m, &pool[j]);
         }
+    for (int k = 0; k < n_next; k++) {
+        bool had = false;
+        for (int j = 0; j < m->n_ls; j++)
+            had |= m->ls[j].fd == next[k].fd;
+        if (!had)
+            log_info("reload: now listening on %s (%s%s)", next[k].addr.text,
+                     next[k].addr.kind == LISTEN_WS ? "WebSocket/HTTP" : "raw TCP",
+                     next[k].addr.tls ? " over TLS" : "");
+    }
     memcpy(m->ls, next, sizeof next);
     m->n_ls = n_next;
     unsigned old_gen = m->gen++;
@@ -1087,6 +1103,16 @@ static void report(struct master *m, bool ready)
     } else if (m->told_ready) {
         notify_status(status);
     }
+}
+
+/* TTIN and TTOU count only while workers run (not while draining, nor
+ * after WINCH, which says so). */
+static bool workers_adjustable(const struct master *m, const char *sig)
+{
+    if (m->state != RUNNING) return false;
+    if (m->no_workers)
+        log_warn("%s ignored: the workers are stopped (WINCH); HUP starts them again", sig);
+    return !m->no_workers;
 }
 
 /* TERM, INT, QUIT. A new binary stopped while its old master is still there
@@ -1301,13 +1327,13 @@ int master_run(struct config *cfg, const struct master_args *args)
                     retire(m, &m->procs[i]);
             break;
         case SIGTTIN:
-            if (m->state != RUNNING || m->no_workers) break;
+            if (!workers_adjustable(m, "SIGTTIN")) break;
             m->n_workers++;
             log_info("SIGTTIN: one worker more (%d)", m->n_workers);
             spawn_workers(m);
             break;
         case SIGTTOU:
-            if (m->state != RUNNING || m->no_workers) break;
+            if (!workers_adjustable(m, "SIGTTOU")) break;
             if (m->n_workers <= 1) {
                 log_warn("SIGTTOU ignored: at least one worker must run");
                 break;

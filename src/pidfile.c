@@ -42,7 +42,10 @@ static int is_intaked(pid_t pid)
     close(fd);
     if (n <= 0) return 0;
     buf[n] = '\0';
-    return strstr(buf, "intaked") != NULL;
+    /* A master names itself so (proctitle) before it writes its pid file;
+     * any other process that merely has "intaked" in its arguments is not
+     * one (a stale pid file naming it blocked the start). */
+    return strncmp(buf, "intaked: master process", 23) == 0;
 }
 
 /* The pid file's directory (run/ on a fresh checkout). */

@@ -717,6 +717,56 @@ def test_upgrade_refused_by_the_new_binary_says_why_in_the_log(tmp_path):
         wait_for(lambda: not alive(master), 10, what="the master to stop")
 
 
+def test_operator_lines_for_listeners_ttin_and_a_failed_upgrade(daemon_factory, tmp_path):
+    """A reload that adds a listener says so (only removals were logged);
+    TTIN after WINCH says it is ignored (it was dropped without a word); a
+    new binary that fails leaves the old master's scanner running (it was
+    restarted for nothing)."""
+    d = daemon_factory(start=False, workers=1)
+    d.scanning()
+    d.start()
+    scanner = d.scanner()
+    extra = free_port()
+    d.dir["listen_tcp"] = "127.0.0.1:%d" % extra
+    with open(d.conf, "w") as f:
+        for k, v in d.dir.items():
+            f.write("%s %s\n" % (k, v))
+        f.write("listen_tcp 127.0.0.1:%d\n" % d.tcp_port)
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "reload: now listening on 127.0.0.1:%d (raw TCP)" % extra in d.logs(), 10,
+             what="the new listener's line")
+    assert "now listening on 127.0.0.1:%d" % d.tcp_port not in d.logs()
+    assert Client(extra).upload("extra.txt", b"x")[1]["type"] == "STATUS"
+    # A new binary that refuses its configuration.
+    with open(d.conf, "a") as f:
+        f.write("no_such_directive 1\n")
+    d.signal(signal.SIGUSR2)
+    wait_for(lambda: "restoring" in d.logs(), 10, what="the failed upgrade")
+    time.sleep(0.5)
+    assert d.scanner() == scanner
+    d.signal(signal.SIGWINCH)
+    wait_for(lambda: not d.workers(), 10, what="the workers to stop")
+    d.signal(signal.SIGTTIN)
+    wait_for(lambda: "SIGTTIN ignored: the workers are stopped (WINCH)" in d.logs(), 10,
+             what="the note")
+
+
+def test_a_stale_pid_of_another_program_does_not_block_the_start(daemon_factory, tmp_path):
+    """The pid file names a live process that is not an intaked master (its
+    name only has intaked in it; a stale pid is reused by any process): the
+    start goes on (it was refused)."""
+    other = subprocess.Popen(["/usr/sbin/intaked-lookalike", "60"], executable="/bin/sleep")
+    try:
+        d = daemon_factory(start=False)
+        os.makedirs(os.path.dirname(d.dir["pid_file"]), exist_ok=True)
+        with open(d.dir["pid_file"], "w") as f:
+            f.write("%d\n" % other.pid)
+        d.start()
+        assert read_pid(d.dir["pid_file"]) == d.pid
+    finally:
+        other.kill()
+
+
 def test_daemon_on_with_error_log_stderr_is_warned(tmp_path):
     """daemon on with the default error_log stderr writes every line to
     /dev/null after the detach: -t warns (and still passes)."""
