@@ -28,7 +28,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <grp.h>
 #include <libgen.h>
 #include <limits.h>
@@ -671,19 +670,45 @@ static void prepare_socket_dir(struct master *m, const char *sock)
     }
 }
 
-/* What the spool holds from before (a start or reload that sets user, the
- * records and files of uploads written as root) becomes the user's, or
- * every such upload answers 404: its workers could not read its record. */
-static uid_t spool_uid;
-static gid_t spool_gid;
-static int give_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+/* What the spool holds from before (uploads written while intaked ran as
+ * root, then a start or reload that sets user) becomes the user's, or each
+ * such upload answers 404: its workers cannot read its record. The user
+ * owns the spool and may have put anything there, so nothing is followed:
+ * each entry is opened O_PATH|O_NOFOLLOW and judged by what the descriptor
+ * is (the name may be swapped meanwhile, the inode not). Only root's
+ * regular files with one link, and root's directories (.names/, .events/,
+ * one level down), change owner: a hard link to a file elsewhere, a
+ * symlink, a device, anything of another user's is left alone. */
+static void give_spool_dir(int dfd, uid_t uid, gid_t gid, int depth)
 {
-    (void)type;
-    (void)ftw;
-    if ((st->st_uid != spool_uid || st->st_gid != spool_gid) &&
-        lchown(path, spool_uid, spool_gid) < 0)
-        log_warn("cannot give %s to the user: %s", path, strerror(errno));
-    return 0;
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        int fd = openat(dirfd(d), e->d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) continue;
+        struct stat st;
+        bool mine = fstat(fd, &st) == 0 && st.st_uid == 0 &&
+                    ((S_ISREG(st.st_mode) && st.st_nlink == 1) || S_ISDIR(st.st_mode));
+        if (mine && fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0)
+            log_warn("cannot give %s in the spool to the user: %s", e->d_name, strerror(errno));
+        if (mine && S_ISDIR(st.st_mode) && depth < 1) {
+            int sub = openat(dirfd(d), e->d_name,
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            struct stat again;
+            if (sub >= 0 && fstat(sub, &again) == 0 && again.st_ino == st.st_ino &&
+                again.st_dev == st.st_dev)
+                give_spool_dir(sub, uid, gid, depth + 1);
+            else if (sub >= 0)
+                close(sub);
+        }
+        close(fd);
+    }
+    closedir(d);
 }
 
 /* Log files the user's processes reopen (USR1) must exist and be theirs. */
@@ -692,7 +717,7 @@ static void give_logs(struct master *m, const struct config *c)
     const char *logs[] = {c->error_log, c->access_log};
     for (int i = 0; i < 2; i++)
         if (logs[i] && logs[i][0] == '/') {
-            int fd = open(logs[i], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+            int fd = open(logs[i], O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
             if (fd >= 0) {
                 if (fchown(fd, m->uid, m->gid) < 0) { /* best effort */
                 }
@@ -716,9 +741,8 @@ static int prepare_dirs(struct master *m, const struct config *c)
         for (int i = 0; i < 3; i++)
             if (dirs[i] && chown(dirs[i], m->uid, m->gid) < 0)
                 log_warn("cannot give %s to user %s: %s", dirs[i], c->user, strerror(errno));
-        spool_uid = m->uid;
-        spool_gid = m->gid;
-        nftw(c->spool_dir, give_entry, 16, FTW_PHYS | FTW_MOUNT);
+        int sfd = open(c->spool_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sfd >= 0) give_spool_dir(sfd, m->uid, m->gid, 0);
         prepare_socket_dir(m, c->scanner_socket);
         give_logs(m, c);
     }

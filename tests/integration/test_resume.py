@@ -1356,6 +1356,15 @@ def test_reload_that_sets_user_keeps_the_spool_resumable(daemon_factory):
                            quarantine_dir=base + "/q")
         data = os.urandom(300000)
         uid = tcp_begin(d, "as-root.bin", data, 100000)
+        # What a user who owns the spool could leave there: a hard link to a
+        # root file elsewhere, a symlink to a root directory. Neither may
+        # change owner.
+        outside = base + "/outside"
+        os.mkdir(outside, 0o700)
+        with open(outside + "/secret", "w") as f:
+            f.write("root's")
+        os.link(outside + "/secret", d.spool_dir + "/linked")
+        os.symlink(outside, d.spool_dir + "/pointer")
         d.dir["user"] = "nobody"
         with open(d.conf, "w") as f:
             for k, v in d.dir.items():
@@ -1364,6 +1373,7 @@ def test_reload_that_sets_user_keeps_the_spool_resumable(daemon_factory):
         wait_for(lambda: "applied" in d.logs(), 10, what="the reload")
         st = tcp_resume(d, uid, "as-root.bin", data, 100000)
         assert_whole(d, st, "as-root.bin", data)
+        assert os.stat(outside).st_uid == 0 and os.stat(outside + "/secret").st_uid == 0
         # And a reload to another spool says what it leaves behind.
         d.dir["spool_dir"] = base + "/spool2"
         with open(d.conf, "w") as f:
