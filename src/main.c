@@ -52,6 +52,13 @@ static int send_signal(const struct config *c, const char *what)
             fprintf(stderr, "intaked: %s: %s\n", c->pid_file, why);
             return 1;
         }
+        /* A stale file, or one planted, must not send a signal elsewhere. */
+        if (!pidfile_names_master(pid)) {
+            fprintf(stderr, "intaked: %s names pid %d, which is not an intaked master; nothing "
+                            "signalled (a stale pid file? is intaked running?)\n",
+                    c->pid_file, (int)pid);
+            return 1;
+        }
         if (kill(pid, map[i].sig) < 0) {
             fprintf(stderr, "intaked: cannot signal master pid %d (from %s): %s\n", (int)pid,
                     c->pid_file, strerror(errno));

@@ -895,14 +895,7 @@ static pid_t scanner_socket_owner(const char *path)
     char *rp = strrchr(buf, ')'); /* "pid (comm) state ppid ..." */
     int ppid = 0;
     if (!rp || sscanf(rp + 1, " %*c %d", &ppid) != 1 || ppid <= 1 || ppid == getpid()) return 0;
-    snprintf(p, sizeof p, "/proc/%d/cmdline", ppid);
-    int cf = open(p, O_RDONLY | O_CLOEXEC);
-    if (cf < 0) return 0;
-    n = read(cf, buf, sizeof buf - 1);
-    close(cf);
-    if (n <= 0) return 0;
-    buf[n] = '\0';
-    return strstr(buf, "intaked") ? (pid_t)ppid : 0; /* an orphan (init's) is on its way out */
+    return pidfile_names_master(ppid) ? (pid_t)ppid : 0; /* an orphan (init's) is going */
 }
 
 /* HUP: the new configuration, or no change at all. */

@@ -42,10 +42,13 @@ static int is_intaked(pid_t pid)
     close(fd);
     if (n <= 0) return 0;
     buf[n] = '\0';
-    /* A master names itself so (proctitle) before it writes its pid file;
-     * any other process that merely has "intaked" in its arguments is not
-     * one (a stale pid file naming it blocked the start). */
-    return strncmp(buf, "intaked: master process", 23) == 0;
+    /* A master names itself so (proctitle) before it writes its pid file,
+     * cut short when its arguments and environment left less room; any
+     * other process that merely has "intaked" in its name is not one (a
+     * stale pid file naming it blocked the start, and -s signalled it). */
+    static const char title[] = "intaked: master process";
+    size_t len = strlen(buf);
+    return len >= 7 && strncmp(buf, title, len < sizeof title - 1 ? len : sizeof title - 1) == 0;
 }
 
 /* The pid file's directory (run/ on a fresh checkout). */
@@ -58,6 +61,11 @@ static void mkdirs_for(const char *path)
         *slash = '\0';
         store_mkdir_p(dir, 0755);
     }
+}
+
+bool pidfile_names_master(pid_t pid)
+{
+    return is_intaked(pid) == 1;
 }
 
 int pidfile_check(const char *path)
@@ -77,11 +85,18 @@ int pidfile_write(const char *path)
 {
     if (pidfile_check(path) < 0) return -1;
     mkdirs_for(path);
+    /* A fresh file under an unpredictable name: with user, the directory
+     * may be writable by the user's group, and a file made there in advance
+     * under a name we would open must not become the pid file. */
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) {
+    snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0 || fchmod(fd, 0644) < 0) {
         log_error("cannot write pid file %s: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
         return -1;
     }
     char line[32];

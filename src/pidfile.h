@@ -3,6 +3,7 @@
 #ifndef INTAKE_PIDFILE_H
 #define INTAKE_PIDFILE_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 /* 0 if no other live intaked holds path, else -1 with the reason logged. */
@@ -11,6 +12,8 @@ int pidfile_check(const char *path);
 int pidfile_write(const char *path);
 /* The pid in the file, or -1 with *why set. */
 pid_t pidfile_read(const char *path, const char **why);
+/* Whether pid is an intaked master (by the title it gives itself). */
+bool pidfile_names_master(pid_t pid);
 /* Removes the file if it still names this process. */
 void pidfile_remove(const char *path);
 

@@ -767,6 +767,36 @@ def test_a_stale_pid_of_another_program_does_not_block_the_start(daemon_factory,
         other.kill()
 
 
+def test_signals_go_only_to_an_intaked_master(daemon, tmp_path):
+    """intaked -s and the shipped logrotate script signal the pid in the
+    pid file only if it is an intaked master: a stale or planted pid file
+    naming another process (USR1 kills by default) is refused."""
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(ROOT + "/etc/logrotate.d/intake") as f:
+            text = f.read()
+        post = text.split("postrotate")[1].split("endscript")[0]
+        post = post.replace("/run/intake/intaked.pid", daemon.dir["pid_file"])
+        subprocess.run(["sh", "-c", post], check=True)
+        wait_for(lambda: "SIGUSR1: log files reopened" in daemon.logs(), 10, what="the reopen")
+        planted = tmp_path / "planted.conf"
+        planted.write_text(open(daemon.conf).read().replace(daemon.dir["pid_file"],
+                                                            str(tmp_path / "planted.pid")))
+        (tmp_path / "planted.pid").write_text("%d\n" % victim.pid)
+        r = subprocess.run([INTAKED, "-c", str(planted), "-s", "reopen"], capture_output=True,
+                           text=True)
+        assert r.returncode == 1 and "not an intaked master" in r.stderr, r.stderr
+        subprocess.run(["sh", "-c", post.replace(daemon.dir["pid_file"],
+                                                 str(tmp_path / "planted.pid"))], check=True)
+        time.sleep(0.3)
+        assert victim.poll() is None, "the victim was signalled"
+        r = subprocess.run([INTAKED, "-c", daemon.conf, "-s", "reopen"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+    finally:
+        victim.kill()
+
+
 def test_daemon_on_with_error_log_stderr_is_warned(tmp_path):
     """daemon on with the default error_log stderr writes every line to
     /dev/null after the detach: -t warns (and still passes)."""
