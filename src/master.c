@@ -59,7 +59,9 @@ struct proc {
     int slot; /* worker slot (metrics), or SCANNER_SLOT */
     unsigned gen;
     bool stopping;  /* we asked it to go: do not respawn */
-    bool replaced;  /* a scanner that goes once its successor serves (stopping too) */
+    bool replaced;  /* a scanner kept until its successor serves, or (wait_successor
+                       false) until the older workers are gone; stopping too */
+    bool wait_successor;
     double kill_at; /* SIGKILL a drainer still there then */
 };
 
@@ -102,8 +104,8 @@ struct master {
     pid_t upgraded_from; /* the old binary's master, while it may roll back to it */
     bool detached;       /* daemon on: standard error is /dev/null */
     bool on_terminal;    /* has a controlling terminal: WINCH may be a window resize */
-    bool replace_by_successor; /* replaced scanners go when the new one serves (else: when
-                                  the old workers are gone) */
+    bool successor_failed; /* a replacing scanner could not start: none is tried again
+                              while the replaced one serves, until the next reload */
     char scanner_log[PATH_MAX]; /* the builtin scanner's error_log and level, from its start */
     int scanner_log_level;
 };
@@ -412,10 +414,14 @@ static void reap(struct master *m)
             for (int k = 0; k < m->n_procs; k++)
                 previous |= m->procs[k].replaced;
             if (previous && !p.stopping) {
-                /* A successor that never served: the previous one goes on. */
+                /* A successor that never served: the previous one goes on,
+                 * and none is tried again until the next reload (each try
+                 * loads the whole database). */
+                m->successor_failed = true;
                 log_error("the new scanner (pid %d) %s before it could serve; the previous "
-                          "scanner goes on scanning with the previous settings (fix what the "
-                          "line above says, then reload)",
+                          "scanner goes on scanning with the previous settings, and no new one is "
+                          "tried until the next reload (fix what the line above says, then "
+                          "reload)",
                           (int)pid, how);
                 continue;
             }
@@ -456,7 +462,9 @@ static double reconcile_scanner(struct master *m, double t)
 {
     if (!scanner_wanted(m)) return 0;
     for (int i = 0; i < m->n_procs; i++)
-        if (m->procs[i].slot == SCANNER_SLOT && !m->procs[i].stopping) return 0;
+        if (m->procs[i].slot == SCANNER_SLOT &&
+            (!m->procs[i].stopping || (m->procs[i].replaced && m->successor_failed)))
+            return 0;
     /* First crash: at once. A crash loop: once a second. */
     if (t < m->scanner_next_start) return m->scanner_next_start;
     m->scanner_next_start = t + 1.0;
@@ -486,11 +494,12 @@ static void respawn_due(struct master *m, double t)
  * the old one serving, with the previous settings, instead of no scanner. */
 static void replace_scanner(struct master *m, bool by_successor)
 {
-    m->replace_by_successor = by_successor;
+    m->successor_failed = false;
     for (int i = 0; i < m->n_procs; i++)
         if (m->procs[i].slot == SCANNER_SLOT && !m->procs[i].stopping) {
             m->procs[i].stopping = true;
             m->procs[i].replaced = true;
+            m->procs[i].wait_successor = by_successor;
         }
     m->scanner_next_start = 0;
     reconcile_scanner(m, now_s());
@@ -507,29 +516,31 @@ static void retire_replaced(struct master *m)
         n += m->procs[i].replaced;
     if (!n) return;
     pid_t serving = 0;
-    if (m->replace_by_successor) {
-        serving = scanner_socket_pid(m->cfg->scanner_socket);
-        bool successor = false;
-        for (int i = 0; i < m->n_procs; i++)
-            successor |= m->procs[i].slot == SCANNER_SLOT && !m->procs[i].stopping &&
-                         m->procs[i].pid == serving;
-        if (!successor) return;
-    } else {
-        for (int i = 0; i < m->n_procs; i++)
-            if (m->procs[i].slot != SCANNER_SLOT && m->procs[i].gen != m->gen) return;
-    }
-    for (int i = 0; i < m->n_procs; i++)
-        if (m->procs[i].replaced) {
-            m->procs[i].replaced = false;
-            if (serving)
-                log_info("the new scanner (pid %d) serves; stopping the previous one (pid %d)",
-                         (int)serving, (int)m->procs[i].pid);
-            else
-                log_info("the workers that scanned with the previous scanner (pid %d) are gone; "
-                         "stopping it",
-                         (int)m->procs[i].pid);
-            kill(m->procs[i].pid, SIGTERM);
+    bool older_workers = false, successor = false;
+    for (int i = 0; i < m->n_procs; i++) {
+        older_workers |= m->procs[i].slot != SCANNER_SLOT && m->procs[i].gen != m->gen;
+        if (m->procs[i].replaced && m->procs[i].wait_successor && !serving) {
+            serving = m->cfg->scanner == SCANNER_BUILTIN
+                          ? scanner_socket_pid(m->cfg->scanner_socket)
+                          : 0;
+            for (int k = 0; k < m->n_procs; k++)
+                successor |= m->procs[k].slot == SCANNER_SLOT && !m->procs[k].stopping &&
+                             m->procs[k].pid == serving;
         }
+    }
+    for (int i = 0; i < m->n_procs; i++) {
+        struct proc *p = &m->procs[i];
+        if (!p->replaced || (p->wait_successor ? !successor : older_workers)) continue;
+        p->replaced = false;
+        if (p->wait_successor)
+            log_info("the new scanner (pid %d) serves; stopping the previous one (pid %d)",
+                     (int)serving, (int)p->pid);
+        else
+            log_info("the workers that scanned with the previous scanner (pid %d) are gone; "
+                     "stopping it",
+                     (int)p->pid);
+        kill(p->pid, SIGTERM);
+    }
 }
 
 static void restart_scanner(struct master *m)

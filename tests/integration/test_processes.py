@@ -365,6 +365,9 @@ def test_reload_with_a_broken_database_keeps_the_scanner(daemon_factory, tmp_pat
     st = Client(d.tcp_port).upload("e.com", EICAR)[1]
     assert st["verdict"] == "infected" and time.monotonic() - t0 < 10, st
     assert alive(first)
+    # Not tried again and again (each try loads a whole database).
+    time.sleep(2.5)
+    assert d.logs().count("before it could serve") == 1, d.logs()[-3000:]
     good = tmp_path / "good"
     shutil.copytree(SIGNATURES, good)
     d.dir["signature_dir"] = str(good)
