@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -140,6 +141,12 @@ static bool errors_to_stderr;
 
 void log_errors_to_stderr(bool on)
 {
+    /* Not when stderr is the log file itself (the new binary of an
+     * upgrade, whose stderr the old master pointed there): twice. */
+    struct stat a, b;
+    if (on && !log_syslog && log_out > 2 && fstat(2, &a) == 0 && fstat(log_out, &b) == 0 &&
+        a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        on = false;
     errors_to_stderr = on;
 }
 

@@ -191,6 +191,7 @@ static int spawn_scanner(struct master *m)
         return -1;
     }
     if (pid == 0) {
+        log_errors_to_stderr(false);
         if (log_fd() > 2) dup2(log_fd(), 2);
         drop_privileges(m);
         /* After setuid, which clears it; and if the master is already gone,
@@ -662,22 +663,78 @@ fail:
  * compromised scanner or worker could point root's "intaked -s stop" at any
  * process. A socket left by a scanner that ran as someone else is given
  * to the user, so the scanner can take the path over. */
-static void prepare_socket_dir(struct master *m, const char *sock)
+/* Whether dir holds nothing but what intaked puts there: the scanner
+ * socket (and the scanner's temporary name for it, NAME.PID), the pid file
+ * (NAME.oldbin, and its temporary NAME.XXXXXX). Only such a directory is
+ * ours to change: not /run, /tmp or another program's. */
+static bool socket_dir_is_ours(const char *dir, const char *sock, const char *pidf)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    snprintf(a, sizeof a, "%s", sock);
+    snprintf(b, sizeof b, "%s", pidf);
+    const char *sname = basename(a), *pname = basename(b);
+    char pdir[PATH_MAX];
+    snprintf(pdir, sizeof pdir, "%s", pidf);
+    bool pid_here = strcmp(dirname(pdir), dir) == 0;
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool ours = true;
+    struct dirent *e;
+    while (ours && (e = readdir(d))) {
+        const char *n = e->d_name;
+        size_t sl = strlen(sname), pl = strlen(pname);
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0 || strcmp(n, sname) == 0) continue;
+        if (strncmp(n, sname, sl) == 0 && n[sl] == '.' && n[sl + 1] &&
+            strspn(n + sl + 1, "0123456789") == strlen(n + sl + 1))
+            continue;
+        if (pid_here && strncmp(n, pname, pl) == 0 &&
+            (n[pl] == '\0' || strcmp(n + pl, ".oldbin") == 0 ||
+             (n[pl] == '.' && strlen(n + pl + 1) == 6)))
+            continue;
+        ours = false;
+    }
+    closedir(d);
+    return ours;
+}
+
+/* The scanner, running as user, makes its socket in this directory, which
+ * by default also holds the pid file. The user gets to create files there
+ * through the group, not the directory itself, and the sticky bit keeps
+ * the pid file (root's) from being replaced: owning the directory, a
+ * compromised scanner or worker could point root's "intaked -s stop" at any
+ * process. Only a directory of intaked's own is changed; elsewhere (/run
+ * itself) the operator is told. A socket left by a scanner that ran as
+ * someone else is given to the user, so the scanner can take the path over. */
+static void prepare_socket_dir(struct master *m, const struct config *c)
 {
     char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", sock);
+    snprintf(dir, sizeof dir, "%s", c->scanner_socket);
     char *sockdir = dirname(dir);
     store_mkdir_p(sockdir, 0755);
     struct stat st;
     if (stat(sockdir, &st) < 0) return;
     mode_t want = (st.st_mode & 07777) | S_ISVTX | S_IRWXG;
-    if ((st.st_uid != geteuid() || st.st_gid != m->gid) && chown(sockdir, geteuid(), m->gid) < 0)
-        log_warn("cannot give %s to group %d: %s; the scanner may not be able to listen there",
-                 sockdir, (int)m->gid, strerror(errno));
-    if ((st.st_mode & 07777) != want && chmod(sockdir, want) < 0)
-        log_warn("cannot make %s group-writable and sticky: %s", sockdir, strerror(errno));
-    if (lstat(sock, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid != m->uid &&
-        lchown(sock, m->uid, m->gid) < 0) { /* best effort: the scanner says if it cannot */
+    bool ready = st.st_uid == geteuid() && st.st_gid == m->gid && (st.st_mode & 07777) == want;
+    bool open_to_all = (st.st_mode & (S_IWOTH | S_ISVTX)) == (S_IWOTH | S_ISVTX); /* /tmp */
+    if (!ready && !open_to_all) {
+        if (!socket_dir_is_ours(sockdir, c->scanner_socket, c->pid_file)) {
+            log_warn("%s holds files that are not intaked's, so it is left as it is; if user %s "
+                     "cannot create the scanner socket there, give scanner_socket a directory "
+                     "of its own (such as /run/intake/scand.sock)",
+                     sockdir, c->user);
+        } else {
+            if ((st.st_uid != geteuid() || st.st_gid != m->gid) &&
+                chown(sockdir, geteuid(), m->gid) < 0)
+                log_warn("cannot give %s to group %d: %s; the scanner may not be able to "
+                         "listen there",
+                         sockdir, (int)m->gid, strerror(errno));
+            if ((st.st_mode & 07777) != want && chmod(sockdir, want) < 0)
+                log_warn("cannot make %s group-writable and sticky: %s", sockdir,
+                         strerror(errno));
+        }
+    }
+    if (lstat(c->scanner_socket, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid != m->uid &&
+        lchown(c->scanner_socket, m->uid, m->gid) < 0) { /* best effort: the scanner says */
     }
 }
 
@@ -754,7 +811,7 @@ static int prepare_dirs(struct master *m, const struct config *c)
                 log_warn("cannot give %s to user %s: %s", dirs[i], c->user, strerror(errno));
         int sfd = open(c->spool_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (sfd >= 0) give_spool_dir(sfd, m->uid, m->gid, 0);
-        prepare_socket_dir(m, c->scanner_socket);
+        prepare_socket_dir(m, c);
         give_logs(m, c);
     }
     return 0;
@@ -926,7 +983,7 @@ static void reload(struct master *m)
         return;
     }
     pid_t other = nc->scanner == SCANNER_BUILTIN &&
-                          (!m->cfg->scanner_socket ||
+                          (m->cfg->scanner != SCANNER_BUILTIN || !m->cfg->scanner_socket ||
                            strcmp(m->cfg->scanner_socket, nc->scanner_socket) != 0)
                       ? scanner_socket_owner(nc->scanner_socket)
                       : 0;
@@ -1089,7 +1146,8 @@ static void upgrade(struct master *m)
         setenv(MASTER_INHERIT_ENV, env, 1);
         /* What the new binary says before it opens the log (a configuration
          * it refuses) goes to ours: detached, its stderr is /dev/null. */
-        if (log_fd() > 2) dup2(log_fd(), 2);
+        log_errors_to_stderr(false);
+        if (m->detached && log_fd() > 2) dup2(log_fd(), 2);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);

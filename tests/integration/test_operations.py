@@ -479,6 +479,29 @@ def test_user_nobody_cannot_replace_the_pid_file(daemon_factory):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_leaves_a_shared_socket_directory_alone(daemon_factory):
+    """scanner_socket in a directory that holds other programs' files (as
+    /run itself would): intaked does not change its owner or mode, and says
+    what to do (it made /run group-writable for the user)."""
+    base = short_dir()
+    os.chmod(base, 0o755)
+    shared = base + "/shared"
+    os.mkdir(shared, 0o755)
+    open(shared + "/another-daemon.pid", "w").close()
+    try:
+        d = daemon_factory(start=False, user="nobody", spool_dir=base + "/spool",
+                           accept_dir=base + "/accepted", quarantine_dir=base + "/q")
+        d.scanning(scanner_socket=shared + "/scand.sock")
+        d.start(wait=False)
+        wait_for(lambda: "holds files that are not intaked's" in d.logs(), 10, what="the warning")
+        st = os.stat(shared)
+        assert st.st_uid == 0 and st.st_gid == 0 and st.st_mode & 0o7777 == 0o755, oct(st.st_mode)
+    finally:
+        d.stop()
+        subprocess.run(["rm", "-rf", base])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_user_nobody_usr1_after_a_rename(daemon_factory):
     """With user, logrotate renames the logs and sends USR1: the master makes
     them again and gives them to the user, so the workers and the scanner
@@ -704,6 +727,7 @@ def test_upgrade_refused_by_the_new_binary_says_why_in_the_log(tmp_path):
     pidf = tmp_path / "run" / "d.pid"
     wait_for(pidf.exists, what="the pid file")
     master = int(pidf.read_text())
+    conf_text = conf.read_text()
     try:
         with open(conf, "a") as f:
             f.write("no_such_directive 1\n")
@@ -712,6 +736,17 @@ def test_upgrade_refused_by_the_new_binary_says_why_in_the_log(tmp_path):
         wait_for(lambda: "restoring" in log.read_text(), 10, what="the rollback")
         assert 'unknown directive "no_such_directive"' in log.read_text()
         assert alive(master) and int(pidf.read_text()) == master
+        # One that fails after opening the log (a new address already
+        # taken) says so once, not twice (its stderr is that log too).
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with open(conf, "w") as f:
+            f.write(conf_text + "listen_tcp 127.0.0.1:%d\n" % taken.getsockname()[1])
+        os.kill(master, signal.SIGUSR2)
+        wait_for(lambda: log.read_text().count("restoring") == 2, 10, what="the second rollback")
+        taken.close()
+        assert log.read_text().count("Address already in use") == 1, log.read_text()[-2000:]
     finally:
         os.kill(master, signal.SIGTERM)
         wait_for(lambda: not alive(master), 10, what="the master to stop")
