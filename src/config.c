@@ -1255,6 +1255,16 @@ int config_check_paths(const struct config *c, char *err, size_t errlen)
                  c->access_log, why);
         return -1;
     }
+    /* Made at start when missing; something else under the name fails it. */
+    const char *names[] = {"spool_dir", "accept_dir", "quarantine_dir"};
+    const char *dirs[] = {c->spool_dir, c->accept_dir, c->quarantine_dir};
+    for (int i = 0; i < 3; i++) {
+        struct stat st;
+        if (dirs[i] && stat(dirs[i], &st) == 0 && !S_ISDIR(st.st_mode)) {
+            snprintf(err, errlen, "%s: %s %s: not a directory", c->file, names[i], dirs[i]);
+            return -1;
+        }
+    }
     if (c->scanner == SCANNER_BUILTIN) {
         struct stat st;
         why = NULL;

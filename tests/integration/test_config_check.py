@@ -160,3 +160,16 @@ def test_t_and_start_refuse_a_listen_host_that_does_not_resolve(tmp_path):
                     % (free_port(), free_port()))
     r = run(["-c", str(conf), "-t"])
     assert r.returncode == 0 and r.stdout == "configuration ok\n", r
+
+
+def test_t_refuses_a_file_where_a_directory_goes(tmp_path):
+    """accept_dir (or spool_dir, quarantine_dir) naming a regular file: -t
+    says so (it said "configuration ok", and the start then failed)."""
+    conf = tmp_path / "c.conf"
+    (tmp_path / "a-file").write_text("x")
+    conf.write_text("scanner off\nlisten_tcp 127.0.0.1:%d\nlisten_ws 127.0.0.1:%d\n"
+                    "pid_file %s/p.pid\nspool_dir %s/s\naccept_dir %s/a-file\nquarantine_dir %s/q\n"
+                    % (free_port(), free_port(), tmp_path, tmp_path, tmp_path, tmp_path))
+    r = run(["-c", str(conf), "-t"])
+    assert r.returncode == 1, r
+    assert "accept_dir %s/a-file: not a directory" % tmp_path in r.stderr, r.stderr
