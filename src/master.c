@@ -411,9 +411,29 @@ static void reap(struct master *m)
         }
         if (p.slot == SCANNER_SLOT) {
             snprintf(what, sizeof what, "scanner intake-scand");
+            /* A successor that dies while the previous scanner still holds
+             * the socket never served: that one goes on. One that had
+             * taken the socket over leaves the previous one unreachable:
+             * it is stopped, and a new one started as after any crash. */
             bool previous = false;
+            pid_t serving = 0;
             for (int k = 0; k < m->n_procs; k++)
-                previous |= m->procs[k].replaced;
+                if (m->procs[k].replaced && m->procs[k].wait_successor) {
+                    if (!previous && m->cfg->scanner == SCANNER_BUILTIN)
+                        serving = scanner_socket_pid(m->cfg->scanner_socket);
+                    previous = true;
+                }
+            bool still_served = false;
+            for (int k = 0; k < m->n_procs; k++)
+                still_served |= m->procs[k].replaced && m->procs[k].pid == serving;
+            if (previous && !p.stopping && !still_served) {
+                for (int k = 0; k < m->n_procs; k++)
+                    if (m->procs[k].replaced && m->procs[k].wait_successor) {
+                        m->procs[k].replaced = false;
+                        kill(m->procs[k].pid, SIGTERM);
+                    }
+                previous = false;
+            }
             if (previous && !p.stopping) {
                 /* A successor that never served: the previous one goes on,
                  * and none is tried again until the next reload (each try
@@ -501,6 +521,11 @@ static void replace_scanner(struct master *m, bool by_successor)
             m->procs[i].stopping = true;
             m->procs[i].replaced = true;
             m->procs[i].wait_successor = by_successor;
+        } else if (m->procs[i].replaced && !by_successor) {
+            /* Replaced before, and now the scanner goes off, to a pool or
+             * another socket: no successor will take its socket over; it
+             * goes when the workers that may still scan through it do. */
+            m->procs[i].wait_successor = false;
         }
     m->scanner_next_start = 0;
     reconcile_scanner(m, now_s());
@@ -733,9 +758,13 @@ static void prepare_socket_dir(struct master *m, const struct config *c)
                          strerror(errno));
         }
     }
+    /* A socket left by a scanner that ran as someone else, which the
+     * scanner (as user) could not take over: removed when nobody serves
+     * it, never given away (a hard link to another daemon's socket would
+     * be given with it). */
     if (lstat(c->scanner_socket, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid != m->uid &&
-        lchown(c->scanner_socket, m->uid, m->gid) < 0) { /* best effort: the scanner says */
-    }
+        !scanner_socket_pid(c->scanner_socket))
+        unlink(c->scanner_socket);
 }
 
 /* What the spool holds from before (uploads written while intaked ran as
@@ -806,9 +835,15 @@ static int prepare_dirs(struct master *m, const struct config *c)
     store_close(&st);
     if (m->drop) {
         const char *dirs[] = {c->spool_dir, c->accept_dir, c->quarantine_dir};
-        for (int i = 0; i < 3; i++)
-            if (dirs[i] && chown(dirs[i], m->uid, m->gid) < 0)
+        for (int i = 0; i < 3; i++) {
+            /* Not through a symlink: one of them may sit in another the
+             * user owns (accept_dir inside spool_dir), swapped for a link. */
+            int dfd = dirs[i] ? open(dirs[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                              : -1;
+            if (dirs[i] && (dfd < 0 || fchown(dfd, m->uid, m->gid) < 0))
                 log_warn("cannot give %s to user %s: %s", dirs[i], c->user, strerror(errno));
+            if (dfd >= 0) close(dfd);
+        }
         int sfd = open(c->spool_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (sfd >= 0) give_spool_dir(sfd, m->uid, m->gid, 0);
         prepare_socket_dir(m, c);

@@ -416,3 +416,72 @@ def test_reload_to_scanner_off_lets_the_old_scans_finish(daemon_factory):
     wait_for(lambda: not alive(scanner), 10, what="the scanner to stop")
     st = Client(d.tcp_port).upload("later.txt", b"new")[1]
     assert st["verdict"] == "unscanned", st
+
+
+def _peer_pid(path):
+    import struct
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        cred = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", cred)[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def test_a_new_scanner_that_dies_after_taking_over_is_replaced(daemon_factory, tmp_path):
+    """A reload's new scanner takes the socket over and dies before the
+    master stopped the previous one: that one can no longer be reached, so
+    it goes and a scanner starts again (none was started until the next
+    reload: the death was taken for a database that would not load)."""
+    from conftest import EICAR
+    d = daemon_factory(start=False, workers=1)
+    d.scanning(scan_timeout="20s")
+    d.start()
+    first = d.scanner()
+    sock = d.dir["scanner_socket"]
+    good = tmp_path / "good"
+    shutil.copytree(SIGNATURES, good)
+    d.dir["signature_dir"] = str(good)
+    with open(d.conf, "w") as f:
+        for k, v in d.dir.items():
+            f.write("%s %s\n" % (k, v))
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "starting a new scanner" in d.logs(), 10, what="the reload")
+    d.signal(signal.SIGSTOP)  # no retire turn until the successor is dead
+    try:
+        new = wait_for(lambda: (lambda p: p if p not in (None, first) else None)(_peer_pid(sock)),
+                       15, what="the new scanner to take the socket over")
+        os.kill(new, signal.SIGKILL)
+    finally:
+        d.signal(signal.SIGCONT)
+    t0 = time.monotonic()
+    st = Client(d.tcp_port, timeout=30).upload("e.com", EICAR)[1]
+    assert st["verdict"] == "infected", (st, time.monotonic() - t0)
+    wait_for(lambda: not alive(first), 10, what="the unreachable previous scanner to go")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_does_not_follow_a_symlinked_accept_dir(daemon_factory, tmp_path):
+    """accept_dir inside spool_dir (which the user owns), swapped for a
+    symlink to a root directory: the start does not give that directory to
+    the user (chown followed the link)."""
+    from conftest import short_dir
+    base = short_dir()
+    os.chmod(base, 0o755)
+    try:
+        secret = base + "/secret"
+        os.mkdir(secret, 0o700)
+        os.makedirs(base + "/spool")
+        os.symlink(secret, base + "/spool/accepted")
+        d = daemon_factory(start=False, user="nobody", spool_dir=base + "/spool",
+                           accept_dir=base + "/spool/accepted", quarantine_dir=base + "/q")
+        d.start(wait=False)
+        wait_for(lambda: "cannot give %s/spool/accepted" % base in d.logs(), 10,
+                 what="the refusal")
+        assert os.stat(secret).st_uid == 0
+    finally:
+        d.stop()
+        subprocess.run(["rm", "-rf", base])
