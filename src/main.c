@@ -53,9 +53,10 @@ static int send_signal(const struct config *c, const char *what)
             return 1;
         }
         /* A stale file, or one planted, must not send a signal elsewhere. */
-        if (!pidfile_names_master(pid)) {
-            fprintf(stderr, "intaked: %s names pid %d, which is not an intaked master; nothing "
-                            "signalled (a stale pid file? is intaked running?)\n",
+        if (!pidfile_trusted(c->pid_file, pid)) {
+            fprintf(stderr, "intaked: %s names pid %d, which is not an intaked master, or the "
+                            "file is not root's (or yours) and the master's; nothing signalled "
+                            "(a stale or planted pid file? is intaked running?)\n",
                     c->pid_file, (int)pid);
             return 1;
         }

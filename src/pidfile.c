@@ -68,11 +68,26 @@ bool pidfile_names_master(pid_t pid)
     return is_intaked(pid) == 1;
 }
 
+/* The pid file counts only if root or we wrote it, and names a master of
+ * the same owner: with user, the pid file's directory is writable by the
+ * user's group, and a file planted there while no master runs, naming a
+ * process of the user's own called intaked, must neither be signalled by
+ * root nor keep intaked from starting. */
+bool pidfile_trusted(const char *path, pid_t pid)
+{
+    struct stat f, p;
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/%d", (int)pid);
+    if (stat(path, &f) < 0 || (f.st_uid != 0 && f.st_uid != geteuid())) return false;
+    if (stat(proc, &p) == 0 && p.st_uid != f.st_uid) return false;
+    return pidfile_names_master(pid);
+}
+
 int pidfile_check(const char *path)
 {
     const char *why;
     pid_t other = pidfile_read(path, &why);
-    if (other > 0 && other != getpid() && kill(other, 0) == 0 && is_intaked(other)) {
+    if (other > 0 && other != getpid() && kill(other, 0) == 0 && pidfile_trusted(path, other)) {
         log_error("another intaked (pid %d) is running with pid file %s; stop it first "
                   "(intaked -s stop) or use another pid_file",
                   (int)other, path);

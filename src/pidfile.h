@@ -14,6 +14,9 @@ int pidfile_write(const char *path);
 pid_t pidfile_read(const char *path, const char **why);
 /* Whether pid is an intaked master (by the title it gives itself). */
 bool pidfile_names_master(pid_t pid);
+/* Whether path, naming pid, may be believed: written by root or by us, and
+ * naming a master of the same owner. */
+bool pidfile_trusted(const char *path, pid_t pid);
 /* Removes the file if it still names this process. */
 void pidfile_remove(const char *path);
 

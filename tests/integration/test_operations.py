@@ -832,6 +832,36 @@ def test_signals_go_only_to_an_intaked_master(daemon, tmp_path):
         victim.kill()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root and another user")
+def test_a_pid_file_planted_by_the_user_is_not_believed(daemon_factory, tmp_path):
+    """While no master runs, the user (whose group may write the pid file's
+    directory) plants a pid file naming a process of its own titled like a
+    master: root's intaked -s does not signal it, the logrotate script does
+    not either, and intaked still starts (it refused, and -s signalled
+    the user's process)."""
+    nobody = pwd.getpwnam("nobody")
+    fake = subprocess.Popen(["intaked: master process", "60"], executable="/bin/sleep",
+                            preexec_fn=lambda: (os.setgid(nobody.pw_gid), os.setuid(nobody.pw_uid)))
+    try:
+        d = daemon_factory(start=False)
+        pidf = d.dir["pid_file"]
+        os.makedirs(os.path.dirname(pidf), exist_ok=True)
+        with open(pidf, "w") as f:
+            f.write("%d\n" % fake.pid)
+        os.chown(pidf, nobody.pw_uid, nobody.pw_gid)
+        r = subprocess.run([INTAKED, "-c", d.conf, "-s", "reopen"], capture_output=True, text=True)
+        assert r.returncode == 1 and "nothing signalled" in r.stderr, r.stderr
+        with open(ROOT + "/etc/logrotate.d/intake") as f:
+            post = f.read().split("postrotate")[1].split("endscript")[0]
+        subprocess.run(["sh", "-c", post.replace("/run/intake/intaked.pid", pidf)], check=True)
+        time.sleep(0.3)
+        assert fake.poll() is None, "the user's process was signalled"
+        d.start()
+        assert read_pid(pidf) == d.pid
+    finally:
+        fake.kill()
+
+
 def test_daemon_on_with_error_log_stderr_is_warned(tmp_path):
     """daemon on with the default error_log stderr writes every line to
     /dev/null after the detach: -t warns (and still passes)."""
