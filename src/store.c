@@ -24,7 +24,10 @@ int store_mkdir_p(const char *path, mode_t mode)
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(buf, mode) < 0 && errno != EEXIST) return -errno;
+        /* Parents as mkdir -p makes them: only the last one gets mode, or
+         * with user the workers could not get through a 0750 var/ of
+         * root's to a spool of their own. */
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST) return -errno;
         *p = '/';
     }
     if (mkdir(buf, mode) < 0 && errno != EEXIST) return -errno;

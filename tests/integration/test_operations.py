@@ -440,6 +440,26 @@ def test_user_nobody(daemon_factory):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_nobody_on_a_fresh_tree(daemon_factory):
+    """With user, the data directories' missing parents (var/ on a fresh
+    checkout) are made 0755, as mkdir -p does: made 0750 and root's, they
+    kept the workers from their spool, which then restarted for ever."""
+    base = short_dir()
+    os.chmod(base, 0o755)
+    try:
+        d = daemon_factory(start=False, user="nobody", spool_dir=base + "/var/spool",
+                           accept_dir=base + "/var/accepted", quarantine_dir=base + "/var/q")
+        d.start()
+        assert os.stat(base + "/var").st_mode & 0o777 == 0o755
+        assert os.stat(base + "/var/spool").st_mode & 0o777 == 0o750
+        st = Client(d.tcp_port).upload("fresh.txt", b"data")[1]
+        assert st["type"] == "STATUS" and st["stored_as"] == "fresh.txt", st
+    finally:
+        d.stop()
+        subprocess.run(["rm", "-rf", base])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_user_nobody_cannot_replace_the_pid_file(daemon_factory):
     """With user, the directory of the pid file and the scanner socket
     (run/ by default) stays root's: the scanner gets to make its socket
