@@ -164,11 +164,8 @@ class Daemon:
             "min_free_space": "0",
             "log_level": "info",
         }
-        self.dir.update({k: str(v) for k, v in directives.items()})
         self.conf = os.path.join(self.tmp, "intake.conf")
-        with open(self.conf, "w") as f:
-            for k, v in self.dir.items():
-                f.write("%s %s\n" % (k, v))
+        self.reconfigure(**directives)
         self.log_path = os.path.join(self.tmp, "error.log")
         self.proc = None
         self.nofile = None  # RLIMIT_NOFILE for the daemon, to test running out of fds
@@ -186,11 +183,22 @@ class Daemon:
         self.sockdir = short_dir()
         self.dir.update({"scanner": "builtin", "signature_dir": SIGNATURES,
                          "scanner_socket": os.path.join(self.sockdir, "scand.sock")})
+        return self.reconfigure(**directives)
+
+    def reconfigure(self, extra="", **directives):
+        """Rewrites the configuration file with these directives changed
+        (and the lines in extra added); a HUP applies it."""
         self.dir.update({k: str(v) for k, v in directives.items()})
         with open(self.conf, "w") as f:
             for k, v in self.dir.items():
                 f.write("%s %s\n" % (k, v))
+            f.write(extra)
         return self
+
+    def reload(self, extra="", **directives):
+        """reconfigure, then HUP."""
+        self.reconfigure(extra, **directives)
+        self.signal(signal.SIGHUP)
 
     def health(self):
         import urllib.request

@@ -573,13 +573,20 @@ def test_user_nobody_processes_die_with_the_master(daemon_factory):
         subprocess.run(["rm", "-rf", base])
 
 
-def test_daemon_on_and_s_stop(tmp_path):
+def _daemon_on_conf(tmp_path, workers):
+    """A configuration with daemon on, everything under tmp_path (pid file
+    run/d.pid, error_log error.log). Its path and raw TCP port."""
     tcp, ws = free_ports(2)
     conf = tmp_path / "d.conf"
-    conf.write_text("daemon on\nworkers 2\nscanner off\nlisten_tcp 127.0.0.1:%d\n"
+    conf.write_text("daemon on\nworkers %d\nscanner off\nlisten_tcp 127.0.0.1:%d\n"
                     "listen_ws 127.0.0.1:%d\npid_file %s/run/d.pid\nerror_log %s/error.log\n"
                     "spool_dir %s/s\naccept_dir %s/a\nquarantine_dir %s/q\nmin_free_space 0\n"
-                    % (tcp, ws, tmp_path, tmp_path, tmp_path, tmp_path, tmp_path))
+                    % (workers, tcp, ws, tmp_path, tmp_path, tmp_path, tmp_path, tmp_path))
+    return conf, tcp
+
+
+def test_daemon_on_and_s_stop(tmp_path):
+    conf, tcp = _daemon_on_conf(tmp_path, workers=2)
     t0 = time.monotonic()
     r = subprocess.run([INTAKED, "-c", str(conf)], capture_output=True, text=True, timeout=10)
     assert r.returncode == 0 and time.monotonic() - t0 < 5
@@ -677,12 +684,7 @@ def test_upgrade_with_daemon_on(tmp_path):
     the old master, the pid file the new one) until QUIT to the old one. It
     detached again: its first process ended at once, and the old master took
     that for a failed upgrade and rolled back, leaving two masters."""
-    tcp, ws = free_ports(2)
-    conf = tmp_path / "d.conf"
-    conf.write_text("daemon on\nworkers 1\nscanner off\nlisten_tcp 127.0.0.1:%d\n"
-                    "listen_ws 127.0.0.1:%d\npid_file %s/run/d.pid\nerror_log %s/error.log\n"
-                    "spool_dir %s/s\naccept_dir %s/a\nquarantine_dir %s/q\nmin_free_space 0\n"
-                    % (tcp, ws, tmp_path, tmp_path, tmp_path, tmp_path, tmp_path))
+    conf, tcp = _daemon_on_conf(tmp_path, workers=1)
     assert subprocess.run([INTAKED, "-c", str(conf)], timeout=10).returncode == 0
     pidf, oldbin = tmp_path / "run" / "d.pid", tmp_path / "run" / "d.pid.oldbin"
     wait_for(pidf.exists, what="the pid file")
@@ -737,12 +739,7 @@ def test_upgrade_refused_by_the_new_binary_says_why_in_the_log(tmp_path):
     """daemon on, and USR2 with a configuration the new binary refuses: its
     reason reaches the error log (its stderr was /dev/null; the log only
     said it exited with status 1)."""
-    tcp, ws = free_ports(2)
-    conf = tmp_path / "d.conf"
-    conf.write_text("daemon on\nworkers 1\nscanner off\nlisten_tcp 127.0.0.1:%d\n"
-                    "listen_ws 127.0.0.1:%d\npid_file %s/run/d.pid\nerror_log %s/error.log\n"
-                    "spool_dir %s/s\naccept_dir %s/a\nquarantine_dir %s/q\nmin_free_space 0\n"
-                    % (tcp, ws, tmp_path, tmp_path, tmp_path, tmp_path, tmp_path))
+    conf, tcp = _daemon_on_conf(tmp_path, workers=1)
     assert subprocess.run([INTAKED, "-c", str(conf)], timeout=10).returncode == 0
     pidf = tmp_path / "run" / "d.pid"
     wait_for(pidf.exists, what="the pid file")
@@ -782,12 +779,8 @@ def test_operator_lines_for_listeners_ttin_and_a_failed_upgrade(daemon_factory, 
     d.start()
     scanner = d.scanner()
     extra = free_port()
-    d.dir["listen_tcp"] = "127.0.0.1:%d" % extra
-    with open(d.conf, "w") as f:
-        for k, v in d.dir.items():
-            f.write("%s %s\n" % (k, v))
-        f.write("listen_tcp 127.0.0.1:%d\n" % d.tcp_port)
-    d.signal(signal.SIGHUP)
+    d.reload(extra="listen_tcp 127.0.0.1:%d\n" % d.tcp_port,
+             listen_tcp="127.0.0.1:%d" % extra)
     wait_for(lambda: "reload: now listening on 127.0.0.1:%d (raw TCP)" % extra in d.logs(), 10,
              what="the new listener's line")
     assert "now listening on 127.0.0.1:%d" % d.tcp_port not in d.logs()
@@ -896,21 +889,13 @@ def test_daemon_on_with_error_log_stderr_is_warned(tmp_path):
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
 
 
-def _rewrite(d, **directives):
-    d.dir.update({k: str(v) for k, v in directives.items()})
-    with open(d.conf, "w") as f:
-        for k, v in d.dir.items():
-            f.write("%s %s\n" % (k, v))
-
-
 def test_reload_moves_the_pid_file(daemon, tmp_path):
     """A reload that names another pid_file writes it and removes the old
     one, so intaked -s and USR2 find the master there (they looked for a
     file that was never written)."""
     old = daemon.dir["pid_file"]
     new = str(tmp_path / "elsewhere" / "moved.pid")
-    _rewrite(daemon, pid_file=new)
-    daemon.signal(signal.SIGHUP)
+    daemon.reload(pid_file=new)
     wait_for(lambda: os.path.exists(new) and not os.path.exists(old), 10,
              what="the pid file to move")
     with open(new) as f:
@@ -922,8 +907,7 @@ def test_reload_moves_the_pid_file(daemon, tmp_path):
     # One that cannot be written (its directory would be under a file):
     # the master stays in the file it has, and says so.
     (tmp_path / "plain").write_text("x")
-    _rewrite(daemon, pid_file=str(tmp_path / "plain" / "p.pid"))
-    daemon.signal(signal.SIGHUP)
+    daemon.reload(pid_file=str(tmp_path / "plain" / "p.pid"))
     wait_for(lambda: "not applied" in daemon.logs(), 10, what="the refusal")
     assert "the pid file stays %s" % new in daemon.logs()
     with open(new) as f:
@@ -931,14 +915,12 @@ def test_reload_moves_the_pid_file(daemon, tmp_path):
     # Another name of the same file (through a symlinked directory): the
     # file stays (it was written, then removed under its old name).
     os.symlink(os.path.dirname(new), str(tmp_path / "link"))
-    _rewrite(daemon, pid_file=str(tmp_path / "link" / "moved.pid"))
-    daemon.signal(signal.SIGHUP)
+    daemon.reload(pid_file=str(tmp_path / "link" / "moved.pid"))
     wait_for(lambda: "now %s/link/moved.pid" % tmp_path in daemon.logs(), 10, what="the move")
     with open(new) as f:
         assert int(f.read()) == daemon.pid
     # Back where it started: the reload after that one still moves it.
-    _rewrite(daemon, pid_file=old)
-    daemon.signal(signal.SIGHUP)
+    daemon.reload(pid_file=old)
     wait_for(lambda: os.path.exists(old) and not os.path.exists(new), 10,
              what="the pid file to move back")
     assert daemon.workers()
@@ -952,8 +934,7 @@ def test_reload_says_the_scanner_keeps_its_log(daemon_factory):
     d.scanning()
     d.start()
     scanner = d.scanner()
-    _rewrite(d, log_level="debug")
-    d.signal(signal.SIGHUP)
+    d.reload(log_level="debug")
     wait_for(lambda: "builtin scanner keeps error_log stderr and its log level until it "
              "restarts" in d.logs(), 10, what="the note")
     assert d.scanner() == scanner

@@ -327,11 +327,7 @@ def test_a_second_intaked_does_not_take_the_first_ones_scanner(tmp_path):
         assert ("scanner_socket %s is the scanner socket of another intaked (master pid %d)"
                 % (a.dir["scanner_socket"], a.pid)) in b.logs()
         c = daemon("c").start()
-        c.dir["scanner_socket"] = a.dir["scanner_socket"]
-        with open(c.conf, "w") as f:
-            for k, v in c.dir.items():
-                f.write("%s %s\n" % (k, v))
-        c.signal(signal.SIGHUP)
+        c.reload(scanner_socket=a.dir["scanner_socket"])
         wait_for(lambda: "reload failed: scanner_socket" in c.logs(), 10, what="the refusal")
         for d in (a, c):
             st = Client(d.tcp_port).upload("e.com", EICAR)[1]
@@ -354,11 +350,7 @@ def test_reload_with_a_broken_database_keeps_the_scanner(daemon_factory, tmp_pat
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "bad.ndb").write_text("junk\n")
-    d.dir["signature_dir"] = str(broken)
-    with open(d.conf, "w") as f:
-        for k, v in d.dir.items():
-            f.write("%s %s\n" % (k, v))
-    d.signal(signal.SIGHUP)
+    d.reload(signature_dir=str(broken))
     wait_for(lambda: "before it could serve; the previous scanner goes on scanning" in d.logs(),
              15, what="the failed successor")
     t0 = time.monotonic()
@@ -370,11 +362,7 @@ def test_reload_with_a_broken_database_keeps_the_scanner(daemon_factory, tmp_pat
     assert d.logs().count("before it could serve") == 1, d.logs()[-3000:]
     good = tmp_path / "good"
     shutil.copytree(SIGNATURES, good)
-    d.dir["signature_dir"] = str(good)
-    with open(d.conf, "w") as f:
-        for k, v in d.dir.items():
-            f.write("%s %s\n" % (k, v))
-    d.signal(signal.SIGHUP)
+    d.reload(signature_dir=str(good))
     wait_for(lambda: "stopping the previous one (pid %d)" % first in d.logs(), 15,
              what="the new scanner to take over")
     wait_for(lambda: not alive(first), 10, what="the previous scanner to stop")
@@ -400,11 +388,7 @@ def test_reload_to_scanner_off_lets_the_old_scans_finish(daemon_factory):
         c.send(EICAR)
         assert c.line()["type"] == "READY"
         time.sleep(0.3)  # the scan is waiting on the stopped scanner
-        d.dir["scanner"] = "off"
-        with open(d.conf, "w") as f:
-            for k, v in d.dir.items():
-                f.write("%s %s\n" % (k, v))
-        d.signal(signal.SIGHUP)
+        d.reload(scanner="off")
         wait_for(lambda: "the previous scanner serves the old workers' scans" in d.logs(), 10,
                  what="the reload")
         time.sleep(0.5)
@@ -444,11 +428,7 @@ def test_a_new_scanner_that_dies_after_taking_over_is_replaced(daemon_factory, t
     sock = d.dir["scanner_socket"]
     good = tmp_path / "good"
     shutil.copytree(SIGNATURES, good)
-    d.dir["signature_dir"] = str(good)
-    with open(d.conf, "w") as f:
-        for k, v in d.dir.items():
-            f.write("%s %s\n" % (k, v))
-    d.signal(signal.SIGHUP)
+    d.reload(signature_dir=str(good))
     wait_for(lambda: "starting a new scanner" in d.logs(), 10, what="the reload")
     d.signal(signal.SIGSTOP)  # no retire turn until the successor is dead
     try:

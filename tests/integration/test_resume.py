@@ -1365,21 +1365,13 @@ def test_reload_that_sets_user_keeps_the_spool_resumable(daemon_factory):
             f.write("root's")
         os.link(outside + "/secret", d.spool_dir + "/linked")
         os.symlink(outside, d.spool_dir + "/pointer")
-        d.dir["user"] = "nobody"
-        with open(d.conf, "w") as f:
-            for k, v in d.dir.items():
-                f.write("%s %s\n" % (k, v))
-        d.signal(signal.SIGHUP)
+        d.reload(user="nobody")
         wait_for(lambda: "applied" in d.logs(), 10, what="the reload")
         st = tcp_resume(d, uid, "as-root.bin", data, 100000)
         assert_whole(d, st, "as-root.bin", data)
         assert os.stat(outside).st_uid == 0 and os.stat(outside + "/secret").st_uid == 0
         # And a reload to another spool says what it leaves behind.
-        d.dir["spool_dir"] = base + "/spool2"
-        with open(d.conf, "w") as f:
-            for k, v in d.dir.items():
-                f.write("%s %s\n" % (k, v))
-        d.signal(signal.SIGHUP)
+        d.reload(spool_dir=base + "/spool2")
         wait_for(lambda: "reload: spool_dir is now %s/spool2" % base in d.logs(), 10,
                  what="the warning")
     finally:
